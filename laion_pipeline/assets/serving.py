@@ -1,0 +1,131 @@
+"""Serving layer: the compacted, checked database and its Datasette files, published atomically."""
+
+import datetime as dt
+import hashlib
+import os
+from importlib import metadata as package_metadata
+from typing import Any
+
+from dagster import AssetExecutionContext, MaterializeResult, MetadataValue, asset
+
+from laion_pipeline.assets.raw import read_parquet_manifest, sha256_file
+from laion_pipeline.assets.search import ENTITY_KINDS, StaleInputError, images_fts
+from laion_pipeline.datasette import datasette_metadata, inspect_data, table_counts
+from laion_pipeline.db import sqlite_connect
+from laion_pipeline.layout import DataLayout, write_json_atomic
+from laion_pipeline.resources import LaionData
+
+REQUIRED_TABLES = ("images", "images_fts", "domain", *ENTITY_KINDS)
+
+
+class PublishCheckError(RuntimeError):
+    """The candidate database failed a check; nothing was published."""
+
+
+def code_version() -> str:
+    try:
+        return package_metadata.version("laion_pipeline")
+    except package_metadata.PackageNotFoundError:
+        return "unknown"
+
+
+def check_candidate(conn: Any) -> dict[str, int]:
+    """Check a candidate database before it is published; return its table row counts."""
+    present = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+    missing = [t for t in REQUIRED_TABLES if t not in present]
+    if missing:
+        raise StaleInputError(
+            f"the build database lacks {', '.join(missing)}: materialize every asset upstream "
+            "of published_database"
+        )
+    (integrity,) = conn.execute("PRAGMA integrity_check").fetchone()
+    if integrity != "ok":
+        raise PublishCheckError(f"integrity_check failed: {integrity}")
+    counts = table_counts(conn)
+    (indexed,) = conn.execute("SELECT count(*) FROM images_fts_docsize").fetchone()
+    if indexed != counts["images"]:
+        raise PublishCheckError(
+            f"images_fts indexes {indexed:,} captions but images has {counts['images']:,} rows: "
+            "materialize images_fts"
+        )
+    (domain_total,) = conn.execute("SELECT coalesce(sum(image_counts), 0) FROM domain").fetchone()
+    if domain_total != counts["images"]:
+        raise PublishCheckError(
+            f"domain image_counts sum to {domain_total:,} but images has {counts['images']:,} "
+            "rows: materialize domains, images and images_fts"
+        )
+    return counts
+
+
+def publish(layout: DataLayout, log: Any = None) -> dict[str, Any]:
+    """Copy the build database compactly beside the published one, check it, then replace
+    the published database and its Datasette files. Returns the manifest."""
+    build = layout.build_db
+    if not build.exists():
+        raise FileNotFoundError(f"{build} does not exist: materialize the search database first")
+    layout.published_dir.mkdir(parents=True, exist_ok=True)
+    candidate = layout.published_dir / f".{layout.published_db.name}.candidate"
+    candidate.unlink(missing_ok=True)
+    try:
+        conn = sqlite_connect(build)
+        try:
+            if log:
+                log.info(f"writing a compact copy of {build} to {candidate}")
+            conn.execute("VACUUM INTO ?", (str(candidate),))
+        finally:
+            conn.close()
+        conn = sqlite_connect(candidate)
+        try:
+            conn.execute("ANALYZE")
+            counts = check_candidate(conn)
+        finally:
+            conn.close()
+        sha256 = sha256_file(candidate)
+        parquet = read_parquet_manifest(layout)
+        manifest = {
+            "database": layout.published_db.name,
+            "sha256": sha256,
+            "size_bytes": candidate.stat().st_size,
+            "row_counts": {t: counts[t] for t in ("images", "domain", *ENTITY_KINDS)},
+            "source": parquet["source"],
+            "parquet_files": [{k: f[k] for k in ("name", "rows", "sha256")} for f in parquet["files"]],
+            "entity_csvs": {
+                kind: hashlib.sha256(layout.entity_csv(kind).read_bytes()).hexdigest()
+                for kind in ENTITY_KINDS
+            },
+            "built_at": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+            "code_version": code_version(),
+        }
+        os.replace(candidate, layout.published_db)
+    finally:
+        candidate.unlink(missing_ok=True)
+    write_json_atomic(layout.inspect_json, inspect_data(layout.published_db, sha256, counts))
+    write_json_atomic(layout.metadata_json, datasette_metadata(parquet["source"]))
+    write_json_atomic(layout.manifest_json, manifest)
+    if log:
+        log.info(f"published {layout.published_db}")
+    return manifest
+
+
+@asset(
+    deps=[images_fts, *ENTITY_KINDS],
+    group_name="serving",
+    kinds={"sqlite", "datasette"},
+)
+def published_database(context: AssetExecutionContext, laion_data: LaionData) -> MaterializeResult:
+    """The database Datasette serves, ``published/laion-aesthetic-6pls.db``: a compacted,
+    checked copy of the build, replaced atomically, with ``metadata.json``, ``inspect.json``
+    and ``manifest.json`` (row counts, sha256, source revision, build time) beside it."""
+    layout = laion_data.layout
+    manifest = publish(layout, context.log)
+    return MaterializeResult(
+        metadata={
+            "dagster/uri": MetadataValue.path(str(layout.published_db)),
+            "dagster/row_count": manifest["row_counts"]["images"],
+            "sha256": manifest["sha256"],
+            "size_bytes": manifest["size_bytes"],
+            "row_counts": MetadataValue.json(manifest["row_counts"]),
+            "source_revision": manifest["source"]["revision"],
+            "serve": MetadataValue.md(f"`make serve` serves `{layout.published_dir}`"),
+        }
+    )

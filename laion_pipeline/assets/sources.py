@@ -1,0 +1,38 @@
+"""Sources: what the pipeline reads, observed so Dagster knows when they change."""
+
+import hashlib
+
+from dagster import DataVersion, ObserveResult, observable_source_asset
+
+from laion_pipeline.layout import ENTITY_KINDS
+from laion_pipeline.resources import EntityLists, ParquetSource
+
+
+@observable_source_asset(group_name="sources", kinds={"parquet"})
+def hf_dataset(parquet_source: ParquetSource) -> ObserveResult:
+    """The LAION-Aesthetics v2 6+ dataset at a pinned revision. Its data version is the exact
+    revision (the Hub commit sha, or a fingerprint of the sample or local files), so assets
+    built from an older revision show as stale."""
+    revision = parquet_source.observe()
+    return ObserveResult(
+        data_version=DataVersion(revision.revision),
+        metadata={
+            "source": revision.kind,
+            "location": revision.location,
+            "revision": revision.revision,
+        },
+    )
+
+
+@observable_source_asset(group_name="sources", kinds={"csv"})
+def entity_sheets(entity_lists: EntityLists) -> ObserveResult:
+    """The three name lists (artists, celebrities, characters). Its data version is a hash of
+    the three CSVs' content, so an edited list marks the entity tables stale."""
+    digest = hashlib.sha256()
+    metadata = {}
+    for kind in ENTITY_KINDS:
+        data = entity_lists.read(kind)
+        digest.update(hashlib.sha256(data).digest())
+        metadata[f"{kind}_url"] = entity_lists.url(kind)
+        metadata[f"{kind}_sha256"] = hashlib.sha256(data).hexdigest()
+    return ObserveResult(data_version=DataVersion(digest.hexdigest()[:16]), metadata=metadata)

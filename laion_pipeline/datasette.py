@@ -1,0 +1,95 @@
+"""The Datasette files published beside the database: metadata and the inspect file."""
+
+import sqlite3
+from pathlib import Path
+from typing import Any
+
+from laion_pipeline.db import quote_identifier
+from laion_pipeline.layout import DATABASE_NAME, ENTITY_KINDS
+from laion_pipeline.resources import DEFAULT_HF_REPO
+from laion_pipeline.schema import IMAGE_COLUMNS
+
+# The settings of the 2022 deployment, passed by `make serve`.
+SERVE_SETTINGS = {"sql_time_limit_ms": 10_000, "suggest_facets": 0, "allow_download": 0}
+
+
+def _source(source: dict[str, str]) -> tuple[str, str]:
+    if source["kind"] == "huggingface":
+        return (
+            f"{source['location']} at {source['revision'][:12]}",
+            f"https://huggingface.co/datasets/{source['location']}",
+        )
+    if source["kind"] == "sample":
+        return (
+            "Synthetic LAION-shaped sample bundled with laion-pipeline (not real images)",
+            f"https://huggingface.co/datasets/{DEFAULT_HF_REPO}",
+        )
+    return (f"LAION parquet files in {source['location']}", "")
+
+
+def datasette_metadata(source: dict[str, str]) -> dict[str, Any]:
+    """Datasette ``metadata.json``: titles, source and licence, and per-table display hints."""
+    source_text, source_url = _source(source)
+    entity_tables = {
+        kind: {
+            "description": f"{kind.capitalize()} named in captions; image_counts is the number "
+            "of captions that contain the name as a phrase.",
+            "sort_desc": "image_counts",
+        }
+        for kind in ENTITY_KINDS
+    }
+    return {
+        "title": "LAION-Aesthetics v2 6+: the images behind Stable Diffusion",
+        "description_html": (
+            "<p>URLs and captions of the images with an aesthetic score of 6 or more in "
+            "LAION-5B: a subset of the data Stable Diffusion was trained on.</p>"
+            f'<p><a href="/{DATABASE_NAME}/images">Search the captions</a>, see '
+            f'<a href="/{DATABASE_NAME}/domain">where the images come from</a>, or count the '
+            f'<a href="/{DATABASE_NAME}/artists">artists</a>, '
+            f'<a href="/{DATABASE_NAME}/celebrities">celebrities</a> and '
+            f'<a href="/{DATABASE_NAME}/characters">characters</a> they name.</p>'
+        ),
+        "source": source_text,
+        "source_url": source_url,
+        "license": "CC-BY 4.0 (LAION metadata; the images keep their own rights)",
+        "license_url": "https://creativecommons.org/licenses/by/4.0/",
+        "databases": {
+            DATABASE_NAME: {
+                "tables": {
+                    "images": {
+                        "description": "One row per image: its URL, caption and scores.",
+                        "facets": ["domain_id"],
+                        "columns": {name: text for name, (_, text) in IMAGE_COLUMNS.items()},
+                    },
+                    "domain": {
+                        "description": "The hosts the images were scraped from.",
+                        "label_column": "domain",
+                        "sort_desc": "image_counts",
+                        "columns": {"image_counts": "Number of images from this host"},
+                    },
+                    **entity_tables,
+                }
+            }
+        },
+    }
+
+
+def table_counts(conn: sqlite3.Connection) -> dict[str, int]:
+    """Row counts of every table, as ``datasette inspect`` records them."""
+    names = [r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")]
+    return {
+        name: conn.execute(f"SELECT count(*) FROM {quote_identifier(name)}").fetchone()[0]
+        for name in names
+    }
+
+
+def inspect_data(db_path: Path, sha256: str, counts: dict[str, int]) -> dict[str, Any]:
+    """The ``inspect.json`` that lets Datasette open the immutable file without counting rows."""
+    return {
+        DATABASE_NAME: {
+            "hash": sha256,
+            "size": db_path.stat().st_size,
+            "file": db_path.name,
+            "tables": {name: {"count": count} for name, count in counts.items()},
+        }
+    }

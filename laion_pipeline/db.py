@@ -1,0 +1,36 @@
+"""Database helpers: SQLite connections and quoting, DuckDB scalars (DuckDB connections come
+from dagster-duckdb's resource)."""
+
+from __future__ import annotations
+
+import sqlite3
+from pathlib import Path
+from typing import Any
+
+import duckdb
+
+
+# Generous, as PUDL does: a second writer waits for the first instead of failing.
+SQLITE_BUSY_TIMEOUT_MS = 600_000
+
+
+def sqlite_connect(path: Path, *, read_only: bool = False) -> sqlite3.Connection:
+    """Open a SQLite database with autocommit off only where we say ``BEGIN``."""
+    if read_only:
+        conn = sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True, isolation_level=None)
+    else:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        conn = sqlite3.connect(path, isolation_level=None)
+    conn.execute(f"PRAGMA busy_timeout = {SQLITE_BUSY_TIMEOUT_MS}")
+    return conn
+
+
+
+def quote_identifier(name: str) -> str:
+    """A SQLite identifier in double quotes, inner double quotes doubled: safe for any name."""
+    return '"' + name.replace('"', '""') + '"'
+
+
+def duckdb_scalar(conn: duckdb.DuckDBPyConnection, sql: str, params: object = None) -> Any:
+    """The single value a DuckDB query returns, with the result fully consumed."""
+    return conn.execute(sql, params).fetchall()[0][0]

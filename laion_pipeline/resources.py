@@ -1,0 +1,208 @@
+"""The configuration surface: environment variables, and the resources they select.
+
+Every variable of ``docs`` (README, Configuration) is read here and nowhere else.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import urllib.parse
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from dagster import ConfigurableResource
+from dagster_duckdb import DuckDBResource
+
+from laion_pipeline.layout import ENTITY_KINDS, DataLayout
+from laion_pipeline.synthetic import SAMPLE_DIR
+
+SOURCES = ("sample", "huggingface", "local")
+DEFAULT_HF_REPO = "ChristophSchuhmann/improved_aesthetics_6plus"
+GOOGLE_SHEET_ID = "1JLQQ3U6P0d4vDkAGuB8avmXOPIDPeDUdAEZsWTRYpng"
+GOOGLE_SHEET_GIDS = {"artists": "0", "celebrities": "1037423923", "characters": "480391249"}
+
+
+def google_sheet_csv_url(kind: str) -> str:
+    """The CSV export of one tab of the 2022 sheet of names."""
+    return (
+        f"https://docs.google.com/spreadsheets/d/{GOOGLE_SHEET_ID}/export"
+        f"?format=csv&gid={GOOGLE_SHEET_GIDS[kind]}"
+    )
+
+
+class ConfigurationError(ValueError):
+    """A setting is missing or wrong; the message names the variable to change."""
+
+
+@dataclass(frozen=True)
+class SourceRevision:
+    """Which parquet data a build reads: the source kind, where, and an exact version."""
+
+    kind: str
+    location: str
+    revision: str
+
+
+class LaionData(ConfigurableResource):
+    """The data directory (``LAION_DATA_DIR``): raw, staging, build and published files."""
+
+    data_dir: str
+
+    @property
+    def layout(self) -> DataLayout:
+        return DataLayout(Path(self.data_dir).resolve())
+
+
+class ParquetSource(ConfigurableResource):
+    """Where the LAION parquet files come from. Subclasses: sample, local, Hugging Face."""
+
+    def observe(self) -> SourceRevision:
+        """The exact version of the data the source would give now."""
+        raise NotImplementedError
+
+    def fetch(self, layout: DataLayout, log: Any) -> tuple[SourceRevision, list[Path]]:
+        """Make the parquet files available locally; return them in file order."""
+        raise NotImplementedError
+
+
+def _folder_parquet_files(folder: Path, variable: str) -> list[Path]:
+    if not folder.is_dir():
+        raise ConfigurationError(
+            f"{variable} points at {folder}, which is not a folder: set {variable} to a folder "
+            "of LAION parquet files"
+        )
+    files = sorted(p for p in folder.rglob("*.parquet") if p.is_file())
+    if not files:
+        raise ConfigurationError(
+            f"{folder} holds no *.parquet files: set {variable} to a folder of LAION parquet files"
+        )
+    return files
+
+
+def _listing_fingerprint(folder: Path, files: list[Path]) -> str:
+    """A version for a folder of files: changes when any file is added, removed or rewritten."""
+    digest = hashlib.sha256()
+    for path in files:
+        stat = path.stat()
+        digest.update(f"{path.relative_to(folder)}\0{stat.st_size}\0{stat.st_mtime_ns}\n".encode())
+    return digest.hexdigest()[:16]
+
+
+class SampleParquetSource(ParquetSource):
+    """The bundled 7,000-row sample: offline, the default (``LAION_SOURCE=sample``)."""
+
+    def observe(self) -> SourceRevision:
+        folder = SAMPLE_DIR / "data"
+        files = _folder_parquet_files(folder, "LAION_SOURCE")
+        digest = hashlib.sha256()
+        for path in files:
+            digest.update(path.name.encode() + b"\0" + path.read_bytes())
+        return SourceRevision("sample", "laion_pipeline/sample_data", digest.hexdigest()[:16])
+
+    def fetch(self, layout: DataLayout, log: Any) -> tuple[SourceRevision, list[Path]]:
+        return self.observe(), _folder_parquet_files(SAMPLE_DIR / "data", "LAION_SOURCE")
+
+
+class LocalParquetSource(ParquetSource):
+    """Any folder of LAION parquet files (``LAION_SOURCE=local``, ``LAION_LOCAL_DIR``)."""
+
+    local_dir: str
+
+    def _folder(self) -> Path:
+        if not self.local_dir:
+            raise ConfigurationError(
+                "LAION_SOURCE=local needs LAION_LOCAL_DIR: set it to a folder of LAION parquet files"
+            )
+        return Path(self.local_dir).expanduser().resolve()
+
+    def observe(self) -> SourceRevision:
+        folder = self._folder()
+        files = _folder_parquet_files(folder, "LAION_LOCAL_DIR")
+        return SourceRevision("local", str(folder), _listing_fingerprint(folder, files))
+
+    def fetch(self, layout: DataLayout, log: Any) -> tuple[SourceRevision, list[Path]]:
+        revision = self.observe()
+        return revision, _folder_parquet_files(Path(revision.location), "LAION_LOCAL_DIR")
+
+
+class MisconfiguredSource(ParquetSource):
+    """Stands in when the settings name no usable source, so the UI still loads the graph
+    and every run fails with the reason."""
+
+    problem: str
+
+    def observe(self) -> SourceRevision:
+        raise ConfigurationError(self.problem)
+
+    def fetch(self, layout: DataLayout, log: Any) -> tuple[SourceRevision, list[Path]]:
+        raise ConfigurationError(self.problem)
+
+
+class EntityLists(ConfigurableResource):
+    """The three name lists (artists, celebrities, characters) as CSV: paths or ``file://``."""
+
+    artists_csv_url: str
+    celebrities_csv_url: str
+    characters_csv_url: str
+
+    def url(self, kind: str) -> str:
+        return getattr(self, f"{kind}_csv_url")
+
+    def read(self, kind: str) -> bytes:
+        """The raw bytes of one list, from a path or a ``file://`` URL."""
+        url = self.url(kind)
+        variable = f"LAION_{kind.upper()}_CSV_URL"
+        parsed = urllib.parse.urlsplit(url)
+        if parsed.scheme == "file":
+            path = Path(urllib.parse.unquote(parsed.path))
+        elif parsed.scheme in ("", ) or len(parsed.scheme) == 1:  # a path, or C:\ on Windows
+            path = Path(url).expanduser()
+        else:
+            raise ConfigurationError(
+                f"{variable}={url!r}: only file paths and file:// URLs are supported here; "
+                f"set {variable} to a CSV file"
+            )
+        if not path.is_file():
+            raise ConfigurationError(f"{variable}: {path} is not a file; set it to a CSV file")
+        return path.read_bytes()
+
+
+def build_resources(environ: Mapping[str, str] | None = None) -> dict[str, Any]:
+    """The resources for one environment, chosen by ``LAION_SOURCE`` (default ``sample``)."""
+    env = os.environ if environ is None else environ
+    data_dir = env.get("LAION_DATA_DIR") or "data"
+    source_kind = (env.get("LAION_SOURCE") or "sample").strip().lower()
+    source: ParquetSource
+    if source_kind == "sample":
+        source = SampleParquetSource()
+    elif source_kind == "local":
+        source = LocalParquetSource(local_dir=env.get("LAION_LOCAL_DIR", ""))
+    elif source_kind == "huggingface":
+        source = MisconfiguredSource(
+            problem="LAION_SOURCE=huggingface is not available in this version: use "
+            "LAION_SOURCE=local with LAION_LOCAL_DIR set to a folder of downloaded parquet files"
+        )
+    else:
+        source = MisconfiguredSource(
+            problem=f"LAION_SOURCE={source_kind!r} is not a source: set LAION_SOURCE to one of "
+            + ", ".join(SOURCES)
+        )
+
+    def entity_url(kind: str) -> str:
+        default = (
+            str(SAMPLE_DIR / f"{kind}.csv")
+            if source_kind != "huggingface"
+            else google_sheet_csv_url(kind)
+        )
+        return env.get(f"LAION_{kind.upper()}_CSV_URL") or default
+
+    data = LaionData(data_dir=data_dir)
+    return {
+        "laion_data": data,
+        "parquet_source": source,
+        "entity_lists": EntityLists(**{f"{k}_csv_url": entity_url(k) for k in ENTITY_KINDS}),
+        "staging_duckdb": DuckDBResource(database=str(data.layout.staging_db)),
+    }
