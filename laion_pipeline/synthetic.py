@@ -125,8 +125,9 @@ class _RowMaker:
         self.names = list(names)
         tail = [self._tail_domain(i) for i in range(TAIL_DOMAIN_COUNT)]
         head_share = sum(share for _, share in HEAD_DOMAINS)
-        # Zipf-like tail (weight 1/rank) sharing what the head leaves.
-        tail_weights = [1.0 / (rank + 1) for rank in range(len(tail))]
+        # A Zipf-like tail (weight 1/rank, ranks continuing after the head) shares what the
+        # head leaves.
+        tail_weights = [1.0 / (len(HEAD_DOMAINS) + rank + 1) for rank in range(len(tail))]
         scale = (1.0 - head_share) / sum(tail_weights)
         self.domains = [d for d, _ in HEAD_DOMAINS] + tail
         self.cum_weights = _cumulative(
@@ -136,7 +137,8 @@ class _RowMaker:
         self.index = 0
 
     def _tail_domain(self, i: int) -> str:
-        first, second = WORDS[i % len(WORDS)], WORDS[(i * 7 + 3) % len(WORDS)]
+        words = [w for w in WORDS if len(w) > 3 and w.isalpha()]
+        first, second = words[i % len(words)], words[(i * 7 + 3) % len(words)]
         prefix = ("www", "cdn", "images", "static", "img")[i % 5]
         tld = ("com", "net", "org", "co.uk", "de", "fr", "jp")[i % 7]
         return f"{prefix}.{first}{second}{i}.{tld}"

@@ -8,11 +8,16 @@ from laion_pipeline.layout import ENTITY_KINDS
 from laion_pipeline.resources import EntityLists, ParquetSource
 
 
-@observable_source_asset(group_name="sources", kinds={"parquet"})
+@observable_source_asset(
+    group_name="sources",
+    kinds={"parquet"},
+    description=(
+        "The LAION-Aesthetics v2 6+ dataset at a pinned revision. Its data version is the exact "
+        "revision (the Hub commit sha, or a fingerprint of the sample or local files), so assets "
+        "built from an older revision show as stale."
+    ),
+)
 def hf_dataset(parquet_source: ParquetSource) -> ObserveResult:
-    """The LAION-Aesthetics v2 6+ dataset at a pinned revision. Its data version is the exact
-    revision (the Hub commit sha, or a fingerprint of the sample or local files), so assets
-    built from an older revision show as stale."""
     revision = parquet_source.observe()
     return ObserveResult(
         data_version=DataVersion(revision.revision),
@@ -24,10 +29,15 @@ def hf_dataset(parquet_source: ParquetSource) -> ObserveResult:
     )
 
 
-@observable_source_asset(group_name="sources", kinds={"csv"})
+@observable_source_asset(
+    group_name="sources",
+    kinds={"csv"},
+    description=(
+        "The three name lists (artists, celebrities, characters). Its data version is a hash of "
+        "the three CSVs' content, so an edited list marks the entity tables stale."
+    ),
+)
 def entity_sheets(entity_lists: EntityLists) -> ObserveResult:
-    """The three name lists (artists, celebrities, characters). Its data version is a hash of
-    the three CSVs' content, so an edited list marks the entity tables stale."""
     digest = hashlib.sha256()
     metadata = {}
     for kind in ENTITY_KINDS:

@@ -1,0 +1,62 @@
+"""Shared fixtures: real builds of the real asset definitions in temporary folders."""
+
+import functools
+import re
+import sqlite3
+import unicodedata
+from collections.abc import Iterator, Mapping
+from pathlib import Path
+
+import pytest
+from dagster import DagsterInstance, ExecuteInProcessResult, materialize
+
+from laion_pipeline.definitions import all_assets
+from laion_pipeline.layout import DataLayout
+from laion_pipeline.resources import build_resources
+
+
+def build(data_dir: Path, env: Mapping[str, str] | None = None, **kwargs) -> ExecuteInProcessResult:
+    """Materialize every asset of the real definitions with resources for ``env``."""
+    resources = build_resources({"LAION_DATA_DIR": str(data_dir), **(env or {})})
+    return materialize(
+        all_assets, resources=resources, instance=DagsterInstance.ephemeral(), **kwargs
+    )
+
+
+@functools.lru_cache(maxsize=None)
+def tokens(text: str | None) -> tuple[str, ...]:
+    """Words as SQLite's default unicode61 tokenizer sees them: letters and digits, case and
+    (Latin) diacritics folded. Independent of SQLite, for checking its counts."""
+    folded = unicodedata.normalize("NFKD", (text or "").casefold())
+    folded = "".join(c for c in folded if not unicodedata.combining(c))
+    return tuple(re.findall(r"[^\W_]+", folded))
+
+
+def phrase_count(captions: list[str | None], name: str) -> int:
+    """How many captions contain the words of ``name`` consecutively (0 for no words)."""
+    words = tokens(name)
+    if not words:
+        return 0
+    n = len(words)
+    count = 0
+    for caption in captions:
+        t = tokens(caption)
+        if any(t[i : i + n] == words for i in range(len(t) - n + 1)):
+            count += 1
+    return count
+
+
+@pytest.fixture(scope="session")
+def sample_build(tmp_path_factory: pytest.TempPathFactory) -> DataLayout:
+    """The bundled sample built once through every asset."""
+    data_dir = tmp_path_factory.mktemp("sample_build")
+    result = build(data_dir)
+    assert result.success
+    return DataLayout(data_dir.resolve())
+
+
+@pytest.fixture
+def published(sample_build: DataLayout) -> Iterator[sqlite3.Connection]:
+    conn = sqlite3.connect(f"{sample_build.published_db.as_uri()}?mode=ro", uri=True)
+    yield conn
+    conn.close()

@@ -1,0 +1,49 @@
+"""The code location loads and has the asset graph of DESIGN.md."""
+
+from dagster import AssetKey
+
+from laion_pipeline.definitions import defs
+
+EXPECTED_DEPENDENCIES = {
+    "hf_dataset": set(),
+    "entity_sheets": set(),
+    "laion_parquet_files": {"hf_dataset"},
+    "entity_csvs": {"entity_sheets"},
+    "staging_images": {"laion_parquet_files"},
+    "domains": {"staging_images"},
+    "images": {"domains"},
+    "images_fts": {"images"},
+    "artists": {"images_fts", "entity_csvs"},
+    "celebrities": {"images_fts", "entity_csvs"},
+    "characters": {"images_fts", "entity_csvs"},
+    "published_database": {"images_fts", "artists", "celebrities", "characters"},
+}
+
+
+def test_definitions_load():
+    defs.validate_loadable(defs)
+    assert defs.resolve_job_def("build_everything") is not None
+
+
+def test_asset_graph_matches_the_design():
+    graph = defs.resolve_asset_graph()
+    found = {
+        key.to_user_string(): {dep.to_user_string() for dep in graph.get(key).parent_keys}
+        for key in graph.get_all_asset_keys()
+    }
+    assert found == EXPECTED_DEPENDENCIES
+
+
+def test_sources_are_observable_and_everything_else_materializable():
+    graph = defs.resolve_asset_graph()
+    for name in ("hf_dataset", "entity_sheets"):
+        assert graph.get(AssetKey(name)).is_observable
+        assert not graph.get(AssetKey(name)).is_materializable
+    for name in set(EXPECTED_DEPENDENCIES) - {"hf_dataset", "entity_sheets"}:
+        assert graph.get(AssetKey(name)).is_materializable, name
+
+
+def test_every_asset_says_what_its_data_is():
+    graph = defs.resolve_asset_graph()
+    for key in graph.get_all_asset_keys():
+        assert graph.get(key).description, f"{key.to_user_string()} has no description"
