@@ -9,7 +9,6 @@ from typing import Any
 
 import duckdb
 
-
 # Generous, as PUDL does: a second writer waits for the first instead of failing.
 SQLITE_BUSY_TIMEOUT_MS = 600_000
 
@@ -23,7 +22,6 @@ def sqlite_connect(path: Path, *, read_only: bool = False) -> sqlite3.Connection
         conn = sqlite3.connect(path, isolation_level=None)
     conn.execute(f"PRAGMA busy_timeout = {SQLITE_BUSY_TIMEOUT_MS}")
     return conn
-
 
 
 def quote_identifier(name: str) -> str:

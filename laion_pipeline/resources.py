@@ -114,7 +114,8 @@ class LocalParquetSource(ParquetSource):
     def _folder(self) -> Path:
         if not self.local_dir:
             raise ConfigurationError(
-                "LAION_SOURCE=local needs LAION_LOCAL_DIR: set it to a folder of LAION parquet files"
+                "LAION_SOURCE=local needs LAION_LOCAL_DIR: "
+                "set it to a folder of LAION parquet files"
             )
         return Path(self.local_dir).expanduser().resolve()
 
@@ -158,7 +159,7 @@ class EntityLists(ConfigurableResource):
         parsed = urllib.parse.urlsplit(url)
         if parsed.scheme == "file":
             path = Path(urllib.parse.unquote(parsed.path))
-        elif parsed.scheme in ("", ) or len(parsed.scheme) == 1:  # a path, or C:\ on Windows
+        elif parsed.scheme in ("",) or len(parsed.scheme) == 1:  # a path, or C:\ on Windows
             path = Path(url).expanduser()
         else:
             raise ConfigurationError(

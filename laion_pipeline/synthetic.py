@@ -69,19 +69,19 @@ ODD_URLS: tuple[str | None, ...] = (
     None,
 )
 
-WORDS: tuple[str, ...] = tuple(
-    """
-    the a of and in with on for by at from to an portrait landscape painting photo print
-    canvas wall art poster vintage modern abstract beautiful sunset mountain lake forest
-    river ocean beach city street night light dark colorful watercolor oil acrylic digital
-    illustration drawing sketch fantasy sci-fi concept character design dress wedding
-    flowers rose garden house interior kitchen living room bedroom cat dog horse bird
-    butterfly tree sky clouds winter summer autumn spring snow rain golden blue red green
-    black white pink purple minimalist detailed highly cinematic lighting 4k 8k hd
-    trending artstation unreal engine octane render matte framed stock image royalty free
-    photograph woman man girl boy child family love happy old new large small
-    """.split()
-)
+# Caption words, most frequent first (captions pick them with Zipf-like weights).
+_CAPTION_WORDS = """
+    the a of and in with on for by at from to an portrait landscape painting photo print canvas
+    wall art poster vintage modern abstract beautiful sunset mountain lake forest river ocean
+    beach city street night light dark colorful watercolor oil acrylic digital illustration
+    drawing sketch fantasy sci-fi concept character design dress wedding flowers rose garden
+    house interior kitchen living room bedroom cat dog horse bird butterfly tree sky clouds
+    winter summer autumn spring snow rain golden blue red green black white pink purple
+    minimalist detailed highly cinematic lighting 4k 8k hd trending artstation unreal engine
+    octane render matte framed stock image royalty free photograph woman man girl boy child
+    family love happy old new large small
+"""
+WORDS: tuple[str, ...] = tuple(_CAPTION_WORDS.split())
 
 ENTITY_TEMPLATES: tuple[str, ...] = (
     "painting by {name}",

@@ -23,7 +23,7 @@ def build(data_dir: Path, env: Mapping[str, str] | None = None, **kwargs) -> Exe
     )
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def tokens(text: str | None) -> tuple[str, ...]:
     """Words as SQLite's default unicode61 tokenizer sees them: letters and digits, case and
     (Latin) diacritics folded. Independent of SQLite, for checking its counts."""

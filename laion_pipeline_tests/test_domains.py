@@ -46,8 +46,9 @@ ODD_URLS = [
 
 
 def duckdb_domains(urls: list[str | None]) -> list[str]:
-    url_table = pa.table({"URL": pa.array(urls, pa.string())})
-    return [row[0] for row in duckdb.sql(f"SELECT {DOMAIN_SQL} FROM url_table").fetchall()]
+    conn = duckdb.connect()
+    conn.register("url_table", pa.table({"URL": pa.array(urls, pa.string())}))
+    return [row[0] for row in conn.execute(f"SELECT {DOMAIN_SQL} FROM url_table").fetchall()]
 
 
 @pytest.mark.parametrize("url", ODD_URLS)

@@ -44,8 +44,11 @@ def test_images_hold_every_parquet_row_in_file_order(published, source_rows):
             else:
                 assert stored == int(original)
         assert sim == src["similarity"]
-        for stored, original in ((unsafe, src["punsafe"]), (mark, src["pwatermark"]),
-                                 (aes, src["AESTHETIC_SCORE"])):
+        for stored, original in (
+            (unsafe, src["punsafe"]),
+            (mark, src["pwatermark"]),
+            (aes, src["AESTHETIC_SCORE"]),
+        ):
             assert (stored is None) == (original is None)
             if stored is not None:
                 assert as_float32(stored) == original
@@ -58,19 +61,23 @@ def test_images_schema_matches_the_contract(published):
     columns = published.execute("SELECT name, type FROM pragma_table_info('images')").fetchall()
     assert columns == [(name, sql_type) for name, (sql_type, _) in IMAGE_COLUMNS.items()]
     assert published.execute("SELECT DISTINCT typeof(hash) FROM images").fetchall() == [("text",)]
-    foreign_keys = published.execute("SELECT \"table\", \"from\", \"to\" FROM pragma_foreign_key_list('images')").fetchall()
-    assert foreign_keys == [("domain", "domain_id", "id")]
-    indexed = published.execute(
-        "SELECT il.name FROM pragma_index_list('images') il"
+    foreign_keys = published.execute(
+        'SELECT "table", "from", "to" FROM pragma_foreign_key_list(\'images\')'
     ).fetchall()
+    assert foreign_keys == [("domain", "domain_id", "id")]
+    indexed = published.execute("SELECT il.name FROM pragma_index_list('images') il").fetchall()
     assert ("idx_images_domain_id",) in indexed
 
 
 def test_domain_counts_match_python_urlparse(published, source_rows):
-    expected = Counter(urlparse(r["URL"]).netloc if r["URL"] is not None else "" for r in source_rows)
+    expected = Counter(
+        urlparse(r["URL"]).netloc if r["URL"] is not None else "" for r in source_rows
+    )
     found = dict(published.execute("SELECT domain, image_counts FROM domain").fetchall())
     assert found == dict(expected)
-    top = published.execute("SELECT domain FROM domain ORDER BY image_counts DESC LIMIT 1").fetchone()
+    top = published.execute(
+        "SELECT domain FROM domain ORDER BY image_counts DESC LIMIT 1"
+    ).fetchone()
     assert top == ("i.pinimg.com",)
     per_row = published.execute(
         "SELECT d.domain FROM images i JOIN domain d ON d.id = i.domain_id ORDER BY i.rowid"
@@ -81,13 +88,13 @@ def test_domain_counts_match_python_urlparse(published, source_rows):
 
 
 def test_domain_table_schema(published):
-    columns = published.execute(
-        "SELECT name, type, pk FROM pragma_table_info('domain')"
-    ).fetchall()
+    columns = published.execute("SELECT name, type, pk FROM pragma_table_info('domain')").fetchall()
     assert columns == [("id", "INTEGER", 1), ("domain", "TEXT", 0), ("image_counts", "INTEGER", 0)]
 
 
-def test_full_text_search_is_an_external_content_fts5_index_datasette_detects(published, source_rows):
+def test_full_text_search_is_an_external_content_fts5_index_datasette_detects(
+    published, source_rows
+):
     (sql,) = published.execute("SELECT sql FROM sqlite_master WHERE name = 'images_fts'").fetchone()
     assert 'content="images"' in sql and "fts5" in sql.lower() and "detail" not in sql
     assert detect_fts(published, "images") == "images_fts"
@@ -132,7 +139,9 @@ def test_published_files_describe_the_database(sample_build, published):
     assert metadata["license"] and metadata["source"]
 
 
-def test_published_database_passes_integrity_check_and_nothing_is_left_over(sample_build, published):
+def test_published_database_passes_integrity_check_and_nothing_is_left_over(
+    sample_build, published
+):
     assert published.execute("PRAGMA integrity_check").fetchone() == ("ok",)
     leftovers = [p.name for p in sample_build.published_dir.iterdir() if p.name.startswith(".")]
     assert leftovers == []

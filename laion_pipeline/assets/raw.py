@@ -170,12 +170,16 @@ def entity_csvs(
     """The three name lists of the 2022 analysis (artists, celebrities, characters) as CSV
     files with a ``name`` column, copied into the data directory after a format check."""
     layout = laion_data.layout
-    counts: dict[str, Any] = {}
+    metadata: dict[str, Any] = {}
+    fetched = {}
     for kind in ENTITY_KINDS:
         data = entity_lists.read(kind)
         columns, rows = parse_entity_csv(data, entity_lists.url(kind))
-        write_atomic(layout.entity_csv(kind), data)
         context.log.info(f"{kind}: {len(rows)} names, columns {columns}")
-        counts[f"{kind}_rows"] = len(rows)
-        counts[f"{kind}_sha256"] = hashlib.sha256(data).hexdigest()
-    return MaterializeResult(metadata=counts)
+        fetched[kind] = data
+        metadata[f"{kind}_rows"] = len(rows)
+        metadata[f"{kind}_sha256"] = hashlib.sha256(data).hexdigest()
+    # Written only once all three passed, so the lists on disk always belong together.
+    for kind, data in fetched.items():
+        write_atomic(layout.entity_csv(kind), data)
+    return MaterializeResult(metadata=metadata)

@@ -126,7 +126,7 @@ def build_images(duck: duckdb.DuckDBPyConnection, conn: sqlite3.Connection, log:
             done, started = 0, time.monotonic()
             for batch in reader:
                 conn.executemany(
-                    IMAGES_INSERT, zip(*(column.to_pylist() for column in batch.columns))
+                    IMAGES_INSERT, zip(*(c.to_pylist() for c in batch.columns), strict=True)
                 )
                 done += batch.num_rows
                 _progress(log, "images loaded", done, total, started)
@@ -192,8 +192,9 @@ def build_entity_table(
         conn.execute(f"DROP TABLE IF EXISTS {quote_identifier(table)}")
         conn.execute(
             f"CREATE TABLE {quote_identifier(table)} ("
-            + ", ".join(f"{q} {'INTEGER' if i == len(columns) else 'TEXT'}"
-                        for i, q in enumerate(quoted))
+            + ", ".join(
+                f"{q} {'INTEGER' if i == len(columns) else 'TEXT'}" for i, q in enumerate(quoted)
+            )
             + ")"
         )
         conn.executemany(
@@ -214,9 +215,7 @@ def _require_staging(layout: DataLayout) -> None:
 
 
 def _require_build_table(conn: sqlite3.Connection, table: str, asset_name: str) -> None:
-    if not conn.execute(
-        "SELECT 1 FROM sqlite_master WHERE name = ?", (table,)
-    ).fetchone():
+    if not conn.execute("SELECT 1 FROM sqlite_master WHERE name = ?", (table,)).fetchone():
         raise StaleInputError(f"the build database has no {table} table: materialize {asset_name}")
 
 
@@ -225,9 +224,7 @@ def _require_build_table(conn: sqlite3.Connection, table: str, asset_name: str) 
     group_name="search_database",
     kinds={"sqlite"},
 )
-def domains(
-    laion_data: LaionData, staging_duckdb: DuckDBResource
-) -> MaterializeResult:
+def domains(laion_data: LaionData, staging_duckdb: DuckDBResource) -> MaterializeResult:
     """The ``domain`` table: one row per host an image was scraped from (``urlparse(url)
     .netloc``), with ``image_counts``, the number of images from that host."""
     layout = laion_data.layout
@@ -322,7 +319,9 @@ ENTITY_DESCRIPTIONS = {
     ],
     can_subset=True,
 )
-def entity_tables(context: AssetExecutionContext, laion_data: LaionData) -> Iterator[MaterializeResult]:
+def entity_tables(
+    context: AssetExecutionContext, laion_data: LaionData
+) -> Iterator[MaterializeResult]:
     """The name lists as tables, each name counted in the caption index."""
     layout = laion_data.layout
     conn = sqlite_connect(layout.build_db)

@@ -88,7 +88,9 @@ def publish(layout: DataLayout, log: Any = None) -> dict[str, Any]:
             "size_bytes": candidate.stat().st_size,
             "row_counts": {t: counts[t] for t in ("images", "domain", *ENTITY_KINDS)},
             "source": parquet["source"],
-            "parquet_files": [{k: f[k] for k in ("name", "rows", "sha256")} for f in parquet["files"]],
+            "parquet_files": [
+                {k: f[k] for k in ("name", "rows", "sha256")} for f in parquet["files"]
+            ],
             "entity_csvs": {
                 kind: hashlib.sha256(layout.entity_csv(kind).read_bytes()).hexdigest()
                 for kind in ENTITY_KINDS

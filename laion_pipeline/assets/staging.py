@@ -85,7 +85,9 @@ def build_staging(conn: duckdb.DuckDBPyConnection, files: list[dict], log: Any =
             offset += f["rows"]
             if log:
                 rate = offset / max(time.monotonic() - started, 1e-9)
-                log.info(f"staged {Path(f['path']).name}: {offset:,} of {total:,} rows ({rate:,.0f}/s)")
+                log.info(
+                    f"staged {Path(f['path']).name}: {offset:,} of {total:,} rows ({rate:,.0f}/s)"
+                )
         staged = duckdb_scalar(conn, "SELECT count(*) FROM staging_images")
         if staged != total:
             raise RuntimeError(f"staged {staged} rows but the parquet files hold {total}")

@@ -1,0 +1,105 @@
+"""The commands the README gives: `make run`'s Dagster CLI call, `where`, and `make serve`."""
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+from laion_pipeline.layout import DataLayout
+
+PROJECT = Path(__file__).resolve().parents[1]
+BIN = Path(sys.executable).parent
+
+
+def env_for(tmp_path: Path, data_dir: Path) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("LAION_")}
+    return {**env, "LAION_DATA_DIR": str(data_dir), "DAGSTER_HOME": str(tmp_path / "dagster_home")}
+
+
+def test_make_run_materializes_everything_in_one_run_and_says_where(tmp_path):
+    env = env_for(tmp_path, tmp_path / "data")
+    # BIN= this interpreter's folder and an empty STAMP: the target as it is, minus the install.
+    done = subprocess.run(
+        ["make", "run", f"BIN={BIN}", "STAMP="],
+        cwd=PROJECT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert done.stderr.count("RUN_SUCCESS") == 1
+    layout = DataLayout((tmp_path / "data").resolve())
+    assert f"Published database: {layout.published_db}" in done.stdout
+    assert "images 7,000" in done.stdout
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def get_json(url: str, timeout: float = 30.0):
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            with urllib.request.urlopen(url, timeout=5) as response:
+                return json.load(response)
+        except (ConnectionError, urllib.error.URLError):
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.2)
+
+
+def test_serve_runs_datasette_on_the_published_database(tmp_path, sample_build):
+    env = env_for(tmp_path, sample_build.root)
+    port = free_port()
+    server = subprocess.Popen(
+        [sys.executable, "-m", "laion_pipeline", "serve", "--port", str(port)],
+        cwd=PROJECT,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        start_new_session=True,
+    )
+    try:
+        base = f"http://127.0.0.1:{port}/laion-aesthetic-6pls"
+        found = get_json(f"{base}/images.json?_search=Mucha&_shape=objects&_size=max")
+        assert found["rows"] and all("mucha" in r["text"].lower() for r in found["rows"])
+        domains = get_json(f"{base}/domain.json?_shape=objects&_sort_desc=image_counts&_size=1")
+        assert domains["rows"][0]["domain"] == "i.pinimg.com"
+        settings = get_json(f"http://127.0.0.1:{port}/-/settings.json")
+        assert settings["sql_time_limit_ms"] == 10_000
+        assert settings["suggest_facets"] is False and settings["allow_download"] is False
+        databases = get_json(f"http://127.0.0.1:{port}/-/databases.json")
+        assert databases[0]["is_mutable"] is False  # immutable: opened with -i
+    finally:
+        os.killpg(server.pid, signal.SIGTERM)
+        server.wait(timeout=10)
+
+
+def test_serve_without_a_published_database_says_what_to_do(tmp_path):
+    env = env_for(tmp_path, tmp_path / "empty")
+    done = subprocess.run(
+        [sys.executable, "-m", "laion_pipeline", "serve"],
+        cwd=PROJECT,
+        env=env,
+        capture_output=True,
+        text=True,
+    )
+    assert done.returncode == 1
+    assert "run `make run` first" in done.stderr
+
+
+@pytest.fixture(autouse=True)
+def _no_proxy(monkeypatch):
+    # The servers are on 127.0.0.1; a proxy from the environment must not be asked for them.
+    monkeypatch.setenv("NO_PROXY", "127.0.0.1,localhost")

@@ -1,0 +1,92 @@
+"""Bad settings and bad input fail with a message that says what to change, and never touch
+what is already published."""
+
+import re
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from laion_pipeline.assets.raw import InvalidInputError, parse_entity_csv
+from laion_pipeline.layout import DataLayout
+from laion_pipeline_tests.conftest import build
+
+
+def failure_text(result) -> str:
+    """Every error message of the failed steps, with their causes."""
+    texts = []
+    for event in result.get_step_failure_events():
+        error = event.step_failure_data.error
+        while error is not None:
+            texts.append(error.message)
+            error = error.cause
+    return "\n".join(texts)
+
+
+def test_unknown_source_names_the_variable(tmp_path):
+    result = build(tmp_path, {"LAION_SOURCE": "s3"}, raise_on_error=False)
+    assert not result.success
+    assert "LAION_SOURCE='s3' is not a source" in failure_text(result)
+
+
+def test_local_source_without_folder_says_which_variable_to_set(tmp_path):
+    result = build(tmp_path, {"LAION_SOURCE": "local"}, raise_on_error=False)
+    assert "LAION_LOCAL_DIR" in failure_text(result)
+
+
+def test_local_folder_without_parquet_is_refused(tmp_path):
+    (tmp_path / "empty").mkdir()
+    env = {"LAION_SOURCE": "local", "LAION_LOCAL_DIR": str(tmp_path / "empty")}
+    result = build(tmp_path / "data", env, raise_on_error=False)
+    assert "holds no *.parquet files" in failure_text(result)
+
+
+def test_parquet_without_laion_columns_names_the_missing_ones(tmp_path):
+    folder = tmp_path / "parquet"
+    folder.mkdir()
+    pq.write_table(pa.table({"URL": ["http://a/"], "caption": ["x"]}), folder / "x.parquet")
+    env = {"LAION_SOURCE": "local", "LAION_LOCAL_DIR": str(folder)}
+    result = build(tmp_path / "data", env, raise_on_error=False)
+    text = failure_text(result)
+    assert "lacks the LAION columns TEXT, WIDTH, HEIGHT" in text
+    assert "it has URL, caption" in text
+
+
+def test_a_failed_build_leaves_the_published_database_untouched(tmp_path):
+    assert build(tmp_path).success
+    layout = DataLayout(tmp_path.resolve())
+    before = layout.published_db.read_bytes(), layout.manifest_json.read_bytes()
+    bad = tmp_path / "bad.csv"
+    bad.write_text("title,year\nx,1\n")
+    result = build(tmp_path, {"LAION_CHARACTERS_CSV_URL": str(bad)}, raise_on_error=False)
+    assert not result.success
+    assert "has no name column (its columns are: title, year)" in failure_text(result)
+    assert (layout.published_db.read_bytes(), layout.manifest_json.read_bytes()) == before
+
+
+def test_missing_csv_file_names_the_variable(tmp_path):
+    env = {"LAION_ARTISTS_CSV_URL": str(tmp_path / "nope.csv")}
+    result = build(tmp_path, env, raise_on_error=False)
+    assert "LAION_ARTISTS_CSV_URL" in failure_text(result)
+
+
+def test_csv_with_bom_and_crlf_parses():
+    columns, rows = parse_entity_csv(
+        b"\xef\xbb\xbf Name ,Kind\r\nBanksy,street\r\n\r\nHokusai,ukiyo-e\r\n", "x"
+    )
+    assert columns == ["name", "Kind"]
+    assert rows == [{"name": "Banksy", "Kind": "street"}, {"name": "Hokusai", "Kind": "ukiyo-e"}]
+
+
+@pytest.mark.parametrize(
+    "data, message",
+    [
+        (b"<!DOCTYPE html><html><head><title>Sign in</title>", "is an HTML page, not CSV"),
+        (b"", "is empty"),
+        (b"\xff\xfe\x00n", "is not UTF-8"),
+        (b"title\nx\n", "has no name column (its columns are: title)"),
+    ],
+)
+def test_bad_name_lists_are_refused_clearly(data, message):
+    with pytest.raises(InvalidInputError, match=re.escape(message)):
+        parse_entity_csv(data, "the list")
