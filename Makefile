@@ -15,9 +15,9 @@ $(STAMP): setup.cfg pyproject.toml
 	$(BIN)/python -m pip install --quiet -e '.[dev]'
 	touch $@
 
-$(DAGSTER_HOME)/dagster.yaml: dagster.yaml
+$(DAGSTER_HOME)/dagster.yaml: dagster_home.yaml
 	mkdir -p $(DAGSTER_HOME)
-	cp dagster.yaml $@
+	cp dagster_home.yaml $@
 
 ## Materialize every asset in one Dagster run, then say where the database is. The graph is
 ## a chain, so one process (in_process) runs it without a process start per step.

@@ -1,6 +1,9 @@
 """The columns of the LAION-Aesthetics parquet files and of the tables we build from them."""
 
+from collections.abc import Mapping
+
 import pyarrow as pa
+from dagster import TableColumn, TableSchema
 
 # The source files' columns, in order, with their exact types.
 LAION_ARROW_SCHEMA = pa.schema(
@@ -34,3 +37,19 @@ IMAGE_COLUMNS: dict[str, tuple[str, str]] = {
     "__index_level_0__": ("INTEGER", "Row index of the parent dataset"),
     "domain_id": ("INTEGER", "The image's host, a reference to domain(id)"),
 }
+
+DOMAIN_COLUMNS: dict[str, tuple[str, str]] = {
+    "id": ("INTEGER", "Domain id, in the order domains first appear in the files"),
+    "domain": ("TEXT", "Host the images were scraped from: urlparse(url).netloc"),
+    "image_counts": ("INTEGER", "Number of images from this host"),
+}
+
+
+def table_schema(columns: Mapping[str, tuple[str, str]]) -> TableSchema:
+    """Columns as Dagster shows them in the UI (``dagster/column_schema``)."""
+    return TableSchema(
+        columns=[
+            TableColumn(name, sql_type, description=text)
+            for name, (sql_type, text) in columns.items()
+        ]
+    )

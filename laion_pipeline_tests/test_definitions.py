@@ -47,3 +47,10 @@ def test_every_asset_says_what_its_data_is():
     graph = defs.resolve_asset_graph()
     for key in graph.get_all_asset_keys():
         assert graph.get(key).description, f"{key.to_user_string()} has no description"
+
+
+def test_tables_publish_their_column_schema():
+    graph = defs.resolve_asset_graph()
+    schema = graph.get(AssetKey("images")).metadata["dagster/column_schema"]
+    assert [c.name for c in schema.columns][-1] == "domain_id"
+    assert len(schema.columns) == 11

@@ -28,7 +28,7 @@ from laion_pipeline.fts import fts_phrase
 from laion_pipeline.layout import ENTITY_KINDS, DataLayout
 from laion_pipeline.markdown import markdown_table
 from laion_pipeline.resources import LaionData
-from laion_pipeline.schema import IMAGE_COLUMNS
+from laion_pipeline.schema import DOMAIN_COLUMNS, IMAGE_COLUMNS, table_schema
 
 BATCH_ROWS = 50_000
 FTS_CHUNK_ROWS = 500_000
@@ -44,13 +44,9 @@ def _progress(log: Any, what: str, done: int, total: int, started: float) -> Non
         log.info(f"{what}: {done:,} of {total:,} rows ({rate:,.0f} rows/s)")
 
 
-DOMAIN_DDL = """
-CREATE TABLE domain (
-    id INTEGER PRIMARY KEY,
-    domain TEXT UNIQUE,
-    image_counts INTEGER
+DOMAIN_DDL = (
+    "CREATE TABLE domain (id INTEGER PRIMARY KEY, domain TEXT UNIQUE, image_counts INTEGER)"
 )
-"""
 
 # Ids follow the order in which domains first appear in the files, as `sqlite-utils extract`
 # numbered them in 2022.
@@ -223,6 +219,7 @@ def _require_build_table(conn: sqlite3.Connection, table: str, asset_name: str) 
     deps=[staging_images],
     group_name="search_database",
     kinds={"sqlite"},
+    metadata={"dagster/column_schema": table_schema(DOMAIN_COLUMNS)},
 )
 def domains(laion_data: LaionData, staging_duckdb: DuckDBResource) -> MaterializeResult:
     """The ``domain`` table: one row per host an image was scraped from (``urlparse(url)
@@ -250,6 +247,7 @@ def domains(laion_data: LaionData, staging_duckdb: DuckDBResource) -> Materializ
     deps=[domains],
     group_name="search_database",
     kinds={"sqlite"},
+    metadata={"dagster/column_schema": table_schema(IMAGE_COLUMNS)},
 )
 def images(
     context: AssetExecutionContext, laion_data: LaionData, staging_duckdb: DuckDBResource
@@ -335,9 +333,12 @@ def entity_tables(
             counted = build_entity_table(conn, kind, columns, rows)
             top = sorted(counted, key=lambda pair: (-pair[1], pair[0]))[:20]
             context.log.info(f"{kind}: counted {len(counted)} names")
+            schema = {c: ("TEXT", "From the name list CSV") for c in columns}
+            schema["image_counts"] = ("INTEGER", "Captions that contain the name as a phrase")
             yield MaterializeResult(
                 asset_key=key,
                 metadata={
+                    "dagster/column_schema": table_schema(schema),
                     "dagster/row_count": len(counted),
                     "names_found": sum(1 for _, n in counted if n),
                     "top_names": MetadataValue.md(markdown_table(["name", "images"], top)),

@@ -1,11 +1,16 @@
 """Sources: what the pipeline reads, observed so Dagster knows when they change."""
 
 import hashlib
+import warnings
 
-from dagster import DataVersion, ObserveResult, observable_source_asset
+from dagster import BetaWarning, DataVersion, ObserveResult, observable_source_asset
 
 from laion_pipeline.layout import ENTITY_KINDS
 from laion_pipeline.resources import EntityLists, ParquetSource
+
+# Observable source assets are the documented way to version external data; the beta notice
+# would otherwise repeat in every run's logs.
+warnings.filterwarnings("ignore", message=".*observable_source_asset.*", category=BetaWarning)
 
 
 @observable_source_asset(

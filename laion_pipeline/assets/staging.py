@@ -12,6 +12,7 @@ from laion_pipeline.assets.raw import laion_parquet_files, read_parquet_manifest
 from laion_pipeline.db import duckdb_scalar
 from laion_pipeline.markdown import markdown_table
 from laion_pipeline.resources import LaionData
+from laion_pipeline.schema import IMAGE_COLUMNS, table_schema
 
 # The host part of a URL exactly as Python's urllib.parse.urlparse(url).netloc gives it:
 # tabs and newlines removed, leading control characters and spaces skipped, an optional
@@ -21,22 +22,21 @@ DOMAIN_SQL = r"""coalesce(regexp_extract(
     regexp_replace("URL", '[\t\r\n]', '', 'g'),
     '^[\x00-\x20]*(?:[A-Za-z][A-Za-z0-9+.\-]*:)?//([^/?#]*)', 1), '')"""
 
-STAGING_DDL = """
-CREATE OR REPLACE TABLE staging_images (
-    id BIGINT NOT NULL,
-    url VARCHAR,
-    text VARCHAR,
-    width BIGINT,
-    height BIGINT,
-    similarity DOUBLE,
-    punsafe DOUBLE,
-    pwatermark DOUBLE,
-    aesthetic DOUBLE,
-    hash VARCHAR,
-    __index_level_0__ BIGINT,
-    domain VARCHAR NOT NULL
+_DUCKDB_TYPES = {"TEXT": "VARCHAR", "INTEGER": "BIGINT", "FLOAT": "DOUBLE"}
+STAGING_COLUMNS: dict[str, tuple[str, str]] = {
+    "id": ("BIGINT", "Row number in file order, 1..N: the SQLite rowid of the image"),
+    **{
+        name: (_DUCKDB_TYPES[sql_type], text)
+        for name, (sql_type, text) in IMAGE_COLUMNS.items()
+        if name != "domain_id"
+    },
+    "domain": ("VARCHAR", "Host of the URL: urlparse(url).netloc; '' when there is none"),
+}
+STAGING_DDL = (
+    "CREATE OR REPLACE TABLE staging_images ("
+    + ", ".join(f'"{name}" {duck_type}' for name, (duck_type, _) in STAGING_COLUMNS.items())
+    + ")"
 )
-"""
 
 
 def _pixels(column: str) -> str:
@@ -102,6 +102,7 @@ def build_staging(conn: duckdb.DuckDBPyConnection, files: list[dict], log: Any =
     deps=[laion_parquet_files],
     group_name="staging",
     kinds={"duckdb"},
+    metadata={"dagster/column_schema": table_schema(STAGING_COLUMNS)},
 )
 def staging_images(
     context: AssetExecutionContext, laion_data: LaionData, staging_duckdb: DuckDBResource
