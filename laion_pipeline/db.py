@@ -4,6 +4,8 @@ from dagster-duckdb's resource)."""
 from __future__ import annotations
 
 import sqlite3
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -32,3 +34,15 @@ def quote_identifier(name: str) -> str:
 def duckdb_scalar(conn: duckdb.DuckDBPyConnection, sql: str, params: object = None) -> Any:
     """The single value a DuckDB query returns, with the result fully consumed."""
     return conn.execute(sql, params).fetchall()[0][0]
+
+
+@contextmanager
+def sqlite_transaction(conn: sqlite3.Connection) -> Iterator[sqlite3.Connection]:
+    """One write transaction: committed when the block ends, rolled back if it raises."""
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        yield conn
+    except BaseException:
+        conn.execute("ROLLBACK")
+        raise
+    conn.execute("COMMIT")

@@ -5,7 +5,6 @@ tables in place.
 """
 
 import sqlite3
-import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -23,10 +22,11 @@ from dagster_duckdb import DuckDBResource
 
 from laion_pipeline.assets.raw import entity_csvs, parse_entity_csv
 from laion_pipeline.assets.staging import staging_images
-from laion_pipeline.db import duckdb_scalar, quote_identifier, sqlite_connect
+from laion_pipeline.db import duckdb_scalar, quote_identifier, sqlite_connect, sqlite_transaction
 from laion_pipeline.fts import fts_phrase
 from laion_pipeline.layout import ENTITY_KINDS, DataLayout
 from laion_pipeline.markdown import markdown_table
+from laion_pipeline.progress import Progress
 from laion_pipeline.resources import LaionData
 from laion_pipeline.schema import DOMAIN_COLUMNS, IMAGE_COLUMNS, table_schema
 
@@ -36,12 +36,6 @@ FTS_CHUNK_ROWS = 500_000
 
 class StaleInputError(RuntimeError):
     """An upstream table does not match this one's input; the message says what to rebuild."""
-
-
-def _progress(log: Any, what: str, done: int, total: int, started: float) -> None:
-    if log:
-        rate = done / max(time.monotonic() - started, 1e-9)
-        log.info(f"{what}: {done:,} of {total:,} rows ({rate:,.0f} rows/s)")
 
 
 DOMAIN_DDL = (
@@ -61,15 +55,10 @@ ORDER BY id
 def build_domains(duck: duckdb.DuckDBPyConnection, conn: sqlite3.Connection) -> int:
     """Replace the SQLite ``domain`` table with one row per host and its image count."""
     domains = duck.sql(DOMAIN_COUNTS_SQL).fetchall()
-    conn.execute("BEGIN IMMEDIATE")
-    try:
+    with sqlite_transaction(conn):
         conn.execute("DROP TABLE IF EXISTS domain")
         conn.execute(DOMAIN_DDL)
         conn.executemany("INSERT INTO domain (id, domain, image_counts) VALUES (?, ?, ?)", domains)
-        conn.execute("COMMIT")
-    except BaseException:
-        conn.execute("ROLLBACK")
-        raise
     return len(domains)
 
 
@@ -114,23 +103,18 @@ def build_images(duck: duckdb.DuckDBPyConnection, conn: sqlite3.Connection, log:
             )
         total = duckdb_scalar(duck, "SELECT count(*) FROM staging_images")
         reader = duck.sql(STAGED_IMAGES_SQL).to_arrow_reader(BATCH_ROWS)
-        conn.execute("BEGIN IMMEDIATE")
-        try:
+        with sqlite_transaction(conn):
             conn.execute("DROP TABLE IF EXISTS images_fts")
             conn.execute("DROP TABLE IF EXISTS images")
             conn.execute(IMAGES_DDL)
-            done, started = 0, time.monotonic()
+            progress, done = Progress(log, "images loaded", total), 0
             for batch in reader:
                 conn.executemany(
                     IMAGES_INSERT, zip(*(c.to_pylist() for c in batch.columns), strict=True)
                 )
                 done += batch.num_rows
-                _progress(log, "images loaded", done, total, started)
+                progress.update(done)
             conn.execute("CREATE INDEX idx_images_domain_id ON images (domain_id)")
-            conn.execute("COMMIT")
-        except BaseException:
-            conn.execute("ROLLBACK")
-            raise
     finally:
         duck.unregister("domain_ids")
     return total
@@ -141,13 +125,12 @@ def build_images_fts(conn: sqlite3.Connection, log: Any = None) -> int:
     unicode61 tokenizer, full detail for phrase queries). Returns the rows indexed."""
     (total,) = conn.execute("SELECT count(*) FROM images").fetchone()
     (last,) = conn.execute("SELECT coalesce(max(rowid), 0) FROM images").fetchone()
-    conn.execute("BEGIN IMMEDIATE")
-    try:
+    with sqlite_transaction(conn):
         conn.execute("DROP TABLE IF EXISTS images_fts")
         conn.execute('CREATE VIRTUAL TABLE images_fts USING fts5(text, content="images")')
         # Merging segments once at the end is faster than merging while loading.
         conn.execute("INSERT INTO images_fts (images_fts, rank) VALUES ('automerge', 0)")
-        started = time.monotonic()
+        progress = Progress(log, "captions indexed", last)
         for low in range(1, last + 1, FTS_CHUNK_ROWS):
             high = low + FTS_CHUNK_ROWS - 1
             conn.execute(
@@ -155,13 +138,9 @@ def build_images_fts(conn: sqlite3.Connection, log: Any = None) -> int:
                 "SELECT rowid, text FROM images WHERE rowid BETWEEN ? AND ?",
                 (low, high),
             )
-            _progress(log, "captions indexed", min(high, last), last, started)
+            progress.update(min(high, last))
         conn.execute("INSERT INTO images_fts (images_fts) VALUES ('optimize')")
         conn.execute("INSERT INTO images_fts (images_fts, rank) VALUES ('automerge', 4)")
-        conn.execute("COMMIT")
-    except BaseException:
-        conn.execute("ROLLBACK")
-        raise
     return total
 
 
@@ -183,8 +162,7 @@ def build_entity_table(
         if row["name"] not in counts:
             counts[row["name"]] = count_phrase(conn, row["name"])
     quoted = [quote_identifier(c) for c in [*columns, "image_counts"]]
-    conn.execute("BEGIN IMMEDIATE")
-    try:
+    with sqlite_transaction(conn):
         conn.execute(f"DROP TABLE IF EXISTS {quote_identifier(table)}")
         conn.execute(
             f"CREATE TABLE {quote_identifier(table)} ("
@@ -198,10 +176,6 @@ def build_entity_table(
             f"VALUES ({', '.join('?' * len(quoted))})",
             [[row[c] for c in columns] + [counts[row["name"]]] for row in rows],
         )
-        conn.execute("COMMIT")
-    except BaseException:
-        conn.execute("ROLLBACK")
-        raise
     return [(row["name"], counts[row["name"]]) for row in rows]
 
 

@@ -1,6 +1,5 @@
 """Staging layer: every parquet row typed and given its domain, in a DuckDB table."""
 
-import time
 from pathlib import Path
 from typing import Any
 
@@ -11,6 +10,7 @@ from dagster_duckdb import DuckDBResource
 from laion_pipeline.assets.raw import laion_parquet_files, read_parquet_manifest
 from laion_pipeline.db import duckdb_scalar
 from laion_pipeline.markdown import markdown_table
+from laion_pipeline.progress import Progress
 from laion_pipeline.resources import LaionData
 from laion_pipeline.schema import IMAGE_COLUMNS, table_schema
 
@@ -79,15 +79,11 @@ def build_staging(conn: duckdb.DuckDBPyConnection, files: list[dict], log: Any =
     conn.execute("BEGIN TRANSACTION")
     try:
         conn.execute(STAGING_DDL)
-        offset, started = 0, time.monotonic()
+        offset, progress = 0, Progress(log, "rows staged", total, every=0)
         for f in files:
             conn.execute(STAGING_INSERT, {"offset": offset, "path": f["path"]})
             offset += f["rows"]
-            if log:
-                rate = offset / max(time.monotonic() - started, 1e-9)
-                log.info(
-                    f"staged {Path(f['path']).name}: {offset:,} of {total:,} rows ({rate:,.0f}/s)"
-                )
+            progress.update(offset, note=Path(f["path"]).name)
         staged = duckdb_scalar(conn, "SELECT count(*) FROM staging_images")
         if staged != total:
             raise RuntimeError(f"staged {staged} rows but the parquet files hold {total}")
