@@ -2,12 +2,8 @@
 
 from __future__ import annotations
 
-import json
-import os
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 DATABASE_NAME = "laion-aesthetic-6pls"
 ENTITY_KINDS: tuple[str, ...] = ("artists", "celebrities", "characters")
@@ -66,30 +62,3 @@ class DataLayout:
     @property
     def manifest_json(self) -> Path:
         return self.published_dir / "manifest.json"
-
-
-def write_atomic(path: Path, data: bytes) -> None:
-    """Write ``data`` to ``path`` so that readers see the old file or the new one, never part."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.chmod(tmp, 0o644)  # mkstemp makes files private; published files are for readers
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
-def write_json_atomic(path: Path, value: Any) -> None:
-    write_atomic(path, (json.dumps(value, indent=2, ensure_ascii=False) + "\n").encode())
-
-
-def read_json(path: Path, missing_hint: str) -> Any:
-    """Read a JSON file an earlier asset wrote; ``missing_hint`` says which asset to run."""
-    if not path.exists():
-        raise FileNotFoundError(f"{path} does not exist: {missing_hint}")
-    return json.loads(path.read_text(encoding="utf-8"))

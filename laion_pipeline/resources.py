@@ -1,6 +1,6 @@
 """The configuration surface: environment variables, and the resources they select.
 
-Every variable of ``docs`` (README, Configuration) is read here and nowhere else.
+Every variable of the README's configuration table is read here and nowhere else.
 """
 
 from __future__ import annotations
@@ -9,15 +9,17 @@ import hashlib
 import os
 import urllib.parse
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from dagster import ConfigurableResource
 from dagster_duckdb import DuckDBResource
 
+from laion_pipeline.hub import DEFAULT_ENDPOINT, HubClient, HubListing, load_listing, save_listing
 from laion_pipeline.layout import ENTITY_KINDS, DataLayout
 from laion_pipeline.synthetic import SAMPLE_DIR
+from laion_pipeline.web import fetch_url
 
 SOURCES = ("sample", "huggingface", "local")
 DEFAULT_HF_REPO = "ChristophSchuhmann/improved_aesthetics_6plus"
@@ -46,6 +48,15 @@ class SourceRevision:
     revision: str
 
 
+@dataclass(frozen=True)
+class FetchedFiles:
+    """Parquet files ready to read, in file order, with the sha256 of those already verified."""
+
+    revision: SourceRevision
+    files: list[Path]
+    known_sha256: dict[str, str] = field(default_factory=dict)
+
+
 class LaionData(ConfigurableResource):
     """The data directory (``LAION_DATA_DIR``): raw, staging, build and published files."""
 
@@ -59,12 +70,12 @@ class LaionData(ConfigurableResource):
 class ParquetSource(ConfigurableResource):
     """Where the LAION parquet files come from. Subclasses: sample, local, Hugging Face."""
 
-    def observe(self) -> SourceRevision:
+    def observe(self, layout: DataLayout) -> SourceRevision:
         """The exact version of the data the source would give now."""
         raise NotImplementedError
 
-    def fetch(self, layout: DataLayout, log: Any) -> tuple[SourceRevision, list[Path]]:
-        """Make the parquet files available locally; return them in file order."""
+    def fetch(self, layout: DataLayout, log: Any) -> FetchedFiles:
+        """Make the parquet files available locally."""
         raise NotImplementedError
 
 
@@ -94,16 +105,16 @@ def _listing_fingerprint(folder: Path, files: list[Path]) -> str:
 class SampleParquetSource(ParquetSource):
     """The bundled 7,000-row sample: offline, the default (``LAION_SOURCE=sample``)."""
 
-    def observe(self) -> SourceRevision:
-        folder = SAMPLE_DIR / "data"
-        files = _folder_parquet_files(folder, "LAION_SOURCE")
+    def observe(self, layout: DataLayout) -> SourceRevision:
+        files = _folder_parquet_files(SAMPLE_DIR / "data", "LAION_SOURCE")
         digest = hashlib.sha256()
         for path in files:
             digest.update(path.name.encode() + b"\0" + path.read_bytes())
         return SourceRevision("sample", "laion_pipeline/sample_data", digest.hexdigest()[:16])
 
-    def fetch(self, layout: DataLayout, log: Any) -> tuple[SourceRevision, list[Path]]:
-        return self.observe(), _folder_parquet_files(SAMPLE_DIR / "data", "LAION_SOURCE")
+    def fetch(self, layout: DataLayout, log: Any) -> FetchedFiles:
+        files = _folder_parquet_files(SAMPLE_DIR / "data", "LAION_SOURCE")
+        return FetchedFiles(self.observe(layout), files)
 
 
 class LocalParquetSource(ParquetSource):
@@ -119,14 +130,83 @@ class LocalParquetSource(ParquetSource):
             )
         return Path(self.local_dir).expanduser().resolve()
 
-    def observe(self) -> SourceRevision:
+    def observe(self, layout: DataLayout) -> SourceRevision:
         folder = self._folder()
         files = _folder_parquet_files(folder, "LAION_LOCAL_DIR")
         return SourceRevision("local", str(folder), _listing_fingerprint(folder, files))
 
-    def fetch(self, layout: DataLayout, log: Any) -> tuple[SourceRevision, list[Path]]:
-        revision = self.observe()
-        return revision, _folder_parquet_files(Path(revision.location), "LAION_LOCAL_DIR")
+    def fetch(self, layout: DataLayout, log: Any) -> FetchedFiles:
+        revision = self.observe(layout)
+        return FetchedFiles(
+            revision, _folder_parquet_files(Path(revision.location), "LAION_LOCAL_DIR")
+        )
+
+
+class HuggingFaceSource(ParquetSource):
+    """A dataset repo on the Hugging Face Hub (``LAION_SOURCE=huggingface``): ``LAION_HF_REPO``
+    at ``LAION_HF_REVISION``, from ``HF_ENDPOINT``. ``HF_TOKEN`` is read by huggingface_hub
+    itself and never stored here. With ``HF_HUB_OFFLINE=1`` the files of the last listing
+    fetched into the data directory are used, without asking the hub."""
+
+    repo_id: str
+    revision: str = "main"
+    endpoint: str = DEFAULT_ENDPOINT
+    offline: bool = False
+    download_workers: int = 4
+    attempts: int = 5
+    backoff_seconds: float = 2.0
+
+    def client(self, log: Any = None) -> HubClient:
+        return HubClient(
+            self.repo_id,
+            self.revision,
+            endpoint=self.endpoint,
+            attempts=self.attempts,
+            backoff_seconds=self.backoff_seconds,
+            log=log,
+        )
+
+    def folder(self, layout: DataLayout) -> Path:
+        """Where the repo's files are downloaded, keeping their repo paths."""
+        return layout.raw_dir / "huggingface" / self.repo_id
+
+    def _listing_file(self, layout: DataLayout) -> Path:
+        revision = urllib.parse.quote(self.revision, safe="")
+        return self.folder(layout) / ".listings" / f"{revision}.json"
+
+    def _listing(self, layout: DataLayout, log: Any) -> HubListing:
+        if self.offline:
+            listing = load_listing(self._listing_file(layout))
+            if listing is None:
+                raise ConfigurationError(
+                    f"HF_HUB_OFFLINE is set but {self.repo_id}@{self.revision} was never fetched "
+                    f"into {layout.root}: unset HF_HUB_OFFLINE for one run, or use "
+                    "LAION_SOURCE=sample or LAION_SOURCE=local"
+                )
+            return listing
+        listing = self.client(log).listing()
+        save_listing(self._listing_file(layout), listing)
+        return listing
+
+    def _revision(self, listing: HubListing) -> SourceRevision:
+        return SourceRevision("huggingface", self.repo_id, listing.sha)
+
+    def observe(self, layout: DataLayout) -> SourceRevision:
+        return self._revision(self._listing(layout, None))
+
+    def fetch(self, layout: DataLayout, log: Any) -> FetchedFiles:
+        listing = self._listing(layout, log)
+        folder = self.folder(layout)
+        if log:
+            log.info(
+                f"{self.repo_id}@{self.revision} is commit {listing.sha}: "
+                f"{len(listing.files)} parquet files, {sum(f.size for f in listing.files):,} bytes"
+            )
+        paths = self.client(log).download_all(
+            listing, folder, self.download_workers, offline=self.offline
+        )
+        known = {str(p): f.sha256 for p, f in zip(paths, listing.files, strict=True) if f.sha256}
+        return FetchedFiles(self._revision(listing), paths, known)
 
 
 class MisconfiguredSource(ParquetSource):
@@ -135,40 +215,48 @@ class MisconfiguredSource(ParquetSource):
 
     problem: str
 
-    def observe(self) -> SourceRevision:
+    def observe(self, layout: DataLayout) -> SourceRevision:
         raise ConfigurationError(self.problem)
 
-    def fetch(self, layout: DataLayout, log: Any) -> tuple[SourceRevision, list[Path]]:
+    def fetch(self, layout: DataLayout, log: Any) -> FetchedFiles:
         raise ConfigurationError(self.problem)
 
 
 class EntityLists(ConfigurableResource):
-    """The three name lists (artists, celebrities, characters) as CSV: paths or ``file://``."""
+    """The three name lists (artists, celebrities, characters) as CSV: an http(s) URL, a
+    ``file://`` URL or a path."""
 
     artists_csv_url: str
     celebrities_csv_url: str
     characters_csv_url: str
+    attempts: int = 4
+    backoff_seconds: float = 2.0
 
     def url(self, kind: str) -> str:
         return getattr(self, f"{kind}_csv_url")
 
     def read(self, kind: str) -> bytes:
-        """The raw bytes of one list, from a path or a ``file://`` URL."""
+        """The raw bytes of one list."""
         url = self.url(kind)
         variable = f"LAION_{kind.upper()}_CSV_URL"
         parsed = urllib.parse.urlsplit(url)
+        if parsed.scheme in ("http", "https"):
+            return fetch_url(url, variable, attempts=self.attempts, backoff=self.backoff_seconds)
         if parsed.scheme == "file":
             path = Path(urllib.parse.unquote(parsed.path))
-        elif parsed.scheme in ("",) or len(parsed.scheme) == 1:  # a path, or C:\ on Windows
+        elif not parsed.scheme or len(parsed.scheme) == 1:  # a path, or C:\ on Windows
             path = Path(url).expanduser()
         else:
             raise ConfigurationError(
-                f"{variable}={url!r}: only file paths and file:// URLs are supported here; "
-                f"set {variable} to a CSV file"
+                f"{variable}={url!r}: use an http(s) URL, a file:// URL or a path to a CSV file"
             )
         if not path.is_file():
             raise ConfigurationError(f"{variable}: {path} is not a file; set it to a CSV file")
         return path.read_bytes()
+
+
+def _truthy(value: str | None) -> bool:
+    return (value or "").strip().lower() in ("1", "true", "yes", "on")
 
 
 def build_resources(environ: Mapping[str, str] | None = None) -> dict[str, Any]:
@@ -182,9 +270,11 @@ def build_resources(environ: Mapping[str, str] | None = None) -> dict[str, Any]:
     elif source_kind == "local":
         source = LocalParquetSource(local_dir=env.get("LAION_LOCAL_DIR", ""))
     elif source_kind == "huggingface":
-        source = MisconfiguredSource(
-            problem="LAION_SOURCE=huggingface is not available in this version: use "
-            "LAION_SOURCE=local with LAION_LOCAL_DIR set to a folder of downloaded parquet files"
+        source = HuggingFaceSource(
+            repo_id=env.get("LAION_HF_REPO") or DEFAULT_HF_REPO,
+            revision=env.get("LAION_HF_REVISION") or "main",
+            endpoint=env.get("HF_ENDPOINT") or DEFAULT_ENDPOINT,
+            offline=_truthy(env.get("HF_HUB_OFFLINE")),
         )
     else:
         source = MisconfiguredSource(
@@ -194,9 +284,9 @@ def build_resources(environ: Mapping[str, str] | None = None) -> dict[str, Any]:
 
     def entity_url(kind: str) -> str:
         default = (
-            str(SAMPLE_DIR / f"{kind}.csv")
-            if source_kind != "huggingface"
-            else google_sheet_csv_url(kind)
+            google_sheet_csv_url(kind)
+            if source_kind == "huggingface"
+            else str(SAMPLE_DIR / f"{kind}.csv")
         )
         return env.get(f"LAION_{kind.upper()}_CSV_URL") or default
 

@@ -3,6 +3,7 @@
 import csv
 import hashlib
 import io
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -10,39 +11,29 @@ import pyarrow.parquet as pq
 from dagster import AssetExecutionContext, MaterializeResult, MetadataValue, asset
 
 from laion_pipeline.assets.sources import entity_sheets, hf_dataset
-from laion_pipeline.layout import (
-    ENTITY_KINDS,
-    DataLayout,
-    read_json,
-    write_atomic,
-    write_json_atomic,
-)
+from laion_pipeline.files import read_json, sha256_file, write_atomic, write_json_atomic
+from laion_pipeline.layout import ENTITY_KINDS, DataLayout
 from laion_pipeline.markdown import markdown_table
 from laion_pipeline.resources import EntityLists, LaionData, ParquetSource
 from laion_pipeline.schema import LAION_COLUMNS
-
-HASH_CHUNK = 8 * 1024 * 1024
 
 
 class InvalidInputError(ValueError):
     """An input file is not what the pipeline needs; the message says what to do."""
 
 
-def sha256_file(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as f:
-        while chunk := f.read(HASH_CHUNK):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
-def verify_parquet_files(files: list[Path], previous: list[dict] | None = None) -> list[dict]:
+def verify_parquet_files(
+    files: list[Path],
+    previous: list[dict] | None = None,
+    known_sha256: Mapping[str, str] | None = None,
+) -> list[dict]:
     """Check that every file is readable parquet with the LAION columns; describe each.
 
-    A file whose path, size and modification time match an entry of ``previous`` keeps that
-    entry's sha256 instead of being hashed again.
+    The sha256 comes from ``known_sha256`` (hashes the source already verified), or from an
+    entry of ``previous`` with the same path, size and modification time, or is computed.
     """
-    known = {
+    known = dict(known_sha256 or {})
+    cached = {
         (entry["path"], entry["size"], entry["mtime_ns"]): entry["sha256"]
         for entry in previous or []
     }
@@ -68,7 +59,7 @@ def verify_parquet_files(files: list[Path], previous: list[dict] | None = None) 
                 "size": stat.st_size,
                 "mtime_ns": stat.st_mtime_ns,
                 "rows": parquet.metadata.num_rows,
-                "sha256": known.get(key) or sha256_file(path),
+                "sha256": known.get(str(path)) or cached.get(key) or sha256_file(path),
             }
         )
     return described
@@ -90,11 +81,12 @@ def laion_parquet_files(
     columns and fingerprinted (size, rows, sha256). One row per image, about 12M in all for
     the real dataset."""
     layout = laion_data.layout
-    revision, files = parquet_source.fetch(layout, context.log)
+    fetched = parquet_source.fetch(layout, context.log)
+    revision = fetched.revision
     previous = None
     if layout.parquet_manifest.exists():
         previous = read_parquet_manifest(layout).get("files")
-    described = verify_parquet_files(files, previous)
+    described = verify_parquet_files(fetched.files, previous, fetched.known_sha256)
     manifest = {
         "source": {
             "kind": revision.kind,

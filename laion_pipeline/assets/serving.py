@@ -3,16 +3,17 @@
 import datetime as dt
 import hashlib
 import os
-from importlib import metadata as package_metadata
 from typing import Any
 
 from dagster import AssetExecutionContext, MaterializeResult, MetadataValue, asset
 
-from laion_pipeline.assets.raw import read_parquet_manifest, sha256_file
+from laion_pipeline import __version__
+from laion_pipeline.assets.raw import read_parquet_manifest
 from laion_pipeline.assets.search import ENTITY_KINDS, StaleInputError, images_fts
 from laion_pipeline.datasette import datasette_metadata, inspect_data, table_counts
 from laion_pipeline.db import sqlite_connect
-from laion_pipeline.layout import DataLayout, write_json_atomic
+from laion_pipeline.files import sha256_file, write_json_atomic
+from laion_pipeline.layout import DataLayout
 from laion_pipeline.resources import LaionData
 
 REQUIRED_TABLES = ("images", "images_fts", "domain", *ENTITY_KINDS)
@@ -20,13 +21,6 @@ REQUIRED_TABLES = ("images", "images_fts", "domain", *ENTITY_KINDS)
 
 class PublishCheckError(RuntimeError):
     """The candidate database failed a check; nothing was published."""
-
-
-def code_version() -> str:
-    try:
-        return package_metadata.version("laion_pipeline")
-    except package_metadata.PackageNotFoundError:
-        return "unknown"
 
 
 def check_candidate(conn: Any) -> dict[str, int]:
@@ -96,7 +90,7 @@ def publish(layout: DataLayout, log: Any = None) -> dict[str, Any]:
                 for kind in ENTITY_KINDS
             },
             "built_at": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
-            "code_version": code_version(),
+            "code_version": __version__,
         }
         os.replace(candidate, layout.published_db)
     finally:

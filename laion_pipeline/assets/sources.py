@@ -6,7 +6,7 @@ import warnings
 from dagster import BetaWarning, DataVersion, ObserveResult, observable_source_asset
 
 from laion_pipeline.layout import ENTITY_KINDS
-from laion_pipeline.resources import EntityLists, ParquetSource
+from laion_pipeline.resources import EntityLists, LaionData, ParquetSource
 
 # Observable source assets are the documented way to version external data; the beta notice
 # would otherwise repeat in every run's logs.
@@ -22,8 +22,8 @@ warnings.filterwarnings("ignore", message=".*observable_source_asset.*", categor
         "built from an older revision show as stale."
     ),
 )
-def hf_dataset(parquet_source: ParquetSource) -> ObserveResult:
-    revision = parquet_source.observe()
+def hf_dataset(laion_data: LaionData, parquet_source: ParquetSource) -> ObserveResult:
+    revision = parquet_source.observe(laion_data.layout)
     return ObserveResult(
         data_version=DataVersion(revision.revision),
         metadata={
