@@ -15,11 +15,23 @@ from laion_pipeline.layout import DataLayout
 from laion_pipeline.resources import build_resources
 
 
-def build(data_dir: Path, env: Mapping[str, str] | None = None, **kwargs) -> ExecuteInProcessResult:
-    """Materialize every asset of the real definitions with resources for ``env``."""
-    resources = build_resources({"LAION_DATA_DIR": str(data_dir), **(env or {})})
+def build(
+    data_dir: Path,
+    env: Mapping[str, str] | None = None,
+    *,
+    resources: Mapping[str, object] | None = None,
+    instance: DagsterInstance | None = None,
+    **kwargs,
+) -> ExecuteInProcessResult:
+    """Materialize every asset of the real definitions with resources for ``env``, some
+    replaced by ``resources``."""
+    chosen = build_resources({"LAION_DATA_DIR": str(data_dir), **(env or {})})
+    chosen.update(resources or {})
     return materialize(
-        all_assets, resources=resources, instance=DagsterInstance.ephemeral(), **kwargs
+        all_assets,
+        resources=chosen,
+        instance=instance or DagsterInstance.ephemeral(),
+        **kwargs,
     )
 
 
