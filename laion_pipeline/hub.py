@@ -161,6 +161,14 @@ class TransferProgress:
             self.sizes[name], self.done[name] = size, already
             self.resumed += already
 
+    def summary(self) -> str:
+        fetched = sum(self.done.values()) - self.resumed
+        seconds = time.monotonic() - self.started
+        return (
+            f"{len(self.sizes)} files verified; downloaded {fetched / 1e6:,.1f} MB in "
+            f"{seconds:,.1f} s ({fetched / max(seconds, 1e-9) / 1e6:,.1f} MB/s)"
+        )
+
     def add(self, name: str, count: int) -> None:
         with self.lock:
             self.done[name] = self.done.get(name, 0) + count
@@ -271,8 +279,15 @@ class HubClient:
                 f"revision {self.revision!r} not found in {self.repo_id}: set LAION_HF_REVISION to "
                 "a branch, tag or commit of that repo"
             ) from error
-        except HfHubHTTPError:
-            raise
+        except HfHubHTTPError as error:
+            raise HubError(
+                f"{self.endpoint} answered {error} when listing {self.repo_id}@{self.revision}"
+                + (
+                    f" after {self.attempts} attempts: try again later"
+                    if is_transient(error)
+                    else ": check HF_TOKEN and LAION_HF_REPO"
+                )
+            ) from error
         except Exception as error:
             if is_transient(error):
                 raise self._unreachable(error) from error
@@ -353,7 +368,17 @@ class HubClient:
                 )
 
         for verification in (1, 2):
-            self._retrying(f"downloading {file.path}", fetch)
+            try:
+                self._retrying(f"downloading {file.path}", fetch)
+            except HubError:
+                raise
+            except Exception as error:
+                if not is_transient(error):
+                    raise
+                raise HubError(
+                    f"downloading {file.path} failed {self.attempts} times ({error}): check the "
+                    "network and try again; the part already fetched is kept and resumed"
+                ) from error
             problem = _mismatch(file, partial, verified)
             if problem is None:
                 os.replace(partial, target)
@@ -384,9 +409,12 @@ class HubClient:
                     )
                     for file in listing.files
                 ]
-                return [future.result() for future in futures]
+                paths = [future.result() for future in futures]
         finally:
             verified.save()
+        if self.log:
+            self.log.info(progress.summary())
+        return paths
 
 
 def save_listing(path: Path, listing: HubListing) -> None:

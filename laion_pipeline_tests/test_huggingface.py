@@ -396,3 +396,17 @@ def test_published_database_from_the_hub_is_searchable(hub, tmp_path):
         "SELECT count(*) FROM images_fts WHERE images_fts MATCH '\"Alphonse Mucha\"'"
     ).fetchone()
     assert count > 0
+
+
+def test_a_hub_that_keeps_failing_says_to_try_again_later(hub, tmp_path):
+    hub.commit(REPO, {"data/a.parquet": b"x" * 1000})
+    hub.api_faults = [500, 500]
+    client = HubClient(REPO, endpoint=hub.endpoint, attempts=2, backoff_seconds=0.01)
+    with pytest.raises(HubError, match="after 2 attempts: try again later"):
+        client.listing()
+    listing = client.listing()
+    hub.faults["data/a.parquet"] = ["500", "500"]
+    with pytest.raises(HubError, match="downloading data/a.parquet failed 2 times"):
+        client.download_all(listing, tmp_path)
+    (path,) = client.download_all(listing, tmp_path)
+    assert path.read_bytes() == b"x" * 1000
