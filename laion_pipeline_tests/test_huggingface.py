@@ -406,7 +406,7 @@ def test_a_hub_that_keeps_failing_says_to_try_again_later(hub, tmp_path):
         client.listing()
     listing = client.listing()
     hub.faults["data/a.parquet"] = ["500", "500"]
-    with pytest.raises(HubError, match="downloading data/a.parquet failed 2 times"):
+    with pytest.raises(HubError, match=re.escape("downloading data/a.parquet failed 2 times")):
         client.download_all(listing, tmp_path)
     (path,) = client.download_all(listing, tmp_path)
     assert path.read_bytes() == b"x" * 1000
