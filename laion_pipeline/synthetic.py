@@ -14,8 +14,10 @@ from __future__ import annotations
 import argparse
 import csv
 import hashlib
+import itertools
 import random
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
+from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
 import pyarrow as pa
@@ -117,10 +119,37 @@ def sample_entity_names() -> list[str]:
     ]
 
 
-class _RowMaker:
-    """Makes LAION-like rows from one seeded random stream."""
+_SYLLABLES_TEXT = (
+    "ka lo mi ra ten vo shi an el or us ix be da fu go hi ju ne pa qui ro su ti va we ya zo"
+)
+SYLLABLES = tuple(_SYLLABLES_TEXT.split())
+TAIL_WORD_COUNT = 30_000
+POOL_CAPTIONS = 200_000
+SIZES = (256.0, 300.0, 400.0, 512.0, 600.0, 640.0, 768.0, 800.0, 1024.0, 1200.0, 1920.0)
 
-    def __init__(self, seed: int, names: Sequence[str]) -> None:
+
+def _pseudo_word(i: int) -> str:
+    syllables = []
+    i += len(SYLLABLES)  # at least two syllables
+    while i:
+        i, digit = divmod(i, len(SYLLABLES))
+        syllables.append(SYLLABLES[digit])
+    return "".join(syllables)
+
+
+def _cumulative(weights: Sequence[float]) -> list[float]:
+    return list(itertools.accumulate(weights))
+
+
+class _RowMaker:
+    """Makes LAION-like rows from one seeded random stream, a batch at a time.
+
+    Captions are drawn from a pool of generated captions (Zipf-like word frequencies over a
+    30,000-word vocabulary, lognormal lengths with a median of 10 words, a quarter naming
+    someone), so that millions of rows cost seconds, not minutes.
+    """
+
+    def __init__(self, seed: str, names: Sequence[str], rows: int, first_index: int = 0) -> None:
         self.rng = random.Random(seed)
         self.names = list(names)
         tail = [self._tail_domain(i) for i in range(TAIL_DOMAIN_COUNT)]
@@ -130,11 +159,16 @@ class _RowMaker:
         tail_weights = [1.0 / (len(HEAD_DOMAINS) + rank + 1) for rank in range(len(tail))]
         scale = (1.0 - head_share) / sum(tail_weights)
         self.domains = [d for d, _ in HEAD_DOMAINS] + tail
-        self.cum_weights = _cumulative(
+        self.domain_weights = _cumulative(
             [share for _, share in HEAD_DOMAINS] + [w * scale for w in tail_weights]
         )
-        self.word_cum_weights = _cumulative([1.0 / (rank + 1) for rank in range(len(WORDS))])
-        self.index = 0
+        self.vocabulary = list(WORDS) + [_pseudo_word(i) for i in range(TAIL_WORD_COUNT)]
+        self.word_weights = _cumulative(
+            [1.0 / (rank + 1) ** 1.07 for rank in range(len(self.vocabulary))]
+        )
+        pool_size = min(rows, max(10_000, rows // 10), POOL_CAPTIONS)
+        self.pool = [self._caption() for _ in range(max(pool_size, 1))]
+        self.index = first_index
 
     def _tail_domain(self, i: int) -> str:
         words = [w for w in WORDS if len(w) > 3 and w.isalpha()]
@@ -143,23 +177,15 @@ class _RowMaker:
         tld = ("com", "net", "org", "co.uk", "de", "fr", "jp")[i % 7]
         return f"{prefix}.{first}{second}{i}.{tld}"
 
-    def url(self) -> str | None:
-        rng = self.rng
-        if rng.random() < 0.01:
-            return rng.choice(ODD_URLS)
-        domain = rng.choices(self.domains, cum_weights=self.cum_weights)[0]
-        scheme = "https" if rng.random() < 0.8 else "http"
-        path = "/".join(f"{rng.getrandbits(32):08x}" for _ in range(rng.randint(1, 3)))
-        return f"{scheme}://{domain}/{path}.{rng.choice(('jpg', 'jpeg', 'png', 'webp'))}"
-
-    def caption(self) -> str | None:
+    def _caption(self) -> str | None:
         rng = self.rng
         roll = rng.random()
         if roll < 0.005:
             return None
         if roll < 0.008:
             return ""
-        words = rng.choices(WORDS, cum_weights=self.word_cum_weights, k=rng.randint(3, 14))
+        length = min(max(int(rng.lognormvariate(2.3, 0.6)), 1), 60)
+        words = rng.choices(self.vocabulary, cum_weights=self.word_weights, k=length)
         text = " ".join(words)
         if self.names and rng.random() < 0.25:
             name = rng.choice(self.names)
@@ -169,43 +195,61 @@ class _RowMaker:
             text = template.format(name=name, w1=words[0], w2=words[-1])
         return text[0].upper() + text[1:] if rng.random() < 0.5 else text
 
-    def size(self) -> float | None:
+    def _url(self, domain: str, caption: str | None) -> str | None:
+        rng = self.rng
+        if rng.random() < 0.01:
+            return rng.choice(ODD_URLS)
+        slug = "-".join((caption or "image").lower().split()[:5])
+        scheme = "https" if rng.random() < 0.8 else "http"
+        return f"{scheme}://{domain}/{rng.getrandbits(40):010x}/{slug}.jpg"
+
+    def _size(self) -> float | None:
         roll = self.rng.random()
         if roll < 0.01:
             return float("nan")
         if roll < 0.012:
             return None
-        return float(self.rng.choice((256, 300, 400, 512, 600, 640, 768, 800, 1024, 1200, 1920)))
+        return self.rng.choice(SIZES)
 
-    def probability(self, skew: float) -> float | None:
-        if self.rng.random() < 0.003:
-            return None
-        return self.rng.random() ** skew
-
-    def rows(self, count: int) -> Iterator[dict]:
+    def _probability(self, skew: float) -> float | None:
         rng = self.rng
+        return None if rng.random() < 0.003 else rng.random() ** skew
+
+    def batch(self, count: int) -> pa.Table:
+        rng, pool = self.rng, self.pool
+        domains = rng.choices(self.domains, cum_weights=self.domain_weights, k=count)
+        captions = [pool[int(rng.random() * len(pool))] for _ in range(count)]
+        indexes = []
         for _ in range(count):
             self.index += rng.randint(1, 40)
-            yield {
-                "URL": self.url(),
-                "TEXT": self.caption(),
-                "WIDTH": self.size(),
-                "HEIGHT": self.size(),
-                "similarity": round(rng.uniform(0.2, 0.45), 12),
-                "punsafe": self.probability(6.0),
-                "pwatermark": self.probability(3.0),
-                "AESTHETIC_SCORE": round(rng.uniform(6.0, 8.2), 6),
-                "hash": rng.getrandbits(64) - 2**63,
-                "__index_level_0__": self.index,
-            }
+            indexes.append(self.index)
+        columns = {
+            "URL": [self._url(d, c) for d, c in zip(domains, captions, strict=True)],
+            "TEXT": captions,
+            "WIDTH": [self._size() for _ in range(count)],
+            "HEIGHT": [self._size() for _ in range(count)],
+            "similarity": [round(rng.uniform(0.2, 0.45), 12) for _ in range(count)],
+            "punsafe": [self._probability(6.0) for _ in range(count)],
+            "pwatermark": [self._probability(3.0) for _ in range(count)],
+            "AESTHETIC_SCORE": [round(rng.uniform(6.0, 8.2), 6) for _ in range(count)],
+            "hash": [rng.getrandbits(64) - 2**63 for _ in range(count)],
+            "__index_level_0__": indexes,
+        }
+        return pa.Table.from_pydict(columns, LAION_ARROW_SCHEMA)
 
 
-def _cumulative(weights: Sequence[float]) -> list[float]:
-    total, out = 0.0, []
-    for w in weights:
-        total += w
-        out.append(total)
-    return out
+def _write_file(
+    path: Path, count: int, seed: str, names: Sequence[str], first_index: int, batch_rows: int
+) -> Path:
+    maker = _RowMaker(seed, names, count, first_index)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with pq.ParquetWriter(path, LAION_ARROW_SCHEMA, compression="snappy") as writer:
+        remaining = count
+        while remaining:
+            n = min(batch_rows, remaining)
+            writer.write_table(maker.batch(n))
+            remaining -= n
+    return path
 
 
 def generate(
@@ -216,25 +260,22 @@ def generate(
     names: Sequence[str] = (),
     files: int = FILE_COUNT,
     batch_rows: int = 100_000,
+    workers: int = 1,
 ) -> list[Path]:
     """Write ``rows`` LAION-shaped rows split over ``files`` parquet files under ``out_dir``.
 
-    The same arguments always give the same rows. Returns the written paths in file order.
+    Each file has its own random stream, so the same arguments always give the same rows,
+    whatever ``workers`` (processes writing files at once). Returns the paths in file order.
     """
-    maker = _RowMaker(seed, names)
-    paths = []
     per_file = [rows // files + (1 if n < rows % files else 0) for n in range(files)]
-    for name, count in zip(shard_names(files), per_file, strict=True):
-        path = out_dir / name
-        path.parent.mkdir(parents=True, exist_ok=True)
-        with pq.ParquetWriter(path, LAION_ARROW_SCHEMA, compression="snappy") as writer:
-            remaining = count
-            while remaining:
-                n = min(batch_rows, remaining)
-                writer.write_table(pa.Table.from_pylist(list(maker.rows(n)), LAION_ARROW_SCHEMA))
-                remaining -= n
-        paths.append(path)
-    return paths
+    jobs = [
+        (out_dir / name, count, f"{seed}:{n}", tuple(names), n * 10**9, batch_rows)
+        for n, (name, count) in enumerate(zip(shard_names(files), per_file, strict=True))
+    ]
+    if workers <= 1:
+        return [_write_file(*job) for job in jobs]
+    with ProcessPoolExecutor(max_workers=workers) as pool:
+        return list(pool.map(_write_file, *zip(*jobs, strict=True)))
 
 
 def main(argv: Sequence[str] | None = None) -> None:
@@ -242,8 +283,10 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--out", type=Path, default=SAMPLE_DIR, help="output folder")
     parser.add_argument("--rows", type=int, default=SAMPLE_ROWS, help="total rows to write")
     parser.add_argument("--seed", type=int, default=2022, help="random seed")
+    parser.add_argument("--workers", type=int, default=1, help="processes writing files at once")
     args = parser.parse_args(argv)
-    for path in generate(args.out, args.rows, seed=args.seed, names=sample_entity_names()):
+    names = sample_entity_names()
+    for path in generate(args.out, args.rows, seed=args.seed, names=names, workers=args.workers):
         print(path)
 
 

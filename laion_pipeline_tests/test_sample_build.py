@@ -99,7 +99,7 @@ def test_full_text_search_is_an_external_content_fts5_index_datasette_detects(
     assert 'content="images"' in sql and "fts5" in sql.lower() and "detail" not in sql
     assert detect_fts(published, "images") == "images_fts"
     captions = [r["TEXT"] for r in source_rows]
-    for word in ("painting", "Mucha", "sunset beach", "portrait of"):
+    for word in ("painting", "Mucha", "portrait of", "the"):
         (count,) = published.execute(
             "SELECT count(*) FROM images_fts WHERE images_fts MATCH ?", (f'"{word}"',)
         ).fetchone()
