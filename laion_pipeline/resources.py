@@ -16,6 +16,7 @@ from typing import Any
 from dagster import ConfigurableResource
 from dagster_duckdb import DuckDBResource
 
+from laion_pipeline.errors import ConfigurationError
 from laion_pipeline.hub import DEFAULT_ENDPOINT, HubClient, HubListing, load_listing, save_listing
 from laion_pipeline.layout import ENTITY_KINDS, DataLayout
 from laion_pipeline.synthetic import SAMPLE_DIR
@@ -33,10 +34,6 @@ def google_sheet_csv_url(kind: str) -> str:
         f"https://docs.google.com/spreadsheets/d/{GOOGLE_SHEET_ID}/export"
         f"?format=csv&gid={GOOGLE_SHEET_GIDS[kind]}"
     )
-
-
-class ConfigurationError(ValueError):
-    """A setting is missing or wrong; the message names the variable to change."""
 
 
 @dataclass(frozen=True)

@@ -11,15 +11,12 @@ import pyarrow.parquet as pq
 from dagster import AssetExecutionContext, MaterializeResult, MetadataValue, asset
 
 from laion_pipeline.assets.sources import entity_sheets, hf_dataset
+from laion_pipeline.errors import InvalidInputError
 from laion_pipeline.files import read_json, sha256_file, write_atomic, write_json_atomic
 from laion_pipeline.layout import ENTITY_KINDS, DataLayout
 from laion_pipeline.markdown import markdown_table
 from laion_pipeline.resources import EntityLists, LaionData, ParquetSource
 from laion_pipeline.schema import LAION_COLUMNS
-
-
-class InvalidInputError(ValueError):
-    """An input file is not what the pipeline needs; the message says what to do."""
 
 
 def verify_parquet_files(

@@ -1,7 +1,7 @@
 """Search database layer: the SQLite tables Datasette serves, built in ``build/``.
 
-Each asset replaces its own tables in one transaction, so a failed step leaves the previous
-tables in place.
+``domains`` starts a fresh build database; the other assets add or replace their own tables,
+each in one transaction, so a failed step leaves the previous tables in place.
 """
 
 import sqlite3
@@ -10,8 +10,10 @@ from typing import Any
 
 import duckdb
 import pyarrow as pa
+import pyarrow.compute as pc
 from dagster import (
     AssetExecutionContext,
+    AssetKey,
     AssetSpec,
     MaterializeResult,
     MetadataValue,
@@ -20,10 +22,17 @@ from dagster import (
 )
 from dagster_duckdb import DuckDBResource
 
-from laion_pipeline.assets.raw import entity_csvs, parse_entity_csv
-from laion_pipeline.assets.staging import staging_images
-from laion_pipeline.db import duckdb_scalar, quote_identifier, sqlite_connect, sqlite_transaction
-from laion_pipeline.fts import fts_phrase
+from laion_pipeline.assets.raw import entity_csvs, parse_entity_csv, read_parquet_manifest
+from laion_pipeline.assets.staging import check_files_unchanged, staging_images
+from laion_pipeline.build_db import (
+    fresh_build_db,
+    install_build_db,
+    open_build_db,
+    require_table,
+)
+from laion_pipeline.db import quote_identifier, sqlite_connect, sqlite_transaction
+from laion_pipeline.errors import StaleInputError
+from laion_pipeline.fts import SideIndex, build_images_fts, fts_phrase, install_side_index
 from laion_pipeline.layout import ENTITY_KINDS, DataLayout
 from laion_pipeline.markdown import markdown_table
 from laion_pipeline.progress import Progress
@@ -31,11 +40,7 @@ from laion_pipeline.resources import LaionData
 from laion_pipeline.schema import DOMAIN_COLUMNS, IMAGE_COLUMNS, table_schema
 
 BATCH_ROWS = 50_000
-FTS_CHUNK_ROWS = 500_000
-
-
-class StaleInputError(RuntimeError):
-    """An upstream table does not match this one's input; the message says what to rebuild."""
+COMMIT_ROWS = 250_000
 
 
 DOMAIN_DDL = (
@@ -75,73 +80,77 @@ IMAGES_INSERT = (
     f"INSERT INTO images (rowid, {', '.join(quote_identifier(c) for c in IMAGE_COLUMNS)}) "
     f"VALUES ({', '.join('?' * (len(IMAGE_COLUMNS) + 1))})"
 )
-STAGED_IMAGES_SQL = f"""
-SELECT s.id, {", ".join(f's."{c}"' for c in IMAGE_COLUMNS if c != "domain_id")}, d.id
-FROM staging_images s JOIN domain_ids d ON s.domain = d.domain
-ORDER BY s.id
-"""
+STAGED_COLUMNS = ["id", *(c for c in IMAGE_COLUMNS if c != "domain_id"), "domain"]
+STAGED_IMAGES_SQL = (
+    f"SELECT {', '.join(quote_identifier(c) for c in STAGED_COLUMNS)} FROM staging_images"
+)
 
 
-def build_images(duck: duckdb.DuckDBPyConnection, conn: sqlite3.Connection, log: Any = None) -> int:
-    """Replace the SQLite ``images`` table with the staged rows, rowid = staging id, each
-    with the ``domain_id`` of its host in the SQLite ``domain`` table. Drops the now stale
-    ``images_fts``."""
-    lookup = conn.execute("SELECT id, domain FROM domain").fetchall()
-    duck.register(
-        "domain_ids",
-        pa.table({"id": [r[0] for r in lookup], "domain": [r[1] for r in lookup]}),
-    )
-    try:
-        unknown = duckdb_scalar(
-            duck,
-            "SELECT count(*) FROM staging_images s ANTI JOIN domain_ids d ON s.domain = d.domain",
-        )
-        if unknown:
+class DomainIds:
+    """Looks up ``domain.id`` for a column of domains, a batch at a time."""
+
+    def __init__(self, conn: sqlite3.Connection) -> None:
+        self.ids = dict((d, i) for i, d in conn.execute("SELECT id, domain FROM domain"))
+
+    def of(self, domains: pa.Array) -> list[int]:
+        # Look each distinct domain of the batch up once, then spread the ids over the rows.
+        encoded = pc.dictionary_encode(domains)
+        try:
+            per_value = [self.ids[d] for d in encoded.dictionary.to_pylist()]
+        except KeyError as error:
             raise StaleInputError(
-                f"{unknown:,} staged rows have a domain missing from the domain table: "
-                "materialize domains, then images"
-            )
-        total = duckdb_scalar(duck, "SELECT count(*) FROM staging_images")
-        reader = duck.sql(STAGED_IMAGES_SQL).to_arrow_reader(BATCH_ROWS)
-        with sqlite_transaction(conn):
-            conn.execute("DROP TABLE IF EXISTS images_fts")
-            conn.execute("DROP TABLE IF EXISTS images")
-            conn.execute(IMAGES_DDL)
-            progress, done = Progress(log, "images loaded", total), 0
-            for batch in reader:
-                conn.executemany(
-                    IMAGES_INSERT, zip(*(c.to_pylist() for c in batch.columns), strict=True)
-                )
-                done += batch.num_rows
-                progress.update(done)
-            conn.execute("CREATE INDEX idx_images_domain_id ON images (domain_id)")
-    finally:
-        duck.unregister("domain_ids")
-    return total
+                f"the domain {error.args[0]!r} is missing from the domain table: materialize "
+                "domains, then images"
+            ) from None
+        return pc.take(pa.array(per_value, pa.int64()), encoded.indices).to_pylist()
 
 
-def build_images_fts(conn: sqlite3.Connection, log: Any = None) -> int:
-    """Replace ``images_fts``: an FTS5 index of ``images.text`` (external content, default
-    unicode61 tokenizer, full detail for phrase queries). Returns the rows indexed."""
-    (total,) = conn.execute("SELECT count(*) FROM images").fetchone()
-    (last,) = conn.execute("SELECT coalesce(max(rowid), 0) FROM images").fetchone()
+def load_images(
+    duck: duckdb.DuckDBPyConnection,
+    conn: sqlite3.Connection,
+    total: int,
+    side: SideIndex | None = None,
+    log: Any = None,
+) -> int:
+    """Replace the SQLite ``images`` table with the staged rows in file order, rowid = staging
+    id, each with the ``domain_id`` of its host. Committed every ``COMMIT_ROWS`` rows; each
+    committed range is handed to ``side`` to index at once. Drops the now stale ``images_fts``.
+    """
+    lookup = DomainIds(conn)
     with sqlite_transaction(conn):
         conn.execute("DROP TABLE IF EXISTS images_fts")
-        conn.execute('CREATE VIRTUAL TABLE images_fts USING fts5(text, content="images")')
-        # Merging segments once at the end is faster than merging while loading.
-        conn.execute("INSERT INTO images_fts (images_fts, rank) VALUES ('automerge', 0)")
-        progress = Progress(log, "captions indexed", last)
-        for low in range(1, last + 1, FTS_CHUNK_ROWS):
-            high = low + FTS_CHUNK_ROWS - 1
-            conn.execute(
-                "INSERT INTO images_fts (rowid, text) "
-                "SELECT rowid, text FROM images WHERE rowid BETWEEN ? AND ?",
-                (low, high),
-            )
-            progress.update(min(high, last))
-        conn.execute("INSERT INTO images_fts (images_fts) VALUES ('optimize')")
-        conn.execute("INSERT INTO images_fts (images_fts, rank) VALUES ('automerge', 4)")
-    return total
+        conn.execute("DROP TABLE IF EXISTS images")
+        conn.execute(IMAGES_DDL)
+    progress, done, committed = Progress(log, "images loaded", total), 0, 0
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        for batch in duck.sql(STAGED_IMAGES_SQL).to_arrow_reader(BATCH_ROWS):
+            ids = batch.column(0)
+            if ids[0].as_py() != done + 1 or ids[-1].as_py() != done + batch.num_rows:
+                raise RuntimeError("staging_images did not deliver its rows in file order")
+            columns = [c.to_pylist() for c in batch.columns[:-1]]
+            columns.append(lookup.of(batch.column(batch.num_columns - 1)))
+            conn.executemany(IMAGES_INSERT, zip(*columns, strict=True))
+            done += batch.num_rows
+            if done - committed >= COMMIT_ROWS:
+                conn.execute("COMMIT")
+                if side:
+                    side.index(committed + 1, done)
+                committed = done
+                conn.execute("BEGIN IMMEDIATE")
+            progress.update(done)
+        conn.execute("COMMIT")
+    except BaseException:
+        conn.execute("ROLLBACK")
+        raise
+    if side and done > committed:
+        side.index(committed + 1, done)
+    if done != total:
+        raise StaleInputError(
+            f"staging_images gave {done:,} rows, not {total:,}: materialize it again"
+        )
+    conn.execute("CREATE INDEX idx_images_domain_id ON images (domain_id)")
+    return done
 
 
 def count_phrase(conn: sqlite3.Connection, name: str) -> int:
@@ -179,14 +188,12 @@ def build_entity_table(
     return [(row["name"], counts[row["name"]]) for row in rows]
 
 
-def _require_staging(layout: DataLayout) -> None:
+def _staging_files(layout: DataLayout) -> list[dict]:
     if not layout.staging_db.exists():
-        raise FileNotFoundError(f"{layout.staging_db} does not exist: materialize staging_images")
-
-
-def _require_build_table(conn: sqlite3.Connection, table: str, asset_name: str) -> None:
-    if not conn.execute("SELECT 1 FROM sqlite_master WHERE name = ?", (table,)).fetchone():
-        raise StaleInputError(f"the build database has no {table} table: materialize {asset_name}")
+        raise StaleInputError(f"{layout.staging_db} does not exist: materialize staging_images")
+    files = read_parquet_manifest(layout)["files"]
+    check_files_unchanged(files)
+    return files
 
 
 @asset(
@@ -197,76 +204,122 @@ def _require_build_table(conn: sqlite3.Connection, table: str, asset_name: str) 
 )
 def domains(laion_data: LaionData, staging_duckdb: DuckDBResource) -> MaterializeResult:
     """The ``domain`` table: one row per host an image was scraped from (``urlparse(url)
-    .netloc``), with ``image_counts``, the number of images from that host."""
+    .netloc``), with ``image_counts``, the number of images from that host. Starts a fresh
+    build database."""
     layout = laion_data.layout
-    _require_staging(layout)
+    _staging_files(layout)
+    new = fresh_build_db(layout)
     with staging_duckdb.get_connection() as duck:
-        conn = sqlite_connect(layout.build_db)
+        conn = sqlite_connect(new)
         try:
             count = build_domains(duck, conn)
             top = conn.execute(
                 "SELECT domain, image_counts FROM domain ORDER BY image_counts DESC, id LIMIT 20"
             ).fetchall()
+            (empty,) = conn.execute(
+                "SELECT coalesce(sum(image_counts), 0) FROM domain WHERE domain = ''"
+            ).fetchone()
         finally:
             conn.close()
+    install_build_db(new, layout)
     return MaterializeResult(
         metadata={
             "dagster/row_count": count,
+            "images_without_domain": empty,
             "top_domains": MetadataValue.md(markdown_table(["domain", "images"], top)),
         }
     )
 
 
-@asset(
-    deps=[domains],
-    group_name="search_database",
-    kinds={"sqlite"},
-    metadata={"dagster/column_schema": table_schema(IMAGE_COLUMNS)},
+IMAGES_DESCRIPTION = (
+    "The images table: one row per image in file order (url, caption text, size, CLIP "
+    "similarity, unsafe and watermark probabilities, aesthetic score, hash), with domain_id "
+    "pointing at the image's host in domain."
 )
-def images(
+IMAGES_FTS_DESCRIPTION = (
+    "The full-text index of image captions (SQLite FTS5 over images.text) behind the search "
+    "box and the name counts. Built while the images load when both are materialized."
+)
+
+
+@multi_asset(
+    specs=[
+        AssetSpec(
+            "images",
+            deps=[domains],
+            group_name="search_database",
+            kinds={"sqlite"},
+            description=IMAGES_DESCRIPTION,
+            metadata={"dagster/column_schema": table_schema(IMAGE_COLUMNS)},
+            skippable=True,
+        ),
+        AssetSpec(
+            "images_fts",
+            deps=["images"],
+            group_name="search_database",
+            kinds={"sqlite"},
+            description=IMAGES_FTS_DESCRIPTION,
+            skippable=True,
+        ),
+    ],
+    can_subset=True,
+)
+def images_and_index(
     context: AssetExecutionContext, laion_data: LaionData, staging_duckdb: DuckDBResource
-) -> MaterializeResult:
-    """The ``images`` table: one row per image in file order (url, caption ``text``, size,
-    CLIP similarity, unsafe and watermark probabilities, aesthetic score, hash), with
-    ``domain_id`` pointing at the image's host in ``domain``."""
+) -> Iterator[MaterializeResult]:
+    """Loads the images and, on the second core, indexes their captions as they commit."""
     layout = laion_data.layout
-    _require_staging(layout)
-    with staging_duckdb.get_connection() as duck:
-        conn = sqlite_connect(layout.build_db)
+    selected = {key.path[-1] for key in context.selected_asset_keys}
+    if "images" not in selected:
+        conn = open_build_db(layout, write=True)
         try:
-            _require_build_table(conn, "domain", "domains")
-            count = build_images(duck, conn, context.log)
-            preview = conn.execute(
-                "SELECT i.rowid, d.domain, i.text, i.width, i.height, i.aesthetic "
-                "FROM images i JOIN domain d ON d.id = i.domain_id ORDER BY i.rowid LIMIT 10"
-            ).fetchall()
+            require_table(conn, "images", "images")
+            count = build_images_fts(conn, context.log)
         finally:
             conn.close()
-    return MaterializeResult(
+        yield MaterializeResult(
+            asset_key=AssetKey("images_fts"), metadata={"dagster/row_count": count}
+        )
+        return
+    total = sum(f["rows"] for f in _staging_files(layout))
+    conn = open_build_db(layout, write=True)
+    side_path = layout.build_db.with_name("images_fts.side.db")
+    side = None
+    try:
+        require_table(conn, "domain", "domains")
+        conn.execute("PRAGMA journal_mode = WAL")  # the index reads committed rows meanwhile
+        conn.execute("PRAGMA synchronous = OFF")  # a crash leaves a build file we start again
+        if "images_fts" in selected:
+            side = SideIndex(side_path, layout.build_db, context.log)
+        with staging_duckdb.get_connection() as duck:
+            count = load_images(duck, conn, total, side, context.log)
+        if side:
+            context.log.info("images loaded; waiting for the caption index to finish")
+            side.finish()
+            side = None
+        conn.execute("PRAGMA journal_mode = DELETE")
+        preview = conn.execute(
+            "SELECT i.rowid, d.domain, i.text, i.width, i.height, i.aesthetic "
+            "FROM images i JOIN domain d ON d.id = i.domain_id ORDER BY i.rowid LIMIT 10"
+        ).fetchall()
+    finally:
+        if side:
+            side.abandon()
+        conn.close()
+    yield MaterializeResult(
+        asset_key=AssetKey("images"),
         metadata={
             "dagster/row_count": count,
             "preview": MetadataValue.md(
                 markdown_table(["rowid", "domain", "text", "width", "height", "aesthetic"], preview)
             ),
-        }
+        },
     )
-
-
-@asset(
-    deps=[images],
-    group_name="search_database",
-    kinds={"sqlite"},
-)
-def images_fts(context: AssetExecutionContext, laion_data: LaionData) -> MaterializeResult:
-    """The full-text index of image captions (SQLite FTS5 over ``images.text``) behind the
-    search box and the name counts."""
-    conn = sqlite_connect(laion_data.layout.build_db)
-    try:
-        _require_build_table(conn, "images", "images")
-        count = build_images_fts(conn, context.log)
-    finally:
-        conn.close()
-    return MaterializeResult(metadata={"dagster/row_count": count})
+    if "images_fts" in selected:
+        install_side_index(layout.build_db, side_path)
+        yield MaterializeResult(
+            asset_key=AssetKey("images_fts"), metadata={"dagster/row_count": count}
+        )
 
 
 ENTITY_DESCRIPTIONS = {
@@ -280,7 +333,7 @@ ENTITY_DESCRIPTIONS = {
     specs=[
         AssetSpec(
             kind,
-            deps=[images_fts, entity_csvs],
+            deps=["images_fts", entity_csvs],
             group_name="search_database",
             kinds={"sqlite"},
             description=ENTITY_DESCRIPTIONS[kind]
@@ -296,9 +349,9 @@ def entity_tables(
 ) -> Iterator[MaterializeResult]:
     """The name lists as tables, each name counted in the caption index."""
     layout = laion_data.layout
-    conn = sqlite_connect(layout.build_db)
+    conn = open_build_db(layout, write=True)
     try:
-        _require_build_table(conn, "images_fts", "images_fts")
+        require_table(conn, "images_fts", "images_fts")
         for key in sorted(context.selected_asset_keys):
             kind = key.path[-1]
             columns, rows = parse_entity_csv(

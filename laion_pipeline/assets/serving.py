@@ -3,28 +3,33 @@
 import datetime as dt
 import hashlib
 import os
+import shutil
+import sqlite3
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 from typing import Any
 
 from dagster import AssetExecutionContext, MaterializeResult, MetadataValue, asset
 
 from laion_pipeline import __version__
 from laion_pipeline.assets.raw import read_parquet_manifest
-from laion_pipeline.assets.search import ENTITY_KINDS, StaleInputError, images_fts
+from laion_pipeline.assets.search import ENTITY_KINDS
+from laion_pipeline.build_db import open_build_db
 from laion_pipeline.datasette import datasette_metadata, inspect_data, table_counts
 from laion_pipeline.db import sqlite_connect
+from laion_pipeline.errors import PublishCheckError, StaleInputError
 from laion_pipeline.files import sha256_file, write_json_atomic
 from laion_pipeline.layout import DataLayout
 from laion_pipeline.resources import LaionData
 
 REQUIRED_TABLES = ("images", "images_fts", "domain", *ENTITY_KINDS)
+# Above this share of free pages the published copy is written compacted (VACUUM INTO).
+COMPACT_FREE_SHARE = 0.05
 
 
-class PublishCheckError(RuntimeError):
-    """The candidate database failed a check; nothing was published."""
-
-
-def check_candidate(conn: Any) -> dict[str, int]:
-    """Check a candidate database before it is published; return its table row counts."""
+def check_tables(conn: sqlite3.Connection) -> dict[str, int]:
+    """Check that the build database has every table, and that they agree; return their row
+    counts."""
     present = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
     missing = [t for t in REQUIRED_TABLES if t not in present]
     if missing:
@@ -32,9 +37,6 @@ def check_candidate(conn: Any) -> dict[str, int]:
             f"the build database lacks {', '.join(missing)}: materialize every asset upstream "
             "of published_database"
         )
-    (integrity,) = conn.execute("PRAGMA integrity_check").fetchone()
-    if integrity != "ok":
-        raise PublishCheckError(f"integrity_check failed: {integrity}")
     counts = table_counts(conn)
     (indexed,) = conn.execute("SELECT count(*) FROM images_fts_docsize").fetchone()
     if indexed != counts["images"]:
@@ -51,30 +53,55 @@ def check_candidate(conn: Any) -> dict[str, int]:
     return counts
 
 
+def quick_check(db: Path) -> str:
+    """SQLite's check that every page and record of ``db`` is well formed ("ok" if so)."""
+    conn = sqlite_connect(db, read_only=True)
+    try:
+        return "; ".join(row[0] for row in conn.execute("PRAGMA quick_check"))
+    finally:
+        conn.close()
+
+
+def link_or_copy(source: Path, target: Path) -> None:
+    try:
+        os.link(source, target)
+    except OSError:  # another file system, or links not supported
+        shutil.copyfile(source, target)
+
+
 def publish(layout: DataLayout, log: Any = None) -> dict[str, Any]:
-    """Copy the build database compactly beside the published one, check it, then replace
-    the published database and its Datasette files. Returns the manifest."""
-    build = layout.build_db
-    if not build.exists():
-        raise FileNotFoundError(f"{build} does not exist: materialize the search database first")
+    """Check the build database, put it beside the published one (a hard link when it is
+    compact, else a compacted copy), check that file, then replace the published database
+    and its Datasette files. Returns the manifest."""
+    conn = open_build_db(layout, write=True)
+    try:
+        conn.execute("PRAGMA analysis_limit = 1000")  # approximate statistics, in milliseconds
+        conn.execute("ANALYZE")
+        counts = check_tables(conn)
+        (free,) = conn.execute("PRAGMA freelist_count").fetchone()
+        (pages,) = conn.execute("PRAGMA page_count").fetchone()
+    finally:
+        conn.close()
     layout.published_dir.mkdir(parents=True, exist_ok=True)
     candidate = layout.published_dir / f".{layout.published_db.name}.candidate"
     candidate.unlink(missing_ok=True)
     try:
-        conn = sqlite_connect(build)
-        try:
+        if free > pages * COMPACT_FREE_SHARE:
             if log:
-                log.info(f"writing a compact copy of {build} to {candidate}")
-            conn.execute("VACUUM INTO ?", (str(candidate),))
-        finally:
-            conn.close()
-        conn = sqlite_connect(candidate)
-        try:
-            conn.execute("ANALYZE")
-            counts = check_candidate(conn)
-        finally:
-            conn.close()
-        sha256 = sha256_file(candidate)
+                log.info(f"{free:,} of {pages:,} pages are free: writing a compact copy")
+            conn = sqlite_connect(layout.build_db, read_only=True)
+            try:
+                conn.execute("VACUUM INTO ?", (str(candidate),))
+            finally:
+                conn.close()
+        else:
+            link_or_copy(layout.build_db, candidate)
+        with ThreadPoolExecutor(max_workers=2) as pool:
+            hashing = pool.submit(sha256_file, candidate)
+            checked = quick_check(candidate)
+            sha256 = hashing.result()
+        if checked != "ok":
+            raise PublishCheckError(f"{layout.build_db} fails SQLite's quick_check: {checked}")
         parquet = read_parquet_manifest(layout)
         manifest = {
             "database": layout.published_db.name,
@@ -104,13 +131,13 @@ def publish(layout: DataLayout, log: Any = None) -> dict[str, Any]:
 
 
 @asset(
-    deps=[images_fts, *ENTITY_KINDS],
+    deps=["images_fts", *ENTITY_KINDS],
     group_name="serving",
     kinds={"sqlite", "datasette"},
 )
 def published_database(context: AssetExecutionContext, laion_data: LaionData) -> MaterializeResult:
-    """The database Datasette serves, ``published/laion-aesthetic-6pls.db``: a compacted,
-    checked copy of the build, replaced atomically, with ``metadata.json``, ``inspect.json``
+    """The database Datasette serves, ``published/laion-aesthetic-6pls.db``: the checked,
+    compact build database, replaced atomically, with ``metadata.json``, ``inspect.json``
     and ``manifest.json`` (row counts, sha256, source revision, build time) beside it."""
     layout = laion_data.layout
     manifest = publish(layout, context.log)

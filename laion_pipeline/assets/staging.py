@@ -1,16 +1,14 @@
 """Staging layer: every parquet row typed and given its domain, in a DuckDB table."""
 
 from pathlib import Path
-from typing import Any
 
 import duckdb
 from dagster import AssetExecutionContext, MaterializeResult, MetadataValue, asset
 from dagster_duckdb import DuckDBResource
 
 from laion_pipeline.assets.raw import laion_parquet_files, read_parquet_manifest
-from laion_pipeline.db import duckdb_scalar
+from laion_pipeline.errors import StaleInputError
 from laion_pipeline.markdown import markdown_table
-from laion_pipeline.progress import Progress
 from laion_pipeline.resources import LaionData
 from laion_pipeline.schema import IMAGE_COLUMNS, table_schema
 
@@ -32,11 +30,6 @@ STAGING_COLUMNS: dict[str, tuple[str, str]] = {
     },
     "domain": ("VARCHAR", "Host of the URL: urlparse(url).netloc; '' when there is none"),
 }
-STAGING_DDL = (
-    "CREATE OR REPLACE TABLE staging_images ("
-    + ", ".join(f'"{name}" {duck_type}' for name, (duck_type, _) in STAGING_COLUMNS.items())
-    + ")"
-)
 
 
 def _pixels(column: str) -> str:
@@ -50,10 +43,9 @@ def _float32(column: str) -> str:
     return f'CAST(CAST(CAST("{column}" AS FLOAT) AS VARCHAR) AS DOUBLE)'
 
 
-STAGING_INSERT = f"""
-INSERT INTO staging_images
-SELECT
-    $offset + file_row_number + 1,
+# The typed columns, in STAGING_COLUMNS order, over read_parquet(..., file_row_number, filename).
+STAGING_SELECT = f"""
+    file_row_number + 1 + {{offsets}},
     CAST("URL" AS VARCHAR),
     CAST("TEXT" AS VARCHAR),
     {_pixels("WIDTH")},
@@ -65,33 +57,46 @@ SELECT
     CAST("hash" AS VARCHAR),
     CAST("__index_level_0__" AS BIGINT),
     {DOMAIN_SQL}
-FROM read_parquet($path, file_row_number = true)
 """
 
 
-def build_staging(conn: duckdb.DuckDBPyConnection, files: list[dict], log: Any = None) -> int:
-    """Replace ``staging_images`` with the rows of ``files`` (entries of the parquet manifest).
+def _literal(text: str) -> str:
+    return "'" + text.replace("'", "''") + "'"
 
-    Row ``id`` numbers rows 1..N in file order; it becomes the SQLite rowid. Returns N.
-    """
-    total = sum(f["rows"] for f in files)
-    conn.execute("SET preserve_insertion_order = true")
-    conn.execute("BEGIN TRANSACTION")
-    try:
-        conn.execute(STAGING_DDL)
-        offset, progress = 0, Progress(log, "rows staged", total, every=0)
-        for f in files:
-            conn.execute(STAGING_INSERT, {"offset": offset, "path": f["path"]})
-            offset += f["rows"]
-            progress.update(offset, note=Path(f["path"]).name)
-        staged = duckdb_scalar(conn, "SELECT count(*) FROM staging_images")
-        if staged != total:
-            raise RuntimeError(f"staged {staged} rows but the parquet files hold {total}")
-        conn.execute("COMMIT")
-    except BaseException:
-        conn.execute("ROLLBACK")
-        raise
-    return total
+
+def staging_view_sql(files: list[dict]) -> str:
+    """``staging_images`` as a view over the verified parquet files (entries of the parquet
+    manifest). Row ``id`` numbers rows 1..N in file order; it becomes the SQLite rowid."""
+    offsets, cases = 0, []
+    for f in files:
+        cases.append(f"WHEN {_literal(f['path'])} THEN {offsets}")
+        offsets += f["rows"]
+    columns = ", ".join(f'"{name}"' for name in STAGING_COLUMNS)
+    paths = ", ".join(_literal(f["path"]) for f in files)
+    select = STAGING_SELECT.format(offsets=f"CASE filename {' '.join(cases)} END")
+    return (
+        f"CREATE OR REPLACE VIEW staging_images ({columns}) AS SELECT {select} "
+        f"FROM read_parquet([{paths}], file_row_number = true, filename = true)"
+    )
+
+
+def check_files_unchanged(files: list[dict]) -> None:
+    """The view reads the files themselves: refuse if any changed since they were verified."""
+    for f in files:
+        path = Path(f["path"])
+        stat = path.stat() if path.exists() else None
+        if stat is None or (stat.st_size, stat.st_mtime_ns) != (f["size"], f["mtime_ns"]):
+            raise StaleInputError(
+                f"{path} changed since laion_parquet_files verified it: materialize "
+                "laion_parquet_files (and what follows) again"
+            )
+
+
+def create_staging(conn: duckdb.DuckDBPyConnection, files: list[dict]) -> int:
+    """Define ``staging_images`` over ``files``; returns its row count (from the manifest)."""
+    check_files_unchanged(files)
+    conn.execute(staging_view_sql(files))
+    return sum(f["rows"] for f in files)
 
 
 @asset(
@@ -105,20 +110,20 @@ def staging_images(
 ) -> MaterializeResult:
     """Every image row of the parquet files in file order, typed for SQLite (sizes as
     integers, NaN as NULL, hash as text) with ``domain``: the URL's host exactly as Python's
-    ``urlparse(url).netloc`` gives it. A DuckDB table in ``staging/laion.duckdb``."""
+    ``urlparse(url).netloc`` gives it. A DuckDB view in ``staging/laion.duckdb`` over the
+    verified parquet files: the rows stream from parquet to SQLite without a second copy."""
     layout = laion_data.layout
     files = read_parquet_manifest(layout)["files"]
     layout.staging_db.parent.mkdir(parents=True, exist_ok=True)
     with staging_duckdb.get_connection() as conn:
-        rows = build_staging(conn, files, context.log)
+        rows = create_staging(conn, files)
         preview = conn.execute(
-            "SELECT id, domain, url, text FROM staging_images ORDER BY id LIMIT 5"
+            "SELECT id, domain, url, text FROM staging_images LIMIT 5"
         ).fetchall()
-        empty_domains = duckdb_scalar(conn, "SELECT count(*) FROM staging_images WHERE domain = ''")
+    context.log.info(f"staging_images: {rows:,} rows over {len(files)} parquet files")
     return MaterializeResult(
         metadata={
             "dagster/row_count": rows,
-            "rows_without_domain": empty_domains,
             "path": MetadataValue.path(str(layout.staging_db)),
             "preview": MetadataValue.md(markdown_table(["id", "domain", "url", "text"], preview)),
         }

@@ -1,0 +1,324 @@
+"""Benchmark: our build against the 2022 recipe, on the same synthetic LAION-shaped files.
+
+    python -m laion_pipeline.bench --rows 1000000 --seed-recipe --report docs/benchmarks.md
+
+Generates ``--rows`` rows of parquet (deterministic, cached under ``--work``), materializes
+every asset of the real definitions on them (``LAION_SOURCE=local``) in a child process, and
+prints per stage: seconds, rows/s, peak RSS and file sizes. With ``--seed-recipe`` it also runs
+the seed's shell recipe (parquet-tools csv | sqlite3 .import, sqlite-utils enable-fts, the
+domain UDF, sqlite-utils extract, the counts) on the same files and prints the ratio.
+"""
+
+import argparse
+import csv
+import json
+import os
+import platform
+import resource
+import shutil
+import subprocess
+import sys
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from laion_pipeline.layout import ENTITY_KINDS, DataLayout
+from laion_pipeline.synthetic import generate, sample_entity_names
+
+NAME_LIST_SIZES = {"artists": 2_000, "celebrities": 2_000, "characters": 1_000}
+
+
+@dataclass
+class Stage:
+    name: str
+    seconds: float
+    peak_rss_mb: float
+
+
+def rss_mb() -> float:
+    with open("/proc/self/status") as status:
+        for line in status:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024
+    return 0.0
+
+
+def prepare_inputs(work: Path, rows: int) -> tuple[Path, Path]:
+    """The parquet folder and the name lists for ``rows`` rows, generated once and reused."""
+    parquet = work / f"parquet-{rows}"
+    marker = parquet / ".complete"
+    if not marker.exists():
+        shutil.rmtree(parquet, ignore_errors=True)
+        started = time.monotonic()
+        generate(parquet, rows, names=sample_entity_names(), workers=os.cpu_count() or 1)
+        marker.write_text(f"generated in {time.monotonic() - started:.1f} s\n")
+    lists = work / "names"
+    lists.mkdir(parents=True, exist_ok=True)
+    known = sample_entity_names()
+    for kind, size in NAME_LIST_SIZES.items():
+        names = [*known, *(f"{a} {b}" for a in _FIRST for b in _LAST)][:size]
+        with (lists / f"{kind}.csv").open("w", newline="") as f:
+            writer = csv.writer(f)
+            writer.writerow(["name"])
+            writer.writerows([n] for n in names)
+    return parquet, lists
+
+
+# Made-up names to fill the lists to their sizes: 20 x 120 of them.
+_FIRST = ["Anna", "Boris", "Chen", "Dana", "Emil", "Fatima", "Goro", "Hana", "Ivan", "Jonas"]
+_FIRST += ["Kemal", "Lena", "Mira", "Nils", "Omar", "Pia", "Quentin", "Rosa", "Sven", "Tomas"]
+_LAST = [
+    f"{a}{b}{c}" for a in ("Ko", "Sa", "Vel", "Mar", "Tor", "Lin") for b in "aeiou" for c in "nrst"
+]
+
+
+def run_ours(parquet: Path, lists: Path, data: Path) -> dict[str, Any]:
+    """Materialize every asset in this process; per Dagster step: seconds and peak RSS."""
+    from dagster import DagsterEventType, DagsterInstance, materialize
+
+    from laion_pipeline.definitions import all_assets
+    from laion_pipeline.resources import build_resources
+
+    env = {
+        "LAION_SOURCE": "local",
+        "LAION_LOCAL_DIR": str(parquet),
+        "LAION_DATA_DIR": str(data),
+        **{f"LAION_{k.upper()}_CSV_URL": str(lists / f"{k}.csv") for k in ENTITY_KINDS},
+    }
+    samples: list[tuple[float, float]] = []
+    stop = threading.Event()
+
+    def sample() -> None:
+        while not stop.is_set():
+            samples.append((time.time(), rss_mb()))
+            stop.wait(0.05)
+
+    sampler = threading.Thread(target=sample, daemon=True)
+    sampler.start()
+    instance = DagsterInstance.ephemeral()
+    started = time.time()
+    result = materialize(all_assets, resources=build_resources(env), instance=instance)
+    total = time.time() - started
+    stop.set()
+    sampler.join()
+    steps: dict[str, list[float]] = {}
+    for entry in instance.all_logs(result.run_id):
+        event = entry.dagster_event
+        if event is not None and event.event_type == DagsterEventType.STEP_START:
+            steps[event.step_key] = [entry.timestamp, entry.timestamp]
+        if event is not None and event.event_type == DagsterEventType.STEP_SUCCESS:
+            steps[event.step_key][1] = entry.timestamp
+    stages = [
+        Stage(key, end - start, max((r for t, r in samples if start <= t <= end), default=0.0))
+        for key, (start, end) in sorted(steps.items(), key=lambda item: item[1][0])
+    ]
+    layout = DataLayout(data)
+    return {
+        "total_seconds": total,
+        "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+        "stages": [stage.__dict__ for stage in stages],
+        "sizes": {
+            "staging duckdb": layout.staging_db.stat().st_size,
+            "build db": layout.build_db.stat().st_size,
+            "published db": layout.published_db.stat().st_size,
+        },
+    }
+
+
+SEED_SCHEMA = """CREATE TABLE IF NOT EXISTS images (
+[url] TEXT, [text] TEXT, [width] INTEGER, [height] INTEGER, [similarity] FLOAT,
+[punsafe] FLOAT, [pwatermark] FLOAT, [aesthetic] FLOAT, [hash] TEXT, [__index_level_0__] INTEGER
+);"""
+SEED_IMPORT = "sqlite3 -csv {db} \".import --skip 1 '|cat -' images\""
+SEED_DOMAIN_UDF = (
+    "from urllib.parse import urlparse\ndef domain(url):\n    return urlparse(url).netloc\n"
+)
+SEED_COUNTS = """with counts as (
+  select name, (select count(*) from images_fts where images_fts match '"' || name || '"')
+    as search_count from {table}
+) update {table} set image_counts = counts.search_count from counts
+where {table}.name = counts.name"""
+
+
+def _timed_shell(command: list[str] | str, **kwargs: Any) -> Stage:
+    """Run a command (a list, or a shell string); its wall seconds and peak RSS with children."""
+    started = time.monotonic()
+    process = subprocess.Popen(command, shell=isinstance(command, str), **kwargs)
+    _, status, usage = os.wait4(process.pid, 0)
+    process.returncode = os.waitstatus_to_exitcode(status)
+    if process.returncode:
+        raise RuntimeError(f"seed recipe step failed ({process.returncode}): {command}")
+    return Stage("", time.monotonic() - started, usage.ru_maxrss / 1024)
+
+
+def run_seed_recipe(parquet: Path, lists: Path, work: Path, tools: Path) -> dict[str, Any]:
+    """The 2022 recipe, step by step, with the tools it used (``tools`` holds parquet-tools
+    and sqlite-utils; the sqlite3 command line comes from the system)."""
+    db = work / "seed.db"
+    db.unlink(missing_ok=True)
+    sqlite_utils = str(tools / "sqlite-utils")
+    files = sorted(parquet.rglob("*.parquet"))
+    stages: list[Stage] = []
+
+    def step(name: str, *commands: list[str] | str) -> None:
+        parts = [_timed_shell(c) for c in commands]
+        stages.append(Stage(name, sum(p.seconds for p in parts), max(p.peak_rss_mb for p in parts)))
+
+    subprocess.run(["sqlite3", str(db), SEED_SCHEMA], check=True)
+    step(
+        "import (parquet-tools csv \\| sqlite3 .import)",
+        *[f"{tools / 'parquet-tools'} csv {f} | {SEED_IMPORT.format(db=db)}" for f in files],
+    )
+    step("enable-fts", [sqlite_utils, "enable-fts", str(db), "images", "text"])
+    step(
+        "domain column + UDF",
+        [sqlite_utils, "add-column", str(db), "images", "domain"],
+        [
+            sqlite_utils,
+            str(db),
+            "update images set domain = domain(url)",
+            "--functions",
+            SEED_DOMAIN_UDF,
+        ],
+    )
+    step("extract domain", [sqlite_utils, "extract", str(db), "images", "domain"])
+    step(
+        "domain counts",
+        [sqlite_utils, "add-column", str(db), "domain", "image_counts", "integer"],
+        [
+            sqlite_utils,
+            str(db),
+            "with counts as (select domain_id, count(*) as c from images group by domain_id) "
+            "update domain set image_counts = counts.c from counts where id = counts.domain_id",
+        ],
+    )
+    commands: list[list[str] | str] = []
+    for kind in ENTITY_KINDS:
+        commands += [
+            [sqlite_utils, "insert", str(db), kind, str(lists / f"{kind}.csv"), "--csv"],
+            [sqlite_utils, "add-column", str(db), kind, "image_counts", "integer"],
+            [sqlite_utils, str(db), SEED_COUNTS.format(table=kind)],
+        ]
+    step("entity counts", *commands)
+    return {
+        "total_seconds": sum(s.seconds for s in stages),
+        "peak_rss_mb": max(s.peak_rss_mb for s in stages),
+        "stages": [s.__dict__ for s in stages],
+        "sizes": {"seed db (before VACUUM)": db.stat().st_size},
+    }
+
+
+def machine() -> str:
+    memory = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30
+    return (
+        f"{os.cpu_count()} cores, {memory:.0f} GiB RAM, {platform.machine()}, "
+        f"Python {platform.python_version()}, {platform.system()} {platform.release()}"
+    )
+
+
+def format_report(rows: int, ours: dict[str, Any], seed: dict[str, Any] | None) -> str:
+    lines = [f"### {rows:,} rows", "", f"Machine: {machine()}", ""]
+
+    def table(title: str, run: dict[str, Any]) -> None:
+        lines.extend(
+            [
+                f"{title}:",
+                "",
+                "| stage | seconds | rows/s | peak RSS (MB) |",
+                "|---|---:|---:|---:|",
+            ]
+        )
+        for stage in run["stages"]:
+            rate = rows / stage["seconds"] if stage["seconds"] > 0.05 else float("nan")
+            rate_text = f"{rate:,.0f}" if rate == rate else ""
+            lines.append(
+                f"| {stage['name']} | {stage['seconds']:.2f} | {rate_text} | "
+                f"{stage['peak_rss_mb']:,.0f} |"
+            )
+        lines.append(
+            f"| **total (wall)** | **{run['total_seconds']:.2f}** | "
+            f"{rows / run['total_seconds']:,.0f} | {run['peak_rss_mb']:,.0f} |"
+        )
+        sizes = ", ".join(f"{name} {size / 1e6:,.0f} MB" for name, size in run["sizes"].items())
+        lines.extend(["", f"Files: {sizes}.", ""])
+
+    table("laion-pipeline (every asset, one Dagster run)", ours)
+    if seed:
+        table("The 2022 recipe", seed)
+        ratio = seed["total_seconds"] / ours["total_seconds"]
+        lines.extend([f"**Ratio: laion-pipeline is {ratio:.1f}x faster end to end.**", ""])
+    return "\n".join(lines)
+
+
+def update_report(path: Path, rows: int, section: str) -> None:
+    """Replace (or add) the section for ``rows`` in the markdown report at ``path``."""
+    heading = f"### {rows:,} rows"
+    text = path.read_text() if path.exists() else "# Benchmarks\n\n"
+    sections = text.split("\n### ")
+    head, rest = sections[0], ["### " + s for s in sections[1:]]
+    rest = [s for s in rest if not s.startswith(heading + "\n")] + [section]
+    rest.sort(key=lambda s: int(s.split()[1].replace(",", "")))
+    path.write_text(head.rstrip() + "\n\n" + "\n".join(s.rstrip() + "\n" for s in rest))
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m laion_pipeline.bench", description=__doc__)
+    parser.add_argument("--rows", type=int, default=1_000_000, help="rows to generate and build")
+    parser.add_argument("--work", type=Path, default=Path("data/bench"), help="work folder")
+    parser.add_argument("--seed-recipe", action="store_true", help="also run the 2022 recipe")
+    parser.add_argument(
+        "--tools",
+        type=Path,
+        default=Path(".venv-seed/bin"),
+        help="folder with parquet-tools and sqlite-utils for --seed-recipe",
+    )
+    parser.add_argument("--report", type=Path, help="markdown file to write the results into")
+    parser.add_argument("--child", type=Path, help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    work = args.work.resolve()
+    parquet, lists = prepare_inputs(work, args.rows)
+    if args.child:  # the build, alone in its process so its memory is measured alone
+        result = run_ours(parquet, lists, args.child)
+        print(json.dumps(result))
+        return 0
+    data = work / f"data-{args.rows}"
+    shutil.rmtree(data, ignore_errors=True)
+    child = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "laion_pipeline.bench",
+            "--rows",
+            str(args.rows),
+            "--work",
+            str(work),
+            "--child",
+            str(data),
+        ],
+        check=True,
+        capture_output=True,
+        text=True,
+    )
+    ours = json.loads(child.stdout.strip().splitlines()[-1])
+    seed = None
+    if args.seed_recipe:
+        missing = [t for t in ("parquet-tools", "sqlite-utils") if not (args.tools / t).exists()]
+        if missing or not shutil.which("sqlite3"):
+            print(
+                f"--seed-recipe needs {', '.join(missing) or 'the sqlite3 command'}: run "
+                "`make bench-tools` (a separate venv for parquet-tools) and install sqlite3",
+                file=sys.stderr,
+            )
+            return 2
+        seed = run_seed_recipe(parquet, lists, work, args.tools.resolve())
+    report = format_report(args.rows, ours, seed)
+    print(report)
+    if args.report:
+        update_report(args.report, args.rows, report)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
