@@ -37,9 +37,12 @@ def duckdb_scalar(conn: duckdb.DuckDBPyConnection, sql: str, params: object = No
 
 
 @contextmanager
-def sqlite_transaction(conn: sqlite3.Connection) -> Iterator[sqlite3.Connection]:
-    """One write transaction: committed when the block ends, rolled back if it raises."""
-    conn.execute("BEGIN IMMEDIATE")
+def sqlite_transaction(
+    conn: sqlite3.Connection, *, immediate: bool = True
+) -> Iterator[sqlite3.Connection]:
+    """One transaction: committed when the block ends, rolled back if it raises. ``immediate``
+    takes the write lock at once (on every attached database too)."""
+    conn.execute("BEGIN IMMEDIATE" if immediate else "BEGIN")
     try:
         yield conn
     except BaseException:

@@ -77,7 +77,8 @@ class SideIndex:
         try:
             while (rows := self.ranges.get()) is not None:
                 # One transaction per range: each sees the rows committed before it started.
-                with sqlite_transaction(self.conn):
+                # Deferred, so it never takes the write lock of the attached build database.
+                with sqlite_transaction(self.conn, immediate=False):
                     self.conn.execute(INDEX_ROWS.format(source="build.images"), rows)
             self.conn.execute("DETACH DATABASE build")
             self.conn.execute(OPTIMIZE)
