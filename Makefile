@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 export DAGSTER_HOME ?= $(CURDIR)/.dagster_home
 
-.PHONY: install run test lint dev serve clean
+.PHONY: install run test lint dev serve bench bench-tools clean
 
 install: $(STAMP)
 
@@ -41,6 +41,22 @@ dev: $(STAMP) $(DAGSTER_HOME)/dagster.yaml
 ## Datasette on the published database, http://127.0.0.1:8001
 serve: $(STAMP)
 	$(BIN)/python -m laion_pipeline serve --host 127.0.0.1 --port 8001
+
+## The 2022 recipe's tools, for `make bench`, in a venv of their own (parquet-tools brings pandas).
+SEED_VENV := .venv-seed
+bench-tools: $(SEED_VENV)/bin/parquet-tools
+
+$(SEED_VENV)/bin/parquet-tools:
+	$(PYTHON) -m venv $(SEED_VENV)
+	$(SEED_VENV)/bin/python -m pip install --quiet parquet-tools==0.2.16 'sqlite-utils>=3.38,<5'
+	@command -v sqlite3 >/dev/null || echo "the 2022 recipe also needs the sqlite3 command: apt-get install sqlite3"
+
+## Benchmark ROWS rows against the 2022 recipe; the tables go into docs/benchmarks.md.
+## `make bench ROWS=12000000 BENCH_FLAGS=` skips the recipe (it takes about 15 minutes there).
+ROWS ?= 1000000
+BENCH_FLAGS ?= --seed-recipe
+bench: $(STAMP) bench-tools
+	$(BIN)/python -m laion_pipeline.bench --rows $(ROWS) $(BENCH_FLAGS) --report docs/benchmarks.md
 
 clean:
 	rm -rf data .dagster_home

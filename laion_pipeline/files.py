@@ -3,9 +3,12 @@
 import hashlib
 import json
 import os
+import shutil
 import tempfile
 from pathlib import Path
 from typing import Any
+
+from laion_pipeline.errors import NotEnoughDiskError
 
 HASH_CHUNK = 8 * 1024 * 1024
 
@@ -43,3 +46,15 @@ def read_json(path: Path, missing_hint: str) -> Any:
     if not path.exists():
         raise FileNotFoundError(f"{path} does not exist: {missing_hint}")
     return json.loads(path.read_text(encoding="utf-8"))
+
+
+def check_free_disk(folder: Path, needed: int, what: str) -> None:
+    """Fail before starting ``what`` if ``folder``'s file system has less than ``needed`` bytes
+    free."""
+    folder.mkdir(parents=True, exist_ok=True)
+    free = shutil.disk_usage(folder).free
+    if free < needed:
+        raise NotEnoughDiskError(
+            f"{what} needs about {needed / 1e9:,.1f} GB free in {folder}, and only "
+            f"{free / 1e9:,.1f} GB are: free some space or set LAION_DATA_DIR to a larger disk"
+        )

@@ -34,7 +34,7 @@ from huggingface_hub.errors import (
 from huggingface_hub.file_download import http_get
 from huggingface_hub.utils import build_hf_headers
 
-from laion_pipeline.files import HASH_CHUNK, sha256_file, write_json_atomic
+from laion_pipeline.files import HASH_CHUNK, check_free_disk, sha256_file, write_json_atomic
 
 DEFAULT_ENDPOINT = "https://huggingface.co"
 REPO_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
@@ -399,6 +399,11 @@ class HubClient:
     ) -> list[Path]:
         """Download every file of ``listing`` concurrently; return their paths in file order.
         ``offline`` only checks the files already there."""
+        if not offline:
+            missing = [f for f in listing.files if not (folder / f.path).is_file()]
+            check_free_disk(
+                folder, sum(f.size for f in missing), f"downloading {len(missing)} files"
+            )
         progress = TransferProgress(self.log)
         verified = VerifiedFiles(folder / ".verified.json")
         try:

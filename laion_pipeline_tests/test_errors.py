@@ -2,6 +2,7 @@
 what is already published."""
 
 import re
+import shutil
 
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -91,3 +92,29 @@ def test_csv_with_bom_and_crlf_parses():
 def test_bad_name_lists_are_refused_clearly(data, message):
     with pytest.raises(InvalidInputError, match=re.escape(message)):
         parse_entity_csv(data, "the list")
+
+
+def test_too_little_disk_is_refused_before_the_build_starts(tmp_path, monkeypatch):
+    from laion_pipeline.assets import search
+
+    assert build(tmp_path).success
+    layout = DataLayout(tmp_path.resolve())
+    before = layout.published_db.read_bytes()
+    build_before = layout.build_db.stat().st_mtime_ns
+    # As if the parquet files were a million times larger than this disk can hold.
+    monkeypatch.setattr(search, "DATABASE_PER_PARQUET_BYTE", 1e12)
+    result = build(tmp_path, raise_on_error=False)
+    text = failure_text(result)
+    assert "building the database needs about" in text and "set LAION_DATA_DIR" in text
+    assert layout.published_db.read_bytes() == before
+    assert layout.build_db.stat().st_mtime_ns == build_before
+
+
+def test_check_free_disk_measures_the_real_file_system(tmp_path):
+    from laion_pipeline.errors import NotEnoughDiskError
+    from laion_pipeline.files import check_free_disk
+
+    free = shutil.disk_usage(tmp_path).free
+    check_free_disk(tmp_path, free // 2, "a small step")
+    with pytest.raises(NotEnoughDiskError, match="a huge step needs about"):
+        check_free_disk(tmp_path, free * 10, "a huge step")

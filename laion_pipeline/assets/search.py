@@ -32,6 +32,7 @@ from laion_pipeline.build_db import (
 )
 from laion_pipeline.db import quote_identifier, sqlite_connect, sqlite_transaction
 from laion_pipeline.errors import StaleInputError
+from laion_pipeline.files import check_free_disk
 from laion_pipeline.fts import SideIndex, build_images_fts, fts_phrase, install_side_index
 from laion_pipeline.layout import ENTITY_KINDS, DataLayout
 from laion_pipeline.markdown import markdown_table
@@ -41,6 +42,10 @@ from laion_pipeline.schema import DOMAIN_COLUMNS, IMAGE_COLUMNS, table_schema
 
 BATCH_ROWS = 50_000
 COMMIT_ROWS = 250_000
+# The database takes up to 2.5x the parquet files (1.7x for the real data), and the build needs
+# 1.5x the database at its peak: the database itself, the caption index built beside it, the WAL.
+DATABASE_PER_PARQUET_BYTE = 2.5
+BUILD_PEAK_PER_DATABASE_BYTE = 1.5
 
 
 DOMAIN_DDL = (
@@ -207,7 +212,13 @@ def domains(laion_data: LaionData, staging_duckdb: DuckDBResource) -> Materializ
     .netloc``), with ``image_counts``, the number of images from that host. Starts a fresh
     build database."""
     layout = laion_data.layout
-    _staging_files(layout)
+    files = _staging_files(layout)
+    database = DATABASE_PER_PARQUET_BYTE * sum(f["size"] for f in files)
+    check_free_disk(
+        layout.build_db.parent,
+        int(BUILD_PEAK_PER_DATABASE_BYTE * database),
+        "building the database",
+    )
     new = fresh_build_db(layout)
     with staging_duckdb.get_connection() as duck:
         conn = sqlite_connect(new)

@@ -1,0 +1,66 @@
+"""The benchmark command keeps working: a tiny run of ours, and of the 2022 recipe when its
+tools are installed (`make bench-tools`; CI installs them)."""
+
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+PROJECT = Path(__file__).resolve().parents[1]
+SEED_TOOLS = PROJECT / ".venv-seed" / "bin"
+
+
+def bench(tmp_path: Path, *extra: str) -> subprocess.CompletedProcess:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("LAION_")}
+    return subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "laion_pipeline.bench",
+            "--rows",
+            "3000",
+            "--work",
+            str(tmp_path / "work"),
+            "--report",
+            str(tmp_path / "bench.md"),
+            *extra,
+        ],
+        cwd=PROJECT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+
+
+def test_bench_reports_every_stage_of_our_build(tmp_path):
+    done = bench(tmp_path)
+    assert done.returncode == 0, done.stderr[-3000:]
+    report = (tmp_path / "bench.md").read_text()
+    assert "### 3,000 rows" in report and "Machine: " in report
+    for stage in (
+        "laion_parquet_files",
+        "staging_images",
+        "domains",
+        "images_and_index",
+        "entity_tables",
+        "published_database",
+        "**total (wall)**",
+    ):
+        assert f"| {stage} |" in report, stage
+    assert "published db" in report
+
+
+@pytest.mark.skipif(
+    not (SEED_TOOLS / "parquet-tools").exists() or not shutil.which("sqlite3"),
+    reason="the 2022 recipe needs `make bench-tools` and the sqlite3 command",
+)
+def test_bench_runs_the_2022_recipe_and_prints_the_ratio(tmp_path):
+    done = bench(tmp_path, "--seed-recipe", "--tools", str(SEED_TOOLS))
+    assert done.returncode == 0, done.stderr[-3000:]
+    report = (tmp_path / "bench.md").read_text()
+    assert "The 2022 recipe" in report and "| enable-fts |" in report
+    assert "x faster end to end" in report
