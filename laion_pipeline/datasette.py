@@ -75,12 +75,17 @@ def datasette_metadata(source: dict[str, str]) -> dict[str, Any]:
 
 
 def table_counts(conn: sqlite3.Connection) -> dict[str, int]:
-    """Row counts of every table, as ``datasette inspect`` records them."""
+    """Row counts of every table, as ``datasette inspect`` records them. ``images_fts`` reads
+    its rows from ``images``, so it has as many (and is not counted a second time)."""
     names = [r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")]
-    return {
+    counts = {
         name: conn.execute(f"SELECT count(*) FROM {quote_identifier(name)}").fetchone()[0]
         for name in names
+        if name != "images_fts"
     }
+    if "images_fts" in names:
+        counts["images_fts"] = counts["images"]
+    return counts
 
 
 def inspect_data(db_path: Path, sha256: str, counts: dict[str, int]) -> dict[str, Any]:

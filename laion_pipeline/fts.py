@@ -57,7 +57,8 @@ def build_images_fts(conn: sqlite3.Connection, log: Any = None) -> int:
 
 class SideIndex:
     """Builds ``images_fts`` in ``side`` on a thread of its own, from rowid ranges of the
-    ``images`` table in ``build`` (in WAL mode) that the loader has committed."""
+    ``images`` table in ``build`` (in WAL mode, so reading never blocks the loader) that the
+    loader has committed."""
 
     def __init__(self, side: Path, build: Path, log: Any = None) -> None:
         side.unlink(missing_ok=True)
@@ -114,6 +115,7 @@ def install_side_index(build: Path, side: Path) -> None:
     created table with the same definition gives the same index."""
     conn = sqlite_connect(build)
     try:
+        conn.execute("PRAGMA synchronous = OFF")  # the published copy is checked afterwards
         conn.execute("ATTACH DATABASE ? AS side", (str(side),))
         with sqlite_transaction(conn):
             conn.execute("DROP TABLE IF EXISTS main.images_fts")

@@ -43,7 +43,7 @@ from laion_pipeline.schema import DOMAIN_COLUMNS, IMAGE_COLUMNS, table_schema
 BATCH_ROWS = 50_000
 COMMIT_ROWS = 250_000
 # The database takes up to 2.5x the parquet files (1.7x for the real data), and the build needs
-# 1.5x the database at its peak: the database itself, the caption index built beside it, the WAL.
+# 1.5x the database at its peak: the database itself and the caption index built beside it.
 DATABASE_PER_PARQUET_BYTE = 2.5
 BUILD_PEAK_PER_DATABASE_BYTE = 1.5
 
