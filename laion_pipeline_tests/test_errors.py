@@ -80,6 +80,14 @@ def test_csv_with_bom_and_crlf_parses():
     assert rows == [{"name": "Banksy", "Kind": "street"}, {"name": "Hokusai", "Kind": "ukiyo-e"}]
 
 
+def test_repeated_and_reserved_csv_columns_get_unique_names():
+    columns, rows = parse_entity_csv(b"name,Note,note,image_counts,\nHokusai,a,b,7,c\n", "x")
+    assert columns == ["name", "Note", "note_2", "image_counts_2", "column_5"]
+    assert rows == [
+        {"name": "Hokusai", "Note": "a", "note_2": "b", "image_counts_2": "7", "column_5": "c"}
+    ]
+
+
 @pytest.mark.parametrize(
     "data, message",
     [

@@ -111,6 +111,21 @@ def laion_parquet_files(
     )
 
 
+def _unique_columns(columns: list[str]) -> list[str]:
+    """Column names SQLite accepts together: repeats (in any case) get a ``_2``, ``_3``...
+    suffix, and ``image_counts``, which the build adds, is never taken by the CSV."""
+    taken = {"image_counts"}
+    unique = []
+    for column in columns:
+        candidate, n = column, 1
+        while candidate.lower() in taken:
+            n += 1
+            candidate = f"{column}_{n}"
+        taken.add(candidate.lower())
+        unique.append(candidate)
+    return unique
+
+
 def parse_entity_csv(data: bytes, source: str) -> tuple[list[str], list[dict[str, str]]]:
     """Parse a name list: returns (columns, rows). The list must be CSV with a ``name`` column.
 
@@ -139,7 +154,7 @@ def parse_entity_csv(data: bytes, source: str) -> tuple[list[str], list[dict[str
             "add a column called name"
         )
     columns[lowered.index("name")] = "name"
-    columns = [c or f"column_{i + 1}" for i, c in enumerate(columns)]
+    columns = _unique_columns([c or f"column_{i + 1}" for i, c in enumerate(columns)])
     rows = [
         dict(zip(columns, values + [""] * (len(columns) - len(values)), strict=False))
         for values in reader
