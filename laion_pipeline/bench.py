@@ -14,7 +14,6 @@ import csv
 import json
 import os
 import platform
-import resource
 import shutil
 import subprocess
 import sys
@@ -37,12 +36,26 @@ class Stage:
     peak_rss_mb: float
 
 
-def rss_mb() -> float:
-    with open("/proc/self/status") as status:
-        for line in status:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) / 1024
+def _rss_mb(pid: str) -> float:
+    try:
+        with open(f"/proc/{pid}/status") as status:
+            for line in status:
+                if line.startswith("VmRSS:"):
+                    return int(line.split()[1]) / 1024
+    except OSError:  # the process has just ended
+        pass
     return 0.0
+
+
+def rss_mb() -> float:
+    """Resident memory of this process and its children (the caption index's process)."""
+    children: list[str] = []
+    for task in Path("/proc/self/task").iterdir():
+        try:
+            children += (task / "children").read_text().split()
+        except OSError:
+            continue
+    return _rss_mb("self") + sum(_rss_mb(pid) for pid in children)
 
 
 def prepare_inputs(work: Path, rows: int) -> tuple[Path, Path]:
@@ -117,7 +130,7 @@ def run_ours(parquet: Path, lists: Path, data: Path) -> dict[str, Any]:
     layout = DataLayout(data)
     return {
         "total_seconds": total,
-        "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+        "peak_rss_mb": max(r for _, r in samples),
         "stages": [stage.__dict__ for stage in stages],
         "sizes": {
             "staging duckdb": layout.staging_db.stat().st_size,

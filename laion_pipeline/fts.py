@@ -2,15 +2,17 @@
 
 ``images_fts`` indexes ``images.text`` as an external-content FTS5 table (default unicode61
 tokenizer, full detail so phrase queries work). It is built either in place from the images
-table, or, while the images load, in a side file from the rows already committed, then
-copied in: the second way uses the second core and is what a full build does.
+table, or, while the images load, in a side file by a second process, then copied in: the
+second way uses the second core and is what a full build does.
 """
 
-import queue
+import multiprocessing
 import sqlite3
-import threading
+from multiprocessing.connection import Connection
 from pathlib import Path
 from typing import Any
+
+import duckdb
 
 from laion_pipeline.db import sqlite_connect, sqlite_transaction
 from laion_pipeline.progress import Progress
@@ -22,8 +24,9 @@ FTS_CHUNK_ROWS = 500_000
 NO_AUTOMERGE = "INSERT INTO images_fts (images_fts, rank) VALUES ('automerge', 0)"
 DEFAULT_AUTOMERGE = "INSERT INTO images_fts (images_fts, rank) VALUES ('automerge', 4)"
 OPTIMIZE = "INSERT INTO images_fts (images_fts) VALUES ('optimize')"
+CAPTIONS_SQL = "SELECT id, text FROM staging_images"
 INDEX_ROWS = (
-    "INSERT INTO images_fts (rowid, text) SELECT rowid, text FROM {source} "
+    "INSERT INTO images_fts (rowid, text) SELECT rowid, text FROM images "
     "WHERE rowid BETWEEN ? AND ?"
 )
 
@@ -48,63 +51,67 @@ def build_images_fts(conn: sqlite3.Connection, log: Any = None) -> int:
         progress = Progress(log, "captions indexed", last)
         for low in range(1, last + 1, FTS_CHUNK_ROWS):
             high = low + FTS_CHUNK_ROWS - 1
-            conn.execute(INDEX_ROWS.format(source="images"), (low, high))
+            conn.execute(INDEX_ROWS, (low, high))
             progress.update(min(high, last))
         conn.execute(OPTIMIZE)
         conn.execute(DEFAULT_AUTOMERGE)
     return total
 
 
+def _index_captions(side: str, staging_sql: str, results: Connection) -> None:
+    """The side process: index ``(id, text)`` of every staged row into ``side``, then
+    optimize; answer "done" or the error."""
+    try:
+        duck = duckdb.connect()
+        duck.execute("SET threads = 1")  # the other core is the loader's
+        duck.execute(staging_sql)
+        conn = sqlite3.connect(side, isolation_level=None)
+        conn.execute("PRAGMA journal_mode = OFF")  # a scratch file, rebuilt on failure
+        conn.execute("PRAGMA synchronous = OFF")
+        conn.execute(FTS_DDL)
+        conn.execute(NO_AUTOMERGE)
+        with sqlite_transaction(conn):
+            for batch in duck.sql(CAPTIONS_SQL).to_arrow_reader(50_000):
+                rows = zip(batch.column(0).to_pylist(), batch.column(1).to_pylist(), strict=True)
+                conn.executemany("INSERT INTO images_fts (rowid, text) VALUES (?, ?)", rows)
+        conn.execute(OPTIMIZE)
+        conn.execute(DEFAULT_AUTOMERGE)
+        conn.close()
+        results.send("done")
+    except BaseException as error:
+        results.send(f"{type(error).__name__}: {error}")
+
+
 class SideIndex:
-    """Builds ``images_fts`` in ``side`` on a thread of its own, from rowid ranges of the
-    ``images`` table in ``build`` (in WAL mode, so reading never blocks the loader) that the
-    loader has committed."""
+    """Builds ``images_fts`` in ``side`` in a process of its own, reading the captions from
+    the parquet files through the same staging view, while this process loads the images:
+    both cores busy, and nothing read back from the database being written."""
 
-    def __init__(self, side: Path, build: Path, log: Any = None) -> None:
+    def __init__(self, side: Path, staging_sql: str) -> None:
         side.unlink(missing_ok=True)
-        self.side, self.log = side, log
-        self.conn = sqlite3.connect(side, isolation_level=None, check_same_thread=False)
-        self.conn.execute("PRAGMA journal_mode = OFF")  # a scratch file, rebuilt on failure
-        self.conn.execute("PRAGMA synchronous = OFF")
-        self.conn.execute("ATTACH DATABASE ? AS build", (str(build),))
-        self.conn.execute(FTS_DDL)
-        self.conn.execute(NO_AUTOMERGE)
-        self.ranges: queue.Queue[tuple[int, int] | None] = queue.Queue()
-        self.error: BaseException | None = None
-        self.thread = threading.Thread(target=self._run, name="images_fts", daemon=True)
-        self.thread.start()
-
-    def _run(self) -> None:
-        try:
-            while (rows := self.ranges.get()) is not None:
-                # One transaction per range: each sees the rows committed before it started.
-                # Deferred, so it never takes the write lock of the attached build database.
-                with sqlite_transaction(self.conn, immediate=False):
-                    self.conn.execute(INDEX_ROWS.format(source="build.images"), rows)
-            self.conn.execute("DETACH DATABASE build")
-            self.conn.execute(OPTIMIZE)
-            self.conn.execute(DEFAULT_AUTOMERGE)
-        except BaseException as error:
-            self.error = error
-
-    def index(self, low: int, high: int) -> None:
-        """Index rowids ``low``..``high``, once they are committed in the build database."""
-        if self.error:
-            raise self.error
-        self.ranges.put((low, high))
+        self.side = side
+        self.results, remote = multiprocessing.Pipe(duplex=False)
+        context = multiprocessing.get_context("spawn")
+        self.process = context.Process(
+            target=_index_captions, args=(str(side), staging_sql, remote), name="images_fts"
+        )
+        self.process.start()
+        remote.close()
 
     def finish(self) -> None:
         """Wait for the index to be complete and merged into one segment."""
-        self.ranges.put(None)
-        self.thread.join()
-        self.conn.close()
-        if self.error:
-            raise self.error
+        while not self.results.poll(1.0):
+            if not self.process.is_alive():
+                raise RuntimeError("building the caption index failed: its process stopped")
+        answer = self.results.recv()
+        self.process.join()
+        if answer != "done":
+            raise RuntimeError(f"building the caption index failed: {answer}")
 
     def abandon(self) -> None:
-        self.ranges.put(None)
-        self.thread.join()
-        self.conn.close()
+        if self.process.is_alive():
+            self.process.kill()
+        self.process.join()
         self.side.unlink(missing_ok=True)
 
 

@@ -23,7 +23,11 @@ from dagster import (
 from dagster_duckdb import DuckDBResource
 
 from laion_pipeline.assets.raw import entity_csvs, parse_entity_csv, read_parquet_manifest
-from laion_pipeline.assets.staging import check_files_unchanged, staging_images
+from laion_pipeline.assets.staging import (
+    check_files_unchanged,
+    staging_images,
+    staging_view_sql,
+)
 from laion_pipeline.build_db import (
     fresh_build_db,
     install_build_db,
@@ -41,7 +45,6 @@ from laion_pipeline.resources import LaionData
 from laion_pipeline.schema import DOMAIN_COLUMNS, IMAGE_COLUMNS, table_schema
 
 BATCH_ROWS = 50_000
-COMMIT_ROWS = 250_000
 # The database takes up to 2.5x the parquet files (1.7x for the real data), and the build needs
 # 1.5x the database at its peak: the database itself and the caption index built beside it.
 DATABASE_PER_PARQUET_BYTE = 2.5
@@ -111,24 +114,16 @@ class DomainIds:
 
 
 def load_images(
-    duck: duckdb.DuckDBPyConnection,
-    conn: sqlite3.Connection,
-    total: int,
-    side: SideIndex | None = None,
-    log: Any = None,
+    duck: duckdb.DuckDBPyConnection, conn: sqlite3.Connection, total: int, log: Any = None
 ) -> int:
     """Replace the SQLite ``images`` table with the staged rows in file order, rowid = staging
-    id, each with the ``domain_id`` of its host. Committed every ``COMMIT_ROWS`` rows; each
-    committed range is handed to ``side`` to index at once. Drops the now stale ``images_fts``.
-    """
+    id, each with the ``domain_id`` of its host. Drops the now stale ``images_fts``."""
     lookup = DomainIds(conn)
+    progress, done = Progress(log, "images loaded", total), 0
     with sqlite_transaction(conn):
         conn.execute("DROP TABLE IF EXISTS images_fts")
         conn.execute("DROP TABLE IF EXISTS images")
         conn.execute(IMAGES_DDL)
-    progress, done, committed = Progress(log, "images loaded", total), 0, 0
-    conn.execute("BEGIN IMMEDIATE")
-    try:
         for batch in duck.sql(STAGED_IMAGES_SQL).to_arrow_reader(BATCH_ROWS):
             ids = batch.column(0)
             if ids[0].as_py() != done + 1 or ids[-1].as_py() != done + batch.num_rows:
@@ -137,24 +132,12 @@ def load_images(
             columns.append(lookup.of(batch.column(batch.num_columns - 1)))
             conn.executemany(IMAGES_INSERT, zip(*columns, strict=True))
             done += batch.num_rows
-            if done - committed >= COMMIT_ROWS:
-                conn.execute("COMMIT")
-                if side:
-                    side.index(committed + 1, done)
-                committed = done
-                conn.execute("BEGIN IMMEDIATE")
             progress.update(done)
-        conn.execute("COMMIT")
-    except BaseException:
-        conn.execute("ROLLBACK")
-        raise
-    if side and done > committed:
-        side.index(committed + 1, done)
-    if done != total:
-        raise StaleInputError(
-            f"staging_images gave {done:,} rows, not {total:,}: materialize it again"
-        )
-    conn.execute("CREATE INDEX idx_images_domain_id ON images (domain_id)")
+        if done != total:
+            raise StaleInputError(
+                f"staging_images gave {done:,} rows, not {total:,}: materialize it again"
+            )
+        conn.execute("CREATE INDEX idx_images_domain_id ON images (domain_id)")
     return done
 
 
@@ -292,23 +275,22 @@ def images_and_index(
             asset_key=AssetKey("images_fts"), metadata={"dagster/row_count": count}
         )
         return
-    total = sum(f["rows"] for f in _staging_files(layout))
+    files = _staging_files(layout)
+    total = sum(f["rows"] for f in files)
     conn = open_build_db(layout, write=True)
     side_path = layout.build_db.with_name("images_fts.side.db")
     side = None
     try:
         require_table(conn, "domain", "domains")
-        conn.execute("PRAGMA journal_mode = WAL")  # the index reads committed rows meanwhile
         conn.execute("PRAGMA synchronous = OFF")  # a crash leaves a build file we start again
         if "images_fts" in selected:
-            side = SideIndex(side_path, layout.build_db, context.log)
+            side = SideIndex(side_path, staging_view_sql(files))
         with staging_duckdb.get_connection() as duck:
-            count = load_images(duck, conn, total, side, context.log)
+            count = load_images(duck, conn, total, context.log)
         if side:
             context.log.info("images loaded; waiting for the caption index to finish")
             side.finish()
             side = None
-        conn.execute("PRAGMA journal_mode = DELETE")
         preview = conn.execute(
             "SELECT i.rowid, d.domain, i.text, i.width, i.height, i.aesthetic "
             "FROM images i JOIN domain d ON d.id = i.domain_id ORDER BY i.rowid LIMIT 10"
