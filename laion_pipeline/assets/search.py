@@ -125,6 +125,8 @@ def load_images(
         conn.execute("DROP TABLE IF EXISTS images")
         conn.execute(IMAGES_DDL)
         for batch in duck.sql(STAGED_IMAGES_SQL).to_arrow_reader(BATCH_ROWS):
+            if not batch.num_rows:
+                continue
             ids = batch.column(0)
             if ids[0].as_py() != done + 1 or ids[-1].as_py() != done + batch.num_rows:
                 raise RuntimeError("staging_images did not deliver its rows in file order")
