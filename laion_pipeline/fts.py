@@ -6,9 +6,9 @@ table, or, while the images load, in a side file by a second process, then copie
 second way uses the second core and is what a full build does.
 """
 
-import multiprocessing
 import sqlite3
-from multiprocessing.connection import Connection
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -58,14 +58,14 @@ def build_images_fts(conn: sqlite3.Connection, log: Any = None) -> int:
     return total
 
 
-def _index_captions(side: str, staging_sql: str, results: Connection) -> None:
-    """The side process: index ``(id, text)`` of every staged row into ``side``, then
-    optimize; answer "done" or the error."""
+def build_side_index(side: Path, staging_sql: str) -> None:
+    """Index ``(id, text)`` of every row of the staging view ``staging_sql`` (run in a DuckDB
+    of its own) into a new FTS5 table in ``side``, merged into one segment."""
+    duck = duckdb.connect()
+    duck.execute("SET threads = 1")  # the other core is the loader's
+    duck.execute(staging_sql)
+    conn = sqlite3.connect(side, isolation_level=None)
     try:
-        duck = duckdb.connect()
-        duck.execute("SET threads = 1")  # the other core is the loader's
-        duck.execute(staging_sql)
-        conn = sqlite3.connect(side, isolation_level=None)
         conn.execute("PRAGMA journal_mode = OFF")  # a scratch file, rebuilt on failure
         conn.execute("PRAGMA synchronous = OFF")
         conn.execute(FTS_DDL)
@@ -76,42 +76,38 @@ def _index_captions(side: str, staging_sql: str, results: Connection) -> None:
                 conn.executemany("INSERT INTO images_fts (rowid, text) VALUES (?, ?)", rows)
         conn.execute(OPTIMIZE)
         conn.execute(DEFAULT_AUTOMERGE)
+    finally:
         conn.close()
-        results.send("done")
-    except BaseException as error:
-        results.send(f"{type(error).__name__}: {error}")
 
 
 class SideIndex:
-    """Builds ``images_fts`` in ``side`` in a process of its own, reading the captions from
-    the parquet files through the same staging view, while this process loads the images:
-    both cores busy, and nothing read back from the database being written."""
+    """Builds ``images_fts`` in ``side`` in a process of its own (``python -m
+    laion_pipeline.fts``), reading the captions from the parquet files through the same
+    staging view, while this process loads the images: both cores busy, and nothing read
+    back from the database being written."""
 
     def __init__(self, side: Path, staging_sql: str) -> None:
         side.unlink(missing_ok=True)
-        self.side = side
-        self.results, remote = multiprocessing.Pipe(duplex=False)
-        context = multiprocessing.get_context("spawn")
-        self.process = context.Process(
-            target=_index_captions, args=(str(side), staging_sql, remote), name="images_fts"
+        self.side, self.sql = side, side.with_name(side.name + ".sql")
+        self.sql.write_text(staging_sql, encoding="utf-8")
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "laion_pipeline.fts", str(side), str(self.sql)],
+            stderr=subprocess.PIPE,
+            text=True,
         )
-        self.process.start()
-        remote.close()
 
     def finish(self) -> None:
-        """Wait for the index to be complete and merged into one segment."""
-        while not self.results.poll(1.0):
-            if not self.process.is_alive():
-                raise RuntimeError("building the caption index failed: its process stopped")
-        answer = self.results.recv()
-        self.process.join()
-        if answer != "done":
-            raise RuntimeError(f"building the caption index failed: {answer}")
+        """Wait for the index to be complete."""
+        _, errors = self.process.communicate()
+        self.sql.unlink(missing_ok=True)
+        if self.process.returncode:
+            last = errors.strip().splitlines()[-1:] or [f"exit status {self.process.returncode}"]
+            raise RuntimeError(f"building the caption index failed: {last[0]}")
 
     def abandon(self) -> None:
-        if self.process.is_alive():
-            self.process.kill()
-        self.process.join()
+        self.process.kill()
+        self.process.communicate()
+        self.sql.unlink(missing_ok=True)
         self.side.unlink(missing_ok=True)
 
 
@@ -134,3 +130,7 @@ def install_side_index(build: Path, side: Path) -> None:
     finally:
         conn.close()  # FTS5 caches the index structure per connection: never reuse this one
     side.unlink(missing_ok=True)
+
+
+if __name__ == "__main__":  # the side process of SideIndex: side file, staging view SQL file
+    build_side_index(Path(sys.argv[1]), Path(sys.argv[2]).read_text(encoding="utf-8"))

@@ -53,3 +53,14 @@ def test_a_full_build_starts_a_fresh_file_without_leftovers(tmp_path):
     assert not stale_wal.exists()
     names = sorted(p.name for p in layout.build_db.parent.iterdir())
     assert names == [layout.build_db.name]
+
+
+def test_a_failing_index_process_fails_the_step_with_its_error(tmp_path):
+    import pytest
+
+    from laion_pipeline.fts import SideIndex
+
+    side = SideIndex(tmp_path / "side.db", "CREATE VIEW staging_images AS SELECT nonsense")
+    with pytest.raises(RuntimeError, match=r"building the caption index failed: .*nonsense"):
+        side.finish()
+    assert not (tmp_path / "side.db.sql").exists()
