@@ -133,4 +133,7 @@ def install_side_index(build: Path, side: Path) -> None:
 
 
 if __name__ == "__main__":  # the side process of SideIndex: side file, staging view SQL file
-    build_side_index(Path(sys.argv[1]), Path(sys.argv[2]).read_text(encoding="utf-8"))
+    try:
+        build_side_index(Path(sys.argv[1]), Path(sys.argv[2]).read_text(encoding="utf-8"))
+    except Exception as error:  # one line on stderr for SideIndex.finish to report
+        sys.exit(" ".join(f"{type(error).__name__}: {error}".split()))
