@@ -1,4 +1,4 @@
-"""Database helpers: SQLite connections and quoting, DuckDB scalars (DuckDB connections come
+"""SQLite helpers: connections, transactions, identifier quoting (DuckDB connections come
 from dagster-duckdb's resource)."""
 
 from __future__ import annotations
@@ -7,9 +7,6 @@ import sqlite3
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
-
-import duckdb
 
 # Generous, as PUDL does: a second writer waits for the first instead of failing.
 SQLITE_BUSY_TIMEOUT_MS = 600_000
@@ -29,11 +26,6 @@ def sqlite_connect(path: Path, *, read_only: bool = False) -> sqlite3.Connection
 def quote_identifier(name: str) -> str:
     """A SQLite identifier in double quotes, inner double quotes doubled: safe for any name."""
     return '"' + name.replace('"', '""') + '"'
-
-
-def duckdb_scalar(conn: duckdb.DuckDBPyConnection, sql: str, params: object = None) -> Any:
-    """The single value a DuckDB query returns, with the result fully consumed."""
-    return conn.execute(sql, params).fetchall()[0][0]
 
 
 @contextmanager

@@ -30,6 +30,14 @@ def test_publishing_links_and_later_writes_leave_the_published_file_alone(tmp_pa
     assert not list(layout.build_db.parent.glob("*.copy"))
 
 
+def test_publishing_again_without_changes_copies_nothing(tmp_path):
+    assert build(tmp_path).success
+    layout = DataLayout(tmp_path.resolve())
+    inode = layout.published_db.stat().st_ino
+    assert build(tmp_path, selection=["published_database"]).success
+    assert layout.build_db.stat().st_ino == layout.published_db.stat().st_ino == inode
+
+
 def test_the_caption_index_alone_is_rebuilt_in_place(tmp_path):
     assert build(tmp_path).success
     layout = DataLayout(tmp_path.resolve())

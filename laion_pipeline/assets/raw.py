@@ -1,6 +1,7 @@
 """Raw layer: the parquet files and the name lists, fetched and verified, not yet changed."""
 
 import csv
+import dataclasses
 import hashlib
 import io
 from collections.abc import Mapping
@@ -29,7 +30,7 @@ def verify_parquet_files(
     The sha256 comes from ``known_sha256`` (hashes the source already verified), or from an
     entry of ``previous`` with the same path, size and modification time, or is computed.
     """
-    known = dict(known_sha256 or {})
+    known = known_sha256 or {}
     cached = {
         (entry["path"], entry["size"], entry["mtime_ns"]): entry["sha256"]
         for entry in previous or []
@@ -84,14 +85,7 @@ def laion_parquet_files(
     if layout.parquet_manifest.exists():
         previous = read_parquet_manifest(layout).get("files")
     described = verify_parquet_files(fetched.files, previous, fetched.known_sha256)
-    manifest = {
-        "source": {
-            "kind": revision.kind,
-            "location": revision.location,
-            "revision": revision.revision,
-        },
-        "files": described,
-    }
+    manifest = {"source": dataclasses.asdict(revision), "files": described}
     write_json_atomic(layout.parquet_manifest, manifest)
     return MaterializeResult(
         metadata={

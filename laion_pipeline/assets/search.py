@@ -263,7 +263,8 @@ IMAGES_FTS_DESCRIPTION = (
 def images_and_index(
     context: AssetExecutionContext, laion_data: LaionData, staging_duckdb: DuckDBResource
 ) -> Iterator[MaterializeResult]:
-    """Loads the images and, on the second core, indexes their captions as they commit."""
+    """Loads the images while a second process indexes their captions, then adds the index;
+    either asset alone is rebuilt on its own (the index then from the images table)."""
     layout = laion_data.layout
     selected = {key.path[-1] for key in context.selected_asset_keys}
     if "images" not in selected:

@@ -13,13 +13,12 @@ from dagster import AssetExecutionContext, MaterializeResult, MetadataValue, ass
 
 from laion_pipeline import __version__
 from laion_pipeline.assets.raw import read_parquet_manifest
-from laion_pipeline.assets.search import ENTITY_KINDS
 from laion_pipeline.build_db import open_build_db
 from laion_pipeline.datasette import datasette_metadata, inspect_data, table_counts
 from laion_pipeline.db import sqlite_connect
 from laion_pipeline.errors import PublishCheckError, StaleInputError
 from laion_pipeline.files import sha256_file, write_json_atomic
-from laion_pipeline.layout import DataLayout
+from laion_pipeline.layout import ENTITY_KINDS, DataLayout
 from laion_pipeline.resources import LaionData
 
 REQUIRED_TABLES = ("images", "images_fts", "domain", *ENTITY_KINDS)
@@ -73,10 +72,17 @@ def publish(layout: DataLayout, log: Any = None) -> dict[str, Any]:
     """Check the build database, put it beside the published one (a hard link when it is
     compact, else a compacted copy), check that file, then replace the published database
     and its Datasette files. Returns the manifest."""
-    conn = open_build_db(layout, write=True)
+    # Published before and unchanged since: analyzed then, and not to be copied to write again.
+    unchanged = (
+        layout.published_db.exists()
+        and layout.build_db.exists()
+        and os.path.samefile(layout.build_db, layout.published_db)
+    )
+    conn = open_build_db(layout, write=not unchanged)
     try:
-        conn.execute("PRAGMA analysis_limit = 1000")  # approximate statistics, in milliseconds
-        conn.execute("ANALYZE")
+        if not unchanged:
+            conn.execute("PRAGMA analysis_limit = 1000")  # approximate statistics, in ms
+            conn.execute("ANALYZE")
         counts = check_tables(conn)
         (free,) = conn.execute("PRAGMA freelist_count").fetchone()
         (pages,) = conn.execute("PRAGMA page_count").fetchone()
