@@ -1,15 +1,28 @@
-"""The one code location: every asset of the pipeline and the resources for this environment."""
+"""The one code location: every asset, check, job, schedule and sensor of the pipeline, and the
+resources for this environment."""
 
-from dagster import Definitions, load_assets_from_modules
+from dagster import Definitions, load_asset_checks_from_modules, load_assets_from_modules
 
 from laion_pipeline.assets import raw, search, serving, sources, staging
-from laion_pipeline.jobs import build_everything_job
+from laion_pipeline.jobs import (
+    entity_refresh_job,
+    full_build_job,
+    observe_sources_job,
+    refresh_stale_job,
+)
 from laion_pipeline.resources import build_resources
+from laion_pipeline.schedules import weekly_refresh_schedule
+from laion_pipeline.sensors import refresh_stale_assets
 
-all_assets = load_assets_from_modules([sources, raw, staging, search, serving])
+ASSET_MODULES = [sources, raw, staging, search, serving]
+all_assets = load_assets_from_modules(ASSET_MODULES)
+all_asset_checks = load_asset_checks_from_modules(ASSET_MODULES)
 
 defs = Definitions(
     assets=all_assets,
-    jobs=[build_everything_job],
+    asset_checks=all_asset_checks,
+    jobs=[full_build_job, entity_refresh_job, observe_sources_job, refresh_stale_job],
+    schedules=[weekly_refresh_schedule],
+    sensors=[refresh_stale_assets],
     resources=build_resources(),
 )

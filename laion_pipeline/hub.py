@@ -42,7 +42,12 @@ T = TypeVar("T")
 
 
 class HubError(RuntimeError):
-    """The hub or its files cannot give what the build needs; the message says what to do."""
+    """The hub or its files cannot give what the build needs; the message says what to do.
+    ``transient`` errors (no answer, 5xx after the retries) may go away on a later attempt."""
+
+    def __init__(self, message: str, *, transient: bool = False) -> None:
+        super().__init__(message)
+        self.transient = transient
 
 
 class VerificationError(HubError):
@@ -252,7 +257,8 @@ class HubClient:
         return HubError(
             f"cannot reach the Hugging Face Hub at {self.endpoint} ({type(error).__name__}: "
             f"{error}): check the network or HF_ENDPOINT; LAION_SOURCE=sample and "
-            "LAION_SOURCE=local work offline"
+            "LAION_SOURCE=local work offline",
+            transient=True,
         )
 
     def listing(self) -> HubListing:
@@ -286,7 +292,8 @@ class HubClient:
                     f" after {self.attempts} attempts: try again later"
                     if is_transient(error)
                     else ": check HF_TOKEN and LAION_HF_REPO"
-                )
+                ),
+                transient=is_transient(error),
             ) from error
         except Exception as error:
             if is_transient(error):
@@ -377,7 +384,8 @@ class HubClient:
                     raise
                 raise HubError(
                     f"downloading {file.path} failed {self.attempts} times ({error}): check the "
-                    "network and try again; the part already fetched is kept and resumed"
+                    "network and try again; the part already fetched is kept and resumed",
+                    transient=True,
                 ) from error
             problem = _mismatch(file, partial, verified)
             if problem is None:

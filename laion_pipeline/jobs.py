@@ -1,9 +1,37 @@
-"""Jobs: named selections of the asset graph."""
+"""Jobs: named selections of the asset graph, each one Dagster run."""
 
 from dagster import AssetSelection, define_asset_job
 
-build_everything_job = define_asset_job(
-    "build_everything",
+from laion_pipeline.layout import ENTITY_KINDS
+
+SOURCES = AssetSelection.assets("hf_dataset", "entity_sheets")
+
+full_build_job = define_asset_job(
+    "full_build",
+    selection=AssetSelection.all() | SOURCES,
+    description="Observe the sources, then fetch, stage, index and publish: every asset and "
+    "check, in one run. `make run` runs this job.",
+)
+
+entity_refresh_job = define_asset_job(
+    "entity_refresh",
+    selection=AssetSelection.assets("entity_sheets", "entity_csvs", *ENTITY_KINDS)
+    | AssetSelection.assets("published_database"),
+    description="Fetch the name lists again, re-count every name in the existing caption "
+    "index and publish: seconds, where a full build takes minutes.",
+)
+
+observe_sources_job = define_asset_job(
+    "observe_sources",
+    selection=SOURCES,
+    description="Look at the sources (the hub revision or the sample/local files, and the "
+    "name lists) and record their versions. When it succeeds, the refresh_stale_assets "
+    "sensor materializes whatever is now stale.",
+)
+
+refresh_stale_job = define_asset_job(
+    "refresh_stale",
     selection=AssetSelection.all(),
-    description="Fetch, stage, index and publish: every asset, in one run.",
+    description="Materializes the assets it is given: the refresh_stale_assets sensor starts "
+    "it with the stale assets and everything downstream of them.",
 )

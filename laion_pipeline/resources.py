@@ -64,7 +64,16 @@ class LaionData(ConfigurableResource):
         return DataLayout(Path(self.data_dir).resolve())
 
 
-class ParquetSource(ConfigurableResource):
+class NetworkResource(ConfigurableResource):
+    """A resource that may meet a network outage: each request is retried ``attempts`` times
+    within the step, then the step itself is retried ``step_retries`` times, waiting about
+    ``step_retry_seconds`` doubled each time (30 s, 60 s, 120 s)."""
+
+    step_retries: int = 3
+    step_retry_seconds: float = 30.0
+
+
+class ParquetSource(NetworkResource):
     """Where the LAION parquet files come from. Subclasses: sample, local, Hugging Face."""
 
     def observe(self, layout: DataLayout) -> SourceRevision:
@@ -219,7 +228,7 @@ class MisconfiguredSource(ParquetSource):
         raise ConfigurationError(self.problem)
 
 
-class EntityLists(ConfigurableResource):
+class EntityLists(NetworkResource):
     """The three name lists (artists, celebrities, characters) as CSV: an http(s) URL, a
     ``file://`` URL or a path."""
 

@@ -21,6 +21,21 @@ LAION_ARROW_SCHEMA = pa.schema(
     ]
 )
 LAION_COLUMNS: tuple[str, ...] = tuple(LAION_ARROW_SCHEMA.names)
+_LAION_DESCRIPTIONS = {
+    "URL": "Address of the image",
+    "TEXT": "Caption scraped with the image (alt text)",
+    "WIDTH": "Width in pixels; NaN where unknown",
+    "HEIGHT": "Height in pixels; NaN where unknown",
+    "similarity": "CLIP similarity of caption and image",
+    "punsafe": "Predicted probability that the image is unsafe (NSFW)",
+    "pwatermark": "Predicted probability that the image has a watermark",
+    "AESTHETIC_SCORE": "LAION aesthetic predictor score (6 or more in this set)",
+    "hash": "LAION's 64-bit hash of the row",
+    "__index_level_0__": "Row index of the parent dataset (pandas index)",
+}
+LAION_PARQUET_COLUMNS: dict[str, tuple[str, str]] = {
+    field.name: (str(field.type), _LAION_DESCRIPTIONS[field.name]) for field in LAION_ARROW_SCHEMA
+}
 
 # The `images` table's columns (the 2022 database's names), each with its SQLite type and what
 # it means; `domain_id` is added by the build.
@@ -42,6 +57,19 @@ DOMAIN_COLUMNS: dict[str, tuple[str, str]] = {
     "id": ("INTEGER", "Domain id, in the order domains first appear in the files"),
     "domain": ("TEXT", "Host the images were scraped from: urlparse(url).netloc"),
     "image_counts": ("INTEGER", "Number of images from this host"),
+}
+
+
+# A name list needs only `name`; any other columns of the CSV are kept as text.
+ENTITY_CSV_COLUMNS: dict[str, tuple[str, str]] = {
+    "name": ("TEXT", "The name to count, as written in the list"),
+}
+ENTITY_COLUMNS: dict[str, tuple[str, str]] = {
+    **ENTITY_CSV_COLUMNS,
+    "image_counts": ("INTEGER", "Captions that contain the name as a phrase (FTS5)"),
+}
+IMAGES_FTS_COLUMNS: dict[str, tuple[str, str]] = {
+    "text": ("FTS5", "images.text indexed for full-text search (unicode61, detail=full)"),
 }
 
 

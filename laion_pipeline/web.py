@@ -11,7 +11,12 @@ TIMEOUT_SECONDS = 60
 
 
 class FetchError(RuntimeError):
-    """A URL could not be fetched; the message names the variable that holds it."""
+    """A URL could not be fetched; the message names the variable that holds it. ``transient``
+    errors (no answer, 5xx, 429 after the retries) may go away on a later attempt."""
+
+    def __init__(self, message: str, *, transient: bool = False) -> None:
+        super().__init__(message)
+        self.transient = transient
 
 
 def fetch_url(url: str, variable: str, *, attempts: int = 4, backoff: float = 2.0) -> bytes:
@@ -30,13 +35,15 @@ def fetch_url(url: str, variable: str, *, attempts: int = 4, backoff: float = 2.
             if not transient or attempt == attempts:
                 raise FetchError(
                     f"{variable}: {url} answered HTTP {error.code} {error.reason}: check the URL "
-                    "(a Google Sheet must be shared as 'anyone with the link')"
+                    "(a Google Sheet must be shared as 'anyone with the link')",
+                    transient=transient,
                 ) from error
         except (urllib.error.URLError, TimeoutError, ConnectionError) as error:
             if attempt == attempts:
                 raise FetchError(
                     f"{variable}: cannot reach {url} ({error}): check the network, or set "
-                    f"{variable} to a local CSV file"
+                    f"{variable} to a local CSV file",
+                    transient=True,
                 ) from error
         time.sleep(backoff * 2 ** (attempt - 1))
     raise AssertionError("unreachable")

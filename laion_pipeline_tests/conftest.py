@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 from dagster import DagsterInstance, ExecuteInProcessResult, materialize
 
-from laion_pipeline.definitions import all_assets
+from laion_pipeline.definitions import all_asset_checks, all_assets
 from laion_pipeline.layout import DataLayout
 from laion_pipeline.resources import build_resources
 
@@ -23,12 +23,12 @@ def build(
     instance: DagsterInstance | None = None,
     **kwargs,
 ) -> ExecuteInProcessResult:
-    """Materialize every asset of the real definitions with resources for ``env``, some
-    replaced by ``resources``."""
+    """Materialize every asset, and run every check, of the real definitions with resources
+    for ``env``, some replaced by ``resources``."""
     chosen = build_resources({"LAION_DATA_DIR": str(data_dir), **(env or {})})
     chosen.update(resources or {})
     return materialize(
-        all_assets,
+        [*all_assets, *all_asset_checks],
         resources=chosen,
         instance=instance or DagsterInstance.ephemeral(),
         **kwargs,

@@ -22,7 +22,7 @@ EXPECTED_DEPENDENCIES = {
 
 def test_definitions_load():
     defs.validate_loadable(defs)
-    assert defs.resolve_job_def("build_everything") is not None
+    assert defs.resolve_job_def("full_build") is not None
 
 
 def test_asset_graph_matches_the_design():

@@ -255,12 +255,16 @@ def test_an_unreachable_hub_says_which_sources_work_offline(tmp_path):
         endpoint=f"http://127.0.0.1:{closed_port()}",
         attempts=2,
         backoff_seconds=0.01,
+        step_retries=2,
+        step_retry_seconds=0.01,
     )
     result = build(
         tmp_path,
         resources={"parquet_source": source, "entity_lists": bundled_lists()},
         raise_on_error=False,
     )
+    retried = [e for e in result.all_events if e.event_type_value == "STEP_UP_FOR_RETRY"]
+    assert [e.step_key for e in retried] == ["laion_parquet_files"] * 2
     text = failure_text(result)
     assert "cannot reach the Hugging Face Hub" in text
     assert "LAION_SOURCE=sample and LAION_SOURCE=local work offline" in text

@@ -4,20 +4,27 @@ import csv
 import dataclasses
 import hashlib
 import io
+import os
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 import pyarrow.parquet as pq
-from dagster import AssetExecutionContext, MaterializeResult, MetadataValue, asset
+from dagster import AssetExecutionContext, DataVersion, MaterializeResult, MetadataValue, asset
 
-from laion_pipeline.assets.sources import entity_sheets, hf_dataset
+from laion_pipeline.assets.retries import retry_transient_errors
+from laion_pipeline.assets.sources import entity_lists_version, entity_sheets, hf_dataset
 from laion_pipeline.errors import InvalidInputError
 from laion_pipeline.files import read_json, sha256_file, write_atomic, write_json_atomic
 from laion_pipeline.layout import ENTITY_KINDS, DataLayout
-from laion_pipeline.markdown import markdown_table
+from laion_pipeline.metadata import StepTimer, file_metadata, markdown_table
 from laion_pipeline.resources import EntityLists, LaionData, ParquetSource
-from laion_pipeline.schema import LAION_COLUMNS
+from laion_pipeline.schema import (
+    ENTITY_CSV_COLUMNS,
+    LAION_COLUMNS,
+    LAION_PARQUET_COLUMNS,
+    table_schema,
+)
 
 
 def verify_parquet_files(
@@ -67,41 +74,59 @@ def read_parquet_manifest(layout: DataLayout) -> dict[str, Any]:
     return read_json(layout.parquet_manifest, "materialize laion_parquet_files first")
 
 
+def files_version(described: list[dict]) -> str:
+    """The data version of a set of files: a hash of their names and contents, so a new source
+    revision with the same files leaves everything downstream up to date."""
+    digest = hashlib.sha256()
+    for f in described:
+        digest.update(f"{f['name']}\0{f['sha256']}\n".encode())
+    return digest.hexdigest()[:24]
+
+
 @asset(
     deps=[hf_dataset],
     group_name="raw",
     kinds={"parquet"},
+    code_version="1",
+    metadata={"dagster/column_schema": table_schema(LAION_PARQUET_COLUMNS)},
 )
 def laion_parquet_files(
     context: AssetExecutionContext, laion_data: LaionData, parquet_source: ParquetSource
 ) -> MaterializeResult:
     """The LAION-Aesthetics v2 6+ parquet files this build reads, each checked for the LAION
     columns and fingerprinted (size, rows, sha256). One row per image, about 12M in all for
-    the real dataset."""
+    the real dataset. Files already verified are not fetched again; when the hub does not
+    answer, the step is retried later with backoff. Its data version is a hash of the files'
+    contents."""
+    timer = StepTimer()
     layout = laion_data.layout
-    fetched = parquet_source.fetch(layout, context.log)
-    revision = fetched.revision
-    previous = None
-    if layout.parquet_manifest.exists():
-        previous = read_parquet_manifest(layout).get("files")
-    described = verify_parquet_files(fetched.files, previous, fetched.known_sha256)
+    with retry_transient_errors(context, parquet_source):
+        fetched = parquet_source.fetch(layout, context.log)
+        revision = fetched.revision
+        previous = None
+        if layout.parquet_manifest.exists():
+            previous = read_parquet_manifest(layout).get("files")
+        described = verify_parquet_files(fetched.files, previous, fetched.known_sha256)
     manifest = {"source": dataclasses.asdict(revision), "files": described}
     write_json_atomic(layout.parquet_manifest, manifest)
+    folder = Path(os.path.commonpath([f["path"] for f in described]))
     return MaterializeResult(
+        data_version=DataVersion(files_version(described)),
         metadata={
+            **file_metadata(folder if folder.is_dir() else folder.parent),
+            **timer.metadata(),
             "source": revision.kind,
             "location": revision.location,
             "revision": revision.revision,
             "file_count": len(described),
             "dagster/row_count": sum(f["rows"] for f in described),
-            "total_bytes": sum(f["size"] for f in described),
             "files": MetadataValue.md(
                 markdown_table(
                     ["file", "rows", "bytes", "sha256"],
                     [(f["name"], f["rows"], f["size"], f["sha256"]) for f in described],
                 )
             ),
-        }
+        },
     )
 
 
@@ -161,23 +186,36 @@ def parse_entity_csv(data: bytes, source: str) -> tuple[list[str], list[dict[str
     deps=[entity_sheets],
     group_name="raw",
     kinds={"csv"},
+    code_version="1",
+    metadata={"dagster/column_schema": table_schema(ENTITY_CSV_COLUMNS)},
 )
 def entity_csvs(
     context: AssetExecutionContext, laion_data: LaionData, entity_lists: EntityLists
 ) -> MaterializeResult:
     """The three name lists of the 2022 analysis (artists, celebrities, characters) as CSV
-    files with a ``name`` column, copied into the data directory after a format check."""
+    files with a ``name`` column, copied into ``raw/entities/`` after a format check. Its data
+    version is a hash of the three files, so an unchanged list re-counts nothing."""
+    timer = StepTimer()
     layout = laion_data.layout
     metadata: dict[str, Any] = {}
     fetched = {}
-    for kind in ENTITY_KINDS:
-        data = entity_lists.read(kind)
-        columns, rows = parse_entity_csv(data, entity_lists.url(kind))
-        context.log.info(f"{kind}: {len(rows)} names, columns {columns}")
-        fetched[kind] = data
-        metadata[f"{kind}_rows"] = len(rows)
-        metadata[f"{kind}_sha256"] = hashlib.sha256(data).hexdigest()
+    with retry_transient_errors(context, entity_lists):
+        for kind in ENTITY_KINDS:
+            data = entity_lists.read(kind)
+            columns, rows = parse_entity_csv(data, entity_lists.url(kind))
+            context.log.info(f"{kind}: {len(rows)} names, columns {columns}")
+            fetched[kind] = data
+            metadata[f"{kind}_rows"] = len(rows)
+            metadata[f"{kind}_sha256"] = hashlib.sha256(data).hexdigest()
     # Written only once all three passed, so the lists on disk always belong together.
     for kind, data in fetched.items():
         write_atomic(layout.entity_csv(kind), data)
-    return MaterializeResult(metadata=metadata)
+    return MaterializeResult(
+        data_version=DataVersion(entity_lists_version(fetched)),
+        metadata={
+            **file_metadata(layout.entities_dir),
+            **timer.metadata(),
+            "dagster/row_count": sum(metadata[f"{kind}_rows"] for kind in ENTITY_KINDS),
+            **metadata,
+        },
+    )

@@ -6,12 +6,16 @@ each in one transaction, so a failed step leaves the previous tables in place.
 
 import sqlite3
 from collections.abc import Iterator
+from dataclasses import dataclass
 from typing import Any
 
 import duckdb
 import pyarrow as pa
 import pyarrow.compute as pc
 from dagster import (
+    AssetCheckResult,
+    AssetCheckSeverity,
+    AssetCheckSpec,
     AssetExecutionContext,
     AssetKey,
     AssetSpec,
@@ -39,10 +43,16 @@ from laion_pipeline.errors import StaleInputError
 from laion_pipeline.files import check_free_disk
 from laion_pipeline.fts import SideIndex, build_images_fts, fts_phrase, install_side_index
 from laion_pipeline.layout import ENTITY_KINDS, DataLayout
-from laion_pipeline.markdown import markdown_table
+from laion_pipeline.metadata import StepTimer, column_lineage, file_metadata, markdown_table
 from laion_pipeline.progress import Progress
 from laion_pipeline.resources import LaionData
-from laion_pipeline.schema import DOMAIN_COLUMNS, IMAGE_COLUMNS, table_schema
+from laion_pipeline.schema import (
+    DOMAIN_COLUMNS,
+    ENTITY_COLUMNS,
+    IMAGE_COLUMNS,
+    IMAGES_FTS_COLUMNS,
+    table_schema,
+)
 
 BATCH_ROWS = 50_000
 # The database takes up to 2.5x the parquet files (1.7x for the real data), and the build needs
@@ -113,13 +123,19 @@ class DomainIds:
         return pc.take(pa.array(per_value, pa.int64()), encoded.indices).to_pylist()
 
 
+@dataclass(frozen=True)
+class LoadedImages:
+    rows: int
+    null_captions: int
+
+
 def load_images(
     duck: duckdb.DuckDBPyConnection, conn: sqlite3.Connection, total: int, log: Any = None
-) -> int:
+) -> LoadedImages:
     """Replace the SQLite ``images`` table with the staged rows in file order, rowid = staging
     id, each with the ``domain_id`` of its host. Drops the now stale ``images_fts``."""
     lookup = DomainIds(conn)
-    progress, done = Progress(log, "images loaded", total), 0
+    progress, done, null_captions = Progress(log, "images loaded", total), 0, 0
     with sqlite_transaction(conn):
         conn.execute("DROP TABLE IF EXISTS images_fts")
         conn.execute("DROP TABLE IF EXISTS images")
@@ -134,13 +150,14 @@ def load_images(
             columns.append(lookup.of(batch.column(batch.num_columns - 1)))
             conn.executemany(IMAGES_INSERT, zip(*columns, strict=True))
             done += batch.num_rows
+            null_captions += batch.column(STAGED_COLUMNS.index("text")).null_count
             progress.update(done)
         if done != total:
             raise StaleInputError(
                 f"staging_images gave {done:,} rows, not {total:,}: materialize it again"
             )
         conn.execute("CREATE INDEX idx_images_domain_id ON images (domain_id)")
-    return done
+    return LoadedImages(done, null_captions)
 
 
 def count_phrase(conn: sqlite3.Connection, name: str) -> int:
@@ -186,16 +203,69 @@ def _staging_files(layout: DataLayout) -> list[dict]:
     return files
 
 
+def _table_metadata(layout: DataLayout, table: str) -> dict[str, Any]:
+    return {**file_metadata(layout.build_db), "dagster/table_name": table}
+
+
+# Where the columns of the search tables come from.
+DOMAINS_LINEAGE = column_lineage(
+    {
+        "id": [("staging_images", "id")],
+        "domain": [("staging_images", "domain")],
+        "image_counts": [("staging_images", "id")],
+    }
+)
+IMAGES_LINEAGE = column_lineage(
+    {
+        **{c: [("staging_images", c)] for c in IMAGE_COLUMNS if c != "domain_id"},
+        "domain_id": [("domains", "id"), ("staging_images", "domain")],
+    }
+)
+IMAGES_FTS_LINEAGE = column_lineage({"text": [("images", "text")]})
+
+# Above this share of images without a host (URLs with no "//"), the domain counts say little.
+EMPTY_DOMAIN_WARN_SHARE = 0.01
+# Above this share of images without a caption, search and name counts miss many images.
+NULL_CAPTION_WARN_SHARE = 0.01
+
+
+def _share_check(
+    asset: str, check: str, count: int, total: int, limit: float, what: str
+) -> AssetCheckResult:
+    share = count / total if total else 0.0
+    return AssetCheckResult(
+        asset_key=AssetKey(asset),
+        check_name=check,
+        passed=share <= limit,
+        severity=AssetCheckSeverity.WARN,
+        description=f"{count:,} of {total:,} images ({share:.2%}) {what}; expected at most "
+        f"{limit:.0%}",
+        metadata={"count": count, "share": MetadataValue.float(share)},
+    )
+
+
 @asset(
     deps=[staging_images],
     group_name="search_database",
     kinds={"sqlite"},
+    code_version="1",
     metadata={"dagster/column_schema": table_schema(DOMAIN_COLUMNS)},
+    check_specs=[
+        AssetCheckSpec(
+            "few_images_without_domain",
+            asset="domains",
+            description=f"At most {EMPTY_DOMAIN_WARN_SHARE:.0%} of the images have a URL with "
+            "no host (a warning: the build goes on).",
+        )
+    ],
 )
-def domains(laion_data: LaionData, staging_duckdb: DuckDBResource) -> MaterializeResult:
+def domains(
+    laion_data: LaionData, staging_duckdb: DuckDBResource
+) -> Iterator[MaterializeResult | AssetCheckResult]:
     """The ``domain`` table: one row per host an image was scraped from (``urlparse(url)
     .netloc``), with ``image_counts``, the number of images from that host. Starts a fresh
     build database."""
+    timer = StepTimer()
     layout = laion_data.layout
     files = _staging_files(layout)
     database = DATABASE_PER_PARQUET_BYTE * sum(f["size"] for f in files)
@@ -212,18 +282,30 @@ def domains(laion_data: LaionData, staging_duckdb: DuckDBResource) -> Materializ
             top = conn.execute(
                 "SELECT domain, image_counts FROM domain ORDER BY image_counts DESC, id LIMIT 20"
             ).fetchall()
-            (empty,) = conn.execute(
-                "SELECT coalesce(sum(image_counts), 0) FROM domain WHERE domain = ''"
+            (images, empty) = conn.execute(
+                "SELECT coalesce(sum(image_counts), 0), "
+                "coalesce(sum(image_counts) FILTER (WHERE domain = ''), 0) FROM domain"
             ).fetchone()
         finally:
             conn.close()
     install_build_db(new, layout)
-    return MaterializeResult(
+    yield MaterializeResult(
         metadata={
+            **_table_metadata(layout, "domain"),
+            **timer.metadata(),
             "dagster/row_count": count,
+            "dagster/column_lineage": DOMAINS_LINEAGE,
             "images_without_domain": empty,
             "top_domains": MetadataValue.md(markdown_table(["domain", "images"], top)),
         }
+    )
+    yield _share_check(
+        "domains",
+        "few_images_without_domain",
+        empty,
+        images,
+        EMPTY_DOMAIN_WARN_SHARE,
+        "have no host in their URL",
     )
 
 
@@ -238,6 +320,34 @@ IMAGES_FTS_DESCRIPTION = (
 )
 
 
+def domain_id_problems(conn: sqlite3.Connection) -> list[str]:
+    """Images whose ``domain_id`` is not a domain, and domains whose ``image_counts`` differ
+    from the images that point at them; empty when every count agrees."""
+    counted = dict(conn.execute("SELECT domain_id, count(*) FROM images GROUP BY domain_id"))
+    recorded = dict(conn.execute("SELECT id, image_counts FROM domain"))
+    problems = []
+    orphans = sum(n for domain_id, n in counted.items() if domain_id not in recorded)
+    if orphans:
+        problems.append(f"{orphans:,} images have a domain_id that is not in domain")
+    wrong = [d for d, n in recorded.items() if counted.get(d, 0) != n]
+    if wrong:
+        problems.append(
+            f"{len(wrong):,} domains have image_counts that differ from their images "
+            f"(ids {', '.join(str(d) for d in wrong[:5])}...)"
+        )
+    return problems
+
+
+def row_count_problems(conn: sqlite3.Connection, staged: int) -> tuple[list[str], dict]:
+    """Whether staging, ``images`` and the caption index hold the same number of rows."""
+    (images,) = conn.execute("SELECT count(*) FROM images").fetchone()
+    (indexed,) = conn.execute("SELECT count(*) FROM images_fts_docsize").fetchone()
+    counts = {"staging_images": staged, "images": images, "images_fts": indexed}
+    if len(set(counts.values())) == 1:
+        return [], counts
+    return [f"row counts differ: {counts}"], counts
+
+
 @multi_asset(
     specs=[
         AssetSpec(
@@ -246,6 +356,7 @@ IMAGES_FTS_DESCRIPTION = (
             group_name="search_database",
             kinds={"sqlite"},
             description=IMAGES_DESCRIPTION,
+            code_version="1",
             metadata={"dagster/column_schema": table_schema(IMAGE_COLUMNS)},
             skippable=True,
         ),
@@ -255,67 +366,144 @@ IMAGES_FTS_DESCRIPTION = (
             group_name="search_database",
             kinds={"sqlite"},
             description=IMAGES_FTS_DESCRIPTION,
+            code_version="1",
+            metadata={"dagster/column_schema": table_schema(IMAGES_FTS_COLUMNS)},
             skippable=True,
+        ),
+    ],
+    check_specs=[
+        AssetCheckSpec(
+            "domain_ids_valid",
+            asset="images",
+            blocking=True,
+            description="Every image's domain_id is a row of domain, and each domain's "
+            "image_counts equals the number of images pointing at it (so they sum to the "
+            "image count).",
+        ),
+        AssetCheckSpec(
+            "few_null_captions",
+            asset="images",
+            description=f"At most {NULL_CAPTION_WARN_SHARE:.0%} of the images have no caption "
+            "(a warning: the build goes on).",
+        ),
+        AssetCheckSpec(
+            "row_counts_match",
+            asset="images_fts",
+            blocking=True,
+            description="staging_images, images and the caption index hold the same number "
+            "of rows.",
         ),
     ],
     can_subset=True,
 )
 def images_and_index(
     context: AssetExecutionContext, laion_data: LaionData, staging_duckdb: DuckDBResource
-) -> Iterator[MaterializeResult]:
+) -> Iterator[MaterializeResult | AssetCheckResult]:
     """Loads the images while a second process indexes their captions, then adds the index;
     either asset alone is rebuilt on its own (the index then from the images table)."""
+    timer = StepTimer()
     layout = laion_data.layout
     selected = {key.path[-1] for key in context.selected_asset_keys}
-    if "images" not in selected:
-        conn = open_build_db(layout, write=True)
-        try:
-            require_table(conn, "images", "images")
-            count = build_images_fts(conn, context.log)
-        finally:
-            conn.close()
-        yield MaterializeResult(
-            asset_key=AssetKey("images_fts"), metadata={"dagster/row_count": count}
-        )
-        return
-    files = _staging_files(layout)
-    total = sum(f["rows"] for f in files)
+    checks = {key.name for key in context.selected_asset_check_keys}
+    files = _staging_files(layout) if "images" in selected else None
     conn = open_build_db(layout, write=True)
+    try:
+        if files is None:
+            require_table(conn, "images", "images")
+            build_images_fts(conn, context.log)
+        else:
+            loaded = _load_images_and_index(
+                context, layout, conn, staging_duckdb, files, "images_fts" in selected
+            )
+            yield MaterializeResult(
+                asset_key=AssetKey("images"),
+                metadata={
+                    **_table_metadata(layout, "images"),
+                    **timer.metadata(),
+                    "dagster/row_count": loaded.rows,
+                    "dagster/column_lineage": IMAGES_LINEAGE,
+                    "null_captions": loaded.null_captions,
+                    "preview": MetadataValue.md(_images_preview(conn)),
+                },
+            )
+            if "domain_ids_valid" in checks:
+                problems = domain_id_problems(conn)
+                yield AssetCheckResult(
+                    asset_key=AssetKey("images"),
+                    check_name="domain_ids_valid",
+                    passed=not problems,
+                    description="; ".join(problems) or None,
+                )
+            if "few_null_captions" in checks:
+                yield _share_check(
+                    "images",
+                    "few_null_captions",
+                    loaded.null_captions,
+                    loaded.rows,
+                    NULL_CAPTION_WARN_SHARE,
+                    "have no caption",
+                )
+        if "images_fts" in selected:
+            staged = sum(f["rows"] for f in files or read_parquet_manifest(layout)["files"])
+            problems, counts = row_count_problems(conn, staged)
+            yield MaterializeResult(
+                asset_key=AssetKey("images_fts"),
+                metadata={
+                    **_table_metadata(layout, "images_fts"),
+                    **timer.metadata(),
+                    "dagster/row_count": counts["images_fts"],
+                    "dagster/column_lineage": IMAGES_FTS_LINEAGE,
+                },
+            )
+            if "row_counts_match" in checks:
+                yield AssetCheckResult(
+                    asset_key=AssetKey("images_fts"),
+                    check_name="row_counts_match",
+                    passed=not problems,
+                    description="; ".join(problems) or None,
+                    metadata={name: n for name, n in counts.items()},
+                )
+    finally:
+        conn.close()
+
+
+def _load_images_and_index(
+    context: AssetExecutionContext,
+    layout: DataLayout,
+    conn: sqlite3.Connection,
+    staging_duckdb: DuckDBResource,
+    files: list[dict],
+    with_index: bool,
+) -> LoadedImages:
+    """Load ``images``; with ``with_index``, index the captions in a second process meanwhile
+    and add the index once both are done."""
+    total = sum(f["rows"] for f in files)
     side_path = layout.build_db.with_name("images_fts.side.db")
     side = None
     try:
         require_table(conn, "domain", "domains")
         conn.execute("PRAGMA synchronous = OFF")  # a crash leaves a build file we start again
-        if "images_fts" in selected:
+        if with_index:
             side = SideIndex(side_path, staging_view_sql(files))
         with staging_duckdb.get_connection() as duck:
-            count = load_images(duck, conn, total, context.log)
+            loaded = load_images(duck, conn, total, context.log)
         if side:
             context.log.info("images loaded; waiting for the caption index to finish")
             side.finish()
             side = None
-        preview = conn.execute(
-            "SELECT i.rowid, d.domain, i.text, i.width, i.height, i.aesthetic "
-            "FROM images i JOIN domain d ON d.id = i.domain_id ORDER BY i.rowid LIMIT 10"
-        ).fetchall()
+            install_side_index(layout.build_db, side_path)
     finally:
         if side:
             side.abandon()
-        conn.close()
-    yield MaterializeResult(
-        asset_key=AssetKey("images"),
-        metadata={
-            "dagster/row_count": count,
-            "preview": MetadataValue.md(
-                markdown_table(["rowid", "domain", "text", "width", "height", "aesthetic"], preview)
-            ),
-        },
-    )
-    if "images_fts" in selected:
-        install_side_index(layout.build_db, side_path)
-        yield MaterializeResult(
-            asset_key=AssetKey("images_fts"), metadata={"dagster/row_count": count}
-        )
+    return loaded
+
+
+def _images_preview(conn: sqlite3.Connection) -> str:
+    rows = conn.execute(
+        "SELECT i.rowid, d.domain, i.text, i.width, i.height, i.aesthetic "
+        "FROM images i JOIN domain d ON d.id = i.domain_id ORDER BY i.rowid LIMIT 10"
+    ).fetchall()
+    return markdown_table(["rowid", "domain", "text", "width", "height", "aesthetic"], rows)
 
 
 ENTITY_DESCRIPTIONS = {
@@ -331,10 +519,21 @@ ENTITY_DESCRIPTIONS = {
             kind,
             deps=["images_fts", entity_csvs],
             group_name="search_database",
-            kinds={"sqlite"},
+            kinds={"sqlite", "csv"},
             description=ENTITY_DESCRIPTIONS[kind]
             + " (the number of captions containing the name as a phrase).",
+            code_version="1",
+            metadata={"dagster/column_schema": table_schema(ENTITY_COLUMNS)},
             skippable=True,
+        )
+        for kind in ENTITY_KINDS
+    ],
+    check_specs=[
+        AssetCheckSpec(
+            "image_counts_in_range",
+            asset=kind,
+            blocking=True,
+            description="Every name has an image_counts between 0 and the number of images.",
         )
         for kind in ENTITY_KINDS
     ],
@@ -342,13 +541,16 @@ ENTITY_DESCRIPTIONS = {
 )
 def entity_tables(
     context: AssetExecutionContext, laion_data: LaionData
-) -> Iterator[MaterializeResult]:
+) -> Iterator[MaterializeResult | AssetCheckResult]:
     """The name lists as tables, each name counted in the caption index."""
     layout = laion_data.layout
+    checks = {(key.asset_key, key.name) for key in context.selected_asset_check_keys}
     conn = open_build_db(layout, write=True)
     try:
         require_table(conn, "images_fts", "images_fts")
+        (images,) = conn.execute("SELECT count(*) FROM images").fetchone()
         for key in sorted(context.selected_asset_keys):
+            timer = StepTimer()
             kind = key.path[-1]
             columns, rows = parse_entity_csv(
                 layout.entity_csv(kind).read_bytes(), str(layout.entity_csv(kind))
@@ -357,15 +559,37 @@ def entity_tables(
             top = sorted(counted, key=lambda pair: (-pair[1], pair[0]))[:20]
             context.log.info(f"{kind}: counted {len(counted)} names")
             schema = {c: ("TEXT", "From the name list CSV") for c in columns}
-            schema["image_counts"] = ("INTEGER", "Captions that contain the name as a phrase")
+            schema["image_counts"] = ENTITY_COLUMNS["image_counts"]
             yield MaterializeResult(
                 asset_key=key,
                 metadata={
+                    **_table_metadata(layout, kind),
+                    **timer.metadata(),
                     "dagster/column_schema": table_schema(schema),
+                    "dagster/column_lineage": column_lineage(
+                        {
+                            **{c: [("entity_csvs", c)] for c in columns},
+                            "image_counts": [("entity_csvs", "name"), ("images_fts", "text")],
+                        }
+                    ),
                     "dagster/row_count": len(counted),
                     "names_found": sum(1 for _, n in counted if n),
                     "top_names": MetadataValue.md(markdown_table(["name", "images"], top)),
                 },
             )
+            if (key, "image_counts_in_range") in checks:
+                (outside,) = conn.execute(
+                    f"SELECT count(*) FROM {quote_identifier(kind)} "
+                    "WHERE image_counts IS NULL OR image_counts NOT BETWEEN 0 AND ?",
+                    (images,),
+                ).fetchone()
+                yield AssetCheckResult(
+                    asset_key=key,
+                    check_name="image_counts_in_range",
+                    passed=outside == 0,
+                    description=f"{outside:,} names have image_counts outside 0..{images:,}"
+                    if outside
+                    else None,
+                )
     finally:
         conn.close()

@@ -9,7 +9,15 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
-from dagster import AssetExecutionContext, MaterializeResult, MetadataValue, asset
+from dagster import (
+    AssetCheckExecutionContext,
+    AssetCheckResult,
+    AssetExecutionContext,
+    MaterializeResult,
+    MetadataValue,
+    asset,
+    asset_check,
+)
 
 from laion_pipeline import __version__
 from laion_pipeline.assets.raw import read_parquet_manifest
@@ -17,9 +25,11 @@ from laion_pipeline.build_db import open_build_db
 from laion_pipeline.datasette import datasette_metadata, inspect_data, table_counts
 from laion_pipeline.db import sqlite_connect
 from laion_pipeline.errors import PublishCheckError, StaleInputError
-from laion_pipeline.files import sha256_file, write_json_atomic
+from laion_pipeline.files import read_json, sha256_file, write_json_atomic
 from laion_pipeline.layout import ENTITY_KINDS, DataLayout
+from laion_pipeline.metadata import StepTimer, file_metadata
 from laion_pipeline.resources import LaionData
+from laion_pipeline.schema import IMAGE_COLUMNS, table_schema
 
 REQUIRED_TABLES = ("images", "images_fts", "domain", *ENTITY_KINDS)
 # Above this share of free pages the published copy is written compacted (VACUUM INTO).
@@ -140,21 +150,73 @@ def publish(layout: DataLayout, log: Any = None) -> dict[str, Any]:
     deps=["images_fts", *ENTITY_KINDS],
     group_name="serving",
     kinds={"sqlite", "datasette"},
+    code_version="1",
+    metadata={"dagster/column_schema": table_schema(IMAGE_COLUMNS)},
 )
 def published_database(context: AssetExecutionContext, laion_data: LaionData) -> MaterializeResult:
-    """The database Datasette serves, ``published/laion-aesthetic-6pls.db``: the checked,
-    compact build database, replaced atomically, with ``metadata.json``, ``inspect.json``
-    and ``manifest.json`` (row counts, sha256, source revision, build time) beside it."""
+    """The database Datasette serves, ``published/laion-aesthetic-6pls.db`` (tables images,
+    images_fts, domain, artists, celebrities, characters; the schema shown is of images): the
+    checked, compact build database, replaced atomically, with ``metadata.json``,
+    ``inspect.json`` and ``manifest.json`` (row counts, sha256, source revision, build time)
+    beside it."""
+    timer = StepTimer()
     layout = laion_data.layout
     manifest = publish(layout, context.log)
     return MaterializeResult(
         metadata={
-            "dagster/uri": MetadataValue.path(str(layout.published_db)),
+            **file_metadata(layout.published_db),
+            **timer.metadata(),
             "dagster/row_count": manifest["row_counts"]["images"],
             "sha256": manifest["sha256"],
-            "size_bytes": manifest["size_bytes"],
             "row_counts": MetadataValue.json(manifest["row_counts"]),
             "source_revision": manifest["source"]["revision"],
             "serve": MetadataValue.md(f"`make serve` serves `{layout.published_dir}`"),
         }
+    )
+
+
+def manifest_problems(layout: DataLayout, log: Any = None) -> list[str]:
+    """What is wrong with the published database: SQLite's full ``integrity_check`` and
+    agreement with ``manifest.json`` (sha256 and row counts)."""
+    if not layout.published_db.exists() or not layout.manifest_json.exists():
+        return [f"{layout.published_db} or its manifest is missing: materialize published_database"]
+    manifest = read_json(layout.manifest_json, "materialize published_database")
+    problems = []
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        hashing = pool.submit(sha256_file, layout.published_db)
+        conn = sqlite_connect(layout.published_db, read_only=True)
+        try:
+            if log:
+                log.info(f"running PRAGMA integrity_check on {layout.published_db}")
+            result = "; ".join(row[0] for row in conn.execute("PRAGMA integrity_check"))
+            if result != "ok":
+                problems.append(f"integrity_check: {result}")
+            counts = table_counts(conn)
+        finally:
+            conn.close()
+        sha256 = hashing.result()
+    if sha256 != manifest["sha256"]:
+        problems.append(f"sha256 is {sha256}, the manifest says {manifest['sha256']}")
+    for table, rows in manifest["row_counts"].items():
+        if counts.get(table) != rows:
+            problems.append(f"{table} has {counts.get(table)} rows, the manifest says {rows}")
+    return problems
+
+
+@asset_check(
+    asset=published_database,
+    blocking=True,
+    description="The published file passes SQLite's PRAGMA integrity_check, and its sha256 "
+    "and row counts match manifest.json. Reads the published file only, so it can run while "
+    "Datasette serves it.",
+)
+def published_database_matches_manifest(
+    context: AssetCheckExecutionContext, laion_data: LaionData
+) -> AssetCheckResult:
+    timer = StepTimer()
+    problems = manifest_problems(laion_data.layout, context.log)
+    return AssetCheckResult(
+        passed=not problems,
+        description="; ".join(problems) or None,
+        metadata=timer.metadata(),
     )

@@ -2,20 +2,32 @@
 
 import hashlib
 import warnings
+from collections.abc import Mapping
 
 from dagster import BetaWarning, DataVersion, ObserveResult, observable_source_asset
 
 from laion_pipeline.layout import ENTITY_KINDS
 from laion_pipeline.resources import EntityLists, LaionData, ParquetSource
+from laion_pipeline.schema import ENTITY_CSV_COLUMNS, LAION_PARQUET_COLUMNS, table_schema
 
 # Observable source assets are the documented way to version external data; the beta notice
 # would otherwise repeat in every run's logs.
 warnings.filterwarnings("ignore", message=".*observable_source_asset.*", category=BetaWarning)
 
 
+def entity_lists_version(lists: Mapping[str, bytes]) -> str:
+    """The data version of the name lists: a hash of the three CSVs' bytes, the same as the
+    ``entity_sheets`` observation gives for them."""
+    digest = hashlib.sha256()
+    for kind in ENTITY_KINDS:
+        digest.update(hashlib.sha256(lists[kind]).digest())
+    return digest.hexdigest()[:16]
+
+
 @observable_source_asset(
     group_name="sources",
-    kinds={"parquet"},
+    kinds={"huggingface", "parquet"},
+    metadata={"dagster/column_schema": table_schema(LAION_PARQUET_COLUMNS)},
     description=(
         "The LAION-Aesthetics v2 6+ dataset at a pinned revision. Its data version is the exact "
         "revision (the Hub commit sha, or a fingerprint of the sample or local files), so assets "
@@ -37,17 +49,16 @@ def hf_dataset(laion_data: LaionData, parquet_source: ParquetSource) -> ObserveR
 @observable_source_asset(
     group_name="sources",
     kinds={"csv"},
+    metadata={"dagster/column_schema": table_schema(ENTITY_CSV_COLUMNS)},
     description=(
         "The three name lists (artists, celebrities, characters). Its data version is a hash of "
         "the three CSVs' content, so an edited list marks the entity tables stale."
     ),
 )
 def entity_sheets(entity_lists: EntityLists) -> ObserveResult:
-    digest = hashlib.sha256()
+    lists = {kind: entity_lists.read(kind) for kind in ENTITY_KINDS}
     metadata = {}
-    for kind in ENTITY_KINDS:
-        data = entity_lists.read(kind)
-        digest.update(hashlib.sha256(data).digest())
+    for kind, data in lists.items():
         metadata[f"{kind}_url"] = entity_lists.url(kind)
         metadata[f"{kind}_sha256"] = hashlib.sha256(data).hexdigest()
-    return ObserveResult(data_version=DataVersion(digest.hexdigest()[:16]), metadata=metadata)
+    return ObserveResult(data_version=DataVersion(entity_lists_version(lists)), metadata=metadata)

@@ -1,16 +1,24 @@
 """Staging layer: every parquet row typed and given its domain, in a DuckDB table."""
 
+from collections.abc import Iterator
 from pathlib import Path
 
 import duckdb
-from dagster import AssetExecutionContext, MaterializeResult, MetadataValue, asset
+from dagster import (
+    AssetCheckResult,
+    AssetCheckSpec,
+    AssetExecutionContext,
+    MaterializeResult,
+    MetadataValue,
+    asset,
+)
 from dagster_duckdb import DuckDBResource
 
 from laion_pipeline.assets.raw import laion_parquet_files, read_parquet_manifest
 from laion_pipeline.errors import StaleInputError
-from laion_pipeline.markdown import markdown_table
+from laion_pipeline.metadata import StepTimer, column_lineage, file_metadata, markdown_table
 from laion_pipeline.resources import LaionData
-from laion_pipeline.schema import IMAGE_COLUMNS, table_schema
+from laion_pipeline.schema import IMAGE_COLUMNS, LAION_COLUMNS, table_schema
 
 # The host part of a URL exactly as Python's urllib.parse.urlparse(url).netloc gives it:
 # tabs and newlines removed (the replace only runs where there are some: it is the costly
@@ -82,6 +90,51 @@ def staging_view_sql(files: list[dict]) -> str:
     )
 
 
+# Where each staged column comes from in the parquet files.
+STAGING_LINEAGE = column_lineage(
+    {
+        staged: [("laion_parquet_files", source)]
+        for staged, source in zip(
+            [c for c in STAGING_COLUMNS if c != "id"], [*LAION_COLUMNS, "URL"], strict=True
+        )
+    }
+)
+
+# What the build can read from each parquet column (DuckDB type names): mirrors may write
+# other numeric widths, which the view casts, but text must be text.
+_INTEGER_TYPES = {"TINYINT", "SMALLINT", "INTEGER", "BIGINT", "HUGEINT"}
+_NUMBER_TYPES = _INTEGER_TYPES | {"FLOAT", "DOUBLE"} | {f"U{t}" for t in _INTEGER_TYPES}
+READABLE_TYPES: dict[str, set[str]] = {
+    "URL": {"VARCHAR"},
+    "TEXT": {"VARCHAR"},
+    "hash": _INTEGER_TYPES | {f"U{t}" for t in _INTEGER_TYPES} | {"VARCHAR"},
+    **{c: _NUMBER_TYPES for c in LAION_COLUMNS if c not in ("URL", "TEXT", "hash")},
+}
+
+
+def schema_problems(conn: duckdb.DuckDBPyConnection, files: list[dict]) -> list[str]:
+    """What is wrong with the LAION columns of each parquet file and with the staged view's
+    column types; empty when nothing is."""
+    problems = []
+    for f in files:
+        found = {
+            row[0]: row[1]
+            for row in conn.execute(
+                f"DESCRIBE SELECT * FROM read_parquet({_literal(f['path'])})"
+            ).fetchall()
+        }
+        for column, readable in READABLE_TYPES.items():
+            if column not in found:
+                problems.append(f"{f['name']}: no column {column}")
+            elif found[column].split("(")[0] not in readable:
+                problems.append(f"{f['name']}: {column} is {found[column]}")
+    staged = [tuple(row[:2]) for row in conn.execute("DESCRIBE staging_images").fetchall()]
+    expected = [(name, sql_type) for name, (sql_type, _) in STAGING_COLUMNS.items()]
+    if staged != expected:
+        problems.append(f"staging_images has columns {staged}, not {expected}")
+    return problems
+
+
 def check_files_unchanged(files: list[dict]) -> None:
     """The view reads the files themselves: refuse if any changed since they were verified."""
     for f in files:
@@ -104,29 +157,52 @@ def create_staging(conn: duckdb.DuckDBPyConnection, files: list[dict]) -> int:
 @asset(
     deps=[laion_parquet_files],
     group_name="staging",
-    kinds={"duckdb"},
+    kinds={"duckdb", "parquet"},
+    code_version="1",
     metadata={"dagster/column_schema": table_schema(STAGING_COLUMNS)},
+    check_specs=[
+        AssetCheckSpec(
+            "laion_columns_and_types",
+            asset="staging_images",
+            blocking=True,
+            description="Every parquet file has the LAION columns with readable types (text "
+            "for URL and TEXT, numbers for the scores and sizes), and the staged view has the "
+            "typed columns the SQLite tables are built from.",
+        )
+    ],
 )
 def staging_images(
     context: AssetExecutionContext, laion_data: LaionData, staging_duckdb: DuckDBResource
-) -> MaterializeResult:
+) -> Iterator[MaterializeResult | AssetCheckResult]:
     """Every image row of the parquet files in file order, typed for SQLite (sizes as
     integers, NaN as NULL, hash as text) with ``domain``: the URL's host exactly as Python's
     ``urlparse(url).netloc`` gives it. A DuckDB view in ``staging/laion.duckdb`` over the
     verified parquet files: the rows stream from parquet to SQLite without a second copy."""
+    timer = StepTimer()
     layout = laion_data.layout
     files = read_parquet_manifest(layout)["files"]
     layout.staging_db.parent.mkdir(parents=True, exist_ok=True)
     with staging_duckdb.get_connection() as conn:
         rows = create_staging(conn, files)
-        preview = conn.execute(
-            "SELECT id, domain, url, text FROM staging_images LIMIT 5"
-        ).fetchall()
+        problems = schema_problems(conn, files)
+        preview = (
+            []
+            if problems
+            else conn.execute("SELECT id, domain, url, text FROM staging_images LIMIT 5").fetchall()
+        )
     context.log.info(f"staging_images: {rows:,} rows over {len(files)} parquet files")
-    return MaterializeResult(
+    yield MaterializeResult(
         metadata={
+            **file_metadata(layout.staging_db),
+            **timer.metadata(),
             "dagster/row_count": rows,
-            "path": MetadataValue.path(str(layout.staging_db)),
+            "dagster/column_lineage": STAGING_LINEAGE,
             "preview": MetadataValue.md(markdown_table(["id", "domain", "url", "text"], preview)),
         }
+    )
+    yield AssetCheckResult(
+        check_name="laion_columns_and_types",
+        passed=not problems,
+        description="; ".join(problems) or None,
+        metadata={"problems": MetadataValue.md("\n".join(f"- {p}" for p in problems) or "none")},
     )

@@ -1,0 +1,52 @@
+"""What materializations tell a person in the Dagster UI: markdown previews, file locations
+and sizes, step times and where each column comes from."""
+
+import time
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+from dagster import AssetKey, MetadataValue, TableColumnDep, TableColumnLineage
+
+
+def markdown_table(columns: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
+    """A small markdown table; long cells are shortened and pipes escaped."""
+
+    def cell(value: Any) -> str:
+        text = "" if value is None else f"{value:,}" if isinstance(value, int) else str(value)
+        text = text.replace("|", "\\|").replace("\n", " ")
+        return text if len(text) <= 80 else text[:77] + "..."
+
+    lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
+    lines += ["| " + " | ".join(cell(v) for v in row) + " |" for row in rows]
+    return "\n".join(lines)
+
+
+def file_metadata(path: Path) -> dict[str, Any]:
+    """``dagster/uri`` (a file:// URI the UI shows and links) and the size of a file or of the
+    files in a folder."""
+    files = [p for p in path.rglob("*") if p.is_file()] if path.is_dir() else [path]
+    return {
+        "dagster/uri": MetadataValue.url(path.resolve().as_uri()),
+        "size_bytes": sum(p.stat().st_size for p in files),
+    }
+
+
+def column_lineage(sources: Mapping[str, Sequence[tuple[str, str]]]) -> TableColumnLineage:
+    """``dagster/column_lineage`` from ``{column: [(asset, column it comes from), ...]}``."""
+    return TableColumnLineage(
+        deps_by_column={
+            column: [TableColumnDep(asset_key=AssetKey(a), column_name=c) for a, c in deps]
+            for column, deps in sources.items()
+        }
+    )
+
+
+class StepTimer:
+    """Seconds since the step started, for the ``seconds`` metadata of each materialization."""
+
+    def __init__(self) -> None:
+        self.started = time.monotonic()
+
+    def metadata(self) -> dict[str, Any]:
+        return {"seconds": MetadataValue.float(round(time.monotonic() - self.started, 3))}
