@@ -19,11 +19,10 @@ $(DAGSTER_HOME)/dagster.yaml: dagster_home.yaml
 	mkdir -p $(DAGSTER_HOME)
 	cp dagster_home.yaml $@
 
-## Materialize every asset in one Dagster run, then say where the database is. The graph is
-## a chain, so one process (in_process) runs it without a process start per step.
+## Run the full_build job (observe the sources, materialize every asset, run every check) in
+## one Dagster run, then say where the database is.
 run: $(STAMP) $(DAGSTER_HOME)/dagster.yaml
-	$(BIN)/dagster asset materialize --select '*' -m laion_pipeline.definitions \
-		--config-json '{"execution": {"config": {"in_process": {}}}}'
+	$(BIN)/dagster job execute -m laion_pipeline.definitions -j full_build
 	$(BIN)/python -m laion_pipeline where
 
 ## The whole test suite, after the linter.

@@ -1,6 +1,9 @@
 """The one code location: every asset, check, job, schedule and sensor of the pipeline, and the
 resources for this environment."""
 
+from collections.abc import Mapping
+from typing import Any
+
 from dagster import Definitions, load_asset_checks_from_modules, load_assets_from_modules
 
 from laion_pipeline.assets import raw, search, serving, sources, staging
@@ -18,11 +21,19 @@ ASSET_MODULES = [sources, raw, staging, search, serving]
 all_assets = load_assets_from_modules(ASSET_MODULES)
 all_asset_checks = load_asset_checks_from_modules(ASSET_MODULES)
 
-defs = Definitions(
-    assets=all_assets,
-    asset_checks=all_asset_checks,
-    jobs=[full_build_job, entity_refresh_job, observe_sources_job, refresh_stale_job],
-    schedules=[weekly_refresh_schedule],
-    sensors=[refresh_stale_assets],
-    resources=build_resources(),
-)
+
+
+def make_definitions(resources: Mapping[str, Any]) -> Definitions:
+    """The pipeline with the given resources: ``build_resources()`` of this environment here,
+    of a temporary one in the tests."""
+    return Definitions(
+        assets=all_assets,
+        asset_checks=all_asset_checks,
+        jobs=[full_build_job, entity_refresh_job, observe_sources_job, refresh_stale_job],
+        schedules=[weekly_refresh_schedule],
+        sensors=[refresh_stale_assets],
+        resources=resources,
+    )
+
+
+defs = make_definitions(build_resources())

@@ -1,0 +1,164 @@
+"""Incremental refresh: the observed sources and the code versions decide what is stale, and a
+refresh rebuilds only that. Runs the real jobs, sensor and checks in process."""
+
+import shutil
+import sqlite3
+
+import pytest
+from dagster import (
+    AssetKey,
+    AssetsDefinition,
+    DagsterInstance,
+    Definitions,
+    RunRequest,
+    build_run_status_sensor_context,
+)
+
+from laion_pipeline.definitions import all_asset_checks, all_assets, make_definitions
+from laion_pipeline.layout import ENTITY_KINDS, DataLayout
+from laion_pipeline.resources import build_resources
+from laion_pipeline.sensors import assets_to_refresh, refresh_stale_assets
+from laion_pipeline.synthetic import SAMPLE_DIR
+
+ENTITY_REFRESH = [
+    "entity_csvs",
+    "artists",
+    "celebrities",
+    "characters",
+    "published_database",
+]
+
+
+@pytest.fixture
+def pipeline(tmp_path):
+    """The real definitions over a data directory and name lists of this test's own."""
+    lists = tmp_path / "lists"
+    lists.mkdir()
+    env = {"LAION_DATA_DIR": str(tmp_path / "data")}
+    for kind in ENTITY_KINDS:
+        shutil.copy(SAMPLE_DIR / f"{kind}.csv", lists / f"{kind}.csv")
+        env[f"LAION_{kind.upper()}_CSV_URL"] = str(lists / f"{kind}.csv")
+    defs = make_definitions(build_resources(env))
+    with DagsterInstance.ephemeral() as instance:
+        yield defs, instance, lists, DataLayout((tmp_path / "data").resolve())
+
+
+def names(keys) -> list[str]:
+    return [key.to_user_string() for key in keys]
+
+
+def materialized(result) -> set[str]:
+    return {event.asset_key.to_user_string() for event in result.get_asset_materialization_events()}
+
+
+def test_full_build_observes_the_sources_and_passes_every_check(pipeline):
+    defs, instance, _, layout = pipeline
+    result = defs.resolve_job_def("full_build").execute_in_process(instance=instance)
+    assert result.success
+    observed = {e.asset_key.to_user_string() for e in result.get_asset_observation_events()}
+    assert observed == {"hf_dataset", "entity_sheets"}
+    evaluations = result.get_asset_check_evaluations()
+    assert {(e.asset_key.to_user_string(), e.check_name) for e in evaluations} == {
+        ("staging_images", "laion_columns_and_types"),
+        ("domains", "few_images_without_domain"),
+        ("images", "domain_ids_valid"),
+        ("images", "few_null_captions"),
+        ("images_fts", "row_counts_match"),
+        *((kind, "image_counts_in_range") for kind in ENTITY_KINDS),
+        ("published_database", "published_database_matches_manifest"),
+    }
+    assert all(e.passed for e in evaluations)
+    assert layout.published_db.exists()
+    assert assets_to_refresh(instance, defs.resolve_asset_graph()) == []
+
+
+def test_an_edited_name_list_refreshes_only_the_name_tables_and_the_publish(pipeline):
+    defs, instance, lists, layout = pipeline
+    assert defs.resolve_job_def("full_build").execute_in_process(instance=instance).success
+    published_before = layout.published_db.stat().st_ino
+    graph = defs.resolve_asset_graph()
+
+    with (lists / "celebrities.csv").open("a") as out:
+        out.write("Zyxwv Qutsr,Invented\n")
+    # Until the sources are observed, Dagster does not know the list changed.
+    assert assets_to_refresh(instance, graph) == []
+    observation = defs.resolve_job_def("observe_sources").execute_in_process(instance=instance)
+    assert observation.success
+    assert names(assets_to_refresh(instance, graph)) == ENTITY_REFRESH
+
+    # The sensor turns the successful observation into a run of exactly those assets.
+    sensor_context = build_run_status_sensor_context(
+        sensor_name="refresh_stale_assets",
+        dagster_instance=instance,
+        dagster_run=observation.dagster_run,
+        dagster_event=observation.get_run_success_event(),
+        repository_def=defs.get_repository_def(),
+    )
+    request = refresh_stale_assets(sensor_context)
+    assert isinstance(request, RunRequest)
+    assert names(request.asset_selection) == ENTITY_REFRESH
+
+    refresh = defs.resolve_job_def("refresh_stale").execute_in_process(
+        instance=instance, asset_selection=request.asset_selection
+    )
+    assert refresh.success
+    assert materialized(refresh) == set(ENTITY_REFRESH)
+    steps = {e.step_key for e in refresh.all_events if e.event_type_value == "STEP_SUCCESS"}
+    assert steps == {
+        "entity_csvs",
+        "entity_tables",
+        "published_database",
+        "published_database_published_database_matches_manifest",
+    }
+    assert layout.published_db.stat().st_ino != published_before
+    conn = sqlite3.connect(layout.published_db)
+    assert conn.execute("SELECT count(*) FROM celebrities WHERE name = 'Zyxwv Qutsr'").fetchone()
+    conn.close()
+    assert assets_to_refresh(instance, graph) == []
+
+
+def test_an_observation_with_nothing_new_refreshes_nothing(pipeline):
+    defs, instance, _, _ = pipeline
+    assert defs.resolve_job_def("full_build").execute_in_process(instance=instance).success
+    observation = defs.resolve_job_def("observe_sources").execute_in_process(instance=instance)
+    context = build_run_status_sensor_context(
+        sensor_name="refresh_stale_assets",
+        dagster_instance=instance,
+        dagster_run=observation.dagster_run,
+        dagster_event=observation.get_run_success_event(),
+        repository_def=defs.get_repository_def(),
+    )
+    skipped = refresh_stale_assets(context)
+    assert not isinstance(skipped, RunRequest)
+    assert "up to date" in skipped.skip_message
+
+
+def test_the_entity_refresh_job_rebuilds_the_lists_and_publishes(pipeline):
+    defs, instance, lists, layout = pipeline
+    assert defs.resolve_job_def("full_build").execute_in_process(instance=instance).success
+    (lists / "artists.csv").write_text("name\nKinkade\n")
+    result = defs.resolve_job_def("entity_refresh").execute_in_process(instance=instance)
+    assert result.success
+    assert materialized(result) == set(ENTITY_REFRESH)
+    manifest = layout.manifest_json.read_text()
+    assert '"artists": 1' in manifest
+
+
+def test_a_new_code_version_marks_the_asset_and_what_follows_it(pipeline):
+    defs, instance, _, _ = pipeline
+    assert defs.resolve_job_def("full_build").execute_in_process(instance=instance).success
+    changed = [
+        asset.map_asset_specs(lambda spec: spec.replace_attributes(code_version="changed"))
+        if isinstance(asset, AssetsDefinition) and AssetKey("domains") in asset.keys
+        else asset
+        for asset in all_assets
+    ]
+    graph = Definitions(
+        assets=changed, asset_checks=all_asset_checks, resources=defs.resources
+    ).resolve_asset_graph()
+    assert names(assets_to_refresh(instance, graph)) == [
+        "domains",
+        "images",
+        "images_fts",
+        *ENTITY_REFRESH[1:],
+    ]
