@@ -22,7 +22,6 @@ all_assets = load_assets_from_modules(ASSET_MODULES)
 all_asset_checks = load_asset_checks_from_modules(ASSET_MODULES)
 
 
-
 def make_definitions(resources: Mapping[str, Any]) -> Definitions:
     """The pipeline with the given resources: ``build_resources()`` of this environment here,
     of a temporary one in the tests."""

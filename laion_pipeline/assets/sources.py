@@ -26,7 +26,8 @@ def entity_lists_version(lists: Mapping[str, bytes]) -> str:
 
 @observable_source_asset(
     group_name="sources",
-    kinds={"huggingface", "parquet"},
+    # Kinds as tags: observable_source_asset has no kinds= parameter.
+    tags={"dagster/kind/huggingface": "", "dagster/kind/parquet": ""},
     metadata={"dagster/column_schema": table_schema(LAION_PARQUET_COLUMNS)},
     description=(
         "The LAION-Aesthetics v2 6+ dataset at a pinned revision. Its data version is the exact "
@@ -48,7 +49,7 @@ def hf_dataset(laion_data: LaionData, parquet_source: ParquetSource) -> ObserveR
 
 @observable_source_asset(
     group_name="sources",
-    kinds={"csv"},
+    tags={"dagster/kind/csv": ""},
     metadata={"dagster/column_schema": table_schema(ENTITY_CSV_COLUMNS)},
     description=(
         "The three name lists (artists, celebrities, characters). Its data version is a hash of "

@@ -1,0 +1,203 @@
+"""The Dagster UI end to end: `dagster dev` on 127.0.0.1 with a temporary DAGSTER_HOME, driven
+through its GraphQL API the way the UI drives it: lineage, "Materialize all" with the
+multiprocess executor, metadata, checks, an edited name list refreshed by the sensor, and the
+schedule."""
+
+import shutil
+import time
+
+import pytest
+
+from laion_pipeline.layout import ENTITY_KINDS
+from laion_pipeline.synthetic import SAMPLE_DIR
+from laion_pipeline_tests.dagster_dev import DagsterDev
+from laion_pipeline_tests.test_definitions import EXPECTED_DEPENDENCIES
+
+ASSETS = """{ assetNodes {
+    assetKey { path }
+    dependencyKeys { path }
+    isMaterializable
+    groupName
+    kinds
+    opVersion
+    staleStatus
+    assetMaterializations(limit: 1) {
+        runId
+        metadataEntries {
+            label
+            ... on IntMetadataEntry { intValue }
+            ... on UrlMetadataEntry { url }
+            ... on TableColumnLineageMetadataEntry { lineage { columnName } }
+        }
+    }
+    assetChecksOrError { ... on AssetChecks { checks {
+        name
+        blocking
+        executionForLatestMaterialization { status }
+    } } }
+} }"""
+
+
+@pytest.fixture(scope="module")
+def dev(tmp_path_factory):
+    root = tmp_path_factory.mktemp("dagster_dev")
+    lists = root / "lists"
+    lists.mkdir()
+    env = {"LAION_DATA_DIR": str(root / "data"), "LAION_SOURCE": "sample"}
+    for kind in ENTITY_KINDS:
+        shutil.copy(SAMPLE_DIR / f"{kind}.csv", lists / f"{kind}.csv")
+        env[f"LAION_{kind.upper()}_CSV_URL"] = str(lists / f"{kind}.csv")
+    server = DagsterDev(root / "dagster_home", env, root / "dagster_dev.log")
+    try:
+        server.wait_until_up()
+        server.lists = lists
+        yield server
+    finally:
+        server.stop()
+        assert not server.group_alive(), "a process of dagster dev outlived stop()"
+
+
+def assets(dev: DagsterDev) -> dict[str, dict]:
+    return {"/".join(node["assetKey"]["path"]): node for node in dev.query(ASSETS)["assetNodes"]}
+
+
+def metadata(node: dict) -> dict[str, dict]:
+    return {entry["label"]: entry for entry in node["assetMaterializations"][0]["metadataEntries"]}
+
+
+def test_the_ui_shows_the_asset_graph_of_the_design(dev):
+    nodes = assets(dev)
+    found = {
+        name: {"/".join(dep["path"]) for dep in node["dependencyKeys"]}
+        for name, node in nodes.items()
+    }
+    assert found == EXPECTED_DEPENDENCIES
+    assert {node["groupName"] for node in nodes.values()} == {
+        "sources",
+        "raw",
+        "staging",
+        "search_database",
+        "serving",
+    }
+    for name, node in nodes.items():
+        assert node["kinds"], name
+        if node["isMaterializable"]:
+            assert node["opVersion"], f"{name} has no code version"
+
+
+def test_materialize_all_then_an_edited_list_refreshes_only_what_depends_on_it(dev):
+    nodes = assets(dev)
+    everything = [n["assetKey"] for n in nodes.values()]
+    checks = [
+        {"assetKey": node["assetKey"], "name": check["name"]}
+        for node in nodes.values()
+        for check in node["assetChecksOrError"].get("checks", [])
+    ]
+    assert len(checks) == 9, checks
+
+    # "Materialize all" with the sources selected too, so the build records which source
+    # versions it used: the implicit asset job, Dagster's default multiprocess executor.
+    run_id = dev.launch("__ASSET_JOB", assetSelection=everything, assetCheckSelection=checks)
+    assert dev.wait_for_run(run_id) == "SUCCESS", dev.run_messages(run_id)
+
+    nodes = assets(dev)
+    row_counts = {
+        name: metadata(node)["dagster/row_count"]["intValue"]
+        for name, node in nodes.items()
+        if node["isMaterializable"]
+    }
+    assert row_counts["images"] == row_counts["images_fts"] == 7000
+    assert row_counts["published_database"] == row_counts["staging_images"] == 7000
+    assert row_counts["domains"] > 1000
+    assert (row_counts["artists"], row_counts["celebrities"], row_counts["characters"]) == (
+        40,
+        35,
+        36,
+    )
+    published = metadata(nodes["published_database"])
+    assert published["dagster/uri"]["url"].startswith("file:///")
+    assert published["dagster/uri"]["url"].endswith("/published/laion-aesthetic-6pls.db")
+    lineage = metadata(nodes["images"])["dagster/column_lineage"]["lineage"]
+    assert {c["columnName"] for c in lineage} >= {"url", "text", "domain_id"}
+    results = {
+        (name, check["name"]): check["executionForLatestMaterialization"]["status"]
+        for name, node in nodes.items()
+        for check in node["assetChecksOrError"].get("checks", [])
+    }
+    assert set(results.values()) == {"SUCCEEDED"}, results
+    assert {n["staleStatus"] for n in nodes.values() if n["isMaterializable"]} == {"FRESH"}
+
+    # An edited name list, then "observe sources": the sensor refreshes what is stale.
+    with (dev.lists / "celebrities.csv").open("a") as out:
+        out.write("Zyxwv Qutsr,Invented\n")
+    observed = dev.launch("observe_sources")
+    assert dev.wait_for_run(observed) == "SUCCESS", dev.run_messages(observed)
+    refresh = wait_for_sensor_run(dev, "refresh_stale_assets")
+    assert dev.wait_for_run(refresh) == "SUCCESS", dev.run_messages(refresh)
+    run = dev.query(
+        """query($id: ID!) { runOrError(runId: $id) { ... on Run {
+            jobName
+            stepStats { stepKey status }
+            assetMaterializations { assetKey { path } }
+        } } }""",
+        id=refresh,
+    )["runOrError"]
+    assert run["jobName"] == "refresh_stale"
+    assert {s["stepKey"] for s in run["stepStats"]} == {
+        "entity_csvs",
+        "entity_tables",
+        "published_database",
+        "published_database_published_database_matches_manifest",
+    }
+    assert {"/".join(m["assetKey"]["path"]) for m in run["assetMaterializations"]} == {
+        "entity_csvs",
+        *ENTITY_KINDS,
+        "published_database",
+    }
+    nodes = assets(dev)
+    assert metadata(nodes["celebrities"])["dagster/row_count"]["intValue"] == 36
+    assert {n["staleStatus"] for n in nodes.values() if n["isMaterializable"]} == {"FRESH"}
+
+
+def wait_for_sensor_run(dev: DagsterDev, sensor: str, timeout: float = 120) -> str:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        runs = dev.query(
+            """query($sensor: String!) {
+                runsOrError(filter: {tags: [{key: "dagster/sensor_name", value: $sensor}]}) {
+                    ... on Runs { results { runId } }
+                }
+            }""",
+            sensor=sensor,
+        )["runsOrError"]["results"]
+        if runs:
+            return runs[0]["runId"]
+        time.sleep(2)
+    raise TimeoutError(f"the {sensor} sensor started no run in {timeout} s")
+
+
+def test_the_weekly_schedule_is_listed_and_starts_off(dev):
+    selector = {"repositoryLocationName": "laion_pipeline", "repositoryName": "__repository__"}
+    data = dev.query(
+        """query($repo: RepositorySelector!) {
+            schedulesOrError(repositorySelector: $repo) { ... on Schedules { results {
+                name cronSchedule executionTimezone pipelineName scheduleState { status }
+            } } }
+            sensorsOrError(repositorySelector: $repo) { ... on Sensors { results {
+                name sensorState { status }
+            } } }
+        }""",
+        repo=selector,
+    )
+    assert data["schedulesOrError"]["results"] == [
+        {
+            "name": "weekly_refresh",
+            "cronSchedule": "0 4 * * 1",
+            "executionTimezone": "UTC",
+            "pipelineName": "observe_sources",
+            "scheduleState": {"status": "STOPPED"},
+        }
+    ]
+    assert data["sensorsOrError"]["results"] == [
+        {"name": "refresh_stale_assets", "sensorState": {"status": "RUNNING"}}
+    ]
