@@ -54,3 +54,40 @@ def test_tables_publish_their_column_schema():
     schema = graph.get(AssetKey("images")).metadata["dagster/column_schema"]
     assert [c.name for c in schema.columns][-1] == "domain_id"
     assert len(schema.columns) == 11
+
+
+GROUPS = {
+    "sources": {"hf_dataset", "entity_sheets"},
+    "raw": {"laion_parquet_files", "entity_csvs"},
+    "staging": {"staging_images"},
+    "search_database": {"domains", "images", "images_fts", "artists", "celebrities", "characters"},
+    "serving": {"published_database"},
+}
+
+
+def test_every_asset_has_a_layer_kinds_a_code_version_and_a_column_schema():
+    graph = defs.resolve_asset_graph()
+    groups: dict[str, set[str]] = {}
+    for key in graph.get_all_asset_keys():
+        node = graph.get(key)
+        name = key.to_user_string()
+        groups.setdefault(node.group_name, set()).add(name)
+        assert node.kinds, f"{name} has no kinds"
+        assert node.kinds <= {"huggingface", "parquet", "duckdb", "sqlite", "csv", "datasette"}
+        assert "dagster/column_schema" in node.metadata, f"{name} has no column schema"
+        if node.is_materializable:
+            assert node.code_version, f"{name} has no code version"
+    assert groups == GROUPS
+
+
+def test_jobs_schedule_and_sensor():
+    assert {job.name for job in defs.resolve_all_job_defs()} >= {
+        "full_build",
+        "entity_refresh",
+        "observe_sources",
+        "refresh_stale",
+    }
+    schedule = defs.resolve_schedule_def("weekly_refresh")
+    assert schedule.cron_schedule == "0 4 * * 1"
+    assert schedule.job_name == "observe_sources"
+    assert defs.resolve_sensor_def("refresh_stale_assets") is not None

@@ -1,0 +1,140 @@
+"""Asset checks and step retries: a failed blocking check stops the steps after it and
+publishes nothing; a warning lets the build go on; network steps retry transient trouble
+only."""
+
+import json
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+from dagster import AssetCheckSeverity
+from pytest_httpserver import HTTPServer
+
+from laion_pipeline.assets.serving import manifest_problems
+from laion_pipeline.layout import DataLayout
+from laion_pipeline.resources import EntityLists
+from laion_pipeline.schema import LAION_ARROW_SCHEMA
+from laion_pipeline.synthetic import SAMPLE_DIR
+from laion_pipeline_tests.conftest import build
+from laion_pipeline_tests.test_errors import failure_text
+
+
+def rows(n: int, caption=lambda i: f"caption {i}") -> list[dict]:
+    return [
+        {
+            "URL": f"https://host{i % 5}.example/{i}.jpg",
+            "TEXT": caption(i),
+            "WIDTH": 640.0,
+            "HEIGHT": 480.0,
+            "similarity": 0.3,
+            "punsafe": 0.1,
+            "pwatermark": 0.2,
+            "AESTHETIC_SCORE": 6.5,
+            "hash": i,
+            "__index_level_0__": i,
+        }
+        for i in range(n)
+    ]
+
+
+def local_env(folder: Path) -> dict[str, str]:
+    return {"LAION_SOURCE": "local", "LAION_LOCAL_DIR": str(folder)}
+
+
+def evaluations(result) -> dict[tuple[str, str], object]:
+    return {
+        (e.asset_key.to_user_string(), e.check_name): e
+        for e in result.get_asset_check_evaluations()
+    }
+
+
+def materialized(result) -> set[str]:
+    return {e.asset_key.to_user_string() for e in result.get_asset_materialization_events()}
+
+
+def test_a_retyped_column_fails_the_blocking_schema_check_and_stops_the_build(tmp_path):
+    table = pa.Table.from_pylist(rows(20), LAION_ARROW_SCHEMA)
+    table = table.set_column(1, "TEXT", pa.array(range(20), pa.int64()))  # captions as numbers
+    (tmp_path / "parquet").mkdir()
+    pq.write_table(table, tmp_path / "parquet" / "a.parquet")
+    result = build(tmp_path / "data", local_env(tmp_path / "parquet"), raise_on_error=False)
+    assert not result.success
+    check = evaluations(result)[("staging_images", "laion_columns_and_types")]
+    assert not check.passed
+    assert check.severity == AssetCheckSeverity.ERROR
+    assert "a.parquet: TEXT is BIGINT" in check.description
+    assert "blocking asset check failed" in failure_text(result)
+    assert "domains" not in materialized(result)
+    assert not DataLayout(tmp_path / "data").published_db.exists()
+
+
+def test_many_empty_captions_warn_but_the_build_goes_on(tmp_path):
+    (tmp_path / "parquet").mkdir()
+    table = pa.Table.from_pylist(
+        rows(40, caption=lambda i: None if i % 4 == 0 else f"caption {i}"), LAION_ARROW_SCHEMA
+    )
+    pq.write_table(table, tmp_path / "parquet" / "a.parquet")
+    result = build(tmp_path / "data", local_env(tmp_path / "parquet"))
+    assert result.success
+    check = evaluations(result)[("images", "few_null_captions")]
+    assert not check.passed
+    assert check.severity == AssetCheckSeverity.WARN
+    assert check.description.startswith("10 of 40 images (25.00%) have no caption")
+    assert DataLayout(tmp_path / "data").published_db.exists()
+    assert all(e.passed for key, e in evaluations(result).items() if key[1] != "few_null_captions")
+
+
+def test_the_published_check_finds_a_file_that_does_not_match_its_manifest(tmp_path):
+    assert build(tmp_path).success
+    layout = DataLayout(tmp_path.resolve())
+    assert manifest_problems(layout) == []
+    manifest = json.loads(layout.manifest_json.read_text())
+    manifest["row_counts"]["artists"] += 1
+    manifest["sha256"] = "0" * 64
+    layout.manifest_json.write_text(json.dumps(manifest))
+    problems = manifest_problems(layout)
+    assert any(p.startswith("sha256 is ") for p in problems)
+    assert any(p.startswith("artists has 40 rows, the manifest says 41") for p in problems)
+    layout.manifest_json.unlink()
+    assert "materialize published_database" in manifest_problems(layout)[0]
+
+
+def sheets(httpserver: HTTPServer, path: str, **retries) -> EntityLists:
+    bundled = {f"{k}_csv_url": str(SAMPLE_DIR / f"{k}.csv") for k in ("celebrities", "characters")}
+    return EntityLists(
+        artists_csv_url=httpserver.url_for(path),
+        **bundled,
+        attempts=1,
+        backoff_seconds=0.01,
+        **retries,
+    )
+
+
+def retries(result) -> list[str]:
+    return [e.step_key for e in result.all_events if e.event_type_value == "STEP_UP_FOR_RETRY"]
+
+
+def test_a_sheet_server_that_keeps_failing_is_retried_with_backoff(tmp_path, httpserver):
+    httpserver.expect_request("/down").respond_with_data("busy", status=503)
+    lists = sheets(httpserver, "/down", step_retries=2, step_retry_seconds=0.01)
+    result = build(tmp_path, resources={"entity_lists": lists}, raise_on_error=False)
+    assert retries(result) == ["entity_csvs", "entity_csvs"]
+    assert "answered HTTP 503" in failure_text(result)
+
+
+def test_a_sheet_that_recovers_succeeds_on_the_step_retry(tmp_path, httpserver):
+    data = (SAMPLE_DIR / "artists.csv").read_bytes()
+    httpserver.expect_ordered_request("/flaky").respond_with_data("busy", status=503)
+    httpserver.expect_ordered_request("/flaky").respond_with_data(data, content_type="text/csv")
+    lists = sheets(httpserver, "/flaky", step_retries=3, step_retry_seconds=0.01)
+    result = build(tmp_path, resources={"entity_lists": lists})
+    assert result.success
+    assert retries(result) == ["entity_csvs"]
+
+
+def test_a_missing_sheet_is_not_retried(tmp_path, httpserver):
+    httpserver.expect_request("/gone").respond_with_data("nope", status=404)
+    lists = sheets(httpserver, "/gone", step_retries=3, step_retry_seconds=0.01)
+    result = build(tmp_path, resources={"entity_lists": lists}, raise_on_error=False)
+    assert retries(result) == []
+    assert "answered HTTP 404" in failure_text(result)
