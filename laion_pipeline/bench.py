@@ -88,10 +88,11 @@ _LAST = [
 
 
 def run_ours(parquet: Path, lists: Path, data: Path) -> dict[str, Any]:
-    """Materialize every asset in this process; per Dagster step: seconds and peak RSS."""
+    """Materialize every asset and run every check in this process, as the full_build job
+    does; per Dagster step: seconds and peak RSS."""
     from dagster import DagsterEventType, DagsterInstance, materialize
 
-    from laion_pipeline.definitions import all_assets
+    from laion_pipeline.definitions import all_asset_checks, all_assets
     from laion_pipeline.resources import build_resources
 
     env = {
@@ -112,7 +113,9 @@ def run_ours(parquet: Path, lists: Path, data: Path) -> dict[str, Any]:
     sampler.start()
     instance = DagsterInstance.ephemeral()
     started = time.time()
-    result = materialize(all_assets, resources=build_resources(env), instance=instance)
+    result = materialize(
+        [*all_assets, *all_asset_checks], resources=build_resources(env), instance=instance
+    )
     total = time.time() - started
     stop.set()
     sampler.join()

@@ -15,7 +15,7 @@ from typing import Any
 import duckdb
 
 from laion_pipeline.db import sqlite_connect, sqlite_transaction
-from laion_pipeline.progress import Progress
+from laion_pipeline.progress import Progress, wait_logging
 
 FTS_DDL = 'CREATE VIRTUAL TABLE main.images_fts USING fts5(text, content="images")'
 FTS_SHADOW_TABLES = ("images_fts_data", "images_fts_idx", "images_fts_docsize", "images_fts_config")
@@ -96,8 +96,14 @@ class SideIndex:
             text=True,
         )
 
-    def finish(self) -> None:
-        """Wait for the index to be complete."""
+    def finish(self, log: Any = None) -> None:
+        """Wait for the index to be complete, saying every few seconds how large it has grown."""
+
+        def status() -> str:
+            size = self.side.stat().st_size if self.side.exists() else 0
+            return f"caption index: still building, {size / 1e6:,.0f} MB so far"
+
+        wait_logging(self.process, log, status)
         _, errors = self.process.communicate()
         self.sql.unlink(missing_ok=True)
         if self.process.returncode:

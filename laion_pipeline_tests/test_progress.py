@@ -1,8 +1,10 @@
 """Long steps report rows done of total and the rate."""
 
 import logging
+import subprocess
+import sys
 
-from laion_pipeline.progress import Progress
+from laion_pipeline.progress import Progress, wait_logging
 
 
 def test_progress_reports_done_total_and_rate(caplog):
@@ -14,3 +16,14 @@ def test_progress_reports_done_total_and_rate(caplog):
     assert len(caplog.messages) == 1
     assert caplog.messages[0].startswith("rows staged: 2,000 of 2,000 rows (")
     assert caplog.messages[0].endswith("rows/s, b.parquet)")
+
+
+def test_waiting_for_a_process_logs_every_interval(caplog):
+    log = logging.getLogger("wait-test")
+    process = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(1.3)"])
+    with caplog.at_level(logging.INFO, logger="wait-test"):
+        wait_logging(process, log, lambda: "index: still building", every=0.4)
+    assert process.returncode == 0
+    assert len(caplog.messages) >= 2
+    assert all(m.startswith("index: still building (") for m in caplog.messages)
+    assert caplog.messages[-1].endswith(" s waited)")

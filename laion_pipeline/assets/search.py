@@ -169,14 +169,20 @@ def count_phrase(conn: sqlite3.Connection, name: str) -> int:
 
 
 def build_entity_table(
-    conn: sqlite3.Connection, table: str, columns: list[str], rows: list[dict[str, str]]
+    conn: sqlite3.Connection,
+    table: str,
+    columns: list[str],
+    rows: list[dict[str, str]],
+    log: Any = None,
 ) -> list[tuple[str, int]]:
     """Replace ``table`` with the CSV rows plus ``image_counts``, the number of captions that
     contain the row's name as a phrase. Returns (name, image_counts) per row."""
     counts: dict[str, int] = {}
-    for row in rows:
+    progress = Progress(log, f"{table}: names counted", len(rows), unit="names")
+    for done, row in enumerate(rows, 1):
         if row["name"] not in counts:
             counts[row["name"]] = count_phrase(conn, row["name"])
+        progress.update(done)
     quoted = [quote_identifier(c) for c in [*columns, "image_counts"]]
     with sqlite_transaction(conn):
         conn.execute(f"DROP TABLE IF EXISTS {quote_identifier(table)}")
@@ -489,8 +495,9 @@ def _load_images_and_index(
             loaded = load_images(duck, conn, total, context.log)
         if side:
             context.log.info("images loaded; waiting for the caption index to finish")
-            side.finish()
+            side.finish(context.log)
             side = None
+            context.log.info("caption index built; copying it into the build database")
             install_side_index(layout.build_db, side_path)
     finally:
         if side:
@@ -555,7 +562,7 @@ def entity_tables(
             columns, rows = parse_entity_csv(
                 layout.entity_csv(kind).read_bytes(), str(layout.entity_csv(kind))
             )
-            counted = build_entity_table(conn, kind, columns, rows)
+            counted = build_entity_table(conn, kind, columns, rows, context.log)
             top = sorted(counted, key=lambda pair: (-pair[1], pair[0]))[:20]
             context.log.info(f"{kind}: counted {len(counted)} names")
             schema = {c: ("TEXT", "From the name list CSV") for c in columns}

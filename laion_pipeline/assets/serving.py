@@ -91,6 +91,8 @@ def publish(layout: DataLayout, log: Any = None) -> dict[str, Any]:
     conn = open_build_db(layout, write=not unchanged)
     try:
         if not unchanged:
+            if log:
+                log.info("ANALYZE: gathering statistics for the query planner")
             conn.execute("PRAGMA analysis_limit = 1000")  # approximate statistics, in ms
             conn.execute("ANALYZE")
         counts = check_tables(conn)
@@ -112,6 +114,11 @@ def publish(layout: DataLayout, log: Any = None) -> dict[str, Any]:
                 conn.close()
         else:
             link_or_copy(layout.build_db, candidate)
+        if log:
+            log.info(
+                f"checking the candidate ({candidate.stat().st_size / 1e6:,.0f} MB): "
+                "quick_check and sha256"
+            )
         with ThreadPoolExecutor(max_workers=2) as pool:
             hashing = pool.submit(sha256_file, candidate)
             checked = quick_check(candidate)
