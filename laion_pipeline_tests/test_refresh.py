@@ -51,6 +51,18 @@ def materialized(result) -> set[str]:
     return {event.asset_key.to_user_string() for event in result.get_asset_materialization_events()}
 
 
+def evaluate_sensor(defs, instance, observation):
+    """What ``refresh_stale_assets`` answers to the successful ``observation`` run."""
+    context = build_run_status_sensor_context(
+        sensor_name="refresh_stale_assets",
+        dagster_instance=instance,
+        dagster_run=observation.dagster_run,
+        dagster_event=observation.get_run_success_event(),
+        repository_def=defs.get_repository_def(),
+    )
+    return refresh_stale_assets(context)
+
+
 def test_full_build_observes_the_sources_and_passes_every_check(pipeline):
     defs, instance, _, layout = pipeline
     result = defs.resolve_job_def("full_build").execute_in_process(instance=instance)
@@ -87,14 +99,7 @@ def test_an_edited_name_list_refreshes_only_the_name_tables_and_the_publish(pipe
     assert names(assets_to_refresh(instance, graph)) == ENTITY_REFRESH
 
     # The sensor turns the successful observation into a run of exactly those assets.
-    sensor_context = build_run_status_sensor_context(
-        sensor_name="refresh_stale_assets",
-        dagster_instance=instance,
-        dagster_run=observation.dagster_run,
-        dagster_event=observation.get_run_success_event(),
-        repository_def=defs.get_repository_def(),
-    )
-    request = refresh_stale_assets(sensor_context)
+    request = evaluate_sensor(defs, instance, observation)
     assert isinstance(request, RunRequest)
     assert names(request.asset_selection) == ENTITY_REFRESH
 
@@ -112,7 +117,8 @@ def test_an_edited_name_list_refreshes_only_the_name_tables_and_the_publish(pipe
     }
     assert layout.published_db.stat().st_ino != published_before
     conn = sqlite3.connect(layout.published_db)
-    assert conn.execute("SELECT count(*) FROM celebrities WHERE name = 'Zyxwv Qutsr'").fetchone()
+    added = conn.execute("SELECT count(*) FROM celebrities WHERE name = 'Zyxwv Qutsr'")
+    assert added.fetchone() == (1,)
     conn.close()
     assert assets_to_refresh(instance, graph) == []
 
@@ -121,14 +127,7 @@ def test_an_observation_with_nothing_new_refreshes_nothing(pipeline):
     defs, instance, _, _ = pipeline
     assert defs.resolve_job_def("full_build").execute_in_process(instance=instance).success
     observation = defs.resolve_job_def("observe_sources").execute_in_process(instance=instance)
-    context = build_run_status_sensor_context(
-        sensor_name="refresh_stale_assets",
-        dagster_instance=instance,
-        dagster_run=observation.dagster_run,
-        dagster_event=observation.get_run_success_event(),
-        repository_def=defs.get_repository_def(),
-    )
-    skipped = refresh_stale_assets(context)
+    skipped = evaluate_sensor(defs, instance, observation)
     assert not isinstance(skipped, RunRequest)
     assert "up to date" in skipped.skip_message
 
