@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 export DAGSTER_HOME ?= $(CURDIR)/.dagster_home
 
-.PHONY: install run test lint dev serve bench bench-tools clean
+.PHONY: install run test lint dev serve rollback bench bench-tools clean
 
 install: $(STAMP)
 
@@ -40,6 +40,10 @@ dev: $(STAMP) $(DAGSTER_HOME)/dagster.yaml
 ## Datasette on the published database, http://127.0.0.1:8001
 serve: $(STAMP)
 	$(BIN)/python -m laion_pipeline serve --host 127.0.0.1 --port 8001
+
+## Publish the previous version again (run it twice to undo).
+rollback: $(STAMP)
+	$(BIN)/python -m laion_pipeline rollback
 
 ## The 2022 recipe's tools, for `make bench`, in a venv of their own (parquet-tools brings pandas).
 SEED_VENV := .venv-seed

@@ -1,7 +1,8 @@
-"""Command line: ``python -m laion_pipeline where|serve``.
+"""Command line: ``python -m laion_pipeline where|serve|rollback``.
 
 ``where`` prints the published database and its row counts; ``serve`` runs Datasette on it
-(immutable, with the inspect file and the 2022 deployment's settings).
+(immutable, with the inspect file and the 2022 deployment's settings); ``rollback`` serves the
+previously published version again (run it twice to undo).
 """
 
 import argparse
@@ -10,7 +11,9 @@ import os
 import sys
 from collections.abc import Sequence
 
+from laion_pipeline.assets.serving import rollback as restore_previous
 from laion_pipeline.datasette import SERVE_SETTINGS
+from laion_pipeline.errors import StaleInputError
 from laion_pipeline.resources import build_resources
 
 
@@ -28,6 +31,19 @@ def where() -> int:
     print(f"Published database: {layout.published_db}")
     print(f"Rows: {counts}")
     print("Serve it with `make serve` (Datasette on http://127.0.0.1:8001).")
+    return 0
+
+
+def rollback() -> int:
+    layout = _layout()
+    try:
+        manifest = restore_previous(layout)
+    except StaleInputError as error:
+        print(f"Nothing to roll back to: {error}", file=sys.stderr)
+        return 1
+    print(f"Published again: the version built at {manifest['built_at']} ({layout.published_db})")
+    print(f"The version it replaced is kept in {layout.previous_dir}: run rollback again to undo.")
+    print("Restart `make serve` to serve it.")
     return 0
 
 
@@ -57,9 +73,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     serve_parser = commands.add_parser("serve", help="serve the published database")
     serve_parser.add_argument("--host", default="127.0.0.1", help="address to listen on")
     serve_parser.add_argument("--port", type=int, default=8001, help="port to listen on")
+    commands.add_parser("rollback", help="publish the previous version again")
     args = parser.parse_args(argv)
     if args.command == "where":
         return where()
+    if args.command == "rollback":
+        return rollback()
     return serve(args.host, args.port)
 
 

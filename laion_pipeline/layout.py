@@ -62,3 +62,13 @@ class DataLayout:
     @property
     def manifest_json(self) -> Path:
         return self.published_dir / "manifest.json"
+
+    @property
+    def published_files(self) -> tuple[Path, ...]:
+        """What one publish writes, the database first."""
+        return (self.published_db, self.metadata_json, self.inspect_json, self.manifest_json)
+
+    @property
+    def previous_dir(self) -> Path:
+        """The version published before the current one (the same four files), for rollback."""
+        return self.published_dir / "previous"

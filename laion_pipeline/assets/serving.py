@@ -78,6 +78,47 @@ def link_or_copy(source: Path, target: Path) -> None:
         shutil.copyfile(source, target)
 
 
+def _link_files(files: list[Path], folder: Path) -> Path:
+    """A new folder beside ``folder`` with hard links to ``files``, then put in its place.
+    Links cost no copy: the published database is never written in place."""
+    staged = folder.with_name(folder.name + ".new")
+    shutil.rmtree(staged, ignore_errors=True)
+    staged.mkdir(parents=True)
+    for file in files:
+        if file.exists():
+            link_or_copy(file, staged / file.name)
+    shutil.rmtree(folder, ignore_errors=True)
+    staged.rename(folder)
+    return folder
+
+
+def keep_previous(layout: DataLayout) -> None:
+    """Keep the published version in ``published/previous/`` before it is replaced."""
+    _link_files(list(layout.published_files), layout.previous_dir)
+
+
+def rollback(layout: DataLayout) -> dict[str, Any]:
+    """Serve the previous version again, and keep the current one as the previous: running it
+    twice restores what was there. Each file is replaced atomically, the database first.
+    Returns the manifest now published."""
+    previous = [layout.previous_dir / f.name for f in layout.published_files]
+    if not previous[0].exists():
+        raise StaleInputError(
+            f"there is no previous version in {layout.previous_dir}: it is kept from the second "
+            "publish on"
+        )
+    swap = _link_files(list(layout.published_files), layout.published_dir / ".rollback")
+    for source, target in zip(previous, layout.published_files, strict=True):
+        if source.exists():
+            incoming = target.with_name(f".{target.name}.rollback")
+            incoming.unlink(missing_ok=True)
+            link_or_copy(source, incoming)
+            os.replace(incoming, target)
+    shutil.rmtree(layout.previous_dir)
+    swap.rename(layout.previous_dir)
+    return read_json(layout.manifest_json, "publish a database first")
+
+
 def publish(layout: DataLayout, log: Any = None) -> dict[str, Any]:
     """Check the build database, put it beside the published one (a hard link when it is
     compact, else a compacted copy), check that file, then replace the published database
@@ -142,6 +183,8 @@ def publish(layout: DataLayout, log: Any = None) -> dict[str, Any]:
             "built_at": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
             "code_version": __version__,
         }
+        if layout.published_db.exists() and not os.path.samefile(candidate, layout.published_db):
+            keep_previous(layout)
         os.replace(candidate, layout.published_db)
     finally:
         candidate.unlink(missing_ok=True)
