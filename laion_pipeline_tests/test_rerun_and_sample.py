@@ -41,6 +41,7 @@ def test_a_second_run_is_idempotent(tmp_path):
         "laion-aesthetic-6pls.db",
         "manifest.json",
         "metadata.json",
+        "previous",  # the first run's version, for rollback
     ]
 
 
