@@ -9,6 +9,21 @@ from laion_pipeline.layout import DATABASE_NAME, ENTITY_KINDS
 from laion_pipeline.resources import DEFAULT_HF_REPO
 from laion_pipeline.schema import IMAGE_COLUMNS
 
+SEARCH_PAGE_ROWS = 50
+# The fast search: from the FTS index in rowid order (FTS5 walks its doclist in that order and
+# stops at the LIMIT), joined to images by rowid; the next page starts after the last rowid
+# shown (keyset paging), so every page costs the same however common the words are.
+SEARCH_SQL = f"""select
+  images.rowid, images.url, images.text, domain.domain, images.width, images.height,
+  images.aesthetic, images.punsafe, images.pwatermark
+from images_fts
+  join images on images.rowid = images_fts.rowid
+  join domain on domain.id = images.domain_id
+where images_fts match laion_match(:q)
+  and images_fts.rowid > cast(coalesce(nullif(:after, ''), '0') as integer)
+order by images_fts.rowid
+limit {SEARCH_PAGE_ROWS}"""
+
 # The settings of the 2022 deployment, passed by `make serve`.
 SERVE_SETTINGS = {"sql_time_limit_ms": 10_000, "suggest_facets": 0, "allow_download": 0}
 
@@ -43,7 +58,9 @@ def datasette_metadata(source: dict[str, str]) -> dict[str, Any]:
         "description_html": (
             "<p>URLs and captions of the images with an aesthetic score of 6 or more in "
             "LAION-5B: a subset of the data Stable Diffusion was trained on.</p>"
-            f'<p><a href="/{DATABASE_NAME}/images">Search the captions</a>, see '
+            f'<p><a href="/{DATABASE_NAME}/search">Search the captions</a> (fast: words, or '
+            f'"a phrase" in double quotes), browse <a href="/{DATABASE_NAME}/images">the '
+            "images</a>, see "
             f'<a href="/{DATABASE_NAME}/domain">where the images come from</a>, or count the '
             f'<a href="/{DATABASE_NAME}/artists">artists</a>, '
             f'<a href="/{DATABASE_NAME}/celebrities">celebrities</a> and '
@@ -55,10 +72,20 @@ def datasette_metadata(source: dict[str, str]) -> dict[str, Any]:
         "license_url": "https://creativecommons.org/licenses/by/4.0/",
         "databases": {
             DATABASE_NAME: {
+                "queries": {
+                    "search": {
+                        "title": "Search the captions",
+                        "description": 'Words (each must occur) or "a phrase" in double '
+                        f"quotes; {SEARCH_PAGE_ROWS} images a page in file order. For the next "
+                        "page, put the last rowid shown in after.",
+                        "sql": SEARCH_SQL,
+                    }
+                },
                 "tables": {
                     "images": {
-                        "description": "One row per image: its URL, caption and scores.",
-                        "facets": ["domain_id"],
+                        "description": "One row per image: its URL, caption and scores. "
+                        "hash and __index_level_0__ are hidden (add ?_col=hash to see them).",
+                        "sort": "rowid",
                         "columns": {name: text for name, (_, text) in IMAGE_COLUMNS.items()},
                     },
                     "domain": {
@@ -68,7 +95,7 @@ def datasette_metadata(source: dict[str, str]) -> dict[str, Any]:
                         "columns": {"image_counts": "Number of images from this host"},
                     },
                     **entity_tables,
-                }
+                },
             }
         },
     }

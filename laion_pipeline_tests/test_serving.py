@@ -1,0 +1,161 @@
+"""What a person sees in Datasette: the fast search, thumbnails, readable floats, domains that
+link to their images, names that link to their search, noise columns hidden. A real Datasette
+(`python -m laion_pipeline serve`) on the published sample, read through its JSON API and
+pages."""
+
+import collections
+import json
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.parse
+import urllib.request
+
+import pytest
+
+from laion_pipeline.datasette import SEARCH_PAGE_ROWS
+from laion_pipeline.datasette_plugin import laion_match, readable_float, render_cell
+from laion_pipeline_tests.conftest import phrase_count, tokens
+from laion_pipeline_tests.dagster_dev import REPO_ROOT, free_port
+
+DB = "laion-aesthetic-6pls"
+
+
+class Site:
+    def __init__(self, base: str) -> None:
+        self.base = base
+
+    def get(self, path: str, **params) -> str:
+        url = f"{self.base}{path}" + (f"?{urllib.parse.urlencode(params)}" if params else "")
+        with urllib.request.urlopen(url, timeout=30) as response:
+            return response.read().decode()
+
+    def json(self, path: str, **params):
+        return json.loads(self.get(path, **params))
+
+    def search(self, q: str) -> list[dict]:
+        """Every row of the fast search for ``q``, page after page (keyset paging)."""
+        rows, after = [], ""
+        while True:
+            page = self.json(f"/{DB}/search.json", q=q, after=after, _shape="array")
+            rows += page
+            if len(page) < SEARCH_PAGE_ROWS:
+                return rows
+            after = str(page[-1]["rowid"])
+
+
+@pytest.fixture(scope="module")
+def site(sample_build):
+    port = free_port()
+    server = subprocess.Popen(
+        [sys.executable, "-m", "laion_pipeline", "serve", "--port", str(port)],
+        cwd=REPO_ROOT,
+        env={**os.environ, "LAION_DATA_DIR": str(sample_build.root), "NO_PROXY": "127.0.0.1"},
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
+    site = Site(f"http://127.0.0.1:{port}")
+    deadline = time.monotonic() + 30
+    while True:
+        try:
+            site.get("/-/versions.json")
+            break
+        except (ConnectionError, urllib.error.URLError):
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.2)
+    yield site
+    os.killpg(server.pid, signal.SIGTERM)
+    server.wait(timeout=10)
+
+
+@pytest.fixture(scope="module")
+def captions(sample_build) -> dict[int, str | None]:
+    conn = sqlite3.connect(f"{sample_build.published_db.as_uri()}?mode=ro", uri=True)
+    rows = dict(conn.execute("SELECT rowid, text FROM images"))
+    conn.close()
+    return rows
+
+
+def test_a_name_as_a_phrase_finds_what_its_count_says(site, published, captions):
+    name, count = published.execute(
+        "SELECT name, image_counts FROM artists ORDER BY image_counts DESC LIMIT 1"
+    ).fetchone()
+    found = site.search(f'"{name}"')
+    assert len(found) == count == phrase_count(list(captions.values()), name) > 0
+    assert [r["rowid"] for r in found] == sorted(r["rowid"] for r in found)
+
+
+def test_a_common_word_pages_in_rowid_order_with_every_match(site, captions):
+    counts = collections.Counter(w for text in captions.values() for w in set(tokens(text)))
+    word, expected = counts.most_common(1)[0]
+    assert expected > 2 * SEARCH_PAGE_ROWS  # several pages
+    first = site.json(f"/{DB}/search.json", q=word, _shape="array")
+    assert len(first) == SEARCH_PAGE_ROWS
+    found = site.search(word)
+    assert [r["rowid"] for r in found] == sorted(
+        rowid for rowid, text in captions.items() if word in tokens(text)
+    )
+    assert set(found[0]) >= {"rowid", "url", "text", "domain", "aesthetic"}
+
+
+@pytest.mark.parametrize("q", ["AC/DC", "NOT", "NEAR", '"unbalanced', "a * b", "", "東京", "-"])
+def test_any_text_typed_into_the_search_is_a_valid_query(site, q):
+    assert isinstance(site.json(f"/{DB}/search.json", q=q, _shape="array"), list)
+
+
+def test_the_search_query_language():
+    assert laion_match("Thomas Kinkade") == '"Thomas" "Kinkade"'
+    assert laion_match('"Name "X" Y"') == '"Name ""X"" Y"'
+    assert laion_match("AC/DC") == '"AC" "DC"'
+    assert laion_match("") == '""'
+
+
+def test_the_index_page_links_to_the_fast_search(site):
+    assert f'href="/{DB}/search"' in site.get("/")
+
+
+def test_images_show_thumbnails_and_hide_the_noise_columns(site):
+    page = site.json(f"/{DB}/images.json", _shape="objects", _size=5)
+    assert "hash" not in page["rows"][0] and "__index_level_0__" not in page["rows"][0]
+    shown = site.json(f"/{DB}/images.json", _shape="objects", _size=5, _col="hash")
+    assert "hash" in shown["rows"][0]
+    html = site.get(f"/{DB}/images")
+    assert '<img src="http' in html and 'loading="lazy"' in html
+    assert "e-0" not in html  # no float written with an exponent
+
+
+def test_domains_are_labelled_and_link_to_their_images(site, published):
+    row = site.json(f"/{DB}/images.json", _shape="objects", _size=1, _labels="on")["rows"][0]
+    domain_id = row["domain_id"]["value"]
+    (domain,) = published.execute("SELECT domain FROM domain WHERE id = ?", (domain_id,)).fetchone()
+    assert row["domain_id"]["label"] == domain
+    html = site.get(f"/{DB}/domain")
+    (top_id, top) = published.execute(
+        "SELECT id, domain FROM domain ORDER BY image_counts DESC LIMIT 1"
+    ).fetchone()
+    assert f'<a href="/{DB}/images?domain_id={top_id}">{top}</a>' in html
+    assert html.index(top) < html.index("</table>")  # sorted by image_counts, biggest first
+
+
+def test_each_name_links_to_the_search_that_counts_it(site, published):
+    html = site.get(f"/{DB}/celebrities")
+    for name, count in published.execute("SELECT name, image_counts FROM celebrities LIMIT 5"):
+        link = f"/{DB}/search?" + urllib.parse.urlencode({"q": f'"{name}"'})
+        assert f'href="{link.replace("&", "&amp;")}"' in html
+        assert len(site.search(f'"{name}"')) == count
+
+
+def test_cells_render_safely():
+    js = render_cell({}, "javascript:alert(1)", "url", "images", DB)
+    assert js is None  # plain text, not a link
+    quoted = render_cell({}, 'https://x.example/"><script>', "url", "images", DB)
+    assert "<script>" not in str(quoted)
+    assert readable_float(1.3e-07) == "0.00000013"
+    assert readable_float(6.5) == "6.5"
+    assert readable_float(0.0) == "0"
