@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 export DAGSTER_HOME ?= $(CURDIR)/.dagster_home
 
-.PHONY: install run test lint dev serve rollback bench bench-tools clean
+.PHONY: install run test lint dev serve rollback bench bench-search bench-tools clean
 
 install: $(STAMP)
 
@@ -60,6 +60,11 @@ ROWS ?= 1000000
 BENCH_FLAGS ?= --seed-recipe
 bench: $(STAMP) bench-tools
 	$(BIN)/python -m laion_pipeline.bench --rows $(ROWS) $(BENCH_FLAGS) --report docs/benchmarks.md
+
+## Time searches through Datasette on the database the last `make bench` built (ROWS rows).
+bench-search: $(STAMP)
+	$(BIN)/python -m laion_pipeline.bench_search --data data/bench/data-$(ROWS) \
+		--report docs/benchmarks.md
 
 clean:
 	rm -rf data .dagster_home

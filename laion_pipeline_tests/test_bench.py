@@ -64,3 +64,19 @@ def test_bench_runs_the_2022_recipe_and_prints_the_ratio(tmp_path):
     report = (tmp_path / "bench.md").read_text()
     assert "The 2022 recipe" in report and "| enable-fts |" in report
     assert "x faster end to end" in report
+
+
+def test_search_bench_times_both_searches_through_datasette(tmp_path, sample_build):
+    report = tmp_path / "bench.md"
+    report.write_text("# Benchmarks\n\nkept\n")
+    command = [sys.executable, "-m", "laion_pipeline.bench_search", "--data"]
+    command += [str(sample_build.root), "--repeats", "2", "--report", str(report)]
+    for _ in range(2):  # the second run replaces the table instead of adding one
+        done = subprocess.run(command, cwd=PROJECT, capture_output=True, text=True, timeout=120)
+        assert done.returncode == 0, done.stderr[-3000:]
+    text = report.read_text()
+    assert text.startswith("# Benchmarks\n\nkept\n")
+    assert text.count("### Search, 7,000 rows") == 1
+    for line in ("| a rare word | `zorakalo` | 3 | fast search |", "| 3,957 | fast search |"):
+        assert line in text
+    assert text.count("Datasette table search") == 3

@@ -1,0 +1,170 @@
+"""Search benchmark: first-page latency of searches through Datasette, as `make serve` runs it.
+
+    python -m laion_pipeline.bench_search --data data/bench/data-12000000 \
+        --report docs/benchmarks.md
+
+Serves the published database of ``--data`` with ``python -m laion_pipeline serve`` on a free
+port on 127.0.0.1, then times the first page of a rare word, a word in over half the captions
+and a phrase, through the fast search (the ``search`` query) and through Datasette's own table
+search (``images?_search=``), ``--repeats`` times each after one warm-up; prints p50 and p95.
+"""
+
+import argparse
+import json
+import os
+import signal
+import socket
+import sqlite3
+import statistics
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.parse
+import urllib.request
+from pathlib import Path
+
+from laion_pipeline.datasette_plugin import laion_match
+from laion_pipeline.layout import DATABASE_NAME, DataLayout
+
+# What is searched: the generator's captions use "the" in over half of them, rare made-up
+# words, and the names of the sample lists.
+QUERIES = {"a rare word": "zorakalo", "a word in over half the captions": "the"}
+PHRASE = ("a phrase", '"Alphonse Mucha"')
+MARKER = "<!-- search benchmark -->"
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _timed_get(url: str) -> float:
+    started = time.perf_counter()
+    with urllib.request.urlopen(url, timeout=60) as response:
+        response.read()
+    return (time.perf_counter() - started) * 1000
+
+
+def matches(db: Path, q: str) -> int:
+    conn = sqlite3.connect(f"{db.resolve().as_uri()}?mode=ro", uri=True)
+    try:
+        return conn.execute(
+            "SELECT count(*) FROM images_fts WHERE images_fts MATCH ?", (laion_match(q),)
+        ).fetchone()[0]
+    finally:
+        conn.close()
+
+
+def measure(data: Path, repeats: int) -> tuple[int, list[dict]]:
+    layout = DataLayout(data.resolve())
+    rows = json.loads(layout.manifest_json.read_text())["row_counts"]["images"]
+    port = _free_port()
+    server = subprocess.Popen(
+        [sys.executable, "-m", "laion_pipeline", "serve", "--port", str(port)],
+        env={**os.environ, "LAION_DATA_DIR": str(layout.root), "NO_PROXY": "127.0.0.1"},
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
+    base = f"http://127.0.0.1:{port}/{DATABASE_NAME}"
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                _timed_get(f"http://127.0.0.1:{port}/-/versions.json")
+                break
+            except (ConnectionError, urllib.error.URLError):
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.2)
+        results = []
+        for label, q in [*QUERIES.items(), PHRASE]:
+            ways = {
+                "fast search": f"{base}/search.json?" + urllib.parse.urlencode({"q": q}),
+                "Datasette table search": f"{base}/images.json?"
+                + urllib.parse.urlencode({"_search": q, "_searchmode": "raw"}),
+            }
+            for way, url in ways.items():
+                try:
+                    _timed_get(url)  # warm-up
+                    times = sorted(_timed_get(url) for _ in range(repeats))
+                    p50 = statistics.median(times)
+                    p95 = times[min(len(times) - 1, round(0.95 * (len(times) - 1)))]
+                    note = ""
+                except urllib.error.HTTPError as error:  # e.g. past the 10 s time limit
+                    p50 = p95 = float("nan")
+                    note = f"HTTP {error.code}"
+                results.append(
+                    {
+                        "search": label,
+                        "q": q,
+                        "way": way,
+                        "p50_ms": p50,
+                        "p95_ms": p95,
+                        "note": note,
+                    }
+                )
+        for result in results:
+            result["matches"] = matches(layout.published_db, result["q"])
+        return rows, results
+    finally:
+        os.killpg(server.pid, signal.SIGTERM)
+        server.wait(timeout=10)
+
+
+def format_report(rows: int, results: list[dict], repeats: int) -> str:
+    lines = [
+        MARKER,
+        f"### Search, {rows:,} rows (first page through `make serve`)",
+        "",
+        f"Each search {repeats} times after a warm-up, one request at a time, on this machine; "
+        "`python -m laion_pipeline.bench_search`.",
+        "",
+        "| search | q | captions matching | way | p50 ms | p95 ms |",
+        "|---|---|---:|---|---:|---:|",
+    ]
+    for r in results:
+        p50 = r["note"] or f"{r['p50_ms']:,.1f}"
+        p95 = r["note"] or f"{r['p95_ms']:,.1f}"
+        lines.append(
+            f"| {r['search']} | `{r['q']}` | {r['matches']:,} | {r['way']} | {p50} | {p95} |"
+        )
+    lines += ["", MARKER]
+    return "\n".join(lines)
+
+
+def update_report(path: Path, section: str) -> None:
+    text = path.read_text() if path.exists() else "# Benchmarks\n"
+    if MARKER in text:
+        before, _, rest = text.partition(MARKER)
+        _, _, after = rest.partition(MARKER)
+        text = before + section + after
+    else:
+        text = text.rstrip() + "\n\n" + section + "\n"
+    path.write_text(text)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m laion_pipeline.bench_search",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument(
+        "--data", type=Path, required=True, help="a LAION_DATA_DIR with a published database"
+    )
+    parser.add_argument("--repeats", type=int, default=30, help="timed requests per search")
+    parser.add_argument("--report", type=Path, help="markdown file to write the table into")
+    args = parser.parse_args(argv)
+    rows, results = measure(args.data, args.repeats)
+    report = format_report(rows, results, args.repeats)
+    print(report)
+    if args.report:
+        update_report(args.report, report)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
