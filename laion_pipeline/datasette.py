@@ -79,6 +79,7 @@ def datasette_metadata(source: dict[str, str]) -> dict[str, Any]:
                         f"quotes; {SEARCH_PAGE_ROWS} images a page in file order. For the next "
                         "page, put the last rowid shown in after.",
                         "sql": SEARCH_SQL,
+                        "hide_sql": True,
                     }
                 },
                 "tables": {

@@ -4,14 +4,7 @@ link to their images, names that link to their search, noise columns hidden. A r
 pages."""
 
 import collections
-import json
-import os
-import signal
 import sqlite3
-import subprocess
-import sys
-import time
-import urllib.error
 import urllib.parse
 import urllib.request
 
@@ -20,58 +13,13 @@ import pytest
 from laion_pipeline.datasette import SEARCH_PAGE_ROWS
 from laion_pipeline.datasette_plugin import laion_match, readable_float, render_cell
 from laion_pipeline_tests.conftest import phrase_count, tokens
-from laion_pipeline_tests.dagster_dev import REPO_ROOT, free_port
-
-DB = "laion-aesthetic-6pls"
-
-
-class Site:
-    def __init__(self, base: str) -> None:
-        self.base = base
-
-    def get(self, path: str, **params) -> str:
-        url = f"{self.base}{path}" + (f"?{urllib.parse.urlencode(params)}" if params else "")
-        with urllib.request.urlopen(url, timeout=30) as response:
-            return response.read().decode()
-
-    def json(self, path: str, **params):
-        return json.loads(self.get(path, **params))
-
-    def search(self, q: str) -> list[dict]:
-        """Every row of the fast search for ``q``, page after page (keyset paging)."""
-        rows, after = [], ""
-        while True:
-            page = self.json(f"/{DB}/search.json", q=q, after=after, _shape="array")
-            rows += page
-            if len(page) < SEARCH_PAGE_ROWS:
-                return rows
-            after = str(page[-1]["rowid"])
+from laion_pipeline_tests.datasette_site import DB, served
 
 
 @pytest.fixture(scope="module")
 def site(sample_build):
-    port = free_port()
-    server = subprocess.Popen(
-        [sys.executable, "-m", "laion_pipeline", "serve", "--port", str(port)],
-        cwd=REPO_ROOT,
-        env={**os.environ, "LAION_DATA_DIR": str(sample_build.root), "NO_PROXY": "127.0.0.1"},
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-        start_new_session=True,
-    )
-    site = Site(f"http://127.0.0.1:{port}")
-    deadline = time.monotonic() + 30
-    while True:
-        try:
-            site.get("/-/versions.json")
-            break
-        except (ConnectionError, urllib.error.URLError):
-            if time.monotonic() > deadline:
-                raise
-            time.sleep(0.2)
-    yield site
-    os.killpg(server.pid, signal.SIGTERM)
-    server.wait(timeout=10)
+    with served(sample_build.root) as site:
+        yield site
 
 
 @pytest.fixture(scope="module")

@@ -1,0 +1,73 @@
+"""`python -m laion_pipeline serve` (what `make serve` runs) on 127.0.0.1 for the tests."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.parse
+import urllib.request
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+from laion_pipeline.datasette import SEARCH_PAGE_ROWS
+from laion_pipeline_tests.dagster_dev import REPO_ROOT, free_port
+
+DB = "laion-aesthetic-6pls"
+
+
+class Site:
+    """A served published database and a small client for its pages and JSON."""
+
+    def __init__(self, base: str) -> None:
+        self.base = base
+
+    def get(self, path: str, **params: str) -> str:
+        url = f"{self.base}{path}" + (f"?{urllib.parse.urlencode(params)}" if params else "")
+        with urllib.request.urlopen(url, timeout=30) as response:
+            return response.read().decode()
+
+    def json(self, path: str, **params: str):
+        return json.loads(self.get(path, **params))
+
+    def search(self, q: str) -> list[dict]:
+        """Every row of the fast search for ``q``, page after page (keyset paging)."""
+        rows, after = [], ""
+        while True:
+            page = self.json(f"/{DB}/search.json", q=q, after=after, _shape="array")
+            rows += page
+            if len(page) < SEARCH_PAGE_ROWS:
+                return rows
+            after = str(page[-1]["rowid"])
+
+
+@contextmanager
+def served(data_dir: Path) -> Iterator[Site]:
+    """Datasette on the published database of ``data_dir``, stopped with its process group."""
+    port = free_port()
+    server = subprocess.Popen(
+        [sys.executable, "-m", "laion_pipeline", "serve", "--port", str(port)],
+        cwd=REPO_ROOT,
+        env={**os.environ, "LAION_DATA_DIR": str(data_dir), "NO_PROXY": "127.0.0.1"},
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
+    try:
+        site = Site(f"http://127.0.0.1:{port}")
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                site.get("/-/versions.json")
+                break
+            except (ConnectionError, urllib.error.URLError):
+                if time.monotonic() > deadline or server.poll() is not None:
+                    raise
+                time.sleep(0.2)
+        yield site
+    finally:
+        os.killpg(server.pid, signal.SIGTERM)
+        server.wait(timeout=10)
