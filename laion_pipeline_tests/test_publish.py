@@ -2,11 +2,18 @@
 
 import json
 import os
+import signal
+import sqlite3
 import subprocess
 import sys
+import time
 
+from laion_pipeline.assets.serving import staged
+from laion_pipeline.files import sha256_file
 from laion_pipeline.layout import DataLayout
+from laion_pipeline.synthetic import generate, sample_entity_names
 from laion_pipeline_tests.conftest import build
+from laion_pipeline_tests.datasette_site import DB, served
 
 
 def manifest(path) -> dict:
@@ -69,3 +76,52 @@ def test_publishing_the_same_build_again_keeps_the_real_previous_version(tmp_pat
     kept = manifest(layout.previous_dir / "manifest.json")
     assert build(data, {"LAION_ARTISTS_CSV_URL": str(artists)}, selection=["published_database"])
     assert manifest(layout.previous_dir / "manifest.json") == kept
+
+
+def test_a_publish_killed_halfway_leaves_the_old_database_served_intact(tmp_path):
+    parquet, data = tmp_path / "parquet", tmp_path / "data"
+    generate(parquet, 150_000, names=sample_entity_names(), workers=1)
+    env = {"LAION_SOURCE": "local", "LAION_LOCAL_DIR": str(parquet)}
+    assert build(data, env).success
+    layout = DataLayout(data.resolve())
+    before = manifest(layout.manifest_json)
+    # New name lists in the build database, not yet published.
+    artists = tmp_path / "artists.csv"
+    artists.write_text("name\nAlphonse Mucha\n")
+    env["LAION_ARTISTS_CSV_URL"] = str(artists)
+    assert build(data, env, selection=["entity_csvs", "artists"]).success
+
+    with served(data) as site:
+        publishing = subprocess.Popen(
+            [sys.executable, "-c", PUBLISH, str(layout.root)], stderr=subprocess.DEVNULL
+        )
+        candidate = staged(layout.published_db)
+        deadline = time.monotonic() + 60
+        while not candidate.exists() and publishing.poll() is None:
+            assert time.monotonic() < deadline
+            time.sleep(0.001)
+        publishing.send_signal(signal.SIGKILL)
+        assert publishing.wait() == -signal.SIGKILL  # killed while writing the candidate
+
+        assert sha256_file(layout.published_db) == before["sha256"]
+        assert manifest(layout.manifest_json) == before
+        conn = sqlite3.connect(f"{layout.published_db.as_uri()}?mode=ro", uri=True)
+        assert conn.execute("PRAGMA integrity_check").fetchone() == ("ok",)
+        conn.close()
+        served_count = site.json(f"/{DB}/artists.json", _shape="objects")[
+            "filtered_table_rows_count"
+        ]
+        assert served_count == before["row_counts"]["artists"]
+
+    assert build(data, env, selection=["published_database"]).success
+    assert manifest(layout.manifest_json)["row_counts"]["artists"] == 1
+    assert not [p.name for p in layout.published_dir.iterdir() if p.name.startswith(".")]
+
+
+PUBLISH = """
+import sys
+from pathlib import Path
+from laion_pipeline.assets.serving import publish
+from laion_pipeline.layout import DataLayout
+publish(DataLayout(Path(sys.argv[1])))
+"""

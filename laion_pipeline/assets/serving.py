@@ -78,6 +78,11 @@ def link_or_copy(source: Path, target: Path) -> None:
         shutil.copyfile(source, target)
 
 
+def staged(target: Path) -> Path:
+    """Where the next version of a published file is written before it replaces ``target``."""
+    return target.with_name(f".{target.name}.candidate")
+
+
 def _link_files(files: list[Path], folder: Path) -> Path:
     """A new folder beside ``folder`` with hard links to ``files``, then put in its place.
     Links cost no copy: the published database is never written in place."""
@@ -142,7 +147,7 @@ def publish(layout: DataLayout, log: Any = None) -> dict[str, Any]:
     finally:
         conn.close()
     layout.published_dir.mkdir(parents=True, exist_ok=True)
-    candidate = layout.published_dir / f".{layout.published_db.name}.candidate"
+    candidate = staged(layout.published_db)
     candidate.unlink(missing_ok=True)
     try:
         if free > pages * COMPACT_FREE_SHARE:
@@ -183,14 +188,23 @@ def publish(layout: DataLayout, log: Any = None) -> dict[str, Any]:
             "built_at": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
             "code_version": __version__,
         }
+        files = {
+            layout.inspect_json: inspect_data(candidate, sha256, counts),
+            layout.metadata_json: datasette_metadata(parquet["source"]),
+            layout.manifest_json: manifest,
+        }
+        for target, value in files.items():
+            write_json_atomic(staged(target), value)
         if layout.published_db.exists() and not os.path.samefile(candidate, layout.published_db):
             keep_previous(layout)
+        # Everything is written beside its target: the database, then its files, each replaced
+        # by a rename, one after the other.
         os.replace(candidate, layout.published_db)
+        for target in files:
+            os.replace(staged(target), target)
     finally:
-        candidate.unlink(missing_ok=True)
-    write_json_atomic(layout.inspect_json, inspect_data(layout.published_db, sha256, counts))
-    write_json_atomic(layout.metadata_json, datasette_metadata(parquet["source"]))
-    write_json_atomic(layout.manifest_json, manifest)
+        for path in (candidate, *map(staged, layout.published_files[1:])):
+            path.unlink(missing_ok=True)
     if log:
         log.info(f"published {layout.published_db}")
     return manifest
