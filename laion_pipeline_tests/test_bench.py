@@ -52,6 +52,8 @@ def test_bench_reports_every_stage_of_our_build(tmp_path):
     ):
         assert f"| {stage} |" in report, stage
     assert "published db" in report
+    assert "Published (the new database served) after " in report
+    assert "| published_database_published_database_matches_manifest |" in report
 
 
 @pytest.mark.skipif(
