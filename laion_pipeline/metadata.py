@@ -22,6 +22,11 @@ def markdown_table(columns: Sequence[str], rows: Sequence[Sequence[Any]]) -> str
     return "\n".join(lines)
 
 
+def markdown_list(items: Sequence[str]) -> str:
+    """A markdown bullet list ("" for no items)."""
+    return "\n".join(f"- {item}" for item in items)
+
+
 def file_metadata(path: Path) -> dict[str, Any]:
     """``dagster/uri`` (a file:// URI the UI shows and links) and the size of a file or of the
     files in a folder."""

@@ -17,6 +17,7 @@ from laion_pipeline.assets.sources import entity_lists_version, entity_sheets, h
 from laion_pipeline.errors import InvalidInputError
 from laion_pipeline.files import read_json, sha256_file, write_atomic, write_json_atomic
 from laion_pipeline.layout import ENTITY_KINDS, DataLayout
+from laion_pipeline.lock import data_dir_lock
 from laion_pipeline.metadata import StepTimer, file_metadata, markdown_table
 from laion_pipeline.resources import EntityLists, LaionData, ParquetSource
 from laion_pipeline.schema import (
@@ -100,34 +101,35 @@ def laion_parquet_files(
     contents."""
     timer = StepTimer()
     layout = laion_data.layout
-    with retry_transient_errors(context, parquet_source):
-        fetched = parquet_source.fetch(layout, context.log)
-        revision = fetched.revision
-        previous = None
-        if layout.parquet_manifest.exists():
-            previous = read_parquet_manifest(layout).get("files")
-        described = verify_parquet_files(fetched.files, previous, fetched.known_sha256)
-    manifest = {"source": dataclasses.asdict(revision), "files": described}
-    write_json_atomic(layout.parquet_manifest, manifest)
-    folder = Path(os.path.commonpath([f["path"] for f in described]))
-    return MaterializeResult(
-        data_version=DataVersion(files_version(described)),
-        metadata={
-            **file_metadata(folder if folder.is_dir() else folder.parent),
-            **timer.metadata(),
-            "source": revision.kind,
-            "location": revision.location,
-            "revision": revision.revision,
-            "file_count": len(described),
-            "dagster/row_count": sum(f["rows"] for f in described),
-            "files": MetadataValue.md(
-                markdown_table(
-                    ["file", "rows", "bytes", "sha256"],
-                    [(f["name"], f["rows"], f["size"], f["sha256"]) for f in described],
-                )
-            ),
-        },
-    )
+    with data_dir_lock(layout, context.log):
+        with retry_transient_errors(context, parquet_source):
+            fetched = parquet_source.fetch(layout, context.log)
+            revision = fetched.revision
+            previous = None
+            if layout.parquet_manifest.exists():
+                previous = read_parquet_manifest(layout).get("files")
+            described = verify_parquet_files(fetched.files, previous, fetched.known_sha256)
+        manifest = {"source": dataclasses.asdict(revision), "files": described}
+        write_json_atomic(layout.parquet_manifest, manifest)
+        folder = Path(os.path.commonpath([f["path"] for f in described]))
+        return MaterializeResult(
+            data_version=DataVersion(files_version(described)),
+            metadata={
+                **file_metadata(folder if folder.is_dir() else folder.parent),
+                **timer.metadata(),
+                "source": revision.kind,
+                "location": revision.location,
+                "revision": revision.revision,
+                "file_count": len(described),
+                "dagster/row_count": sum(f["rows"] for f in described),
+                "files": MetadataValue.md(
+                    markdown_table(
+                        ["file", "rows", "bytes", "sha256"],
+                        [(f["name"], f["rows"], f["size"], f["sha256"]) for f in described],
+                    )
+                ),
+            },
+        )
 
 
 def _unique_columns(columns: list[str]) -> list[str]:
@@ -197,25 +199,26 @@ def entity_csvs(
     version is a hash of the three files, so an unchanged list re-counts nothing."""
     timer = StepTimer()
     layout = laion_data.layout
-    metadata: dict[str, Any] = {}
-    fetched = {}
-    with retry_transient_errors(context, entity_lists):
-        for kind in ENTITY_KINDS:
-            data = entity_lists.read(kind)
-            columns, rows = parse_entity_csv(data, entity_lists.url(kind))
-            context.log.info(f"{kind}: {len(rows)} names, columns {columns}")
-            fetched[kind] = data
-            metadata[f"{kind}_rows"] = len(rows)
-            metadata[f"{kind}_sha256"] = hashlib.sha256(data).hexdigest()
-    # Written only once all three passed, so the lists on disk always belong together.
-    for kind, data in fetched.items():
-        write_atomic(layout.entity_csv(kind), data)
-    return MaterializeResult(
-        data_version=DataVersion(entity_lists_version(fetched)),
-        metadata={
-            **file_metadata(layout.entities_dir),
-            **timer.metadata(),
-            "dagster/row_count": sum(metadata[f"{kind}_rows"] for kind in ENTITY_KINDS),
-            **metadata,
-        },
-    )
+    with data_dir_lock(layout, context.log):
+        metadata: dict[str, Any] = {}
+        fetched = {}
+        with retry_transient_errors(context, entity_lists):
+            for kind in ENTITY_KINDS:
+                data = entity_lists.read(kind)
+                columns, rows = parse_entity_csv(data, entity_lists.url(kind))
+                context.log.info(f"{kind}: {len(rows)} names, columns {columns}")
+                fetched[kind] = data
+                metadata[f"{kind}_rows"] = len(rows)
+                metadata[f"{kind}_sha256"] = hashlib.sha256(data).hexdigest()
+        # Written only once all three passed, so the lists on disk always belong together.
+        for kind, data in fetched.items():
+            write_atomic(layout.entity_csv(kind), data)
+        return MaterializeResult(
+            data_version=DataVersion(entity_lists_version(fetched)),
+            metadata={
+                **file_metadata(layout.entities_dir),
+                **timer.metadata(),
+                "dagster/row_count": sum(metadata[f"{kind}_rows"] for kind in ENTITY_KINDS),
+                **metadata,
+            },
+        )

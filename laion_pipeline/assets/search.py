@@ -43,6 +43,7 @@ from laion_pipeline.errors import StaleInputError
 from laion_pipeline.files import check_free_disk
 from laion_pipeline.fts import SideIndex, build_images_fts, fts_phrase, install_side_index
 from laion_pipeline.layout import ENTITY_KINDS, DataLayout
+from laion_pipeline.lock import data_dir_lock
 from laion_pipeline.metadata import StepTimer, column_lineage, file_metadata, markdown_table
 from laion_pipeline.progress import Progress
 from laion_pipeline.resources import LaionData
@@ -73,6 +74,9 @@ FROM staging_images
 GROUP BY domain
 ORDER BY id
 """
+
+
+TOP_DOMAINS_SQL = "SELECT domain, image_counts FROM domain ORDER BY image_counts DESC, id LIMIT 20"
 
 
 def build_domains(duck: duckdb.DuckDBPyConnection, conn: sqlite3.Connection) -> int:
@@ -266,53 +270,52 @@ def _share_check(
     ],
 )
 def domains(
-    laion_data: LaionData, staging_duckdb: DuckDBResource
+    context: AssetExecutionContext, laion_data: LaionData, staging_duckdb: DuckDBResource
 ) -> Iterator[MaterializeResult | AssetCheckResult]:
     """The ``domain`` table: one row per host an image was scraped from (``urlparse(url)
     .netloc``), with ``image_counts``, the number of images from that host. Starts a fresh
     build database."""
     timer = StepTimer()
     layout = laion_data.layout
-    files = _staging_files(layout)
-    database = DATABASE_PER_PARQUET_BYTE * sum(f["size"] for f in files)
-    check_free_disk(
-        layout.build_db.parent,
-        int(BUILD_PEAK_PER_DATABASE_BYTE * database),
-        "building the database",
-    )
-    new = fresh_build_db(layout)
-    with staging_duckdb.get_connection() as duck:
-        conn = sqlite_connect(new)
-        try:
-            count = build_domains(duck, conn)
-            top = conn.execute(
-                "SELECT domain, image_counts FROM domain ORDER BY image_counts DESC, id LIMIT 20"
-            ).fetchall()
-            (images, empty) = conn.execute(
-                "SELECT coalesce(sum(image_counts), 0), "
-                "coalesce(sum(image_counts) FILTER (WHERE domain = ''), 0) FROM domain"
-            ).fetchone()
-        finally:
-            conn.close()
-    install_build_db(new, layout)
-    yield MaterializeResult(
-        metadata={
-            **_table_metadata(layout, "domain"),
-            **timer.metadata(),
-            "dagster/row_count": count,
-            "dagster/column_lineage": DOMAINS_LINEAGE,
-            "images_without_domain": empty,
-            "top_domains": MetadataValue.md(markdown_table(["domain", "images"], top)),
-        }
-    )
-    yield _share_check(
-        "domains",
-        "few_images_without_domain",
-        empty,
-        images,
-        EMPTY_DOMAIN_WARN_SHARE,
-        "have no host in their URL",
-    )
+    with data_dir_lock(layout, context.log):
+        files = _staging_files(layout)
+        database = DATABASE_PER_PARQUET_BYTE * sum(f["size"] for f in files)
+        check_free_disk(
+            layout.build_db.parent,
+            int(BUILD_PEAK_PER_DATABASE_BYTE * database),
+            "building the database",
+        )
+        new = fresh_build_db(layout)
+        with staging_duckdb.get_connection() as duck:
+            conn = sqlite_connect(new)
+            try:
+                count = build_domains(duck, conn)
+                top = conn.execute(TOP_DOMAINS_SQL).fetchall()
+                (images, empty) = conn.execute(
+                    "SELECT coalesce(sum(image_counts), 0), "
+                    "coalesce(sum(image_counts) FILTER (WHERE domain = ''), 0) FROM domain"
+                ).fetchone()
+            finally:
+                conn.close()
+        install_build_db(new, layout)
+        yield MaterializeResult(
+            metadata={
+                **_table_metadata(layout, "domain"),
+                **timer.metadata(),
+                "dagster/row_count": count,
+                "dagster/column_lineage": DOMAINS_LINEAGE,
+                "images_without_domain": empty,
+                "top_domains": MetadataValue.md(markdown_table(["domain", "images"], top)),
+            }
+        )
+        yield _share_check(
+            "domains",
+            "few_images_without_domain",
+            empty,
+            images,
+            EMPTY_DOMAIN_WARN_SHARE,
+            "have no host in their URL",
+        )
 
 
 IMAGES_DESCRIPTION = (
@@ -409,68 +412,69 @@ def images_and_index(
     either asset alone is rebuilt on its own (the index then from the images table)."""
     timer = StepTimer()
     layout = laion_data.layout
-    selected = {key.path[-1] for key in context.selected_asset_keys}
-    checks = {key.name for key in context.selected_asset_check_keys}
-    files = _staging_files(layout) if "images" in selected else None
-    conn = open_build_db(layout, write=True)
-    try:
-        if files is None:
-            require_table(conn, "images", "images")
-            build_images_fts(conn, context.log)
-        else:
-            loaded = _load_images_and_index(
-                context, layout, conn, staging_duckdb, files, "images_fts" in selected
-            )
-            yield MaterializeResult(
-                asset_key=AssetKey("images"),
-                metadata={
-                    **_table_metadata(layout, "images"),
-                    **timer.metadata(),
-                    "dagster/row_count": loaded.rows,
-                    "dagster/column_lineage": IMAGES_LINEAGE,
-                    "null_captions": loaded.null_captions,
-                    "preview": MetadataValue.md(_images_preview(conn)),
-                },
-            )
-            if "domain_ids_valid" in checks:
-                problems = domain_id_problems(conn)
-                yield AssetCheckResult(
+    with data_dir_lock(layout, context.log):
+        selected = {key.path[-1] for key in context.selected_asset_keys}
+        checks = {key.name for key in context.selected_asset_check_keys}
+        files = _staging_files(layout) if "images" in selected else None
+        conn = open_build_db(layout, write=True)
+        try:
+            if files is None:
+                require_table(conn, "images", "images")
+                build_images_fts(conn, context.log)
+            else:
+                loaded = _load_images_and_index(
+                    context, layout, conn, staging_duckdb, files, "images_fts" in selected
+                )
+                yield MaterializeResult(
                     asset_key=AssetKey("images"),
-                    check_name="domain_ids_valid",
-                    passed=not problems,
-                    description="; ".join(problems) or None,
+                    metadata={
+                        **_table_metadata(layout, "images"),
+                        **timer.metadata(),
+                        "dagster/row_count": loaded.rows,
+                        "dagster/column_lineage": IMAGES_LINEAGE,
+                        "null_captions": loaded.null_captions,
+                        "preview": MetadataValue.md(_images_preview(conn)),
+                    },
                 )
-            if "few_null_captions" in checks:
-                yield _share_check(
-                    "images",
-                    "few_null_captions",
-                    loaded.null_captions,
-                    loaded.rows,
-                    NULL_CAPTION_WARN_SHARE,
-                    "have no caption",
-                )
-        if "images_fts" in selected:
-            staged = sum(f["rows"] for f in files or read_parquet_manifest(layout)["files"])
-            problems, counts = row_count_problems(conn, staged)
-            yield MaterializeResult(
-                asset_key=AssetKey("images_fts"),
-                metadata={
-                    **_table_metadata(layout, "images_fts"),
-                    **timer.metadata(),
-                    "dagster/row_count": counts["images_fts"],
-                    "dagster/column_lineage": IMAGES_FTS_LINEAGE,
-                },
-            )
-            if "row_counts_match" in checks:
-                yield AssetCheckResult(
+                if "domain_ids_valid" in checks:
+                    problems = domain_id_problems(conn)
+                    yield AssetCheckResult(
+                        asset_key=AssetKey("images"),
+                        check_name="domain_ids_valid",
+                        passed=not problems,
+                        description="; ".join(problems) or None,
+                    )
+                if "few_null_captions" in checks:
+                    yield _share_check(
+                        "images",
+                        "few_null_captions",
+                        loaded.null_captions,
+                        loaded.rows,
+                        NULL_CAPTION_WARN_SHARE,
+                        "have no caption",
+                    )
+            if "images_fts" in selected:
+                staged = sum(f["rows"] for f in files or read_parquet_manifest(layout)["files"])
+                problems, counts = row_count_problems(conn, staged)
+                yield MaterializeResult(
                     asset_key=AssetKey("images_fts"),
-                    check_name="row_counts_match",
-                    passed=not problems,
-                    description="; ".join(problems) or None,
-                    metadata={name: n for name, n in counts.items()},
+                    metadata={
+                        **_table_metadata(layout, "images_fts"),
+                        **timer.metadata(),
+                        "dagster/row_count": counts["images_fts"],
+                        "dagster/column_lineage": IMAGES_FTS_LINEAGE,
+                    },
                 )
-    finally:
-        conn.close()
+                if "row_counts_match" in checks:
+                    yield AssetCheckResult(
+                        asset_key=AssetKey("images_fts"),
+                        check_name="row_counts_match",
+                        passed=not problems,
+                        description="; ".join(problems) or None,
+                        metadata={name: n for name, n in counts.items()},
+                    )
+        finally:
+            conn.close()
 
 
 def _load_images_and_index(
@@ -551,52 +555,53 @@ def entity_tables(
 ) -> Iterator[MaterializeResult | AssetCheckResult]:
     """The name lists as tables, each name counted in the caption index."""
     layout = laion_data.layout
-    checks = {(key.asset_key, key.name) for key in context.selected_asset_check_keys}
-    conn = open_build_db(layout, write=True)
-    try:
-        require_table(conn, "images_fts", "images_fts")
-        (images,) = conn.execute("SELECT count(*) FROM images").fetchone()
-        for key in sorted(context.selected_asset_keys):
-            timer = StepTimer()
-            kind = key.path[-1]
-            columns, rows = parse_entity_csv(
-                layout.entity_csv(kind).read_bytes(), str(layout.entity_csv(kind))
-            )
-            counted = build_entity_table(conn, kind, columns, rows, context.log)
-            top = sorted(counted, key=lambda pair: (-pair[1], pair[0]))[:20]
-            context.log.info(f"{kind}: counted {len(counted)} names")
-            schema = {c: ("TEXT", "From the name list CSV") for c in columns}
-            schema["image_counts"] = ENTITY_COLUMNS["image_counts"]
-            yield MaterializeResult(
-                asset_key=key,
-                metadata={
-                    **_table_metadata(layout, kind),
-                    **timer.metadata(),
-                    "dagster/column_schema": table_schema(schema),
-                    "dagster/column_lineage": column_lineage(
-                        {
-                            **{c: [("entity_csvs", c)] for c in columns},
-                            "image_counts": [("entity_csvs", "name"), ("images_fts", "text")],
-                        }
-                    ),
-                    "dagster/row_count": len(counted),
-                    "names_found": sum(1 for _, n in counted if n),
-                    "top_names": MetadataValue.md(markdown_table(["name", "images"], top)),
-                },
-            )
-            if (key, "image_counts_in_range") in checks:
-                (outside,) = conn.execute(
-                    f"SELECT count(*) FROM {quote_identifier(kind)} "
-                    "WHERE image_counts IS NULL OR image_counts NOT BETWEEN 0 AND ?",
-                    (images,),
-                ).fetchone()
-                yield AssetCheckResult(
-                    asset_key=key,
-                    check_name="image_counts_in_range",
-                    passed=outside == 0,
-                    description=f"{outside:,} names have image_counts outside 0..{images:,}"
-                    if outside
-                    else None,
+    with data_dir_lock(layout, context.log):
+        checks = {(key.asset_key, key.name) for key in context.selected_asset_check_keys}
+        conn = open_build_db(layout, write=True)
+        try:
+            require_table(conn, "images_fts", "images_fts")
+            (images,) = conn.execute("SELECT count(*) FROM images").fetchone()
+            for key in sorted(context.selected_asset_keys):
+                timer = StepTimer()
+                kind = key.path[-1]
+                columns, rows = parse_entity_csv(
+                    layout.entity_csv(kind).read_bytes(), str(layout.entity_csv(kind))
                 )
-    finally:
-        conn.close()
+                counted = build_entity_table(conn, kind, columns, rows, context.log)
+                top = sorted(counted, key=lambda pair: (-pair[1], pair[0]))[:20]
+                context.log.info(f"{kind}: counted {len(counted)} names")
+                schema = {c: ("TEXT", "From the name list CSV") for c in columns}
+                schema["image_counts"] = ENTITY_COLUMNS["image_counts"]
+                yield MaterializeResult(
+                    asset_key=key,
+                    metadata={
+                        **_table_metadata(layout, kind),
+                        **timer.metadata(),
+                        "dagster/column_schema": table_schema(schema),
+                        "dagster/column_lineage": column_lineage(
+                            {
+                                **{c: [("entity_csvs", c)] for c in columns},
+                                "image_counts": [("entity_csvs", "name"), ("images_fts", "text")],
+                            }
+                        ),
+                        "dagster/row_count": len(counted),
+                        "names_found": sum(1 for _, n in counted if n),
+                        "top_names": MetadataValue.md(markdown_table(["name", "images"], top)),
+                    },
+                )
+                if (key, "image_counts_in_range") in checks:
+                    (outside,) = conn.execute(
+                        f"SELECT count(*) FROM {quote_identifier(kind)} "
+                        "WHERE image_counts IS NULL OR image_counts NOT BETWEEN 0 AND ?",
+                        (images,),
+                    ).fetchone()
+                    yield AssetCheckResult(
+                        asset_key=key,
+                        check_name="image_counts_in_range",
+                        passed=outside == 0,
+                        description=f"{outside:,} names have image_counts outside 0..{images:,}"
+                        if outside
+                        else None,
+                    )
+        finally:
+            conn.close()

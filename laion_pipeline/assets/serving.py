@@ -27,6 +27,7 @@ from laion_pipeline.db import sqlite_connect
 from laion_pipeline.errors import PublishCheckError, StaleInputError
 from laion_pipeline.files import read_json, sha256_file, write_json_atomic
 from laion_pipeline.layout import ENTITY_KINDS, DataLayout
+from laion_pipeline.lock import data_dir_lock
 from laion_pipeline.metadata import StepTimer, file_metadata
 from laion_pipeline.resources import LaionData
 from laion_pipeline.schema import IMAGE_COLUMNS, table_schema
@@ -225,18 +226,19 @@ def published_database(context: AssetExecutionContext, laion_data: LaionData) ->
     beside it."""
     timer = StepTimer()
     layout = laion_data.layout
-    manifest = publish(layout, context.log)
-    return MaterializeResult(
-        metadata={
-            **file_metadata(layout.published_db),
-            **timer.metadata(),
-            "dagster/row_count": manifest["row_counts"]["images"],
-            "sha256": manifest["sha256"],
-            "row_counts": MetadataValue.json(manifest["row_counts"]),
-            "source_revision": manifest["source"]["revision"],
-            "serve": MetadataValue.md(f"`make serve` serves `{layout.published_dir}`"),
-        }
-    )
+    with data_dir_lock(layout, context.log):
+        manifest = publish(layout, context.log)
+        return MaterializeResult(
+            metadata={
+                **file_metadata(layout.published_db),
+                **timer.metadata(),
+                "dagster/row_count": manifest["row_counts"]["images"],
+                "sha256": manifest["sha256"],
+                "row_counts": MetadataValue.json(manifest["row_counts"]),
+                "source_revision": manifest["source"]["revision"],
+                "serve": MetadataValue.md(f"`make serve` serves `{layout.published_dir}`"),
+            }
+        )
 
 
 def manifest_problems(layout: DataLayout, log: Any = None) -> list[str]:

@@ -16,7 +16,14 @@ from dagster_duckdb import DuckDBResource
 
 from laion_pipeline.assets.raw import laion_parquet_files, read_parquet_manifest
 from laion_pipeline.errors import StaleInputError
-from laion_pipeline.metadata import StepTimer, column_lineage, file_metadata, markdown_table
+from laion_pipeline.lock import data_dir_lock
+from laion_pipeline.metadata import (
+    StepTimer,
+    column_lineage,
+    file_metadata,
+    markdown_list,
+    markdown_table,
+)
 from laion_pipeline.resources import LaionData
 from laion_pipeline.schema import IMAGE_COLUMNS, LAION_COLUMNS, table_schema
 
@@ -52,6 +59,8 @@ def _float32(column: str) -> str:
     # The shortest decimal of the float32, as the 2022 CSV route stored it: 0.1, not 0.100000001.
     return f'CAST(CAST(CAST("{column}" AS FLOAT) AS VARCHAR) AS DOUBLE)'
 
+
+PREVIEW = ["id", "domain", "url", "text"]
 
 # The typed columns, in STAGING_COLUMNS order, over read_parquet(..., file_row_number, filename).
 STAGING_SELECT = f"""
@@ -180,29 +189,32 @@ def staging_images(
     verified parquet files: the rows stream from parquet to SQLite without a second copy."""
     timer = StepTimer()
     layout = laion_data.layout
-    files = read_parquet_manifest(layout)["files"]
-    layout.staging_db.parent.mkdir(parents=True, exist_ok=True)
-    with staging_duckdb.get_connection() as conn:
-        rows = create_staging(conn, files)
-        problems = schema_problems(conn, files)
-        preview = (
-            []
-            if problems
-            else conn.execute("SELECT id, domain, url, text FROM staging_images LIMIT 5").fetchall()
+    with data_dir_lock(layout, context.log):
+        files = read_parquet_manifest(layout)["files"]
+        layout.staging_db.parent.mkdir(parents=True, exist_ok=True)
+        with staging_duckdb.get_connection() as conn:
+            rows = create_staging(conn, files)
+            problems = schema_problems(conn, files)
+            preview = (
+                []
+                if problems
+                else conn.execute(
+                    f"SELECT {', '.join(PREVIEW)} FROM staging_images LIMIT 5"
+                ).fetchall()
+            )
+        context.log.info(f"staging_images: {rows:,} rows over {len(files)} parquet files")
+        yield MaterializeResult(
+            metadata={
+                **file_metadata(layout.staging_db),
+                **timer.metadata(),
+                "dagster/row_count": rows,
+                "dagster/column_lineage": STAGING_LINEAGE,
+                "preview": MetadataValue.md(markdown_table(PREVIEW, preview)),
+            }
         )
-    context.log.info(f"staging_images: {rows:,} rows over {len(files)} parquet files")
-    yield MaterializeResult(
-        metadata={
-            **file_metadata(layout.staging_db),
-            **timer.metadata(),
-            "dagster/row_count": rows,
-            "dagster/column_lineage": STAGING_LINEAGE,
-            "preview": MetadataValue.md(markdown_table(["id", "domain", "url", "text"], preview)),
-        }
-    )
-    yield AssetCheckResult(
-        check_name="laion_columns_and_types",
-        passed=not problems,
-        description="; ".join(problems) or None,
-        metadata={"problems": MetadataValue.md("\n".join(f"- {p}" for p in problems) or "none")},
-    )
+        yield AssetCheckResult(
+            check_name="laion_columns_and_types",
+            passed=not problems,
+            description="; ".join(problems) or None,
+            metadata={"problems": MetadataValue.md(markdown_list(problems) or "none")},
+        )

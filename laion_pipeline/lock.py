@@ -1,0 +1,76 @@
+"""One writer at a time per data directory, across processes and runs: a lock file that the
+operating system releases when its holder ends, however it ends (a crash or SIGKILL leaves no
+stale lock)."""
+
+import errno
+import fcntl
+import os
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+from laion_pipeline.errors import ConfigurationError
+from laion_pipeline.layout import DataLayout
+
+WAIT_LOG_SECONDS = 30.0
+
+
+def writable_data_dir(layout: DataLayout) -> None:
+    """Create the data directory if its parent exists; fail clearly if it cannot be."""
+    root = layout.root
+    if not root.exists() and not root.parent.is_dir():
+        raise ConfigurationError(
+            f"LAION_DATA_DIR={root} does not exist, nor does its parent: create it or point "
+            "LAION_DATA_DIR at an existing folder"
+        )
+    if root.exists() and not root.is_dir():
+        raise ConfigurationError(f"LAION_DATA_DIR={root} is a file, not a folder")
+    try:
+        root.mkdir(exist_ok=True)
+    except OSError as error:
+        raise ConfigurationError(
+            f"cannot create LAION_DATA_DIR={root} ({error.strerror}): point LAION_DATA_DIR at a "
+            "folder you can write"
+        ) from error
+
+
+@contextmanager
+def data_dir_lock(layout: DataLayout, log: Any = None) -> Iterator[None]:
+    """Hold the data directory's write lock; wait (saying so) while another run holds it."""
+    writable_data_dir(layout)
+    path = layout.root / ".lock"
+    try:
+        lock = path.open("a+")
+    except OSError as error:  # a read-only folder or file system
+        raise ConfigurationError(
+            f"LAION_DATA_DIR={layout.root} is not writable ({error.strerror}): fix its "
+            "permissions or point LAION_DATA_DIR at a writable folder"
+        ) from error
+    with lock:
+        started = next_log = time.monotonic()
+        while True:
+            try:
+                fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except OSError as error:
+                if error.errno not in (errno.EAGAIN, errno.EACCES):
+                    raise
+            now = time.monotonic()
+            if log and now >= next_log:
+                lock.seek(0)
+                holder = lock.read().strip() or "another process"
+                log.info(
+                    f"waiting for {holder} to finish writing {layout.root} "
+                    f"({now - started:.0f} s so far)"
+                )
+                next_log = now + WAIT_LOG_SECONDS
+            time.sleep(0.2)
+        lock.seek(0)
+        lock.truncate()
+        lock.write(f"process {os.getpid()}")
+        lock.flush()
+        try:
+            yield
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)
