@@ -4,6 +4,7 @@
 each in one transaction, so a failed step leaves the previous tables in place.
 """
 
+import collections
 import sqlite3
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -44,7 +45,13 @@ from laion_pipeline.files import check_free_disk
 from laion_pipeline.fts import SideIndex, build_images_fts, fts_phrase, install_side_index
 from laion_pipeline.layout import ENTITY_KINDS, DataLayout
 from laion_pipeline.lock import data_dir_lock
-from laion_pipeline.metadata import StepTimer, column_lineage, file_metadata, markdown_table
+from laion_pipeline.metadata import (
+    StepTimer,
+    column_lineage,
+    file_metadata,
+    markdown_list,
+    markdown_table,
+)
 from laion_pipeline.progress import Progress
 from laion_pipeline.resources import LaionData
 from laion_pipeline.schema import (
@@ -203,6 +210,24 @@ def build_entity_table(
             [[row[c] for c in columns] + [counts[row["name"]]] for row in rows],
         )
     return [(row["name"], counts[row["name"]]) for row in rows]
+
+
+def list_problems(rows: list[dict[str, str]], log: Any, kind: str) -> dict[str, Any]:
+    """Rows of a name list that count nothing useful: blank names (counted 0) and names listed
+    more than once (each row kept, counted once), for the asset's metadata and the log."""
+    blank = sum(1 for row in rows if not row["name"].strip())
+    repeated = collections.Counter(row["name"] for row in rows if row["name"].strip())
+    duplicates = sorted(name for name, n in repeated.items() if n > 1)
+    if (blank or duplicates) and log:
+        log.warning(
+            f"{kind}: {blank} blank names (counted 0) and {len(duplicates)} names listed more "
+            f"than once: {', '.join(duplicates[:10])}"
+        )
+    return {
+        "blank_names": blank,
+        "duplicate_names": len(duplicates),
+        "duplicates": MetadataValue.md(markdown_list(duplicates[:50]) or "none"),
+    }
 
 
 def _staging_files(layout: DataLayout) -> list[dict]:
@@ -586,6 +611,7 @@ def entity_tables(
                         ),
                         "dagster/row_count": len(counted),
                         "names_found": sum(1 for _, n in counted if n),
+                        **list_problems(rows, context.log, kind),
                         "top_names": MetadataValue.md(markdown_table(["name", "images"], top)),
                     },
                 )
