@@ -54,3 +54,26 @@ def open_build_db(layout: DataLayout, *, write: bool) -> sqlite3.Connection:
 def require_table(conn: sqlite3.Connection, table: str, asset_name: str) -> None:
     if not conn.execute("SELECT 1 FROM sqlite_master WHERE name = ?", (table,)).fetchone():
         raise StaleInputError(f"the build database has no {table} table: materialize {asset_name}")
+
+
+def remove_stale_temporaries(layout: DataLayout) -> list[Path]:
+    """Delete what a writer killed mid-step left behind (a half-built file, a side index, an
+    unpublished candidate); only the holder of the data directory's lock may call it, since
+    every live writer's temporaries exist only while it holds the lock. Returns what was
+    deleted."""
+    build, published = layout.build_db.parent, layout.published_dir
+    patterns = [
+        (build, f"{layout.build_db.name}.new*"),
+        (build, f"{layout.build_db.name}.copy"),
+        (build, "images_fts.side.db*"),
+        (published, ".*.candidate"),
+        (published, ".*.rollback"),
+    ]
+    stale = [path for folder, pattern in patterns for path in sorted(folder.glob(pattern))]
+    stale += [p for p in (published / ".rollback", published / "previous.new") if p.exists()]
+    for path in stale:
+        if path.is_dir():
+            shutil.rmtree(path)
+        else:
+            path.unlink(missing_ok=True)
+    return stale

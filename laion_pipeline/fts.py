@@ -6,9 +6,12 @@ table, or, while the images load, in a side file by a second process, then copie
 second way uses the second core and is what a full build does.
 """
 
+import os
 import sqlite3
 import subprocess
 import sys
+import threading
+import time
 from pathlib import Path
 from typing import Any
 
@@ -80,6 +83,18 @@ def build_side_index(side: Path, staging_sql: str) -> None:
         conn.close()
 
 
+def _exit_with_parent(parent: int, every: float = 0.5) -> None:
+    """In the index process: end it as soon as the build that started it is gone (killed mid-
+    step, say), so nothing is left running. A thread of its own, polling the parent pid."""
+
+    def watch() -> None:
+        while os.getppid() == parent:
+            time.sleep(every)
+        os._exit(1)
+
+    threading.Thread(target=watch, daemon=True).start()
+
+
 class SideIndex:
     """Builds ``images_fts`` in ``side`` in a process of its own (``python -m
     laion_pipeline.fts``), reading the captions from the parquet files through the same
@@ -91,7 +106,14 @@ class SideIndex:
         self.side, self.sql = side, side.with_name(side.name + ".sql")
         self.sql.write_text(staging_sql, encoding="utf-8")
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "laion_pipeline.fts", str(side), str(self.sql)],
+            [
+                sys.executable,
+                "-m",
+                "laion_pipeline.fts",
+                str(side),
+                str(self.sql),
+                str(os.getpid()),
+            ],
             stderr=subprocess.PIPE,
             text=True,
         )
@@ -138,7 +160,8 @@ def install_side_index(build: Path, side: Path) -> None:
     side.unlink(missing_ok=True)
 
 
-if __name__ == "__main__":  # the side process of SideIndex: side file, staging view SQL file
+if __name__ == "__main__":  # the side process of SideIndex: side file, view SQL file, parent pid
+    _exit_with_parent(int(sys.argv[3]))
     try:
         build_side_index(Path(sys.argv[1]), Path(sys.argv[2]).read_text(encoding="utf-8"))
     except Exception as error:  # one line on stderr for SideIndex.finish to report

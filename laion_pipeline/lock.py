@@ -10,6 +10,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
+from laion_pipeline.build_db import remove_stale_temporaries
 from laion_pipeline.errors import ConfigurationError
 from laion_pipeline.layout import DataLayout
 
@@ -70,6 +71,9 @@ def data_dir_lock(layout: DataLayout, log: Any = None) -> Iterator[None]:
         lock.truncate()
         lock.write(f"process {os.getpid()}")
         lock.flush()
+        stale = remove_stale_temporaries(layout)
+        if stale and log:
+            log.warning("removed what an interrupted run left: " + ", ".join(str(p) for p in stale))
         try:
             yield
         finally:

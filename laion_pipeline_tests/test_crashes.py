@@ -1,0 +1,142 @@
+"""A build killed with SIGKILL at each stage: the published database stays intact and readable,
+and the next run succeeds with no manual cleanup (leftovers removed, no stale lock, no index
+process left running)."""
+
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from laion_pipeline.assets.serving import manifest_problems
+from laion_pipeline.files import sha256_file
+from laion_pipeline.layout import DataLayout
+from laion_pipeline.synthetic import generate, sample_entity_names
+from laion_pipeline_tests.conftest import build
+from laion_pipeline_tests.dagster_dev import REPO_ROOT
+
+ROWS = 150_000
+
+
+@pytest.fixture(scope="module")
+def parquet(tmp_path_factory) -> Path:
+    folder = tmp_path_factory.mktemp("crash_parquet")
+    generate(folder, ROWS, names=sample_entity_names(), workers=1)
+    return folder
+
+
+@pytest.fixture(scope="module")
+def published(tmp_path_factory, parquet) -> Path:
+    """A data directory with a published database, built once and copied for each test."""
+    data = tmp_path_factory.mktemp("crash_published") / "data"
+    assert build(data, {"LAION_SOURCE": "local", "LAION_LOCAL_DIR": str(parquet)}).success
+    return data
+
+
+def leftovers(layout: DataLayout) -> list[str]:
+    found = [
+        *layout.build_db.parent.glob("*.new*"),
+        *layout.build_db.parent.glob("*.copy"),
+        *layout.build_db.parent.glob("images_fts.side.db*"),
+        *layout.published_dir.glob(".*"),
+    ]
+    return sorted(p.name for p in found)
+
+
+def kill_build_when(data: Path, parquet: Path, ready) -> None:
+    """Run the full_build job in a process of its own; SIGKILL it as soon as ``ready()``."""
+    env = {
+        **os.environ,
+        "LAION_DATA_DIR": str(data),
+        "LAION_SOURCE": "local",
+        "LAION_LOCAL_DIR": str(parquet),
+        "DAGSTER_HOME": "",
+    }
+    command = [sys.executable, "-m", "dagster", "job", "execute", "-m"]
+    command += ["laion_pipeline.definitions", "-j", "full_build"]
+    process = subprocess.Popen(
+        command,
+        cwd=REPO_ROOT,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
+    deadline = time.monotonic() + 120
+    while not ready():
+        assert process.poll() is None, "the build ended before the stage to interrupt"
+        assert time.monotonic() < deadline
+        time.sleep(0.002)
+    os.killpg(process.pid, signal.SIGKILL)
+    process.wait()
+
+
+STAGES = {
+    "staging": lambda layout: (layout.staging_db.parent / "laion.duckdb").exists(),
+    "images load": lambda layout: layout.build_db.with_name(
+        layout.build_db.name + "-journal"
+    ).exists(),
+    "caption index": lambda layout: (layout.build_db.parent / "images_fts.side.db").exists(),
+    "publish": lambda layout: any(layout.published_dir.glob(".*.candidate")),
+}
+
+
+@pytest.mark.parametrize("stage", STAGES)
+def test_a_build_killed_mid_stage_leaves_the_published_database_and_recovers(
+    tmp_path, parquet, published, stage
+):
+    data = tmp_path / "data"
+    shutil.copytree(published, data)
+    layout = DataLayout(data.resolve())
+    shutil.rmtree(layout.staging_db.parent)  # so the staging stage can be seen starting
+    before = sha256_file(layout.published_db)
+
+    kill_build_when(data, parquet, lambda: STAGES[stage](layout))
+
+    assert sha256_file(layout.published_db) == before
+    assert manifest_problems(layout) == []
+    result = build(data, {"LAION_SOURCE": "local", "LAION_LOCAL_DIR": str(parquet)})
+    assert result.success
+    assert manifest_problems(layout) == []
+    assert leftovers(layout) == []
+
+
+# A parent that starts a child as SideIndex starts the index process, then waits forever.
+PARENT = """
+import os, subprocess, sys
+child = subprocess.Popen([sys.executable, "-c", sys.argv[1], str(os.getpid())])
+print(child.pid, flush=True)
+child.wait()
+"""
+# The child: what `python -m laion_pipeline.fts` does first (given its parent's pid, since the
+# parent may be gone before the child gets to ask), then a long index build.
+CHILD = """
+import sys, time
+from laion_pipeline.fts import _exit_with_parent
+_exit_with_parent(int(sys.argv[1]), every=0.1)
+time.sleep(60)
+"""
+
+
+def test_the_caption_index_process_ends_when_its_build_is_killed():
+    parent = subprocess.Popen(
+        [sys.executable, "-c", PARENT, CHILD], stdout=subprocess.PIPE, text=True
+    )
+    child = int(parent.stdout.readline())
+    parent.send_signal(signal.SIGKILL)  # only the build, as the out-of-memory killer would
+    parent.wait()
+    deadline = time.monotonic() + 5
+    while Path(f"/proc/{child}").exists() and b"Z" not in status(child):
+        assert time.monotonic() < deadline, "the index process outlived its build"
+        time.sleep(0.05)
+
+
+def status(pid: int) -> bytes:
+    try:
+        return Path(f"/proc/{pid}/stat").read_bytes().split(b") ")[1][:1]
+    except OSError:
+        return b"Z"
