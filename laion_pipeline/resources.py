@@ -20,7 +20,7 @@ from laion_pipeline.errors import ConfigurationError
 from laion_pipeline.hub import DEFAULT_ENDPOINT, HubClient, HubListing, load_listing, save_listing
 from laion_pipeline.layout import ENTITY_KINDS, DataLayout
 from laion_pipeline.synthetic import SAMPLE_DIR
-from laion_pipeline.web import fetch_url
+from laion_pipeline.web import fetch_url, public_url
 
 SOURCES = ("sample", "huggingface", "local")
 DEFAULT_HF_REPO = "ChristophSchuhmann/improved_aesthetics_6plus"
@@ -241,6 +241,10 @@ class EntityLists(NetworkResource):
     def url(self, kind: str) -> str:
         return getattr(self, f"{kind}_csv_url")
 
+    def display_url(self, kind: str) -> str:
+        """The list's URL for logs, metadata and messages: credentials in it masked."""
+        return public_url(self.url(kind))
+
     def read(self, kind: str) -> bytes:
         """The raw bytes of one list."""
         url = self.url(kind)
@@ -254,7 +258,8 @@ class EntityLists(NetworkResource):
             path = Path(url).expanduser()
         else:
             raise ConfigurationError(
-                f"{variable}={url!r}: use an http(s) URL, a file:// URL or a path to a CSV file"
+                f"{variable}={self.display_url(kind)!r}: use an http(s) URL, a file:// URL or a "
+                "path to a CSV file"
             )
         if not path.is_file():
             raise ConfigurationError(f"{variable}: {path} is not a file; set it to a CSV file")

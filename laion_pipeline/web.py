@@ -1,13 +1,36 @@
 """Fetching a small file over http(s): redirects followed, transient failures retried."""
 
+import base64
 import time
 import urllib.error
+import urllib.parse
 import urllib.request
 
 from laion_pipeline import __version__
 
 MAX_BYTES = 64 * 1024 * 1024
 TIMEOUT_SECONDS = 60
+
+
+SECRET_PARAMETERS = ("token", "key", "sig", "signature", "password", "secret", "auth")
+
+
+def public_url(url: str) -> str:
+    """``url`` fit for logs and metadata: a password in it, and the values of query parameters
+    that look like credentials (``token``, ``key``, ``sig``...), become ``***``."""
+    parts = urllib.parse.urlsplit(url)
+    netloc = parts.netloc
+    if "@" in netloc:
+        userinfo, host = netloc.rsplit("@", 1)
+        netloc = f"{userinfo.split(':', 1)[0]}:***@{host}" if ":" in userinfo else netloc
+    query = urllib.parse.urlencode(
+        [
+            (k, "***" if any(word in k.lower() for word in SECRET_PARAMETERS) else v)
+            for k, v in urllib.parse.parse_qsl(parts.query, keep_blank_values=True)
+        ],
+        safe="*",
+    )
+    return urllib.parse.urlunsplit(parts._replace(netloc=netloc, query=query))
 
 
 class FetchError(RuntimeError):
@@ -22,26 +45,38 @@ class FetchError(RuntimeError):
 def fetch_url(url: str, variable: str, *, attempts: int = 4, backoff: float = 2.0) -> bytes:
     """The body of ``url`` (following redirects), retried with backoff on network errors,
     timeouts and 5xx answers."""
+    shown = public_url(url)
+    parts = urllib.parse.urlsplit(url)
+    if parts.username is not None:  # user:password@ in the URL: sent as HTTP basic auth
+        host = parts.netloc.rsplit("@", 1)[1]
+        url = urllib.parse.urlunsplit(parts._replace(netloc=host))
     request = urllib.request.Request(url, headers={"User-Agent": f"laion-pipeline/{__version__}"})
+    if parts.username is not None:
+        credentials = f"{urllib.parse.unquote(parts.username)}:"
+        credentials += urllib.parse.unquote(parts.password or "")
+        # Not sent on to another host a redirect points at.
+        request.add_unredirected_header(
+            "Authorization", "Basic " + base64.b64encode(credentials.encode()).decode()
+        )
     for attempt in range(1, attempts + 1):
         try:
             with urllib.request.urlopen(request, timeout=TIMEOUT_SECONDS) as response:
                 body = response.read(MAX_BYTES + 1)
             if len(body) > MAX_BYTES:
-                raise FetchError(f"{variable}: {url} is larger than {MAX_BYTES:,} bytes")
+                raise FetchError(f"{variable}: {shown} is larger than {MAX_BYTES:,} bytes")
             return body
         except urllib.error.HTTPError as error:
             transient = error.code in (408, 429) or error.code >= 500
             if not transient or attempt == attempts:
                 raise FetchError(
-                    f"{variable}: {url} answered HTTP {error.code} {error.reason}: check the URL "
+                    f"{variable}: {shown} answered HTTP {error.code} {error.reason}: check the URL "
                     "(a Google Sheet must be shared as 'anyone with the link')",
                     transient=transient,
                 ) from error
         except (urllib.error.URLError, TimeoutError, ConnectionError) as error:
             if attempt == attempts:
                 raise FetchError(
-                    f"{variable}: cannot reach {url} ({error}): check the network, or set "
+                    f"{variable}: cannot reach {shown} ({error}): check the network, or set "
                     f"{variable} to a local CSV file",
                     transient=True,
                 ) from error

@@ -205,7 +205,7 @@ def entity_csvs(
         with retry_transient_errors(context, entity_lists):
             for kind in ENTITY_KINDS:
                 data = entity_lists.read(kind)
-                columns, rows = parse_entity_csv(data, entity_lists.url(kind))
+                columns, rows = parse_entity_csv(data, entity_lists.display_url(kind))
                 context.log.info(f"{kind}: {len(rows)} names, columns {columns}")
                 fetched[kind] = data
                 metadata[f"{kind}_rows"] = len(rows)

@@ -60,6 +60,6 @@ def entity_sheets(entity_lists: EntityLists) -> ObserveResult:
     lists = {kind: entity_lists.read(kind) for kind in ENTITY_KINDS}
     metadata = {}
     for kind, data in lists.items():
-        metadata[f"{kind}_url"] = entity_lists.url(kind)
+        metadata[f"{kind}_url"] = entity_lists.display_url(kind)
         metadata[f"{kind}_sha256"] = hashlib.sha256(data).hexdigest()
     return ObserveResult(data_version=DataVersion(entity_lists_version(lists)), metadata=metadata)

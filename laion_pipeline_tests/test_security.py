@@ -1,0 +1,90 @@
+"""Security: no code from inputs is run, SQL takes inputs only as parameters or quoted
+literals and identifiers, the served database cannot be written, secrets stay out of logs,
+metadata and files."""
+
+import base64
+import json
+import re
+import shutil
+import urllib.error
+from pathlib import Path
+
+import pytest
+from dagster import DagsterInstance
+
+from laion_pipeline.layout import DataLayout
+from laion_pipeline.synthetic import SAMPLE_DIR
+from laion_pipeline.web import public_url
+from laion_pipeline_tests.conftest import build
+from laion_pipeline_tests.dagster_dev import REPO_ROOT
+from laion_pipeline_tests.datasette_site import DB, served
+
+
+def test_no_code_from_inputs_is_evaluated():
+    risky = re.compile(r"\b(eval|exec)\(|\bpickle\b|yaml\.load\(|shell=True|os\.system\(")
+    found = [
+        f"{path.relative_to(REPO_ROOT)}:{number}: {line.strip()}"
+        for path in sorted((REPO_ROOT / "laion_pipeline").rglob("*.py"))
+        for number, line in enumerate(path.read_text().splitlines(), 1)
+        if risky.search(line)
+    ]
+    assert found == []
+
+
+@pytest.mark.parametrize(
+    ("url", "shown"),
+    [
+        ("https://user:s3cret@host.example/a.csv", "https://user:***@host.example/a.csv"),
+        (
+            "https://host.example/a.csv?token=abc&gid=0",
+            "https://host.example/a.csv?token=***&gid=0",
+        ),
+        (
+            "https://host.example/a.csv?X-Amz-Signature=abc",
+            "https://host.example/a.csv?X-Amz-Signature=***",
+        ),
+        (
+            "https://docs.google.com/x/export?format=csv&gid=0",
+            "https://docs.google.com/x/export?format=csv&gid=0",
+        ),
+    ],
+)
+def test_urls_are_shown_without_their_credentials(url, shown):
+    assert public_url(url) == shown
+
+
+def test_credentials_in_a_list_url_reach_no_log_metadata_or_file(tmp_path, httpserver):
+    basic = "Basic " + base64.b64encode(b"reader:pw-67890").decode()
+    httpserver.expect_request(
+        "/artists.csv", headers={"Authorization": basic}, query_string="token=tok-12345"
+    ).respond_with_data((SAMPLE_DIR / "artists.csv").read_bytes(), content_type="text/csv")
+    url = f"http://reader:pw-67890@127.0.0.1:{httpserver.port}/artists.csv?token=tok-12345"
+    instance = DagsterInstance.ephemeral()
+    result = build(tmp_path, {"LAION_ARTISTS_CSV_URL": url}, instance=instance)
+    assert result.success
+    text = "\n".join(str(entry) for entry in instance.all_logs(result.run_id))
+    files = [p for p in tmp_path.rglob("*") if p.is_file()]
+    assert "artists" in text and files
+    for secret in ("tok-12345", "pw-67890"):
+        assert secret not in text
+        assert not [p for p in files if secret.encode() in p.read_bytes()]
+
+
+def test_the_served_database_cannot_be_written(sample_build):
+    with served(sample_build.root) as site:
+        with pytest.raises(urllib.error.HTTPError) as refused:
+            site.json(f"/{DB}.json", sql="DELETE FROM images", _shape="objects")
+        assert refused.value.code == 400
+        assert "Statement must be a SELECT" in json.load(refused.value)["error"]
+        count = site.json(f"/{DB}.json", sql="SELECT count(*) AS n FROM images", _shape="array")
+        assert count == [{"n": 7000}]
+
+
+def test_odd_folder_names_are_quoted_not_executed(tmp_path):
+    odd = tmp_path / 'it\'s "odd"; DROP TABLE x; --'
+    shutil.copytree(SAMPLE_DIR / "data", odd)
+    data = tmp_path / "data"
+    result = build(data, {"LAION_SOURCE": "local", "LAION_LOCAL_DIR": str(odd)})
+    assert result.success
+    assert DataLayout(data.resolve()).published_db.exists()
+    assert Path(odd).is_dir()
