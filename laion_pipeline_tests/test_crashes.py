@@ -17,7 +17,6 @@ from laion_pipeline.files import sha256_file
 from laion_pipeline.layout import DataLayout
 from laion_pipeline.synthetic import generate, sample_entity_names
 from laion_pipeline_tests.conftest import build
-from laion_pipeline_tests.dagster_dev import REPO_ROOT
 
 ROWS = 150_000
 
@@ -60,7 +59,7 @@ def kill_build_when(data: Path, parquet: Path, ready) -> None:
     command += ["laion_pipeline.definitions", "-j", "full_build"]
     process = subprocess.Popen(
         command,
-        cwd=REPO_ROOT,
+        cwd=data.parent,  # where dagster puts its temporary DAGSTER_HOME
         env=env,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,

@@ -17,7 +17,6 @@ from laion_pipeline.assets.serving import manifest_problems
 from laion_pipeline.layout import DataLayout
 from laion_pipeline.lock import data_dir_lock
 from laion_pipeline_tests.conftest import build
-from laion_pipeline_tests.dagster_dev import REPO_ROOT
 from laion_pipeline_tests.test_errors import failure_text
 
 
@@ -88,7 +87,7 @@ def test_two_builds_at_once_never_corrupt_the_published_database(tmp_path):
     runs = [
         subprocess.Popen(
             command,
-            cwd=REPO_ROOT,
+            cwd=tmp_path,  # where dagster puts its temporary DAGSTER_HOME
             env=env,
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,
