@@ -15,6 +15,8 @@ from laion_pipeline.errors import StaleInputError
 from laion_pipeline.layout import DataLayout
 
 SIDE_FILES = ("-wal", "-shm", "-journal")
+# The next version of a published file is written beside it under one of these names.
+CANDIDATES = (".*.candidate", ".*.rollback")
 
 
 def remove_side_files(db: Path) -> None:
@@ -61,13 +63,12 @@ def remove_stale_temporaries(layout: DataLayout) -> list[Path]:
     unpublished candidate); only the holder of the data directory's lock may call it, since
     every live writer's temporaries exist only while it holds the lock. Returns what was
     deleted."""
-    build, published = layout.build_db.parent, layout.published_dir
+    build, published, report = layout.build_db.parent, layout.published_dir, layout.report_dir
     patterns = [
         (build, f"{layout.build_db.name}.new*"),
         (build, f"{layout.build_db.name}.copy"),
         (build, "images_fts.side.db*"),
-        (published, ".*.candidate"),
-        (published, ".*.rollback"),
+        *((folder, pattern) for folder in (published, report) for pattern in CANDIDATES),
     ]
     stale = [path for folder, pattern in patterns for path in sorted(folder.glob(pattern))]
     stale += [p for p in (published / ".rollback", published / "previous.new") if p.exists()]

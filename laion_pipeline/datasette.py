@@ -5,7 +5,7 @@ from pathlib import Path
 from typing import Any
 
 from laion_pipeline.db import quote_identifier
-from laion_pipeline.layout import DATABASE_NAME, ENTITY_KINDS
+from laion_pipeline.layout import DATABASE_NAME, ENTITY_KINDS, REPORT_URL
 from laion_pipeline.resources import DEFAULT_HF_REPO
 from laion_pipeline.schema import IMAGE_COLUMNS
 
@@ -65,6 +65,9 @@ def datasette_metadata(source: dict[str, str]) -> dict[str, Any]:
             f'<a href="/{DATABASE_NAME}/artists">artists</a>, '
             f'<a href="/{DATABASE_NAME}/celebrities">celebrities</a> and '
             f'<a href="/{DATABASE_NAME}/characters">characters</a> they name.</p>'
+            f'<p><a href="{REPORT_URL}">The analysis</a>: charts and tables of the top domains, '
+            "the most named people, and the aesthetic scores, sizes and unsafe and watermark "
+            "probabilities.</p>"
         ),
         "source": source_text,
         "source_url": source_url,

@@ -7,21 +7,29 @@
 - ``hash`` and ``__index_level_0__`` hidden from the images table unless asked for with
   ``_col``/``_nocol``;
 - ``laion_match(text)``, the SQL function behind the fast search query: any text a person
-  types becomes a valid FTS5 query.
+  types becomes a valid FTS5 query;
+- ``/-/report/`` (``REPORT_URL``): the analysis report published beside the database (its
+  page, charts and numbers; nothing else of the folder is served).
 """
 
 import re
 import urllib.parse
+from pathlib import Path
 from typing import Any
 
-from datasette import hookimpl
+from datasette import Response, hookimpl
 from markupsafe import Markup, escape
 
 from laion_pipeline.fts import fts_phrase
-from laion_pipeline.layout import DATABASE_NAME, ENTITY_KINDS
+from laion_pipeline.layout import DATABASE_NAME, ENTITY_KINDS, REPORT_FILES, REPORT_URL
 
 HIDDEN_COLUMNS = ("hash", "__index_level_0__")
 THUMBNAIL_PX = 120
+CONTENT_TYPES = {
+    ".html": "text/html; charset=utf-8",
+    ".png": "image/png",
+    ".json": "application/json; charset=utf-8",
+}
 
 
 def laion_match(text: str | None) -> str:
@@ -100,3 +108,30 @@ def asgi_wrapper() -> Any:
         return hide_columns
 
     return wrap
+
+
+def _report_file(datasette: Any, name: str) -> Path | None:
+    """A file of the report beside the served database; only the report's own file names."""
+    name = name or "index.html"
+    if name not in REPORT_FILES or DATABASE_NAME not in datasette.databases:
+        return None
+    path = datasette.get_database(DATABASE_NAME).path
+    return Path(path).parent / "report" / name if path else None
+
+
+@hookimpl
+def register_routes() -> list[tuple[str, Any]]:
+    async def report(datasette: Any, request: Any) -> Response:
+        path = _report_file(datasette, request.url_vars["name"])
+        if path is None or not path.is_file():
+            return Response.text(
+                "No such file in the report: materialize the analysis asset to publish it.",
+                status=404,
+            )
+        return Response(
+            path.read_bytes(),
+            content_type=CONTENT_TYPES[path.suffix],
+            headers={"Cache-Control": "no-cache"},
+        )
+
+    return [(rf"^{re.escape(REPORT_URL)}(?P<name>[^/]*)$", report)]

@@ -22,9 +22,9 @@ entity_refresh_job = define_asset_job(
     "entity_refresh",
     executor_def=EXECUTOR,
     selection=AssetSelection.assets("entity_sheets", "entity_csvs", *ENTITY_KINDS)
-    | AssetSelection.assets("published_database"),
+    | AssetSelection.assets("published_database", "analysis"),
     description="Fetch the name lists again, re-count every name in the existing caption "
-    "index and publish: seconds, where a full build takes minutes.",
+    "index, publish and analyze: seconds, where a full build takes minutes.",
 )
 
 observe_sources_job = define_asset_job(

@@ -7,6 +7,21 @@ from pathlib import Path
 
 DATABASE_NAME = "laion-aesthetic-6pls"
 ENTITY_KINDS: tuple[str, ...] = ("artists", "celebrities", "characters")
+# The analysis report's charts, then its numbers and its page (written last: it links the rest).
+REPORT_CHARTS: tuple[str, ...] = (
+    "top_domains",
+    *(f"top_{kind}" for kind in ENTITY_KINDS),
+    "aesthetic",
+    "image_sizes",
+    "unsafe_watermark",
+)
+REPORT_FILES: tuple[str, ...] = (
+    *(f"{c}.png" for c in REPORT_CHARTS),
+    "analysis.json",
+    "index.html",
+)
+# Where Datasette serves the report (the plugin's route).
+REPORT_URL = "/-/report/"
 
 
 @dataclass(frozen=True)
@@ -64,11 +79,27 @@ class DataLayout:
         return self.published_dir / "manifest.json"
 
     @property
+    def report_dir(self) -> Path:
+        """The analysis of the published database: charts, numbers and an HTML page."""
+        return self.published_dir / "report"
+
+    @property
+    def report_files(self) -> tuple[Path, ...]:
+        return tuple(self.report_dir / name for name in REPORT_FILES)
+
+    @property
     def published_files(self) -> tuple[Path, ...]:
-        """What one publish writes, the database first."""
-        return (self.published_db, self.metadata_json, self.inspect_json, self.manifest_json)
+        """What is published, the database first: ``published_database`` writes the first four
+        files, ``analysis`` the report about them."""
+        return (
+            self.published_db,
+            self.metadata_json,
+            self.inspect_json,
+            self.manifest_json,
+            *self.report_files,
+        )
 
     @property
     def previous_dir(self) -> Path:
-        """The version published before the current one (the same four files), for rollback."""
+        """The version published before the current one (the same files), for rollback."""
         return self.published_dir / "previous"

@@ -26,6 +26,8 @@ ASSETS = """{ assetNodes {
         metadataEntries {
             label
             ... on IntMetadataEntry { intValue }
+            ... on FloatMetadataEntry { floatValue }
+            ... on MarkdownMetadataEntry { mdStr }
             ... on UrlMetadataEntry { url }
             ... on TableColumnLineageMetadataEntry { lineage { columnName } }
         }
@@ -78,6 +80,7 @@ def test_the_ui_shows_the_asset_graph_of_the_design(dev):
         "staging",
         "search_database",
         "serving",
+        "analysis",
     }
     for name, node in nodes.items():
         assert node["kinds"], name
@@ -93,7 +96,7 @@ def test_materialize_all_then_an_edited_list_refreshes_only_what_depends_on_it(d
         for node in nodes.values()
         for check in node["assetChecksOrError"].get("checks", [])
     ]
-    assert len(checks) == 9, checks
+    assert len(checks) == 10, checks
 
     # "Materialize all" with the sources selected too, so the build records which source
     # versions it used: the implicit asset job, Dagster's default multiprocess executor.
@@ -104,7 +107,7 @@ def test_materialize_all_then_an_edited_list_refreshes_only_what_depends_on_it(d
     row_counts = {
         name: metadata(node)["dagster/row_count"]["intValue"]
         for name, node in nodes.items()
-        if node["isMaterializable"]
+        if node["isMaterializable"] and name != "analysis"
     }
     assert row_counts["images"] == row_counts["images_fts"] == 7000
     assert row_counts["published_database"] == row_counts["staging_images"] == 7000
@@ -114,6 +117,11 @@ def test_materialize_all_then_an_edited_list_refreshes_only_what_depends_on_it(d
         35,
         36,
     )
+    # The analysis: numbers the UI plots across builds, and its charts shown as images.
+    analysis = metadata(nodes["analysis"])
+    assert analysis["images"]["intValue"] == 7000
+    assert 0 < analysis["named_share"]["floatValue"] < 1
+    assert analysis["chart_top_domains"]["mdStr"].startswith("![top domains](data:image/png;")
     published = metadata(nodes["published_database"])
     assert published["dagster/uri"]["url"].startswith("file:///")
     assert published["dagster/uri"]["url"].endswith("/published/laion-aesthetic-6pls.db")
@@ -148,11 +156,13 @@ def test_materialize_all_then_an_edited_list_refreshes_only_what_depends_on_it(d
         "entity_tables",
         "published_database",
         "published_database_published_database_matches_manifest",
+        "analysis",
     }
     assert {"/".join(m["assetKey"]["path"]) for m in run["assetMaterializations"]} == {
         "entity_csvs",
         *ENTITY_KINDS,
         "published_database",
+        "analysis",
     }
     nodes = assets(dev)
     assert metadata(nodes["celebrities"])["dagster/row_count"]["intValue"] == 36

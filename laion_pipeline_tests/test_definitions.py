@@ -17,6 +17,7 @@ EXPECTED_DEPENDENCIES = {
     "celebrities": {"images_fts", "entity_csvs"},
     "characters": {"images_fts", "entity_csvs"},
     "published_database": {"images_fts", "artists", "celebrities", "characters"},
+    "analysis": {"published_database"},
 }
 
 
@@ -56,12 +57,14 @@ def test_tables_publish_their_column_schema():
     assert len(schema.columns) == 11
 
 
+KINDS = {"huggingface", "parquet", "duckdb", "sqlite", "csv", "datasette", "html"}
 GROUPS = {
     "sources": {"hf_dataset", "entity_sheets"},
     "raw": {"laion_parquet_files", "entity_csvs"},
     "staging": {"staging_images"},
     "search_database": {"domains", "images", "images_fts", "artists", "celebrities", "characters"},
     "serving": {"published_database"},
+    "analysis": {"analysis"},
 }
 
 
@@ -73,7 +76,7 @@ def test_every_asset_has_a_layer_kinds_a_code_version_and_a_column_schema():
         name = key.to_user_string()
         groups.setdefault(node.group_name, set()).add(name)
         assert node.kinds, f"{name} has no kinds"
-        assert node.kinds <= {"huggingface", "parquet", "duckdb", "sqlite", "csv", "datasette"}
+        assert node.kinds <= KINDS
         assert "dagster/column_schema" in node.metadata, f"{name} has no column schema"
         if node.is_materializable:
             assert node.code_version, f"{name} has no code version"

@@ -26,6 +26,7 @@ ENTITY_REFRESH = [
     "celebrities",
     "characters",
     "published_database",
+    "analysis",
 ]
 
 
@@ -78,6 +79,7 @@ def test_full_build_observes_the_sources_and_passes_every_check(pipeline):
         ("images_fts", "row_counts_match"),
         *((kind, "image_counts_in_range") for kind in ENTITY_KINDS),
         ("published_database", "published_database_matches_manifest"),
+        ("analysis", "report_complete"),
     }
     assert all(e.passed for e in evaluations)
     assert layout.published_db.exists()
@@ -114,6 +116,7 @@ def test_an_edited_name_list_refreshes_only_the_name_tables_and_the_publish(pipe
         "entity_tables",
         "published_database",
         "published_database_published_database_matches_manifest",
+        "analysis",
     }
     assert layout.published_db.stat().st_ino != published_before
     conn = sqlite3.connect(layout.published_db)

@@ -5,7 +5,7 @@ from pathlib import Path
 
 import pyarrow.parquet as pq
 
-from laion_pipeline.layout import DataLayout
+from laion_pipeline.layout import REPORT_FILES, DataLayout
 from laion_pipeline.schema import LAION_ARROW_SCHEMA
 from laion_pipeline.synthetic import SAMPLE_DIR, SAMPLE_ROWS, generate, sample_entity_names
 from laion_pipeline_tests.conftest import build
@@ -42,7 +42,10 @@ def test_a_second_run_is_idempotent(tmp_path):
         "manifest.json",
         "metadata.json",
         "previous",  # the first run's version, for rollback
+        "report",
     ]
+    for report in (layout.report_dir, layout.previous_dir / "report"):
+        assert sorted(p.name for p in report.iterdir()) == sorted(REPORT_FILES)
 
 
 def test_bundled_sample_is_reproduced_by_its_generator(tmp_path):

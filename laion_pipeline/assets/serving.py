@@ -84,15 +84,18 @@ def staged(target: Path) -> Path:
     return target.with_name(f".{target.name}.candidate")
 
 
-def _link_files(files: list[Path], folder: Path) -> Path:
-    """A new folder beside ``folder`` with hard links to ``files``, then put in its place.
-    Links cost no copy: the published database is never written in place."""
+def _link_files(layout: DataLayout, folder: Path) -> Path:
+    """A new folder beside ``folder`` with hard links to the published files (at the same
+    paths below it), then put in its place. Links cost no copy: the published database is
+    never written in place."""
     staged = folder.with_name(folder.name + ".new")
     shutil.rmtree(staged, ignore_errors=True)
-    staged.mkdir(parents=True)
-    for file in files:
+    for file in layout.published_files:
         if file.exists():
-            link_or_copy(file, staged / file.name)
+            link = staged / file.relative_to(layout.published_dir)
+            link.parent.mkdir(parents=True, exist_ok=True)
+            link_or_copy(file, link)
+    staged.mkdir(parents=True, exist_ok=True)
     shutil.rmtree(folder, ignore_errors=True)
     staged.rename(folder)
     return folder
@@ -100,26 +103,31 @@ def _link_files(files: list[Path], folder: Path) -> Path:
 
 def keep_previous(layout: DataLayout) -> None:
     """Keep the published version in ``published/previous/`` before it is replaced."""
-    _link_files(list(layout.published_files), layout.previous_dir)
+    _link_files(layout, layout.previous_dir)
 
 
 def rollback(layout: DataLayout) -> dict[str, Any]:
     """Serve the previous version again, and keep the current one as the previous: running it
-    twice restores what was there. Each file is replaced atomically, the database first.
-    Returns the manifest now published."""
-    previous = [layout.previous_dir / f.name for f in layout.published_files]
+    twice restores what was there. Each file is replaced atomically, the database first; a file
+    the previous version did not have (a report) is removed rather than left describing
+    another database. Returns the manifest now published."""
+    previous = [
+        layout.previous_dir / f.relative_to(layout.published_dir) for f in layout.published_files
+    ]
     if not previous[0].exists():
         raise StaleInputError(
             f"there is no previous version in {layout.previous_dir}: it is kept from the second "
             "publish on"
         )
-    swap = _link_files(list(layout.published_files), layout.published_dir / ".rollback")
+    swap = _link_files(layout, layout.published_dir / ".rollback")
     for source, target in zip(previous, layout.published_files, strict=True):
         if source.exists():
             incoming = target.with_name(f".{target.name}.rollback")
             incoming.unlink(missing_ok=True)
             link_or_copy(source, incoming)
             os.replace(incoming, target)
+        else:
+            target.unlink(missing_ok=True)
     shutil.rmtree(layout.previous_dir)
     swap.rename(layout.previous_dir)
     return read_json(layout.manifest_json, "publish a database first")
@@ -150,6 +158,7 @@ def publish(layout: DataLayout, log: Any = None) -> dict[str, Any]:
     layout.published_dir.mkdir(parents=True, exist_ok=True)
     candidate = staged(layout.published_db)
     candidate.unlink(missing_ok=True)
+    datasette_files = (layout.inspect_json, layout.metadata_json, layout.manifest_json)
     try:
         if free > pages * COMPACT_FREE_SHARE:
             if log:
@@ -204,7 +213,7 @@ def publish(layout: DataLayout, log: Any = None) -> dict[str, Any]:
         for target in files:
             os.replace(staged(target), target)
     finally:
-        for path in (candidate, *map(staged, layout.published_files[1:])):
+        for path in (candidate, *map(staged, datasette_files)):
             path.unlink(missing_ok=True)
     if log:
         log.info(f"published {layout.published_db}")

@@ -1,0 +1,386 @@
+"""Analysis layer: what the 2022 write-up looked at, computed for each published database: where
+the images come from, which listed names their captions mention, and how their aesthetic
+scores, sizes and unsafe and watermark probabilities are spread. Numbers, charts and an HTML
+report, published in ``published/report/`` beside the database they describe."""
+
+import base64
+import json
+import sqlite3
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+import duckdb
+from dagster import (
+    AssetCheckResult,
+    AssetCheckSeverity,
+    AssetCheckSpec,
+    AssetExecutionContext,
+    MaterializeResult,
+    MetadataValue,
+    asset,
+)
+from dagster_duckdb import DuckDBResource
+
+from laion_pipeline.assets.raw import read_parquet_manifest
+from laion_pipeline.assets.serving import published_database, staged
+from laion_pipeline.assets.staging import create_staging
+from laion_pipeline.charts import distribution_chart, ranking_chart
+from laion_pipeline.db import quote_identifier, sqlite_connect
+from laion_pipeline.errors import StaleInputError
+from laion_pipeline.files import read_json, write_atomic
+from laion_pipeline.fts import fts_phrase
+from laion_pipeline.layout import ENTITY_KINDS, REPORT_CHARTS, DataLayout
+from laion_pipeline.lock import data_dir_lock
+from laion_pipeline.metadata import StepTimer, file_metadata, markdown_table
+from laion_pipeline.progress import Progress
+from laion_pipeline.report import report_html, report_problems
+from laion_pipeline.resources import LaionData
+from laion_pipeline.schema import table_schema
+
+TOP = 20
+# Histogram bins: aesthetic scores in quarters, probabilities in twentieths (values outside
+# 0..1 fall in the end bins), sizes in 256-pixel steps with one bin for 4096 and more.
+AESTHETIC_BINS_PER_UNIT = 4
+PROBABILITY_BINS = 20
+PIXEL_BIN = 256
+PIXEL_BINS = 17
+# An image counts as unsafe, or watermarked, when its probability is above this.
+FLAG_THRESHOLD = 0.5
+
+# One scan of the staged rows: every histogram (one grouping set each) and the totals (the
+# empty grouping set). Bins are computed on the same doubles the SQLite images table holds.
+DISTRIBUTIONS_SQL = f"""
+WITH binned AS (
+    SELECT
+        aesthetic AS score, punsafe AS unsafe, pwatermark AS watermark,
+        CAST(floor(aesthetic * {AESTHETIC_BINS_PER_UNIT}) AS BIGINT) AS aesthetic,
+        least(greatest(width // {PIXEL_BIN}, 0), {PIXEL_BINS - 1}) AS width,
+        least(greatest(height // {PIXEL_BIN}, 0), {PIXEL_BINS - 1}) AS height,
+        CAST(least(greatest(floor(punsafe * {PROBABILITY_BINS}), 0), {PROBABILITY_BINS - 1})
+            AS BIGINT) AS punsafe,
+        CAST(least(greatest(floor(pwatermark * {PROBABILITY_BINS}), 0), {PROBABILITY_BINS - 1})
+            AS BIGINT) AS pwatermark
+    FROM staging_images
+)
+SELECT
+    grouping(aesthetic), grouping(width), grouping(height), grouping(punsafe),
+    grouping(pwatermark),
+    aesthetic, width, height, punsafe, pwatermark,
+    count(*),
+    avg(score),
+    count_if(unsafe > {FLAG_THRESHOLD}),
+    count_if(watermark > {FLAG_THRESHOLD})
+FROM binned
+GROUP BY GROUPING SETS ((aesthetic), (width), (height), (punsafe), (pwatermark), ())
+"""
+DISTRIBUTIONS = ("aesthetic", "width", "height", "punsafe", "pwatermark")
+
+# The numbers recorded on each materialization (the UI plots them across builds).
+NUMBERS: dict[str, tuple[str, str]] = {
+    "images": ("INTEGER", "Images in the published database"),
+    "domains": ("INTEGER", "Hosts the images come from"),
+    "top_domain_share": ("FLOAT", "Share of all images from the host with the most"),
+    "top_20_domains_share": ("FLOAT", f"Share of all images from the {TOP} hosts with the most"),
+    "named_share": ("FLOAT", "Share of images whose caption names someone of the three lists"),
+    "unsafe_share": ("FLOAT", f"Share of images with punsafe above {FLAG_THRESHOLD}"),
+    "watermarked_share": ("FLOAT", f"Share of images with pwatermark above {FLAG_THRESHOLD}"),
+    "aesthetic_mean": ("FLOAT", "Mean aesthetic score"),
+}
+
+TOP_DOMAINS_SQL = f"""
+SELECT domain, image_counts FROM domain ORDER BY image_counts DESC, id LIMIT {TOP}
+"""
+
+
+def _bin(column: str, index: int) -> dict[str, Any]:
+    """The edges and label of bin ``index`` of ``column``'s histogram."""
+    if column == "aesthetic":
+        low = index / AESTHETIC_BINS_PER_UNIT
+        return {"from": low, "to": low + 1 / AESTHETIC_BINS_PER_UNIT, "label": f"{low:.2f}"}
+    if column in ("width", "height"):
+        low = index * PIXEL_BIN
+        if index == PIXEL_BINS - 1:
+            return {"from": low, "to": None, "label": f"{low}+"}
+        return {"from": low, "to": low + PIXEL_BIN, "label": str(low)}
+    low = index / PROBABILITY_BINS
+    return {"from": low, "to": (index + 1) / PROBABILITY_BINS, "label": f"{low:.2f}"}
+
+
+def _histogram(column: str, counts: dict[int | None, int]) -> dict[str, Any]:
+    """Every bin from the first to the last (empty ones too), and the rows with no value."""
+    present = [index for index in counts if index is not None]
+    if column == "aesthetic":
+        indexes = range(min(present), max(present) + 1) if present else range(0)
+    else:
+        indexes = range(PIXEL_BINS if column in ("width", "height") else PROBABILITY_BINS)
+    return {
+        "bins": [{**_bin(column, i), "images": counts.get(i, 0)} for i in indexes],
+        "null": counts.get(None, 0),
+    }
+
+
+def distributions(duck: duckdb.DuckDBPyConnection) -> dict[str, Any]:
+    """Histograms of the scores and sizes, the mean aesthetic score, and the images flagged
+    unsafe or watermarked (probability above ``FLAG_THRESHOLD``)."""
+    counts: dict[str, dict[int | None, int]] = {column: {} for column in DISTRIBUTIONS}
+    totals = None
+    for row in duck.sql(DISTRIBUTIONS_SQL).fetchall():
+        grouped, values, aggregates = row[:5], row[5:10], row[10:]
+        if all(grouped):
+            totals = aggregates
+            continue
+        position = grouped.index(0)
+        counts[DISTRIBUTIONS[position]][values[position]] = aggregates[0]
+    images, mean, unsafe, watermarked = totals or (0, None, 0, 0)
+    return {
+        "images": images,
+        "aesthetic_mean": mean,
+        "unsafe_images": unsafe,
+        "watermarked_images": watermarked,
+        **{column: _histogram(column, counts[column]) for column in DISTRIBUTIONS},
+    }
+
+
+def top_domains(conn: sqlite3.Connection, images: int) -> dict[str, Any]:
+    """The hosts with the most images, each with its share of all images."""
+    top = [
+        {"domain": domain, "images": count, "share": count / images if images else 0.0}
+        for domain, count in conn.execute(TOP_DOMAINS_SQL)
+    ]
+    (domains,) = conn.execute("SELECT count(*) FROM domain").fetchone()
+    return {
+        "domains": domains,
+        "top_domains": top,
+        "top_domain_share": top[0]["share"] if top else 0.0,
+        "top_20_domains_share": sum(d["share"] for d in top),
+    }
+
+
+def top_names(conn: sqlite3.Connection, kind: str) -> dict[str, Any]:
+    """The names of one list with the most images (a name listed twice counts once)."""
+    table = quote_identifier(kind)
+    rows = conn.execute(
+        f"SELECT name, max(image_counts) AS n FROM {table} WHERE trim(name) != '' "
+        f"GROUP BY name ORDER BY n DESC, name LIMIT {TOP}"
+    ).fetchall()
+    (names, found) = conn.execute(
+        f"SELECT count(DISTINCT name), count(DISTINCT name) FILTER (WHERE image_counts > 0) "
+        f"FROM {table} WHERE trim(name) != ''"
+    ).fetchone()
+    return {
+        "names": names,
+        "names_found": found,
+        "top": [{"name": name, "images": count} for name, count in rows],
+    }
+
+
+def named_images(conn: sqlite3.Connection, log: Any = None) -> int:
+    """How many images have a caption that contains at least one listed name as a phrase: the
+    matches of every name, each image counted once."""
+    names = sorted(
+        {
+            name
+            for kind in ENTITY_KINDS
+            for (name,) in conn.execute(
+                f"SELECT name FROM {quote_identifier(kind)} WHERE image_counts > 0"
+            )
+        }
+    )
+    progress = Progress(
+        log, "names matched for the share of named images", len(names), unit="names"
+    )
+    conn.execute("CREATE TEMP TABLE named (rowid INTEGER PRIMARY KEY)")
+    try:
+        for done, name in enumerate(names, 1):
+            conn.execute(
+                "INSERT OR IGNORE INTO temp.named SELECT rowid FROM images_fts "
+                "WHERE images_fts MATCH ?",
+                (fts_phrase(name),),
+            )
+            progress.update(done)
+        (count,) = conn.execute("SELECT count(*) FROM temp.named").fetchone()
+    finally:
+        conn.execute("DROP TABLE temp.named")
+    return count
+
+
+def _staged_files_are_published(layout: DataLayout, manifest: dict[str, Any]) -> list[dict]:
+    """The staged parquet files, if they are those the published database was built from."""
+    files = read_parquet_manifest(layout)["files"]
+    staged_files = [{k: f[k] for k in ("name", "rows", "sha256")} for f in files]
+    if staged_files != manifest["parquet_files"]:
+        raise StaleInputError(
+            "the staged parquet files are not those of the published database: materialize "
+            "published_database (and what it needs), then analysis"
+        )
+    return files
+
+
+def analyze(layout: DataLayout, duck: duckdb.DuckDBPyConnection, log: Any = None) -> dict[str, Any]:
+    """Every number of the report, for the published database and the staged rows it was
+    built from. The scans of DuckDB and SQLite run at once, one core each."""
+    manifest = read_json(layout.manifest_json, "materialize published_database")
+    create_staging(duck, _staged_files_are_published(layout, manifest))
+    conn = sqlite_connect(layout.published_db, read_only=True)
+    try:
+        with ThreadPoolExecutor(max_workers=1) as pool:
+            scanning = pool.submit(distributions, duck)
+            named = named_images(conn, log)
+            spread = scanning.result()
+        images = manifest["row_counts"]["images"]
+        if spread["images"] != images:
+            raise StaleInputError(
+                f"staging_images has {spread['images']:,} rows but the published database "
+                f"{images:,}: materialize published_database, then analysis"
+            )
+        result = {
+            "database": {
+                k: manifest[k] for k in ("database", "sha256", "built_at", "source", "row_counts")
+            },
+            **top_domains(conn, images),
+            "names": {kind: top_names(conn, kind) for kind in ENTITY_KINDS},
+            "named_images": named,
+            "named_share": named / images if images else 0.0,
+            **spread,
+        }
+    finally:
+        conn.close()
+    result["unsafe_share"] = result["unsafe_images"] / images if images else 0.0
+    result["watermarked_share"] = result["watermarked_images"] / images if images else 0.0
+    return result
+
+
+def _percent(share: float) -> str:
+    return f"{share:.1%}"
+
+
+def charts(analysis: dict[str, Any]) -> dict[str, bytes]:
+    """Every chart of the report as PNG, by name (``REPORT_CHARTS``)."""
+    domains = analysis["top_domains"]
+    pngs = {
+        "top_domains": ranking_chart(
+            "Domains with the most images",
+            f"images (these {len(domains)} domains: {_percent(analysis['top_20_domains_share'])} "
+            f"of all {analysis['images']:,})",
+            [d["domain"] or "(no host)" for d in domains],
+            [d["images"] for d in domains],
+            [f"{d['images']:,} ({_percent(d['share'])})" for d in domains],
+        )
+    }
+    for kind in ENTITY_KINDS:
+        names = analysis["names"][kind]
+        pngs[f"top_{kind}"] = ranking_chart(
+            f"{kind.capitalize()} named in the most captions",
+            f"images whose caption names them ({names['names_found']:,} of the "
+            f"{names['names']:,} listed {kind} are named at least once)",
+            [n["name"] for n in names["top"]],
+            [n["images"] for n in names["top"]],
+        )
+
+    def panel(column: str, label: str) -> tuple[str, list[str], list[int]]:
+        bins = analysis[column]["bins"]
+        return label, [b["label"] for b in bins], [b["images"] for b in bins]
+
+    mean = analysis["aesthetic_mean"]
+    pngs["aesthetic"] = distribution_chart(
+        "Aesthetic score" + (f" (mean {mean:.2f})" if mean is not None else ""),
+        [panel("aesthetic", f"aesthetic score (bins of {1 / AESTHETIC_BINS_PER_UNIT})")],
+    )
+    pngs["image_sizes"] = distribution_chart(
+        "Image sizes in pixels",
+        [
+            panel("width", f"width (bins of {PIXEL_BIN} px)"),
+            panel("height", f"height (bins of {PIXEL_BIN} px)"),
+        ],
+    )
+    pngs["unsafe_watermark"] = distribution_chart(
+        f"Probability unsafe ({_percent(analysis['unsafe_share'])} above {FLAG_THRESHOLD}) and "
+        f"watermarked ({_percent(analysis['watermarked_share'])} above {FLAG_THRESHOLD})",
+        [
+            panel("punsafe", f"punsafe (bins of {1 / PROBABILITY_BINS})"),
+            panel("pwatermark", f"pwatermark (bins of {1 / PROBABILITY_BINS})"),
+        ],
+        mark=f"{FLAG_THRESHOLD:.2f}",
+    )
+    return {name: pngs[name] for name in REPORT_CHARTS}
+
+
+def publish_report(layout: DataLayout, analysis: dict[str, Any], pngs: dict[str, bytes]) -> None:
+    """Write the report beside the published database, each file replaced atomically, the page
+    that links the others last."""
+    contents = {
+        **{f"{name}.png": png for name, png in pngs.items()},
+        "analysis.json": json.dumps(analysis, indent=2, ensure_ascii=False).encode(),
+        "index.html": report_html(analysis).encode(),
+    }
+    for path in layout.report_files:
+        write_atomic(staged(path), contents[path.name])
+    for path in layout.report_files:
+        staged(path).replace(path)
+
+
+def _chart_markdown(title: str, png: bytes) -> MetadataValue:
+    # The UI renders markdown images; a data: URI keeps the chart inside the event log.
+    return MetadataValue.md(f"![{title}](data:image/png;base64,{base64.b64encode(png).decode()})")
+
+
+@asset(
+    deps=[published_database],
+    group_name="analysis",
+    kinds={"duckdb", "sqlite", "html"},
+    code_version="1",
+    metadata={"dagster/column_schema": table_schema(NUMBERS)},
+    check_specs=[
+        AssetCheckSpec(
+            "report_complete",
+            asset="analysis",
+            description="The published report has every chart as a PNG image, its page links "
+            "each of them, and it describes the database now published.",
+        )
+    ],
+)
+def analysis(
+    context: AssetExecutionContext, laion_data: LaionData, staging_duckdb: DuckDBResource
+) -> Iterator[MaterializeResult | AssetCheckResult]:
+    """The findings of the 2022 analysis for the published database: the top domains and
+    their share of all images, the most named artists, celebrities and characters, the share of
+    captions naming anyone listed, and the spread of aesthetic scores, sizes and unsafe and
+    watermark probabilities. Published as ``published/report/`` (``index.html``, the charts as
+    PNG, ``analysis.json``), which Datasette links from its index page; the shares are numeric
+    metadata, so the UI plots them across builds."""
+    timer = StepTimer()
+    layout = laion_data.layout
+    with data_dir_lock(layout, context.log):
+        with staging_duckdb.get_connection() as duck:
+            result = analyze(layout, duck, context.log)
+        context.log.info("drawing the charts and writing the report")
+        pngs = charts(result)
+        publish_report(layout, result, pngs)
+        problems = report_problems(layout)
+    context.log.info(f"report published: {layout.report_dir / 'index.html'}")
+    top = [(d["domain"], d["images"], _percent(d["share"])) for d in result["top_domains"]]
+    yield MaterializeResult(
+        metadata={
+            **file_metadata(layout.report_dir),
+            "dagster/uri": MetadataValue.url((layout.report_dir / "index.html").as_uri()),
+            **timer.metadata(),
+            **{
+                name: MetadataValue.int(result[name])
+                if sql_type == "INTEGER"
+                else MetadataValue.float(result[name] or 0.0)
+                for name, (sql_type, _) in NUMBERS.items()
+            },
+            "top_domains": MetadataValue.md(markdown_table(["domain", "images", "share"], top)),
+            **{
+                f"chart_{name}": _chart_markdown(name.replace("_", " "), png)
+                for name, png in pngs.items()
+            },
+        }
+    )
+    yield AssetCheckResult(
+        check_name="report_complete",
+        passed=not problems,
+        severity=AssetCheckSeverity.ERROR,
+        description="; ".join(problems) or None,
+    )

@@ -1,0 +1,106 @@
+"""Charts of the analysis as PNG images, in one style: horizontal bars for rankings, columns for
+distributions. Drawn with matplotlib's object API (no pyplot state, no display needed)."""
+
+import io
+import warnings
+from collections.abc import Sequence
+
+from matplotlib import font_manager, rc_context
+from matplotlib.figure import Figure
+from matplotlib.ticker import FuncFormatter
+
+COLOR = "#3b6ea5"
+MARK_COLOR = "#c0392b"
+WIDTH_INCHES = 8.0
+DPI = 100
+LABEL_CHARS = 42
+# Fonts tried in turn for each character: names in the lists can be in any script. Those not
+# installed are skipped; a character no font has is drawn as a box.
+FONT_FAMILIES = ("DejaVu Sans", "Noto Sans CJK JP", "Noto Sans")
+
+
+def _fonts() -> list[str]:
+    installed = {font.name for font in font_manager.fontManager.ttflist}
+    return [family for family in FONT_FAMILIES if family in installed] or ["sans-serif"]
+
+
+STYLE = {
+    "font.size": 10,
+    "axes.spines.top": False,
+    "axes.spines.right": False,
+    "axes.grid": True,
+    "grid.color": "#dddddd",
+    "axes.axisbelow": True,
+}
+
+
+def _short(label: str) -> str:
+    label = " ".join(label.split()) or "(none)"
+    return label if len(label) <= LABEL_CHARS else label[: LABEL_CHARS - 1] + "…"
+
+
+def _thousands(value: float, _position: int) -> str:
+    return f"{value:,.0f}"
+
+
+def _png(figure: Figure) -> bytes:
+    buffer = io.BytesIO()
+    with warnings.catch_warnings():
+        # A glyph no installed font has is drawn as a box; the warning says no more than that.
+        warnings.filterwarnings("ignore", message="Glyph .* missing from")
+        figure.savefig(buffer, format="png", dpi=DPI, metadata={"Software": None})
+    return buffer.getvalue()
+
+
+def _figure(title: str, height: float) -> Figure:
+    figure = Figure(figsize=(WIDTH_INCHES, height), layout="constrained")
+    figure.suptitle(title, x=0.01, ha="left", fontsize=12, fontweight="bold")
+    return figure
+
+
+def ranking_chart(
+    title: str,
+    xlabel: str,
+    labels: Sequence[str],
+    values: Sequence[int],
+    notes: Sequence[str] | None = None,
+) -> bytes:
+    """Horizontal bars, the largest on top, each labelled with its value (or its note)."""
+    with rc_context({**STYLE, "font.family": _fonts()}):
+        figure = _figure(title, 1.4 + 0.28 * max(len(labels), 1))
+        axes = figure.add_subplot()
+        positions = range(len(labels))[::-1]
+        bars = axes.barh(list(positions), values, color=COLOR, height=0.7)
+        axes.set_yticks(list(positions), [_short(label) for label in labels])
+        axes.grid(axis="y", visible=False)
+        axes.xaxis.set_major_formatter(FuncFormatter(_thousands))
+        axes.set_xlabel(xlabel)
+        texts = notes if notes is not None else [f"{v:,}" for v in values]
+        axes.bar_label(bars, labels=list(texts), padding=3, fontsize=8)
+        axes.margins(x=0.15)
+        if not labels:
+            axes.text(0.5, 0.5, "nothing to show", transform=axes.transAxes, ha="center")
+        return _png(figure)
+
+
+def distribution_chart(
+    title: str,
+    panels: Sequence[tuple[str, Sequence[str], Sequence[int]]],
+    mark: str | None = None,
+) -> bytes:
+    """One column chart per panel ``(axis label, bin labels, counts)``, side by side; ``mark``
+    names a bin whose left edge gets a dashed line (such as the 0.5 threshold)."""
+    with rc_context({**STYLE, "font.family": _fonts()}):
+        figure = _figure(title, 3.6)
+        for index, (xlabel, bins, counts) in enumerate(panels, 1):
+            axes = figure.add_subplot(1, len(panels), index)
+            axes.bar(range(len(bins)), counts, color=COLOR, width=0.85)
+            step = max(1, len(bins) // 8)
+            axes.set_xticks(range(0, len(bins), step), list(bins)[::step], rotation=45, ha="right")
+            axes.grid(axis="x", visible=False)
+            axes.yaxis.set_major_formatter(FuncFormatter(_thousands))
+            axes.set_xlabel(xlabel)
+            axes.set_ylabel("images")
+            if mark is not None and mark in bins:
+                axes.axvline(list(bins).index(mark) - 0.5, color=MARK_COLOR, linestyle="--")
+        return _png(figure)
