@@ -35,6 +35,17 @@ def build(
     )
 
 
+def failure_text(result) -> str:
+    """Every error message of the failed steps, with their causes."""
+    texts = []
+    for event in result.get_step_failure_events():
+        error = event.step_failure_data.error
+        while error is not None:
+            texts.append(error.message)
+            error = error.cause
+    return "\n".join(texts)
+
+
 @functools.cache
 def tokens(text: str | None) -> tuple[str, ...]:
     """Words as SQLite's default unicode61 tokenizer sees them: letters and digits, case and

@@ -13,8 +13,7 @@ import pytest
 
 from laion_pipeline.layout import DataLayout
 from laion_pipeline.schema import LAION_ARROW_SCHEMA
-from laion_pipeline_tests.conftest import build, phrase_count
-from laion_pipeline_tests.test_errors import failure_text
+from laion_pipeline_tests.conftest import build, failure_text, phrase_count
 
 
 def row(i: int, **values) -> dict:

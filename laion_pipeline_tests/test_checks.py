@@ -15,8 +15,7 @@ from laion_pipeline.layout import DataLayout
 from laion_pipeline.resources import EntityLists
 from laion_pipeline.schema import LAION_ARROW_SCHEMA
 from laion_pipeline.synthetic import SAMPLE_DIR
-from laion_pipeline_tests.conftest import build
-from laion_pipeline_tests.test_errors import failure_text
+from laion_pipeline_tests.conftest import build, failure_text
 
 
 def rows(n: int, caption=lambda i: f"caption {i}") -> list[dict]:

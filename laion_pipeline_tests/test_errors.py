@@ -11,18 +11,7 @@ import pytest
 from laion_pipeline.assets.raw import parse_entity_csv
 from laion_pipeline.errors import InvalidInputError
 from laion_pipeline.layout import DataLayout
-from laion_pipeline_tests.conftest import build
-
-
-def failure_text(result) -> str:
-    """Every error message of the failed steps, with their causes."""
-    texts = []
-    for event in result.get_step_failure_events():
-        error = event.step_failure_data.error
-        while error is not None:
-            texts.append(error.message)
-            error = error.cause
-    return "\n".join(texts)
+from laion_pipeline_tests.conftest import build, failure_text
 
 
 def test_unknown_source_names_the_variable(tmp_path):

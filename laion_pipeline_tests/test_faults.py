@@ -16,8 +16,7 @@ import pytest
 from laion_pipeline.assets.serving import manifest_problems
 from laion_pipeline.layout import DataLayout
 from laion_pipeline.lock import data_dir_lock
-from laion_pipeline_tests.conftest import build
-from laion_pipeline_tests.test_errors import failure_text
+from laion_pipeline_tests.conftest import build, failure_text
 
 
 @pytest.mark.parametrize(

@@ -27,9 +27,8 @@ from laion_pipeline.hub import HubClient, HubError
 from laion_pipeline.layout import DataLayout
 from laion_pipeline.resources import EntityLists, HuggingFaceSource, build_resources
 from laion_pipeline.synthetic import SAMPLE_DIR
-from laion_pipeline_tests.conftest import build
+from laion_pipeline_tests.conftest import build, failure_text
 from laion_pipeline_tests.fake_hub import FakeHub
-from laion_pipeline_tests.test_errors import failure_text
 
 REPO = "mirror-org/improved_aesthetics_6plus"
 SAMPLE_FILES = {

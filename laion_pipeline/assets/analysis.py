@@ -48,6 +48,15 @@ PIXEL_BINS = 17
 # An image counts as unsafe, or watermarked, when its probability is above this.
 FLAG_THRESHOLD = 0.5
 
+
+# One scan of the staged rows: every histogram (one grouping set each) and the totals (the
+# empty grouping set). Bins are computed on the same doubles the SQLite images table holds.
+def _clamped(value: str, last: int) -> str:
+    # DuckDB's least/greatest skip NULLs: a missing value must stay NULL, not land in bin 0.
+    clamped = f"CAST(least(greatest({value}, 0), {last}) AS BIGINT)"
+    return f"CASE WHEN {value} IS NOT NULL THEN {clamped} END"
+
+
 # One scan of the staged rows: every histogram (one grouping set each) and the totals (the
 # empty grouping set). Bins are computed on the same doubles the SQLite images table holds.
 DISTRIBUTIONS_SQL = f"""
@@ -55,12 +64,10 @@ WITH binned AS (
     SELECT
         aesthetic AS score, punsafe AS unsafe, pwatermark AS watermark,
         CAST(floor(aesthetic * {AESTHETIC_BINS_PER_UNIT}) AS BIGINT) AS aesthetic,
-        least(greatest(width // {PIXEL_BIN}, 0), {PIXEL_BINS - 1}) AS width,
-        least(greatest(height // {PIXEL_BIN}, 0), {PIXEL_BINS - 1}) AS height,
-        CAST(least(greatest(floor(punsafe * {PROBABILITY_BINS}), 0), {PROBABILITY_BINS - 1})
-            AS BIGINT) AS punsafe,
-        CAST(least(greatest(floor(pwatermark * {PROBABILITY_BINS}), 0), {PROBABILITY_BINS - 1})
-            AS BIGINT) AS pwatermark
+        {_clamped(f"width // {PIXEL_BIN}", PIXEL_BINS - 1)} AS width,
+        {_clamped(f"height // {PIXEL_BIN}", PIXEL_BINS - 1)} AS height,
+        {_clamped(f"floor(punsafe * {PROBABILITY_BINS})", PROBABILITY_BINS - 1)} AS punsafe,
+        {_clamped(f"floor(pwatermark * {PROBABILITY_BINS})", PROBABILITY_BINS - 1)} AS pwatermark
     FROM staging_images
 )
 SELECT
