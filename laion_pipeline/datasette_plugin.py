@@ -9,7 +9,8 @@
 - ``laion_match(text)``, the SQL function behind the fast search query: any text a person
   types becomes a valid FTS5 query;
 - ``/-/report/`` (``REPORT_URL``): the analysis report published beside the database (its
-  page, charts and numbers; nothing else of the folder is served).
+  page, charts and numbers; nothing else of the folder is served);
+- a mistyped address answers 404, not 500 (see ``startup``).
 """
 
 import re
@@ -17,6 +18,7 @@ import urllib.parse
 from pathlib import Path
 from typing import Any
 
+import datasette.handle_exception
 from datasette import Response, hookimpl
 from markupsafe import Markup, escape
 
@@ -54,6 +56,14 @@ def readable_float(value: float) -> str:
 def search_url(name: str) -> str:
     """The fast search for ``name`` as a phrase: what the name's image_counts counts."""
     return f"/{DATABASE_NAME}/search?" + urllib.parse.urlencode({"q": f'"{name}"'})
+
+
+@hookimpl
+def startup() -> None:
+    # Datasette 0.65 prints every error with rich when it is installed (Dagster installs it),
+    # and for an address that matches no page rich raises outside an except block, turning the
+    # 404 into a 500. Without rich, Datasette prints tracebacks the plain way.
+    datasette.handle_exception.rich = None
 
 
 @hookimpl

@@ -5,6 +5,7 @@ pages."""
 
 import collections
 import sqlite3
+import urllib.error
 import urllib.parse
 import urllib.request
 
@@ -12,6 +13,7 @@ import pytest
 
 from laion_pipeline.datasette import SEARCH_PAGE_ROWS
 from laion_pipeline.datasette_plugin import laion_match, readable_float, render_cell
+from laion_pipeline.layout import REPORT_FILES, REPORT_URL
 from laion_pipeline_tests.conftest import phrase_count, tokens
 from laion_pipeline_tests.datasette_site import DB, served
 
@@ -107,3 +109,31 @@ def test_cells_render_safely():
     assert readable_float(1.3e-07) == "0.00000013"
     assert readable_float(6.5) == "6.5"
     assert readable_float(0.0) == "0"
+
+
+def test_the_index_page_links_the_report_served_with_its_charts(site, sample_build):
+    assert f'href="{REPORT_URL}"' in site.get("/")
+    for name in ("", *REPORT_FILES):
+        with urllib.request.urlopen(f"{site.base}{REPORT_URL}{name}", timeout=30) as response:
+            body, kind = response.read(), response.headers["content-type"]
+        assert body == (sample_build.report_dir / (name or "index.html")).read_bytes()
+        expected = {"png": "image/png", "json": "application/json"}.get(name[-4:].strip("."))
+        assert kind.startswith(expected or "text/html"), name
+
+
+@pytest.mark.parametrize(
+    "path",
+    ["manifest.json", "..%2Fmanifest.json", "../laion-aesthetic-6pls.db", "x/index.html", "a.png"],
+)
+def test_the_report_route_serves_nothing_but_the_report(site, path):
+    with pytest.raises(urllib.error.HTTPError) as refused:
+        urllib.request.urlopen(f"{site.base}{REPORT_URL}{path}", timeout=30)
+    assert refused.value.code == 404
+
+
+@pytest.mark.parametrize("path", ["/no/such/page", f"/{DB}/images/1/2/3"])
+def test_an_address_that_matches_no_page_is_a_404(site, path):
+    with pytest.raises(urllib.error.HTTPError) as refused:
+        urllib.request.urlopen(f"{site.base}{path}", timeout=30)
+    assert refused.value.code == 404
+    assert "<h1>Error 404</h1>" in refused.value.read().decode()  # Datasette's own error page
