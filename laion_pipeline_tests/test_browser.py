@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+from laion_pipeline.layout import REPORT_CHARTS
 from laion_pipeline_tests.dagster_dev import REPO_ROOT
 from laion_pipeline_tests.datasette_site import DB, served
 
@@ -73,3 +74,21 @@ def test_search_a_name_see_thumbnails_and_open_a_domain(page):
     assert domain in page.locator("td.col-domain_id").first.inner_text()
     page.screenshot(path=OUTPUT / "domain.png", full_page=True)
     assert (OUTPUT / "search.png").stat().st_size > 10_000
+
+
+def test_open_the_report_from_the_index_and_see_its_charts(page):
+    page.get_by_role("link", name="The analysis").click()
+    page.wait_for_url("**/-/report/")
+    assert page.title() == "LAION-Aesthetics v2 6+: what the images are"
+    charts = page.locator("img")
+    assert charts.count() == len(REPORT_CHARTS)
+    for index in range(charts.count()):
+        chart = charts.nth(index)
+        chart.scroll_into_view_if_needed()
+        # A chart that loaded and decoded has a width; a broken image has none.
+        assert chart.evaluate("img => img.complete && img.naturalWidth") == 800
+    assert page.locator("table").first.locator("tbody tr").count() == 20
+    page.screenshot(path=OUTPUT / "report.png", full_page=True)
+    page.get_by_role("link", name="i.pinimg.com").first.click()
+    page.wait_for_url(f"**/{DB}/domain?domain=i.pinimg.com")
+    assert "i.pinimg.com" in page.locator("table.rows-and-columns").inner_text()
