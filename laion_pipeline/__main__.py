@@ -30,6 +30,9 @@ def where() -> int:
     counts = ", ".join(f"{table} {n:,}" for table, n in manifest["row_counts"].items())
     print(f"Published database: {layout.published_db}")
     print(f"Rows: {counts}")
+    report = layout.report_dir / "index.html"
+    if report.exists():
+        print(f"Analysis: {report} (charts and tables; served at /-/report/)")
     print("Serve it with `make serve` (Datasette on http://127.0.0.1:8001).")
     return 0
 

@@ -39,6 +39,7 @@ def test_make_run_materializes_everything_in_one_run_and_says_where(tmp_path):
     layout = DataLayout((tmp_path / "data").resolve())
     assert f"Published database: {layout.published_db}" in done.stdout
     assert "images 7,000" in done.stdout
+    assert f"Analysis: {layout.report_dir / 'index.html'}" in done.stdout
 
 
 def free_port() -> int:
