@@ -279,15 +279,22 @@ def format_report(rows: int, ours: dict[str, Any], seed: dict[str, Any] | None) 
     return "\n".join(lines)
 
 
+# Where the search benchmark's section (python -m laion_pipeline.bench_search) starts and ends.
+SEARCH_MARKER = "<!-- search benchmark -->"
+
+
 def update_report(path: Path, rows: int, section: str) -> None:
-    """Replace (or add) the section for ``rows`` in the markdown report at ``path``."""
+    """Replace (or add) the section for ``rows`` in the markdown report at ``path``, the
+    sections in order of size, before the search benchmark's section."""
     heading = f"### {rows:,} rows"
     text = path.read_text() if path.exists() else "# Benchmarks\n\n"
+    text, marker, search = text.partition(SEARCH_MARKER)
     sections = text.split("\n### ")
     head, rest = sections[0], ["### " + s for s in sections[1:]]
     rest = [s for s in rest if not s.startswith(heading + "\n")] + [section]
     rest.sort(key=lambda s: int(s.split()[1].replace(",", "")))
-    path.write_text(head.rstrip() + "\n\n" + "\n".join(s.rstrip() + "\n" for s in rest))
+    text = head.rstrip() + "\n\n" + "\n".join(s.rstrip() + "\n" for s in rest)
+    path.write_text(text + (f"\n{marker}{search}" if marker else ""))
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -24,6 +24,7 @@ import urllib.parse
 import urllib.request
 from pathlib import Path
 
+from laion_pipeline.bench import SEARCH_MARKER as MARKER
 from laion_pipeline.datasette_plugin import laion_match
 from laion_pipeline.layout import DATABASE_NAME, DataLayout
 
@@ -31,7 +32,6 @@ from laion_pipeline.layout import DATABASE_NAME, DataLayout
 # words, and the names of the sample lists.
 QUERIES = {"a rare word": "zorakalo", "a word in over half the captions": "the"}
 PHRASE = ("a phrase", '"Alphonse Mucha"')
-MARKER = "<!-- search benchmark -->"
 
 
 def _free_port() -> int:

@@ -20,6 +20,7 @@ from laion_pipeline.layout import ENTITY_KINDS, REPORT_CHARTS, REPORT_FILES, Dat
 from laion_pipeline.resources import build_resources
 from laion_pipeline.synthetic import SAMPLE_DIR
 from laion_pipeline_tests.conftest import build, failure_text, tokens
+from laion_pipeline_tests.test_bad_inputs import local, row, write
 
 
 @pytest.fixture(scope="module")
@@ -95,7 +96,7 @@ def _histogram(values: list, bin_of) -> tuple[dict[int, int], int]:
 
 
 BINS = {
-    "aesthetic": lambda v: math.floor(v * 4),
+    "aesthetic": lambda v: min(max(math.floor(v * 4), 0), 39),
     "width": lambda v: min(max(v // 256, 0), 16),
     "height": lambda v: min(max(v // 256, 0), 16),
     "punsafe": lambda v: min(max(math.floor(v * 20), 0), 19),
@@ -260,3 +261,31 @@ def test_an_analysis_of_other_staged_files_than_the_published_ones_fails_clearly
     assert "materialize published_database" in message
     assert (moved.report_dir / "analysis.json").read_bytes() == before
     assert result.asset_materializations_for_node("analysis") == []
+
+
+def test_odd_numbers_fall_in_the_end_bins_or_count_as_no_value(tmp_path):
+    inf, nan = float("inf"), float("nan")
+    odd = [
+        row(0, AESTHETIC_SCORE=nan, punsafe=nan, WIDTH=nan),
+        row(1, AESTHETIC_SCORE=inf, punsafe=inf, WIDTH=1e20),
+        row(2, AESTHETIC_SCORE=-inf, punsafe=-inf, WIDTH=-5.0),
+        row(3, AESTHETIC_SCORE=3e38, punsafe=2.0, WIDTH=100_000.0),
+        row(4, AESTHETIC_SCORE=-3.0, punsafe=-1.0, WIDTH=0.0),
+        row(5, AESTHETIC_SCORE=6.5, punsafe=0.5, WIDTH=4095.0),
+    ]
+    write(tmp_path / "parquet" / "odd.parquet", odd)
+    assert build(tmp_path / "data", local(tmp_path / "parquet")).success
+    layout = DataLayout((tmp_path / "data").resolve())
+    analysis = json.loads((layout.report_dir / "analysis.json").read_text())
+    aesthetic = analysis["aesthetic"]
+    assert aesthetic["null"] == 3  # NaN and both infinities
+    assert aesthetic["bins"][0] == {"from": 0.0, "to": 0.25, "label": "0.00", "images": 1}
+    assert aesthetic["bins"][-1] == {"from": 9.75, "to": 10.0, "label": "9.75", "images": 1}
+    assert sum(b["images"] for b in aesthetic["bins"]) == 3
+    assert analysis["aesthetic_mean"] == pytest.approx((3e38 - 3.0 + 6.5) / 3, rel=1e-6)
+    punsafe = {b["label"]: b["images"] for b in analysis["punsafe"]["bins"] if b["images"]}
+    assert (punsafe, analysis["punsafe"]["null"]) == ({"0.00": 1, "0.50": 1, "0.95": 1}, 3)
+    assert analysis["unsafe_images"] == 1  # 2.0; 0.5 is not above 0.5
+    width = {b["label"]: b["images"] for b in analysis["width"]["bins"] if b["images"]}
+    # NaN and 1e20 are NULL in the images table too; -5 and 0 start the first bin
+    assert (width, analysis["width"]["null"]) == ({"0": 2, "3840": 1, "4096+": 1}, 2)

@@ -9,6 +9,8 @@ from pathlib import Path
 
 import pytest
 
+from laion_pipeline.bench import SEARCH_MARKER
+
 PROJECT = Path(__file__).resolve().parents[1]
 SEED_TOOLS = PROJECT / ".venv-seed" / "bin"
 
@@ -37,6 +39,8 @@ def bench(tmp_path: Path, *extra: str) -> subprocess.CompletedProcess:
 
 
 def test_bench_reports_every_stage_of_our_build(tmp_path):
+    search = f"{SEARCH_MARKER}\n### Search, 3,000 rows\n\nkept as it is\n\n{SEARCH_MARKER}\n"
+    (tmp_path / "bench.md").write_text(f"# Benchmarks\n\n### 3,000 rows\n\nold\n\n{search}")
     done = bench(tmp_path)
     assert done.returncode == 0, done.stderr[-3000:]
     report = (tmp_path / "bench.md").read_text()
@@ -48,9 +52,13 @@ def test_bench_reports_every_stage_of_our_build(tmp_path):
         "images_and_index",
         "entity_tables",
         "published_database",
+        "analysis",
         "**total (wall)**",
     ):
         assert f"| {stage} |" in report, stage
+    # The section for this size is replaced, before the search benchmark's, which stays.
+    assert "old" not in report and report.count("### 3,000 rows") == 1
+    assert report.endswith(search) and report.index("### 3,000 rows") < report.index(search)
     assert "published db" in report
     assert "Published (the new database served) after " in report
     assert "| published_database_published_database_matches_manifest |" in report

@@ -39,9 +39,11 @@ from laion_pipeline.resources import LaionData
 from laion_pipeline.schema import table_schema
 
 TOP = 20
-# Histogram bins: aesthetic scores in quarters, probabilities in twentieths (values outside
-# 0..1 fall in the end bins), sizes in 256-pixel steps with one bin for 4096 and more.
+# Histogram bins: aesthetic scores in quarters from 0 to 10, probabilities in twentieths from 0
+# to 1, sizes in 256-pixel steps with one bin for 4096 and more. Values beyond either end count
+# in the end bins; NaN and infinities (NULL in SQLite) count as no value.
 AESTHETIC_BINS_PER_UNIT = 4
+AESTHETIC_BINS = 40
 PROBABILITY_BINS = 20
 PIXEL_BIN = 256
 PIXEL_BINS = 17
@@ -49,26 +51,35 @@ PIXEL_BINS = 17
 FLAG_THRESHOLD = 0.5
 
 
-# One scan of the staged rows: every histogram (one grouping set each) and the totals (the
-# empty grouping set). Bins are computed on the same doubles the SQLite images table holds.
-def _clamped(value: str, last: int) -> str:
+def _clamped(value: str, bins: int) -> str:
     # DuckDB's least/greatest skip NULLs: a missing value must stay NULL, not land in bin 0.
-    clamped = f"CAST(least(greatest({value}, 0), {last}) AS BIGINT)"
+    clamped = f"CAST(least(greatest({value}, 0), {bins - 1}) AS BIGINT)"
     return f"CASE WHEN {value} IS NOT NULL THEN {clamped} END"
+
+
+def _finite(column: str) -> str:
+    return f"CASE WHEN isfinite({column}) THEN {column} END"
 
 
 # One scan of the staged rows: every histogram (one grouping set each) and the totals (the
 # empty grouping set). Bins are computed on the same doubles the SQLite images table holds.
 DISTRIBUTIONS_SQL = f"""
-WITH binned AS (
+WITH finite AS (
     SELECT
-        aesthetic AS score, punsafe AS unsafe, pwatermark AS watermark,
-        CAST(floor(aesthetic * {AESTHETIC_BINS_PER_UNIT}) AS BIGINT) AS aesthetic,
-        {_clamped(f"width // {PIXEL_BIN}", PIXEL_BINS - 1)} AS width,
-        {_clamped(f"height // {PIXEL_BIN}", PIXEL_BINS - 1)} AS height,
-        {_clamped(f"floor(punsafe * {PROBABILITY_BINS})", PROBABILITY_BINS - 1)} AS punsafe,
-        {_clamped(f"floor(pwatermark * {PROBABILITY_BINS})", PROBABILITY_BINS - 1)} AS pwatermark
+        {_finite("aesthetic")} AS score,
+        {_finite("punsafe")} AS unsafe,
+        {_finite("pwatermark")} AS watermark,
+        width AS w, height AS h
     FROM staging_images
+), binned AS (
+    SELECT
+        score, unsafe, watermark,
+        {_clamped(f"floor(score * {AESTHETIC_BINS_PER_UNIT})", AESTHETIC_BINS)} AS aesthetic,
+        {_clamped(f"w // {PIXEL_BIN}", PIXEL_BINS)} AS width,
+        {_clamped(f"h // {PIXEL_BIN}", PIXEL_BINS)} AS height,
+        {_clamped(f"floor(unsafe * {PROBABILITY_BINS})", PROBABILITY_BINS)} AS punsafe,
+        {_clamped(f"floor(watermark * {PROBABILITY_BINS})", PROBABILITY_BINS)} AS pwatermark
+    FROM finite
 )
 SELECT
     grouping(aesthetic), grouping(width), grouping(height), grouping(punsafe),
