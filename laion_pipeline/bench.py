@@ -266,7 +266,8 @@ def format_report(rows: int, ours: dict[str, Any], seed: dict[str, Any] | None) 
             lines.extend(
                 [
                     f"Published (the new database served) after {run['published_seconds']:.2f} s;"
-                    " the rest is the check of the published file (`PRAGMA integrity_check`).",
+                    " the rest is the check of the published file (`PRAGMA integrity_check`) "
+                    "and the analysis.",
                     "",
                 ]
             )
@@ -274,8 +275,16 @@ def format_report(rows: int, ours: dict[str, Any], seed: dict[str, Any] | None) 
     table("laion-pipeline (every asset, one Dagster run)", ours)
     if seed:
         table("The 2022 recipe", seed)
-        ratio = seed["total_seconds"] / ours["total_seconds"]
-        lines.extend([f"**Ratio: laion-pipeline is {ratio:.1f}x faster end to end.**", ""])
+        published = seed["total_seconds"] / ours["published_seconds"]
+        everything = seed["total_seconds"] / ours["total_seconds"]
+        lines.extend(
+            [
+                f"**Ratio: laion-pipeline publishes the database {published:.1f}x faster than "
+                "the 2022 recipe builds it**; with the check of the published file and the "
+                f"analysis, which the recipe does not do, {everything:.1f}x.",
+                "",
+            ]
+        )
     return "\n".join(lines)
 
 
