@@ -20,9 +20,11 @@ $(DAGSTER_HOME)/dagster.yaml: dagster_home.yaml
 	cp dagster_home.yaml $@
 
 ## Run the full_build job (observe the sources, materialize every asset, run every check) in
-## one Dagster run, then say where the database is.
+## one Dagster run, then say where the database and its analysis are. (`dagster job execute`
+## works as it is: its notice that `dg launch` supersedes it is hidden.)
 run: $(STAMP) $(DAGSTER_HOME)/dagster.yaml
-	$(BIN)/dagster job execute -m laion_pipeline.definitions -j full_build
+	PYTHONWARNINGS='ignore:Function `job_execute_command` is superseded' \
+		$(BIN)/dagster job execute -m laion_pipeline.definitions -j full_build
 	$(BIN)/python -m laion_pipeline where
 
 ## The whole test suite, after the linter.

@@ -36,6 +36,7 @@ def test_make_run_materializes_everything_in_one_run_and_says_where(tmp_path):
     )
     assert done.returncode == 0, done.stderr[-3000:]
     assert done.stderr.count("RUN_SUCCESS") == 1
+    assert "superseded" not in done.stderr  # no notice to puzzle a newcomer
     layout = DataLayout((tmp_path / "data").resolve())
     assert f"Published database: {layout.published_db}" in done.stdout
     assert "images 7,000" in done.stdout
