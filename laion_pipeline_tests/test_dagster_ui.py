@@ -3,6 +3,7 @@ through its GraphQL API the way the UI drives it: lineage, "Materialize all" wit
 multiprocess executor, metadata, checks, an edited name list refreshed by the sensor, and the
 schedule."""
 
+import os
 import shutil
 import time
 
@@ -11,6 +12,7 @@ import pytest
 from laion_pipeline.layout import ENTITY_KINDS
 from laion_pipeline.synthetic import SAMPLE_DIR
 from laion_pipeline_tests.dagster_dev import DagsterDev
+from laion_pipeline_tests.test_browser import CHROMIUM, OUTPUT
 from laion_pipeline_tests.test_definitions import EXPECTED_DEPENDENCIES
 
 ASSETS = """{ assetNodes {
@@ -211,3 +213,34 @@ def test_the_weekly_schedule_is_listed_and_starts_off(dev):
     assert data["sensorsOrError"]["results"] == [
         {"name": "refresh_stale_assets", "sensorState": {"status": "RUNNING"}}
     ]
+
+
+@pytest.mark.skipif(
+    CHROMIUM is None and os.environ.get("CI") != "true",
+    reason="needs Debian's chromium (apt-get install chromium; .ci/run installs it)",
+)
+def test_the_analysis_charts_open_in_the_asset_page(dev):
+    from playwright.sync_api import sync_playwright
+
+    if not assets(dev)["analysis"]["assetMaterializations"]:  # this test alone: build first
+        run_id = dev.launch("full_build")
+        assert dev.wait_for_run(run_id) == "SUCCESS", dev.run_messages(run_id)
+    OUTPUT.mkdir(parents=True, exist_ok=True)
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"])
+        try:
+            page = browser.new_page(viewport={"width": 1400, "height": 1000})
+            page.set_default_timeout(30_000)
+            # The UI may greet a new instance with a "join the community" dialog: skip it.
+            skip = page.get_by_role("button", name="Skip")
+            page.add_locator_handler(skip, lambda button: button.click())
+            page.goto(f"{dev.url}/assets/analysis?view=events")
+            row = page.locator("tr", has_text="chart_top_domains")
+            row.get_by_text("Show Markdown").click()
+            chart = page.get_by_role("img", name="top domains")
+            # Dagster's markdown keeps the data: URI, and the PNG in it decodes.
+            assert chart.evaluate("img => img.complete && img.naturalWidth") == 800
+            page.wait_for_timeout(500)  # the dialog fades in
+            page.screenshot(path=OUTPUT / "dagster-analysis-chart.png")
+        finally:
+            browser.close()
