@@ -7,12 +7,15 @@ import unicodedata
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 
+import pyarrow as pa
+import pyarrow.parquet as pq
 import pytest
 from dagster import DagsterInstance, ExecuteInProcessResult, materialize
 
 from laion_pipeline.definitions import all_asset_checks, all_assets
 from laion_pipeline.layout import DataLayout
 from laion_pipeline.resources import build_resources
+from laion_pipeline.schema import LAION_ARROW_SCHEMA
 
 
 def build(
@@ -67,6 +70,34 @@ def phrase_count(captions: list[str | None], name: str) -> int:
         if any(t[i : i + n] == words for i in range(len(t) - n + 1)):
             count += 1
     return count
+
+
+def row(i: int, **values) -> dict:
+    """A row of a LAION parquet file, number ``i``, with ``values`` changed."""
+    return {
+        "URL": f"https://host{i % 3}.example/{i}.jpg",
+        "TEXT": f"caption number {i}",
+        "WIDTH": 640.0,
+        "HEIGHT": 480.0,
+        "similarity": 0.3,
+        "punsafe": 0.1,
+        "pwatermark": 0.2,
+        "AESTHETIC_SCORE": 6.5,
+        "hash": i,
+        "__index_level_0__": i,
+        **values,
+    }
+
+
+def write(path: Path, rows: list[dict], schema: pa.Schema = LAION_ARROW_SCHEMA) -> None:
+    """A parquet file of ``rows`` (with the LAION columns and types unless told otherwise)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    pq.write_table(pa.Table.from_pylist(rows, schema), path)
+
+
+def local(folder: Path) -> dict[str, str]:
+    """The settings that build from the parquet files in ``folder``."""
+    return {"LAION_SOURCE": "local", "LAION_LOCAL_DIR": str(folder)}
 
 
 @pytest.fixture(scope="session")

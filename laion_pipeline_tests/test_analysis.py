@@ -19,8 +19,7 @@ from laion_pipeline.definitions import all_asset_checks, all_assets
 from laion_pipeline.layout import ENTITY_KINDS, REPORT_CHARTS, REPORT_FILES, DataLayout
 from laion_pipeline.resources import build_resources
 from laion_pipeline.synthetic import SAMPLE_DIR
-from laion_pipeline_tests.conftest import build, failure_text, tokens
-from laion_pipeline_tests.test_bad_inputs import local, row, write
+from laion_pipeline_tests.conftest import build, failure_text, local, row, tokens, write
 
 
 @pytest.fixture(scope="module")

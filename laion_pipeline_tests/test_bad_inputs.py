@@ -8,37 +8,11 @@ import urllib.parse
 from pathlib import Path
 
 import pyarrow as pa
-import pyarrow.parquet as pq
 import pytest
 
 from laion_pipeline.layout import DataLayout
 from laion_pipeline.schema import LAION_ARROW_SCHEMA
-from laion_pipeline_tests.conftest import build, failure_text, phrase_count
-
-
-def row(i: int, **values) -> dict:
-    return {
-        "URL": f"https://host{i % 3}.example/{i}.jpg",
-        "TEXT": f"caption number {i}",
-        "WIDTH": 640.0,
-        "HEIGHT": 480.0,
-        "similarity": 0.3,
-        "punsafe": 0.1,
-        "pwatermark": 0.2,
-        "AESTHETIC_SCORE": 6.5,
-        "hash": i,
-        "__index_level_0__": i,
-        **values,
-    }
-
-
-def write(path: Path, rows: list[dict], schema: pa.Schema = LAION_ARROW_SCHEMA) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    pq.write_table(pa.Table.from_pylist(rows, schema), path)
-
-
-def local(folder: Path) -> dict[str, str]:
-    return {"LAION_SOURCE": "local", "LAION_LOCAL_DIR": str(folder)}
+from laion_pipeline_tests.conftest import build, failure_text, local, phrase_count, row, write
 
 
 def published_rows(data: Path, sql: str) -> list[tuple]:

@@ -3,7 +3,6 @@ publishes nothing; a warning lets the build go on; network steps retry transient
 only."""
 
 import json
-from pathlib import Path
 
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -15,29 +14,7 @@ from laion_pipeline.layout import DataLayout
 from laion_pipeline.resources import EntityLists
 from laion_pipeline.schema import LAION_ARROW_SCHEMA
 from laion_pipeline.synthetic import SAMPLE_DIR
-from laion_pipeline_tests.conftest import build, failure_text
-
-
-def rows(n: int, caption=lambda i: f"caption {i}") -> list[dict]:
-    return [
-        {
-            "URL": f"https://host{i % 5}.example/{i}.jpg",
-            "TEXT": caption(i),
-            "WIDTH": 640.0,
-            "HEIGHT": 480.0,
-            "similarity": 0.3,
-            "punsafe": 0.1,
-            "pwatermark": 0.2,
-            "AESTHETIC_SCORE": 6.5,
-            "hash": i,
-            "__index_level_0__": i,
-        }
-        for i in range(n)
-    ]
-
-
-def local_env(folder: Path) -> dict[str, str]:
-    return {"LAION_SOURCE": "local", "LAION_LOCAL_DIR": str(folder)}
+from laion_pipeline_tests.conftest import build, failure_text, local, row, write
 
 
 def evaluations(result) -> dict[tuple[str, str], object]:
@@ -52,11 +29,11 @@ def materialized(result) -> set[str]:
 
 
 def test_a_retyped_column_fails_the_blocking_schema_check_and_stops_the_build(tmp_path):
-    table = pa.Table.from_pylist(rows(20), LAION_ARROW_SCHEMA)
+    table = pa.Table.from_pylist([row(i) for i in range(20)], LAION_ARROW_SCHEMA)
     table = table.set_column(1, "TEXT", pa.array(range(20), pa.int64()))  # captions as numbers
     (tmp_path / "parquet").mkdir()
     pq.write_table(table, tmp_path / "parquet" / "a.parquet")
-    result = build(tmp_path / "data", local_env(tmp_path / "parquet"), raise_on_error=False)
+    result = build(tmp_path / "data", local(tmp_path / "parquet"), raise_on_error=False)
     assert not result.success
     check = evaluations(result)[("staging_images", "laion_columns_and_types")]
     assert not check.passed
@@ -68,12 +45,9 @@ def test_a_retyped_column_fails_the_blocking_schema_check_and_stops_the_build(tm
 
 
 def test_many_empty_captions_warn_but_the_build_goes_on(tmp_path):
-    (tmp_path / "parquet").mkdir()
-    table = pa.Table.from_pylist(
-        rows(40, caption=lambda i: None if i % 4 == 0 else f"caption {i}"), LAION_ARROW_SCHEMA
-    )
-    pq.write_table(table, tmp_path / "parquet" / "a.parquet")
-    result = build(tmp_path / "data", local_env(tmp_path / "parquet"))
+    captions = [None if i % 4 == 0 else f"caption {i}" for i in range(40)]
+    write(tmp_path / "parquet" / "a.parquet", [row(i, TEXT=t) for i, t in enumerate(captions)])
+    result = build(tmp_path / "data", local(tmp_path / "parquet"))
     assert result.success
     check = evaluations(result)[("images", "few_null_captions")]
     assert not check.passed
