@@ -288,3 +288,26 @@ def test_odd_numbers_fall_in_the_end_bins_or_count_as_no_value(tmp_path):
     width = {b["label"]: b["images"] for b in analysis["width"]["bins"] if b["images"]}
     # NaN and 1e20 are NULL in the images table too; -5 and 0 start the first bin
     assert (width, analysis["width"]["null"]) == ({"0": 2, "3840": 1, "4096+": 1}, 2)
+
+
+def test_a_new_publish_removes_the_report_of_the_database_it_replaces(tmp_path):
+    data = tmp_path / "data"
+    assert build(data, _lists(tmp_path / "one", "name\nTaylor Swift\n")).success
+    layout = DataLayout(data.resolve())
+    first = json.loads((layout.report_dir / "analysis.json").read_text())
+    resources = build_resources(
+        {"LAION_DATA_DIR": str(data), **_lists(tmp_path / "two", "name\nKeanu Reeves\n")}
+    )
+    republished = materialize(
+        [*all_assets, *all_asset_checks],
+        resources=resources,
+        selection=["entity_csvs", "celebrities", "published_database"],
+    )
+    assert republished.success
+    # The new database is served with no report rather than the old one's...
+    assert not any(path.exists() for path in layout.report_files)
+    kept = json.loads((layout.previous_dir / "report" / "analysis.json").read_text())
+    assert kept == first
+    # ...and a rollback brings the old database back with its report.
+    assert rollback(layout)["sha256"] == first["database"]["sha256"]
+    assert json.loads((layout.report_dir / "analysis.json").read_text()) == first

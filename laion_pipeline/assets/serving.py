@@ -123,6 +123,7 @@ def rollback(layout: DataLayout) -> dict[str, Any]:
     for source, target in zip(previous, layout.published_files, strict=True):
         if source.exists():
             incoming = target.with_name(f".{target.name}.rollback")
+            incoming.parent.mkdir(parents=True, exist_ok=True)
             incoming.unlink(missing_ok=True)
             link_or_copy(source, incoming)
             os.replace(incoming, target)
@@ -205,13 +206,21 @@ def publish(layout: DataLayout, log: Any = None) -> dict[str, Any]:
         }
         for target, value in files.items():
             write_json_atomic(staged(target), value)
-        if layout.published_db.exists() and not os.path.samefile(candidate, layout.published_db):
+        replaced = layout.published_db.exists() and not os.path.samefile(
+            candidate, layout.published_db
+        )
+        if replaced:
             keep_previous(layout)
         # Everything is written beside its target: the database, then its files, each replaced
         # by a rename, one after the other.
         os.replace(candidate, layout.published_db)
         for target in files:
             os.replace(staged(target), target)
+        if replaced:
+            # The report described the database just replaced (it is kept in previous/ with
+            # it): none is better than a wrong one until `analysis` writes the new one.
+            for path in layout.report_files:
+                path.unlink(missing_ok=True)
     finally:
         for path in (candidate, *map(staged, datasette_files)):
             path.unlink(missing_ok=True)
