@@ -14,6 +14,7 @@ from collections.abc import Sequence
 from laion_pipeline.assets.serving import rollback as restore_previous
 from laion_pipeline.datasette import SERVE_SETTINGS
 from laion_pipeline.errors import StaleInputError
+from laion_pipeline.layout import REPORT_URL
 from laion_pipeline.resources import build_resources
 
 
@@ -32,7 +33,7 @@ def where() -> int:
     print(f"Rows: {counts}")
     report = layout.report_dir / "index.html"
     if report.exists():
-        print(f"Analysis: {report} (charts and tables; served at /-/report/)")
+        print(f"Analysis: {report} (charts and tables; served at {REPORT_URL})")
     print("Serve it with `make serve` (Datasette on http://127.0.0.1:8001).")
     return 0
 

@@ -37,8 +37,13 @@ def write_atomic(path: Path, data: bytes) -> None:
         raise
 
 
+def json_bytes(value: Any) -> bytes:
+    """``value`` as the JSON files of the pipeline are written: indented, UTF-8."""
+    return (json.dumps(value, indent=2, ensure_ascii=False) + "\n").encode()
+
+
 def write_json_atomic(path: Path, value: Any) -> None:
-    write_atomic(path, (json.dumps(value, indent=2, ensure_ascii=False) + "\n").encode())
+    write_atomic(path, json_bytes(value))
 
 
 def read_json(path: Path, missing_hint: str) -> Any:

@@ -29,7 +29,8 @@ def _e(value: Any) -> str:
     return html.escape(str(value), quote=True)
 
 
-def _percent(share: float) -> str:
+def percent(share: float) -> str:
+    """A share as the report and the charts write it: ``8.5%``."""
     return f"{share:.1%}"
 
 
@@ -67,7 +68,7 @@ def _flags(analysis: dict[str, Any]) -> str:
             [
                 (f"<code>{column}</code> above 0.5 ({what})", False),
                 (f"{count:,}", True),
-                (_percent(share), True),
+                (percent(share), True),
                 (f"{analysis[column]['null']:,}", True),
             ]
         )
@@ -82,11 +83,11 @@ def report_html(analysis: dict[str, Any]) -> str:
     key_numbers = [
         ("Images", f"{images:,}"),
         ("Domains", f"{analysis['domains']:,}"),
-        ("Share of the top domain", _percent(analysis["top_domain_share"])),
-        ("Share of the top 20 domains", _percent(analysis["top_20_domains_share"])),
-        ("Images whose caption names a listed name", _percent(analysis["named_share"])),
-        ("Images probably unsafe (punsafe > 0.5)", _percent(analysis["unsafe_share"])),
-        ("Images probably watermarked (pwatermark > 0.5)", _percent(analysis["watermarked_share"])),
+        ("Share of the top domain", percent(analysis["top_domain_share"])),
+        ("Share of the top 20 domains", percent(analysis["top_20_domains_share"])),
+        ("Images whose caption names a listed name", percent(analysis["named_share"])),
+        ("Images probably unsafe (punsafe > 0.5)", percent(analysis["unsafe_share"])),
+        ("Images probably watermarked (pwatermark > 0.5)", percent(analysis["watermarked_share"])),
     ]
     if analysis["aesthetic_mean"] is not None:
         key_numbers.append(("Mean aesthetic score", f"{analysis['aesthetic_mean']:.2f}"))
@@ -111,7 +112,7 @@ def report_html(analysis: dict[str, Any]) -> str:
                 [
                     (_link(d["domain"] or "(no host)", "domain", {"domain": d["domain"]}), False),
                     (f"{d['images']:,}", True),
-                    (_percent(d["share"]), True),
+                    (percent(d["share"]), True),
                 ]
                 for d in analysis["top_domains"]
             ],
@@ -119,7 +120,7 @@ def report_html(analysis: dict[str, Any]) -> str:
     ]
     parts.append("<h2>Who the captions name</h2>")
     parts.append(
-        f"<p>{analysis['named_images']:,} images ({_percent(analysis['named_share'])}) have a "
+        f"<p>{analysis['named_images']:,} images ({percent(analysis['named_share'])}) have a "
         "caption that contains at least one name of the three lists as a phrase.</p>"
     )
     for kind in ENTITY_KINDS:

@@ -4,7 +4,6 @@ scores, sizes and unsafe and watermark probabilities are spread. Numbers, charts
 report, published in ``published/report/`` beside the database they describe."""
 
 import base64
-import json
 import sqlite3
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -28,13 +27,13 @@ from laion_pipeline.assets.staging import create_staging
 from laion_pipeline.charts import distribution_chart, ranking_chart
 from laion_pipeline.db import quote_identifier, sqlite_connect
 from laion_pipeline.errors import StaleInputError
-from laion_pipeline.files import read_json, write_atomic
+from laion_pipeline.files import json_bytes, read_json, write_atomic
 from laion_pipeline.fts import fts_phrase
 from laion_pipeline.layout import ENTITY_KINDS, REPORT_CHARTS, DataLayout
 from laion_pipeline.lock import data_dir_lock
 from laion_pipeline.metadata import StepTimer, file_metadata, markdown_table
 from laion_pipeline.progress import Progress
-from laion_pipeline.report import report_html, report_problems
+from laion_pipeline.report import percent, report_html, report_problems
 from laion_pipeline.resources import LaionData
 from laion_pipeline.schema import table_schema
 
@@ -111,6 +110,10 @@ SELECT domain, image_counts FROM domain ORDER BY image_counts DESC, id LIMIT {TO
 """
 
 
+def _share(count: int, total: int) -> float:
+    return count / total if total else 0.0
+
+
 def _bin(column: str, index: int) -> dict[str, Any]:
     """The edges and label of bin ``index`` of ``column``'s histogram."""
     if column == "aesthetic":
@@ -163,12 +166,10 @@ def distributions(duck: duckdb.DuckDBPyConnection) -> dict[str, Any]:
 def top_domains(conn: sqlite3.Connection, images: int) -> dict[str, Any]:
     """The hosts with the most images, each with its share of all images."""
     top = [
-        {"domain": domain, "images": count, "share": count / images if images else 0.0}
+        {"domain": domain, "images": count, "share": _share(count, images)}
         for domain, count in conn.execute(TOP_DOMAINS_SQL)
     ]
-    (domains,) = conn.execute("SELECT count(*) FROM domain").fetchone()
     return {
-        "domains": domains,
         "top_domains": top,
         "top_domain_share": top[0]["share"] if top else 0.0,
         "top_20_domains_share": sum(d["share"] for d in top),
@@ -252,25 +253,21 @@ def analyze(layout: DataLayout, duck: duckdb.DuckDBPyConnection, log: Any = None
                 f"staging_images has {spread['images']:,} rows but the published database "
                 f"{images:,}: materialize published_database, then analysis"
             )
-        result = {
+        return {
             "database": {
                 k: manifest[k] for k in ("database", "sha256", "built_at", "source", "row_counts")
             },
+            "domains": manifest["row_counts"]["domain"],
             **top_domains(conn, images),
             "names": {kind: top_names(conn, kind) for kind in ENTITY_KINDS},
             "named_images": named,
-            "named_share": named / images if images else 0.0,
+            "named_share": _share(named, images),
+            "unsafe_share": _share(spread["unsafe_images"], images),
+            "watermarked_share": _share(spread["watermarked_images"], images),
             **spread,
         }
     finally:
         conn.close()
-    result["unsafe_share"] = result["unsafe_images"] / images if images else 0.0
-    result["watermarked_share"] = result["watermarked_images"] / images if images else 0.0
-    return result
-
-
-def _percent(share: float) -> str:
-    return f"{share:.1%}"
 
 
 def charts(analysis: dict[str, Any]) -> dict[str, bytes]:
@@ -279,11 +276,11 @@ def charts(analysis: dict[str, Any]) -> dict[str, bytes]:
     pngs = {
         "top_domains": ranking_chart(
             "Domains with the most images",
-            f"images (these {len(domains)} domains: {_percent(analysis['top_20_domains_share'])} "
+            f"images (these {len(domains)} domains: {percent(analysis['top_20_domains_share'])} "
             f"of all {analysis['images']:,})",
             [d["domain"] or "(no host)" for d in domains],
             [d["images"] for d in domains],
-            [f"{d['images']:,} ({_percent(d['share'])})" for d in domains],
+            [f"{d['images']:,} ({percent(d['share'])})" for d in domains],
         )
     }
     for kind in ENTITY_KINDS:
@@ -313,8 +310,8 @@ def charts(analysis: dict[str, Any]) -> dict[str, bytes]:
         ],
     )
     pngs["unsafe_watermark"] = distribution_chart(
-        f"Probability unsafe ({_percent(analysis['unsafe_share'])} above {FLAG_THRESHOLD}) and "
-        f"watermarked ({_percent(analysis['watermarked_share'])} above {FLAG_THRESHOLD})",
+        f"Probability unsafe ({percent(analysis['unsafe_share'])} above {FLAG_THRESHOLD}) and "
+        f"watermarked ({percent(analysis['watermarked_share'])} above {FLAG_THRESHOLD})",
         [
             panel("punsafe", f"punsafe (bins of {1 / PROBABILITY_BINS})"),
             panel("pwatermark", f"pwatermark (bins of {1 / PROBABILITY_BINS})"),
@@ -329,7 +326,7 @@ def publish_report(layout: DataLayout, analysis: dict[str, Any], pngs: dict[str,
     that links the others last."""
     contents = {
         **{f"{name}.png": png for name, png in pngs.items()},
-        "analysis.json": json.dumps(analysis, indent=2, ensure_ascii=False).encode(),
+        "analysis.json": json_bytes(analysis),
         "index.html": report_html(analysis).encode(),
     }
     for path in layout.report_files:
@@ -377,7 +374,7 @@ def analysis(
         publish_report(layout, result, pngs)
         problems = report_problems(layout)
     context.log.info(f"report published: {layout.report_dir / 'index.html'}")
-    top = [(d["domain"], d["images"], _percent(d["share"])) for d in result["top_domains"]]
+    top = [(d["domain"], d["images"], percent(d["share"])) for d in result["top_domains"]]
     yield MaterializeResult(
         metadata={
             **file_metadata(layout.report_dir),
