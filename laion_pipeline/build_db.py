@@ -12,11 +12,9 @@ from pathlib import Path
 
 from laion_pipeline.db import sqlite_connect
 from laion_pipeline.errors import StaleInputError
-from laion_pipeline.layout import DataLayout
+from laion_pipeline.layout import STAGED_SUFFIXES, DataLayout, staged
 
 SIDE_FILES = ("-wal", "-shm", "-journal")
-# The next version of a published file is written beside it under one of these names.
-CANDIDATES = (".*.candidate", ".*.rollback")
 
 
 def remove_side_files(db: Path) -> None:
@@ -68,7 +66,11 @@ def remove_stale_temporaries(layout: DataLayout) -> list[Path]:
         (build, f"{layout.build_db.name}.new*"),
         (build, f"{layout.build_db.name}.copy"),
         (build, "images_fts.side.db*"),
-        *((folder, pattern) for folder in (published, report) for pattern in CANDIDATES),
+        *(
+            (folder, staged(Path("*"), suffix).name)
+            for folder in (published, report)
+            for suffix in STAGED_SUFFIXES
+        ),
     ]
     stale = [path for folder, pattern in patterns for path in sorted(folder.glob(pattern))]
     stale += [p for p in (published / ".rollback", published / "previous.new") if p.exists()]

@@ -22,6 +22,14 @@ REPORT_FILES: tuple[str, ...] = (
 )
 # Where Datasette serves the report (the plugin's route).
 REPORT_URL = "/-/report/"
+# A published file's next version is written beside it under a hidden staged name, then renamed
+# into place: "candidate" by a publish or the analysis, "rollback" by a rollback.
+STAGED_SUFFIXES = ("candidate", "rollback")
+
+
+def staged(target: Path, suffix: str = "candidate") -> Path:
+    """Where the next version of a published file is written before it replaces ``target``."""
+    return target.with_name(f".{target.name}.{suffix}")
 
 
 @dataclass(frozen=True)
@@ -88,16 +96,15 @@ class DataLayout:
         return tuple(self.report_dir / name for name in REPORT_FILES)
 
     @property
+    def datasette_files(self) -> tuple[Path, ...]:
+        """What ``published_database`` writes beside the database."""
+        return (self.metadata_json, self.inspect_json, self.manifest_json)
+
+    @property
     def published_files(self) -> tuple[Path, ...]:
-        """What is published, the database first: ``published_database`` writes the first four
-        files, ``analysis`` the report about them."""
-        return (
-            self.published_db,
-            self.metadata_json,
-            self.inspect_json,
-            self.manifest_json,
-            *self.report_files,
-        )
+        """What is published, the database first: ``published_database`` writes it and the
+        Datasette files, ``analysis`` the report about them."""
+        return (self.published_db, *self.datasette_files, *self.report_files)
 
     @property
     def previous_dir(self) -> Path:

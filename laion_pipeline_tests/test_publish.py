@@ -8,9 +8,8 @@ import subprocess
 import sys
 import time
 
-from laion_pipeline.assets.serving import staged
 from laion_pipeline.files import sha256_file
-from laion_pipeline.layout import DataLayout
+from laion_pipeline.layout import DataLayout, staged
 from laion_pipeline.synthetic import generate, sample_entity_names
 from laion_pipeline_tests.conftest import build
 from laion_pipeline_tests.datasette_site import DB, served

@@ -22,14 +22,14 @@ from dagster import (
 from dagster_duckdb import DuckDBResource
 
 from laion_pipeline.assets.raw import read_parquet_manifest
-from laion_pipeline.assets.serving import published_database, staged
+from laion_pipeline.assets.serving import published_database
 from laion_pipeline.assets.staging import create_staging
 from laion_pipeline.charts import distribution_chart, ranking_chart
 from laion_pipeline.db import quote_identifier, sqlite_connect
 from laion_pipeline.errors import StaleInputError
 from laion_pipeline.files import json_bytes, read_json, write_atomic
 from laion_pipeline.fts import fts_phrase
-from laion_pipeline.layout import ENTITY_KINDS, REPORT_CHARTS, DataLayout
+from laion_pipeline.layout import ENTITY_KINDS, REPORT_CHARTS, DataLayout, staged
 from laion_pipeline.lock import data_dir_lock
 from laion_pipeline.metadata import StepTimer, file_metadata, markdown_table
 from laion_pipeline.progress import Progress

@@ -26,7 +26,7 @@ from laion_pipeline.datasette import datasette_metadata, inspect_data, table_cou
 from laion_pipeline.db import sqlite_connect
 from laion_pipeline.errors import PublishCheckError, StaleInputError
 from laion_pipeline.files import read_json, sha256_file, write_json_atomic
-from laion_pipeline.layout import ENTITY_KINDS, DataLayout
+from laion_pipeline.layout import ENTITY_KINDS, DataLayout, staged
 from laion_pipeline.lock import data_dir_lock
 from laion_pipeline.metadata import StepTimer, file_metadata
 from laion_pipeline.resources import LaionData
@@ -79,11 +79,6 @@ def link_or_copy(source: Path, target: Path) -> None:
         shutil.copyfile(source, target)
 
 
-def staged(target: Path) -> Path:
-    """Where the next version of a published file is written before it replaces ``target``."""
-    return target.with_name(f".{target.name}.candidate")
-
-
 def _link_files(layout: DataLayout, folder: Path) -> Path:
     """A new folder beside ``folder`` with hard links to the published files (at the same
     paths below it), then put in its place. Links cost no copy: the published database is
@@ -122,7 +117,7 @@ def rollback(layout: DataLayout) -> dict[str, Any]:
     swap = _link_files(layout, layout.published_dir / ".rollback")
     for source, target in zip(previous, layout.published_files, strict=True):
         if source.exists():
-            incoming = target.with_name(f".{target.name}.rollback")
+            incoming = staged(target, "rollback")
             incoming.parent.mkdir(parents=True, exist_ok=True)
             incoming.unlink(missing_ok=True)
             link_or_copy(source, incoming)
@@ -159,7 +154,6 @@ def publish(layout: DataLayout, log: Any = None) -> dict[str, Any]:
     layout.published_dir.mkdir(parents=True, exist_ok=True)
     candidate = staged(layout.published_db)
     candidate.unlink(missing_ok=True)
-    datasette_files = (layout.inspect_json, layout.metadata_json, layout.manifest_json)
     try:
         if free > pages * COMPACT_FREE_SHARE:
             if log:
@@ -222,7 +216,7 @@ def publish(layout: DataLayout, log: Any = None) -> dict[str, Any]:
             for path in layout.report_files:
                 path.unlink(missing_ok=True)
     finally:
-        for path in (candidate, *map(staged, datasette_files)):
+        for path in (candidate, *map(staged, layout.datasette_files)):
             path.unlink(missing_ok=True)
     if log:
         log.info(f"published {layout.published_db}")
