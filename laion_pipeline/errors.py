@@ -17,5 +17,14 @@ class PublishCheckError(RuntimeError):
     """The candidate database failed a check; nothing was published."""
 
 
+class SourceError(RuntimeError):
+    """A source (the hub, a URL) cannot give what the build needs; ``transient`` errors (no
+    answer, 5xx or 429 after the retries of each request) may go away on a later attempt."""
+
+    def __init__(self, message: str, *, transient: bool = False) -> None:
+        super().__init__(message)
+        self.transient = transient
+
+
 class NotEnoughDiskError(OSError):
     """Too little free disk for the step about to run."""

@@ -34,6 +34,7 @@ from huggingface_hub.errors import (
 from huggingface_hub.file_download import http_get
 from huggingface_hub.utils import build_hf_headers
 
+from laion_pipeline.errors import SourceError
 from laion_pipeline.files import HASH_CHUNK, check_free_disk, sha256_file, write_json_atomic
 
 DEFAULT_ENDPOINT = "https://huggingface.co"
@@ -41,13 +42,8 @@ REPO_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
 T = TypeVar("T")
 
 
-class HubError(RuntimeError):
-    """The hub or its files cannot give what the build needs; the message says what to do.
-    ``transient`` errors (no answer, 5xx after the retries) may go away on a later attempt."""
-
-    def __init__(self, message: str, *, transient: bool = False) -> None:
-        super().__init__(message)
-        self.transient = transient
+class HubError(SourceError):
+    """The hub or its files cannot give what the build needs; the message says what to do."""
 
 
 class VerificationError(HubError):

@@ -7,6 +7,7 @@ import urllib.parse
 import urllib.request
 
 from laion_pipeline import __version__
+from laion_pipeline.errors import SourceError
 
 MAX_BYTES = 64 * 1024 * 1024
 TIMEOUT_SECONDS = 60
@@ -33,13 +34,8 @@ def public_url(url: str) -> str:
     return urllib.parse.urlunsplit(parts._replace(netloc=netloc, query=query))
 
 
-class FetchError(RuntimeError):
-    """A URL could not be fetched; the message names the variable that holds it. ``transient``
-    errors (no answer, 5xx, 429 after the retries) may go away on a later attempt."""
-
-    def __init__(self, message: str, *, transient: bool = False) -> None:
-        super().__init__(message)
-        self.transient = transient
+class FetchError(SourceError):
+    """A URL could not be fetched; the message names the variable that holds it."""
 
 
 def fetch_url(url: str, variable: str, *, attempts: int = 4, backoff: float = 2.0) -> bytes:

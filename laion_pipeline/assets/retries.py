@@ -14,11 +14,10 @@ from laion_pipeline.errors import (
     InvalidInputError,
     NotEnoughDiskError,
     PublishCheckError,
+    SourceError,
     StaleInputError,
 )
-from laion_pipeline.hub import HubError
 from laion_pipeline.resources import NetworkResource
-from laion_pipeline.web import FetchError
 
 _PERMANENT = (
     ConfigurationError,
@@ -43,7 +42,7 @@ def retry_transient_errors(
     ``step_retries``); turn every other error of ours into a ``Failure`` that is not retried."""
     try:
         yield
-    except (HubError, FetchError) as error:
+    except SourceError as error:
         if not error.transient:
             raise Failure(description=str(error), allow_retries=False) from error
         attempt = context.retry_number
