@@ -24,7 +24,7 @@ import urllib.parse
 import urllib.request
 from pathlib import Path
 
-from laion_pipeline.bench import SEARCH_MARKER as MARKER
+from laion_pipeline.bench import SEARCH_MARKER
 from laion_pipeline.datasette_plugin import laion_match
 from laion_pipeline.layout import DATABASE_NAME, DataLayout
 
@@ -116,7 +116,7 @@ def measure(data: Path, repeats: int) -> tuple[int, list[dict]]:
 
 def format_report(rows: int, results: list[dict], repeats: int) -> str:
     lines = [
-        MARKER,
+        SEARCH_MARKER,
         f"### Search, {rows:,} rows (first page through `make serve`)",
         "",
         f"Each search {repeats} times after a warm-up, one request at a time, on this machine; "
@@ -131,15 +131,15 @@ def format_report(rows: int, results: list[dict], repeats: int) -> str:
         lines.append(
             f"| {r['search']} | `{r['q']}` | {r['matches']:,} | {r['way']} | {p50} | {p95} |"
         )
-    lines += ["", MARKER]
+    lines += ["", SEARCH_MARKER]
     return "\n".join(lines)
 
 
 def update_report(path: Path, section: str) -> None:
     text = path.read_text() if path.exists() else "# Benchmarks\n"
-    if MARKER in text:
-        before, _, rest = text.partition(MARKER)
-        _, _, after = rest.partition(MARKER)
+    if SEARCH_MARKER in text:
+        before, _, rest = text.partition(SEARCH_MARKER)
+        _, _, after = rest.partition(SEARCH_MARKER)
         text = before + section + after
     else:
         text = text.rstrip() + "\n\n" + section + "\n"

@@ -16,10 +16,11 @@ from laion_pipeline_tests.datasette_site import DB, served
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 OUTPUT = Path(os.environ.get("LAION_TEST_OUTPUT", REPO_ROOT / "test-output")) / "browser"
 
-pytestmark = pytest.mark.skipif(
+needs_chromium = pytest.mark.skipif(
     CHROMIUM is None and os.environ.get("CI") != "true",
     reason="needs Debian's chromium (apt-get install chromium; .ci/run installs it)",
 )
+pytestmark = needs_chromium
 
 
 @pytest.fixture

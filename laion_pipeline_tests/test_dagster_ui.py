@@ -3,7 +3,6 @@ through its GraphQL API the way the UI drives it: lineage, "Materialize all" wit
 multiprocess executor, metadata, checks, an edited name list refreshed by the sensor, and the
 schedule."""
 
-import os
 import shutil
 import time
 
@@ -12,7 +11,7 @@ import pytest
 from laion_pipeline.layout import ENTITY_KINDS
 from laion_pipeline.synthetic import SAMPLE_DIR
 from laion_pipeline_tests.dagster_dev import DagsterDev
-from laion_pipeline_tests.test_browser import CHROMIUM, OUTPUT
+from laion_pipeline_tests.test_browser import CHROMIUM, OUTPUT, needs_chromium
 from laion_pipeline_tests.test_definitions import EXPECTED_DEPENDENCIES
 
 ASSETS = """{ assetNodes {
@@ -215,10 +214,7 @@ def test_the_weekly_schedule_is_listed_and_starts_off(dev):
     ]
 
 
-@pytest.mark.skipif(
-    CHROMIUM is None and os.environ.get("CI") != "true",
-    reason="needs Debian's chromium (apt-get install chromium; .ci/run installs it)",
-)
+@needs_chromium
 def test_the_analysis_charts_open_in_the_asset_page(dev):
     from playwright.sync_api import sync_playwright
 
