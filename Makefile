@@ -19,13 +19,11 @@ $(DAGSTER_HOME)/dagster.yaml: dagster_home.yaml
 	mkdir -p $(DAGSTER_HOME)
 	cp dagster_home.yaml $@
 
-## Run the full_build job (observe the sources, materialize every asset, run every check) in
-## one Dagster run, then say where the database and its analysis are. (`dagster job execute`
-## works as it is: its notice that `dg launch` supersedes it is hidden.)
+## Launch the full_build job (observe the sources, materialize every asset, run every check) as
+## one Dagster run of the instance in $(DAGSTER_HOME), as the UI would (it is listed under the
+## job), wait for it, then say where the database and its analysis are.
 run: $(STAMP) $(DAGSTER_HOME)/dagster.yaml
-	PYTHONWARNINGS='ignore:Function `job_execute_command` is superseded' \
-		$(BIN)/dagster job execute -m laion_pipeline.definitions -j full_build
-	$(BIN)/python -m laion_pipeline where
+	$(BIN)/python -m laion_pipeline run --job full_build --workspace workspace.yaml
 
 ## The whole test suite, after the linter.
 test: lint
@@ -35,9 +33,9 @@ lint: $(STAMP)
 	$(BIN)/ruff check laion_pipeline laion_pipeline_tests
 	$(BIN)/ruff format --check laion_pipeline laion_pipeline_tests
 
-## The Dagster UI on http://127.0.0.1:3000
+## The Dagster UI on http://127.0.0.1:3000 (webserver, daemon and code server, through `dg`)
 dev: $(STAMP) $(DAGSTER_HOME)/dagster.yaml
-	$(BIN)/dagster dev -h 127.0.0.1 -p 3000
+	VIRTUAL_ENV=$(CURDIR)/$(VENV) $(BIN)/dg dev -h 127.0.0.1 -p 3000
 
 ## Datasette on the published database, http://127.0.0.1:8001
 serve: $(STAMP)

@@ -1,21 +1,32 @@
-"""Command line: ``python -m laion_pipeline where|serve|rollback``.
+"""Command line: `python -m laion_pipeline run|where|serve|rollback`.
 
-``where`` prints the published database and its row counts; ``serve`` runs Datasette on it
-(immutable, with the inspect file and the 2022 deployment's settings); ``rollback`` serves the
-previously published version again (run it twice to undo).
+- `run` launches the `full_build` job through the Dagster instance (`$DAGSTER_HOME`), as the
+  UI does, and waits for it;
+- `where` prints the published database, its release and its row counts;
+- `serve` runs Datasette on the current release (immutable, with the inspect file and the
+  2022 deployment's settings), following each publish;
+- `rollback` serves the previously published release again (run it twice to undo).
 """
 
 import argparse
 import json
 import os
+import subprocess
 import sys
+import time
+import uuid
 from collections.abc import Sequence
+from pathlib import Path
 
-from laion_pipeline.assets.serving import rollback as restore_previous
 from laion_pipeline.datasette import SERVE_SETTINGS
-from laion_pipeline.errors import StaleInputError
+from laion_pipeline.errors import DataDirBusyError, StaleInputError
 from laion_pipeline.layout import REPORT_URL
+from laion_pipeline.lock import data_dir_lock
+from laion_pipeline.release import pointed_release
+from laion_pipeline.release import rollback as restore_previous
 from laion_pipeline.resources import build_resources
+
+RUN_POLL_SECONDS = 1.0
 
 
 def _layout():
@@ -30,6 +41,7 @@ def where() -> int:
     manifest = json.loads(layout.manifest_json.read_text(encoding="utf-8"))
     counts = ", ".join(f"{table} {n:,}" for table, n in manifest["row_counts"].items())
     print(f"Published database: {layout.published_db}")
+    print(f"Release: {manifest['release']} (built at {manifest['built_at']})")
     print(f"Rows: {counts}")
     report = layout.report_dir / "index.html"
     if report.exists():
@@ -38,16 +50,46 @@ def where() -> int:
     return 0
 
 
-def rollback() -> int:
+def run(job: str, workspace: str) -> int:
+    """Launch ``job`` with the instance's run launcher, so that the run belongs to the job in
+    the UI (its Runs tab, the Timeline), and wait for it to end."""
+    from dagster import DagsterInstance, DagsterRunStatus
+
+    run_id = str(uuid.uuid4())
+    launch = [str(Path(sys.executable).parent / "dagster"), "job", "launch"]
+    launch += ["-w", workspace, "-j", job, "--run-id", run_id]
+    if subprocess.run(launch, check=False).returncode != 0:
+        return 1
+    with DagsterInstance.get() as instance:
+        # The launcher's process normally ends with the run; a run launcher that runs it
+        # elsewhere (Celery, Kubernetes) returns at once, and this waits.
+        while not (dagster_run := instance.get_run_by_id(run_id)).is_finished:
+            time.sleep(RUN_POLL_SECONDS)
+    if dagster_run.status != DagsterRunStatus.SUCCESS:
+        print(f"Run {run_id} of {job}: {dagster_run.status.value}", file=sys.stderr)
+        return 1
+    print(f"Run {run_id} of {job}: {dagster_run.status.value}")
+    return where()
+
+
+def rollback(wait: bool) -> int:
     layout = _layout()
     try:
-        manifest = restore_previous(layout)
+        with data_dir_lock(layout, wait=wait):
+            served = restore_previous(layout)
     except StaleInputError as error:
         print(f"Nothing to roll back to: {error}", file=sys.stderr)
         return 1
-    print(f"Published again: the version built at {manifest['built_at']} ({layout.published_db})")
-    print(f"The version it replaced is kept in {layout.previous_dir}: run rollback again to undo.")
-    print("Restart `make serve` to serve it.")
+    except DataDirBusyError as error:
+        print(f"Not rolled back: {error} (or use --wait).", file=sys.stderr)
+        return 1
+    manifest = json.loads(layout.release(served).manifest_json.read_text(encoding="utf-8"))
+    print(f"Serving release {served} again, built at {manifest['built_at']}")
+    print(
+        f"The release it replaced, {pointed_release(layout, 'previous')}, is kept as "
+        f"{layout.previous_dir}: run rollback again to undo."
+    )
+    print("A running `make serve` switches to it with its next request.")
     return 0
 
 
@@ -73,16 +115,32 @@ def serve(host: str, port: int) -> int:
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m laion_pipeline", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
+    run_parser = commands.add_parser(
+        "run", help="launch a job through the Dagster instance and wait for it (make run)"
+    )
+    run_parser.add_argument("--job", default="full_build", help="the job to launch")
+    run_parser.add_argument(
+        "--workspace", default="workspace.yaml", help="the Dagster workspace file"
+    )
     commands.add_parser("where", help="print where the published database is")
     serve_parser = commands.add_parser("serve", help="serve the published database")
     serve_parser.add_argument("--host", default="127.0.0.1", help="address to listen on")
     serve_parser.add_argument("--port", type=int, default=8001, help="port to listen on")
-    commands.add_parser("rollback", help="publish the previous version again")
+    rollback_parser = commands.add_parser(
+        "rollback", help="serve the previous release again (run it twice to undo)"
+    )
+    rollback_parser.add_argument(
+        "--wait",
+        action="store_true",
+        help="wait for a build step that is writing the data folder, instead of refusing",
+    )
     args = parser.parse_args(argv)
+    if args.command == "run":
+        return run(args.job, args.workspace)
     if args.command == "where":
         return where()
     if args.command == "rollback":
-        return rollback()
+        return rollback(args.wait)
     return serve(args.host, args.port)
 
 

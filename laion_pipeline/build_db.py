@@ -61,19 +61,18 @@ def remove_stale_temporaries(layout: DataLayout) -> list[Path]:
     unpublished candidate); only the holder of the data directory's lock may call it, since
     every live writer's temporaries exist only while it holds the lock. Returns what was
     deleted."""
-    build, published, report = layout.build_db.parent, layout.published_dir, layout.report_dir
+    build, published = layout.build_db.parent, layout.published_dir
     patterns = [
         (build, f"{layout.build_db.name}.new*"),
         (build, f"{layout.build_db.name}.copy"),
         (build, "images_fts.side.db*"),
         *(
             (folder, staged(Path("*"), suffix).name)
-            for folder in (published, report)
+            for folder in (published, *layout.releases_dir.glob("*/report"))
             for suffix in STAGED_SUFFIXES
         ),
     ]
     stale = [path for folder, pattern in patterns for path in sorted(folder.glob(pattern))]
-    stale += [p for p in (published / ".rollback", published / "previous.new") if p.exists()]
     for path in stale:
         if path.is_dir():
             shutil.rmtree(path)

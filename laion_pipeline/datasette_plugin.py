@@ -8,22 +8,40 @@
   ``_col``/``_nocol``;
 - ``laion_match(text)``, the SQL function behind the fast search query: any text a person
   types becomes a valid FTS5 query;
-- ``/-/report/`` (``REPORT_URL``): the analysis report published beside the database (its
-  page, charts and numbers; nothing else of the folder is served);
+- ``/-/report/`` (``REPORT_URL``): the analysis report of the served release, at
+  ``/-/report/<release>/`` (its page, charts and numbers; nothing else of the folder is
+  served), so a page and its charts always come from one release;
+- one release at a time: served through ``published/current``, the server follows the
+  pointer: when a publish or a rollback switches it, the next request waits for the requests
+  in flight to finish, then the server opens the new release; every response says which
+  release answered it (``X-Laion-Release``);
 - a mistyped address answers 404, not 500 (see ``startup``).
 """
 
+import asyncio
+import json
+import os
 import re
+import threading
 import urllib.parse
 from pathlib import Path
 from typing import Any
 
-import datasette.handle_exception
-from datasette import Response, hookimpl
+from datasette import Response, handle_exception, hookimpl
+from datasette.database import Database
 from markupsafe import Markup, escape
 
 from laion_pipeline.fts import fts_phrase
-from laion_pipeline.layout import DATABASE_NAME, ENTITY_KINDS, REPORT_FILES, REPORT_URL
+from laion_pipeline.layout import (
+    DATABASE_NAME,
+    ENTITY_KINDS,
+    REPORT_FILES,
+    REPORT_URL,
+    ReleaseFiles,
+)
+from laion_pipeline.release import RELEASE_ID
+
+RELEASE_HEADER = "x-laion-release"
 
 HIDDEN_COLUMNS = ("hash", "__index_level_0__")
 THUMBNAIL_PX = 120
@@ -58,12 +76,102 @@ def search_url(name: str) -> str:
     return f"/{DATABASE_NAME}/search?" + urllib.parse.urlencode({"q": f'"{name}"'})
 
 
+class ReleaseDatabase(Database):
+    """A release's database file, immutable. Datasette keeps each thread's connection under the
+    database's name, which every release shares: a release keeps its own instead."""
+
+    def __init__(self, datasette: Any, path: Path) -> None:
+        super().__init__(datasette, path=str(path), is_mutable=False)
+        self._connections = threading.local()
+
+    async def execute_fn(self, fn: Any) -> Any:
+        if self.ds.executor is None:
+            return await super().execute_fn(fn)
+
+        def in_thread() -> Any:
+            conn = getattr(self._connections, "conn", None)
+            if conn is None:
+                conn = self.connect()
+                self.ds._prepare_connection(conn, self.name)
+                self._connections.conn = conn
+            return fn(conn)
+
+        return await asyncio.get_running_loop().run_in_executor(self.ds.executor, in_thread)
+
+
+class ServedRelease:
+    """The release a server serves through a pointer (``published/current``), and the switch
+    to the next one: it happens between requests, never during one, so no response mixes two
+    releases."""
+
+    def __init__(self, datasette: Any, pointer: Path) -> None:
+        self.datasette = datasette
+        self.pointer = pointer
+        self.release_id = ""
+        self._in_flight = 0
+        self._idle = asyncio.Event()
+        self._idle.set()
+        self._open = asyncio.Event()
+        self._open.set()
+
+    def pointed(self) -> str:
+        try:
+            return os.readlink(self.pointer)
+        except OSError:  # a publish replaces the link by a rename: it is always there
+            return ""
+
+    def load(self, link: str) -> None:
+        """Serve the release ``link`` names: its database, inspect data and metadata."""
+        release = ReleaseFiles(self.pointer.parent / link)
+        inspect = json.loads(release.inspect_json.read_text(encoding="utf-8"))
+        metadata = json.loads(release.metadata_json.read_text(encoding="utf-8"))
+        db = ReleaseDatabase(self.datasette, release.db)
+        info = inspect[DATABASE_NAME]
+        db.cached_hash, db.cached_size = info["hash"], info["size"]
+        db._cached_table_counts = {table: t["count"] for table, t in info["tables"].items()}
+        old = self.datasette.databases.get(DATABASE_NAME)
+        self.datasette.remove_database(DATABASE_NAME)
+        self.datasette.add_database(db, name=DATABASE_NAME)
+        self.datasette.inspect_data = inspect
+        self.datasette._metadata_local = metadata
+        self.release_id = Path(link).name
+        if old is not None:
+            old.close()
+
+    async def enter(self) -> str:
+        """Start a request: first switch to a newly published release, if there is one."""
+        link = self.pointed()
+        if link and Path(link).name != self.release_id and self._open.is_set():
+            self._open.clear()
+            try:
+                await self._idle.wait()  # the requests on the old release finish on it
+                self.load(link)
+            finally:
+                self._open.set()
+        while not self._open.is_set():
+            await self._open.wait()
+        self._in_flight += 1
+        self._idle.clear()
+        return self.release_id
+
+    def leave(self) -> None:
+        self._in_flight -= 1
+        if not self._in_flight:
+            self._idle.set()
+
+
 @hookimpl
-def startup() -> None:
+def startup(datasette: Any) -> None:
     # Datasette 0.65 prints every error with rich when it is installed (Dagster installs it),
     # and for an address that matches no page rich raises outside an except block, turning the
     # 404 into a 500. Without rich, Datasette prints tracebacks the plain way.
-    datasette.handle_exception.rich = None
+    handle_exception.rich = None
+    db = datasette.databases.get(DATABASE_NAME)
+    pointer = Path(db.path).parent if db is not None and db.path else None
+    if pointer is not None and pointer.is_symlink():
+        served = ServedRelease(datasette, pointer)
+        served.load(served.pointed())
+        datasette._laion_release = served
 
 
 @hookimpl
@@ -108,31 +216,65 @@ def _hide_noise_columns(scope: dict) -> dict:
 
 
 @hookimpl
-def asgi_wrapper() -> Any:
+def asgi_wrapper(datasette: Any) -> Any:
     def wrap(app: Any) -> Any:
-        async def hide_columns(scope: dict, receive: Any, send: Any) -> None:
-            if scope.get("type") == "http":
-                scope = _hide_noise_columns(scope)
-            await app(scope, receive, send)
+        async def one_release(scope: dict, receive: Any, send: Any) -> None:
+            served = getattr(datasette, "_laion_release", None)
+            if scope.get("type") != "http" or served is None:
+                await app(
+                    _hide_noise_columns(scope) if scope.get("type") == "http" else scope,
+                    receive,
+                    send,
+                )
+                return
+            release_id = (await served.enter()).encode()
 
-        return hide_columns
+            async def send_with_release(message: dict) -> None:
+                if message["type"] == "http.response.start":
+                    headers = [*message.get("headers", []), (RELEASE_HEADER.encode(), release_id)]
+                    message = {**message, "headers": headers}
+                await send(message)
+
+            try:
+                await app(_hide_noise_columns(scope), receive, send_with_release)
+            finally:
+                served.leave()
+
+        return one_release
 
     return wrap
 
 
-def _report_file(datasette: Any, name: str) -> Path | None:
-    """A file of the report beside the served database; only the report's own file names."""
+def _report_file(datasette: Any, release: str | None, name: str) -> Path | None:
+    """A file of a release's report (the served release's by default); only the report's own
+    file names, never through a link planted in the folder."""
     name = name or "index.html"
     if name not in REPORT_FILES or DATABASE_NAME not in datasette.databases:
         return None
     path = datasette.get_database(DATABASE_NAME).path
-    return Path(path).parent / "report" / name if path else None
+    if not path:
+        return None
+    folder = Path(path).parent
+    if release is not None:
+        if not (RELEASE_ID.match(release) and RELEASE_ID.match(folder.name)):
+            return None
+        folder = folder.parent / release
+    file = folder / "report" / name
+    return None if file.is_symlink() else file
 
 
 @hookimpl
 def register_routes() -> list[tuple[str, Any]]:
     async def report(datasette: Any, request: Any) -> Response:
-        path = _report_file(datasette, request.url_vars["name"])
+        release, name = request.url_vars["release"], request.url_vars["name"]
+        served = getattr(datasette, "_laion_release", None)
+        if release is None and not name and served is not None:
+            # The page's charts are relative links: under the release's own address, a page
+            # and its charts always come from one release.
+            return Response.redirect(
+                f"{REPORT_URL}{served.release_id}/", headers={"Cache-Control": "no-cache"}
+            )
+        path = _report_file(datasette, release, name)
         if path is None or not path.is_file():
             return Response.text(
                 "No such file in the report: materialize the analysis asset to publish it.",
@@ -144,4 +286,4 @@ def register_routes() -> list[tuple[str, Any]]:
             headers={"Cache-Control": "no-cache"},
         )
 
-    return [(rf"^{re.escape(REPORT_URL)}(?P<name>[^/]*)$", report)]
+    return [(rf"^{re.escape(REPORT_URL)}(?:(?P<release>[^/]+)/)?(?P<name>[^/]*)$", report)]

@@ -6,7 +6,7 @@ from typing import Any
 
 from dagster import Definitions, load_asset_checks_from_modules, load_assets_from_modules
 
-from laion_pipeline.assets import analysis, raw, search, serving, sources, staging
+from laion_pipeline.assets import analysis, checks, raw, search, serving, sources, staging
 from laion_pipeline.jobs import (
     entity_refresh_job,
     full_build_job,
@@ -19,7 +19,7 @@ from laion_pipeline.sensors import refresh_stale_assets
 
 ASSET_MODULES = [sources, raw, staging, search, serving, analysis]
 all_assets = load_assets_from_modules(ASSET_MODULES)
-all_asset_checks = load_asset_checks_from_modules(ASSET_MODULES)
+all_asset_checks = load_asset_checks_from_modules([*ASSET_MODULES, checks])
 
 
 def make_definitions(resources: Mapping[str, Any]) -> Definitions:

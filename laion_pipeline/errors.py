@@ -28,3 +28,7 @@ class SourceError(RuntimeError):
 
 class NotEnoughDiskError(OSError):
     """Too little free disk for the step about to run."""
+
+
+class DataDirBusyError(RuntimeError):
+    """Another process holds the data directory's write lock."""

@@ -21,6 +21,28 @@ def sha256_file(path: Path) -> str:
     return digest.hexdigest()
 
 
+def copy_and_hash(source: Path, folder: Path) -> tuple[Path, str]:
+    """Copy ``source`` into ``folder``, hashing the bytes as they are copied, so the copy is
+    exactly what the hash describes even if ``source`` changes meanwhile. The copy is named by
+    its hash and made read-only. Returns the copy and its sha256."""
+    folder.mkdir(parents=True, exist_ok=True)
+    digest = hashlib.sha256()
+    fd, tmp = tempfile.mkstemp(dir=folder, prefix=f".{source.name}.", suffix=".tmp")
+    try:
+        with source.open("rb") as reading, os.fdopen(fd, "wb") as writing:
+            while chunk := reading.read(HASH_CHUNK):
+                digest.update(chunk)
+                writing.write(chunk)
+        sha256 = digest.hexdigest()
+        copy = folder / f"{sha256[:16]}-{source.name}"
+        os.chmod(tmp, 0o444)
+        os.replace(tmp, copy)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return copy, sha256
+
+
 def write_atomic(path: Path, data: bytes) -> None:
     """Write ``data`` to ``path`` so that readers see the old file or the new one, never part."""
     path.parent.mkdir(parents=True, exist_ok=True)

@@ -22,9 +22,11 @@ REPORT_FILES: tuple[str, ...] = (
 )
 # Where Datasette serves the report (the plugin's route).
 REPORT_URL = "/-/report/"
-# A published file's next version is written beside it under a hidden staged name, then renamed
-# into place: "candidate" by a publish or the analysis, "rollback" by a rollback.
-STAGED_SUFFIXES = ("candidate", "rollback")
+# A report file's next version is written beside it under a hidden staged name, then renamed
+# into place.
+STAGED_SUFFIXES = ("candidate",)
+# The two pointers of ``published/``: each a symbolic link to a folder of ``releases/``.
+POINTERS = ("current", "previous")
 
 
 def staged(target: Path, suffix: str = "candidate") -> Path:
@@ -33,11 +35,52 @@ def staged(target: Path, suffix: str = "candidate") -> Path:
 
 
 @dataclass(frozen=True)
+class ReleaseFiles:
+    """The files of one release, in its own folder: the database, Datasette's metadata and
+    inspect files, the manifest, and the analysis report. ``folder`` may be a pointer
+    (``published/current``) or the release's own folder (``published/releases/<id>``)."""
+
+    folder: Path
+
+    @property
+    def db(self) -> Path:
+        return self.folder / f"{DATABASE_NAME}.db"
+
+    @property
+    def metadata_json(self) -> Path:
+        return self.folder / "metadata.json"
+
+    @property
+    def inspect_json(self) -> Path:
+        return self.folder / "inspect.json"
+
+    @property
+    def manifest_json(self) -> Path:
+        return self.folder / "manifest.json"
+
+    @property
+    def report_dir(self) -> Path:
+        """The analysis of this release's database: charts, numbers and an HTML page."""
+        return self.folder / "report"
+
+    @property
+    def report_files(self) -> tuple[Path, ...]:
+        return tuple(self.report_dir / name for name in REPORT_FILES)
+
+    @property
+    def datasette_files(self) -> tuple[Path, ...]:
+        """What a publish writes beside the database."""
+        return (self.metadata_json, self.inspect_json, self.manifest_json)
+
+
+@dataclass(frozen=True)
 class DataLayout:
     """The folders and files of one data directory.
 
-    ``raw/`` holds inputs as fetched, ``staging/`` the DuckDB working copy, ``build/`` the
-    SQLite database being built, and ``published/`` what Datasette serves.
+    ``raw/`` holds inputs as fetched (and ``raw/snapshot/`` the verified copies the build
+    reads), ``staging/`` the DuckDB working copy, ``build/`` the SQLite database being built,
+    and ``published/`` what Datasette serves: ``releases/<id>/`` folders, and the pointers
+    ``current`` and ``previous`` to two of them.
     """
 
     root: Path
@@ -45,6 +88,11 @@ class DataLayout:
     @property
     def raw_dir(self) -> Path:
         return self.root / "raw"
+
+    @property
+    def snapshot_dir(self) -> Path:
+        """Verified copies of local source files: the build never reads the originals."""
+        return self.raw_dir / "snapshot"
 
     @property
     def parquet_manifest(self) -> Path:
@@ -71,42 +119,51 @@ class DataLayout:
         return self.root / "published"
 
     @property
+    def releases_dir(self) -> Path:
+        return self.published_dir / "releases"
+
+    def release(self, release_id: str) -> ReleaseFiles:
+        return ReleaseFiles(self.releases_dir / release_id)
+
+    def pointer(self, name: str) -> Path:
+        """``published/current`` or ``published/previous``: a link to a release folder."""
+        return self.published_dir / name
+
+    @property
+    def current(self) -> ReleaseFiles:
+        """The release being served, through its pointer (``published/current/...``)."""
+        return ReleaseFiles(self.pointer("current"))
+
+    @property
+    def previous(self) -> ReleaseFiles:
+        """The release served before the current one, for rollback."""
+        return ReleaseFiles(self.pointer("previous"))
+
+    # The current release's files, by the paths users and the README use.
+    @property
     def published_db(self) -> Path:
-        return self.published_dir / f"{DATABASE_NAME}.db"
-
-    @property
-    def metadata_json(self) -> Path:
-        return self.published_dir / "metadata.json"
-
-    @property
-    def inspect_json(self) -> Path:
-        return self.published_dir / "inspect.json"
+        return self.current.db
 
     @property
     def manifest_json(self) -> Path:
-        return self.published_dir / "manifest.json"
+        return self.current.manifest_json
+
+    @property
+    def inspect_json(self) -> Path:
+        return self.current.inspect_json
+
+    @property
+    def metadata_json(self) -> Path:
+        return self.current.metadata_json
 
     @property
     def report_dir(self) -> Path:
-        """The analysis of the published database: charts, numbers and an HTML page."""
-        return self.published_dir / "report"
+        return self.current.report_dir
 
     @property
     def report_files(self) -> tuple[Path, ...]:
-        return tuple(self.report_dir / name for name in REPORT_FILES)
-
-    @property
-    def datasette_files(self) -> tuple[Path, ...]:
-        """What ``published_database`` writes beside the database."""
-        return (self.metadata_json, self.inspect_json, self.manifest_json)
-
-    @property
-    def published_files(self) -> tuple[Path, ...]:
-        """What is published, the database first: ``published_database`` writes it and the
-        Datasette files, ``analysis`` the report about them."""
-        return (self.published_db, *self.datasette_files, *self.report_files)
+        return self.current.report_files
 
     @property
     def previous_dir(self) -> Path:
-        """The version published before the current one (the same files), for rollback."""
-        return self.published_dir / "previous"
+        return self.previous.folder

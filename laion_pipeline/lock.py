@@ -11,8 +11,9 @@ from contextlib import contextmanager
 from typing import Any
 
 from laion_pipeline.build_db import remove_stale_temporaries
-from laion_pipeline.errors import ConfigurationError
+from laion_pipeline.errors import ConfigurationError, DataDirBusyError
 from laion_pipeline.layout import DataLayout
+from laion_pipeline.release import recover
 
 WAIT_LOG_SECONDS = 30.0
 
@@ -37,8 +38,9 @@ def writable_data_dir(layout: DataLayout) -> None:
 
 
 @contextmanager
-def data_dir_lock(layout: DataLayout, log: Any = None) -> Iterator[None]:
-    """Hold the data directory's write lock; wait (saying so) while another run holds it."""
+def data_dir_lock(layout: DataLayout, log: Any = None, *, wait: bool = True) -> Iterator[None]:
+    """Hold the data directory's write lock; wait (saying so) while another run holds it, or
+    with ``wait=False`` raise ``DataDirBusyError`` naming the holder."""
     writable_data_dir(layout)
     path = layout.root / ".lock"
     try:
@@ -57,10 +59,15 @@ def data_dir_lock(layout: DataLayout, log: Any = None) -> Iterator[None]:
             except OSError as error:
                 if error.errno not in (errno.EAGAIN, errno.EACCES):
                     raise
+            lock.seek(0)
+            holder = lock.read().strip() or "another process"
+            if not wait:
+                raise DataDirBusyError(
+                    f"{holder} is writing {layout.root} (a build step): try again when it has "
+                    "finished"
+                )
             now = time.monotonic()
             if log and now >= next_log:
-                lock.seek(0)
-                holder = lock.read().strip() or "another process"
                 log.info(
                     f"waiting for {holder} to finish writing {layout.root} "
                     f"({now - started:.0f} s so far)"
@@ -71,7 +78,7 @@ def data_dir_lock(layout: DataLayout, log: Any = None) -> Iterator[None]:
         lock.truncate()
         lock.write(f"process {os.getpid()}")
         lock.flush()
-        stale = remove_stale_temporaries(layout)
+        stale = remove_stale_temporaries(layout) + recover(layout)
         if stale and log:
             log.warning("removed what an interrupted run left: " + ", ".join(str(p) for p in stale))
         try:

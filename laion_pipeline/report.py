@@ -8,7 +8,7 @@ from html.parser import HTMLParser
 from typing import Any
 
 from laion_pipeline.files import read_json
-from laion_pipeline.layout import DATABASE_NAME, ENTITY_KINDS, REPORT_CHARTS, DataLayout
+from laion_pipeline.layout import DATABASE_NAME, ENTITY_KINDS, REPORT_CHARTS, ReleaseFiles
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 
@@ -162,23 +162,23 @@ class _Images(HTMLParser):
             self.sources += [value or "" for name, value in attrs if name == "src"]
 
 
-def report_problems(layout: DataLayout) -> list[str]:
-    """What is wrong with the published report: a chart missing or not a PNG, the page not
-    linking a chart, or numbers about another database than the one published."""
+def report_problems(release: ReleaseFiles) -> list[str]:
+    """What is wrong with a release's report: a chart missing or not a PNG, the page not
+    linking a chart, or numbers about another database than the release's."""
     problems = []
     for name in REPORT_CHARTS:
-        path = layout.report_dir / f"{name}.png"
+        path = release.report_dir / f"{name}.png"
         if not path.exists() or path.read_bytes()[:8] != PNG_SIGNATURE:
             problems.append(f"{path.name} is missing or not a PNG image")
-    page = layout.report_dir / "index.html"
+    page = release.report_dir / "index.html"
     parser = _Images()
     parser.feed(page.read_text(encoding="utf-8") if page.exists() else "")
     unlinked = [name for name in REPORT_CHARTS if f"{name}.png" not in parser.sources]
     if unlinked:
         problems.append(f"index.html does not show {', '.join(unlinked)}")
     try:
-        described = json.loads((layout.report_dir / "analysis.json").read_text(encoding="utf-8"))
-        published = read_json(layout.manifest_json, "materialize published_database")
+        described = json.loads((release.report_dir / "analysis.json").read_text(encoding="utf-8"))
+        published = read_json(release.manifest_json, "materialize published_database")
         if described["database"]["sha256"] != published["sha256"]:
             problems.append("analysis.json describes another database than the one published")
     except (OSError, ValueError, KeyError) as error:

@@ -3,6 +3,7 @@
 import functools
 import re
 import sqlite3
+import sys
 import unicodedata
 from collections.abc import Iterator, Mapping
 from pathlib import Path
@@ -36,6 +37,17 @@ def build(
         instance=instance or DagsterInstance.ephemeral(),
         **kwargs,
     )
+
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+
+
+def run_command(home: Path) -> list[str]:
+    """`make run`'s command, with a Dagster instance of its own in ``home``."""
+    home.mkdir(parents=True, exist_ok=True)
+    (home / "dagster.yaml").write_text((REPO_ROOT / "dagster_home.yaml").read_text())
+    workspace = str(REPO_ROOT / "workspace.yaml")
+    return [sys.executable, "-m", "laion_pipeline", "run", "--workspace", workspace]
 
 
 def failure_text(result) -> str:

@@ -1,5 +1,6 @@
-"""`dagster dev` on 127.0.0.1 for the tests: started in its own process group with its own
-DAGSTER_HOME, driven through the GraphQL API the UI uses, stopped with its whole group."""
+"""`dg dev` (what `make dev` runs) on 127.0.0.1 for the tests: started in its own process group
+with its own DAGSTER_HOME, driven through the GraphQL API the UI uses, stopped with its whole
+group."""
 
 import contextlib
 import json
@@ -26,7 +27,7 @@ def free_port() -> int:
 
 
 class DagsterDev:
-    """A running ``dagster dev`` (webserver, daemon and code server) and a GraphQL client."""
+    """A running `dg dev` (webserver, daemon and code server) and a GraphQL client."""
 
     def __init__(self, home: Path, env: Mapping[str, str], log: Path) -> None:
         home.mkdir(parents=True, exist_ok=True)
@@ -34,20 +35,14 @@ class DagsterDev:
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.log = log
-        dagster = Path(sys.executable).parent / "dagster"
+        self.env = {**os.environ, **env, "DAGSTER_HOME": str(home)}
+        # `make dev`: dg finds the project's virtual environment through VIRTUAL_ENV.
+        self.env["VIRTUAL_ENV"] = str(Path(sys.executable).parents[1])
+        dg = Path(sys.executable).parent / "dg"
         self.process = subprocess.Popen(
-            [
-                str(dagster),
-                "dev",
-                "-h",
-                "127.0.0.1",
-                "-p",
-                str(self.port),
-                "-w",
-                str(REPO_ROOT / "workspace.yaml"),
-            ],
+            [str(dg), "dev", "-h", "127.0.0.1", "-p", str(self.port)],
             cwd=REPO_ROOT,
-            env={**os.environ, **env, "DAGSTER_HOME": str(home)},
+            env=self.env,
             stdout=log.open("wb"),
             stderr=subprocess.STDOUT,
             start_new_session=True,  # its own process group, so stop() reaches every child
@@ -57,7 +52,7 @@ class DagsterDev:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
-                raise RuntimeError(f"dagster dev exited: {self.log.read_text()[-3000:]}")
+                raise RuntimeError(f"dg dev exited: {self.log.read_text()[-3000:]}")
             try:
                 # Up when the code location has loaded, not only the webserver.
                 data = self.query("{ repositoriesOrError { __typename } }")
@@ -66,7 +61,7 @@ class DagsterDev:
             except OSError:
                 pass
             time.sleep(1)
-        raise TimeoutError(f"dagster dev did not start: {self.log.read_text()[-3000:]}")
+        raise TimeoutError(f"dg dev did not start: {self.log.read_text()[-3000:]}")
 
     def query(self, query: str, **variables: Any) -> dict[str, Any]:
         request = urllib.request.Request(

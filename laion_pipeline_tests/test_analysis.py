@@ -14,9 +14,10 @@ from dagster import DagsterInstance, materialize
 from PIL import Image
 
 from laion_pipeline.assets.analysis import NUMBERS
-from laion_pipeline.assets.serving import rollback
 from laion_pipeline.definitions import all_asset_checks, all_assets
 from laion_pipeline.layout import ENTITY_KINDS, REPORT_CHARTS, REPORT_FILES, DataLayout
+from laion_pipeline.lock import data_dir_lock
+from laion_pipeline.release import rollback
 from laion_pipeline.resources import build_resources
 from laion_pipeline.synthetic import SAMPLE_DIR
 from laion_pipeline_tests.conftest import build, failure_text, local, row, tokens, write
@@ -180,7 +181,10 @@ def test_each_build_records_the_numbers_and_shows_the_charts(built, analysis):
     for name in REPORT_CHARTS:
         assert metadata[f"chart_{name}"].value.startswith("![")
         assert "(data:image/png;base64,iVBORw0KGgo" in metadata[f"chart_{name}"].value
-    assert metadata["dagster/uri"].value.endswith("/published/report/index.html")
+    release = metadata["release"].value
+    assert metadata["dagster/uri"].value.endswith(
+        f"/published/releases/{release}/report/index.html"
+    )
     (check,) = [
         e for e in result.get_asset_check_evaluations() if e.check_name == "report_complete"
     ]
@@ -209,6 +213,13 @@ def test_names_are_text_in_the_report_never_markup(tmp_path):
     assert "A &amp; B &lt;b&gt;" in page
 
 
+def roll_back(layout: DataLayout) -> dict:
+    """Roll back as `make rollback` does; the manifest of the release now served."""
+    with data_dir_lock(layout):
+        served = rollback(layout)
+    return json.loads(layout.release(served).manifest_json.read_text())
+
+
 def test_rollback_brings_back_the_report_of_the_database_it_restores(tmp_path):
     data = tmp_path / "data"
     assert build(data, _lists(tmp_path / "one", "name\nTaylor Swift\n")).success
@@ -222,14 +233,14 @@ def test_rollback_brings_back_the_report_of_the_database_it_restores(tmp_path):
 
     manifest = json.loads(layout.manifest_json.read_text())
     assert described() == (manifest["sha256"], sorted(["Taylor Swift", "Keanu Reeves"]))
-    restored = rollback(layout)
+    restored = roll_back(layout)
     assert described() == (restored["sha256"], ["Taylor Swift"])
 
 
 def test_an_analysis_of_other_staged_files_than_the_published_ones_fails_clearly(built, tmp_path):
     _, layout = built
     data = tmp_path / "data"
-    shutil.copytree(layout.root, data)
+    shutil.copytree(layout.root, data, symlinks=True)
     moved = DataLayout(data.resolve())
     local = tmp_path / "parquet"
     local.mkdir()
@@ -309,5 +320,5 @@ def test_a_new_publish_removes_the_report_of_the_database_it_replaces(tmp_path):
     kept = json.loads((layout.previous_dir / "report" / "analysis.json").read_text())
     assert kept == first
     # ...and a rollback brings the old database back with its report.
-    assert rollback(layout)["sha256"] == first["database"]["sha256"]
+    assert roll_back(layout)["sha256"] == first["database"]["sha256"]
     assert json.loads((layout.report_dir / "analysis.json").read_text()) == first

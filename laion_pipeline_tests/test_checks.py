@@ -3,15 +3,20 @@ publishes nothing; a warning lets the build go on; network steps retry transient
 only."""
 
 import json
+import sqlite3
 
 import pyarrow as pa
 import pyarrow.parquet as pq
+import pytest
 from dagster import AssetCheckSeverity
 from pytest_httpserver import HTTPServer
 
-from laion_pipeline.assets.serving import manifest_problems
+from laion_pipeline.assets.checks import caption_index_matches_captions
+from laion_pipeline.build_db import open_build_db
+from laion_pipeline.fts import FTS_DDL, caption_index_mismatches
 from laion_pipeline.layout import DataLayout
-from laion_pipeline.resources import EntityLists
+from laion_pipeline.publish import manifest_problems
+from laion_pipeline.resources import EntityLists, LaionData
 from laion_pipeline.schema import LAION_ARROW_SCHEMA
 from laion_pipeline.synthetic import SAMPLE_DIR
 from laion_pipeline_tests.conftest import build, failure_text, local, row, write
@@ -111,3 +116,59 @@ def test_a_missing_sheet_is_not_retried(tmp_path, httpserver):
     result = build(tmp_path, resources={"entity_lists": lists}, raise_on_error=False)
     assert retries(result) == []
     assert "answered HTTP 404" in failure_text(result)
+
+
+ODD_CAPTIONS = [
+    "a painting of a lighthouse by the sea",
+    None,
+    "",
+    "!!! ... ???",
+    "before\x00after the NUL",
+    "x" * 5000,  # one long word: no phrase, the word count alone
+    "word " * 2000,
+    'quotes "inside" and AND OR NOT NEAR * - :',
+    "東京 タワー",
+]
+
+
+def caption_db(captions: list[str | None]) -> sqlite3.Connection:
+    conn = sqlite3.connect(":memory:")
+    conn.execute("CREATE TABLE images (text TEXT)")
+    conn.execute(FTS_DDL.replace("main.", ""))
+    conn.executemany("INSERT INTO images (text) VALUES (?)", [(c,) for c in captions])
+    conn.execute("INSERT INTO images_fts (rowid, text) SELECT rowid, text FROM images")
+    return conn
+
+
+def test_the_caption_index_check_passes_an_index_of_these_captions_whatever_they_hold():
+    conn = caption_db(ODD_CAPTIONS * 3)
+    assert caption_index_mismatches(conn, samples=1000) == (len(ODD_CAPTIONS) * 3, [])
+
+
+def test_the_caption_index_check_finds_captions_the_index_was_not_built_from():
+    conn = caption_db(ODD_CAPTIONS)
+    # The index says what it was built from; images now hold other captions (external content).
+    conn.execute("UPDATE images SET text = 'a photo of a cat' WHERE rowid = 1")
+    conn.execute("UPDATE images SET text = 'a painting of a lighthouse' WHERE rowid = 2")
+    conn.execute("UPDATE images SET text = 'word ' || text WHERE rowid = 7")
+    assert caption_index_mismatches(conn, samples=1000) == (len(ODD_CAPTIONS), [1, 2, 7])
+
+
+def test_a_build_whose_index_holds_other_captions_fails_the_blocking_check(tmp_path):
+    data = tmp_path / "data"
+    assert build(data).success
+    layout = DataLayout(data.resolve())
+    laion_data = LaionData(data_dir=str(data))
+    assert caption_index_matches_captions(laion_data).passed
+    conn = open_build_db(layout, write=True)  # its own copy: the published file stays
+    conn.execute("UPDATE images SET text = text || ' extra words' WHERE rowid % 10 = 0")
+    conn.close()
+    result = caption_index_matches_captions(laion_data)
+    assert not result.passed
+    assert "sampled images have other captions in the index" in result.description
+    assert 100 < result.metadata["mismatched"].value < 400  # about a tenth of 2,000
+    conn = sqlite3.connect(layout.build_db)
+    with pytest.raises(sqlite3.DatabaseError):  # what FTS5's own full check says
+        conn.execute("INSERT INTO images_fts (images_fts, rank) VALUES ('integrity-check', 1)")
+    conn.close()
+    assert manifest_problems(layout) == []  # the published release is untouched

@@ -11,6 +11,8 @@ import urllib.request
 from pathlib import Path
 
 import pytest
+from dagster import DagsterInstance, DagsterRunStatus, RunsFilter
+from dagster._core.storage.tags import REPOSITORY_LABEL_TAG
 
 from laion_pipeline.layout import DataLayout
 
@@ -36,7 +38,17 @@ def test_make_run_materializes_everything_in_one_run_and_says_where(tmp_path):
     )
     assert done.returncode == 0, done.stderr[-3000:]
     assert done.stderr.count("RUN_SUCCESS") == 1
-    assert "superseded" not in done.stderr  # no notice to puzzle a newcomer
+    assert "superseded" not in done.stderr + done.stdout  # no notice to puzzle a newcomer
+    # The run belongs to the job of the code location, as the UI lists a job's runs.
+    with DagsterInstance.from_config(str(tmp_path / "dagster_home")) as instance:
+        runs = instance.get_runs(
+            RunsFilter(
+                job_name="full_build",
+                tags={REPOSITORY_LABEL_TAG: "__repository__@laion_pipeline"},
+            )
+        )
+    assert [r.status for r in runs] == [DagsterRunStatus.SUCCESS]
+    assert f"Run {runs[0].run_id} of full_build: SUCCESS" in done.stdout
     layout = DataLayout((tmp_path / "data").resolve())
     assert f"Published database: {layout.published_db}" in done.stdout
     assert "images 7,000" in done.stdout

@@ -16,7 +16,7 @@ from laion_pipeline.assets.serving import manifest_problems
 from laion_pipeline.files import sha256_file
 from laion_pipeline.layout import DataLayout
 from laion_pipeline.synthetic import generate, sample_entity_names
-from laion_pipeline_tests.conftest import build
+from laion_pipeline_tests.conftest import build, run_command
 
 ROWS = 150_000
 
@@ -53,13 +53,12 @@ def kill_build_when(data: Path, parquet: Path, ready) -> None:
         "LAION_DATA_DIR": str(data),
         "LAION_SOURCE": "local",
         "LAION_LOCAL_DIR": str(parquet),
-        "DAGSTER_HOME": "",
+        "DAGSTER_HOME": str(data.parent / "dagster_home"),
     }
-    command = [sys.executable, "-m", "dagster", "job", "execute", "-m"]
-    command += ["laion_pipeline.definitions", "-j", "full_build"]
+    command = run_command(data.parent / "dagster_home")
     process = subprocess.Popen(
         command,
-        cwd=data.parent,  # where dagster puts its temporary DAGSTER_HOME
+        cwd=data.parent,
         env=env,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
@@ -89,7 +88,7 @@ def test_a_build_killed_mid_stage_leaves_the_published_database_and_recovers(
     tmp_path, parquet, published, stage
 ):
     data = tmp_path / "data"
-    shutil.copytree(published, data)
+    shutil.copytree(published, data, symlinks=True)
     layout = DataLayout(data.resolve())
     shutil.rmtree(layout.staging_db.parent)  # so the staging stage can be seen starting
     before = sha256_file(layout.published_db)

@@ -1,16 +1,19 @@
-"""The Dagster UI end to end: `dagster dev` on 127.0.0.1 with a temporary DAGSTER_HOME, driven
+"""The Dagster UI end to end: `dg dev` on 127.0.0.1 with a temporary DAGSTER_HOME, driven
 through its GraphQL API the way the UI drives it: lineage, "Materialize all" with the
 multiprocess executor, metadata, checks, an edited name list refreshed by the sensor, and the
 schedule."""
 
+import re
 import shutil
+import subprocess
+import sys
 import time
 
 import pytest
 
 from laion_pipeline.layout import ENTITY_KINDS
 from laion_pipeline.synthetic import SAMPLE_DIR
-from laion_pipeline_tests.dagster_dev import DagsterDev
+from laion_pipeline_tests.dagster_dev import LOCATION, REPO_ROOT, DagsterDev
 from laion_pipeline_tests.test_browser import CHROMIUM, OUTPUT, needs_chromium
 from laion_pipeline_tests.test_definitions import EXPECTED_DEPENDENCIES
 
@@ -30,6 +33,7 @@ ASSETS = """{ assetNodes {
             ... on FloatMetadataEntry { floatValue }
             ... on MarkdownMetadataEntry { mdStr }
             ... on UrlMetadataEntry { url }
+            ... on TextMetadataEntry { text }
             ... on TableColumnLineageMetadataEntry { lineage { columnName } }
         }
     }
@@ -54,14 +58,24 @@ def dev(tmp_path_factory):
     try:
         server.wait_until_up()
         server.lists = lists
+        server.data = root / "data"
         yield server
     finally:
         server.stop()
-        assert not server.group_alive(), "a process of dagster dev outlived stop()"
+        assert not server.group_alive(), "a process of dg dev outlived stop()"
 
 
-def assets(dev: DagsterDev) -> dict[str, dict]:
-    return {"/".join(node["assetKey"]["path"]): node for node in dev.query(ASSETS)["assetNodes"]}
+CHECK_RUNS = """{ assetNodes {
+    assetKey { path }
+    assetChecksOrError { ... on AssetChecks { checks {
+        name
+        executionForLatestMaterialization { runId status }
+    } } }
+} }"""
+
+
+def assets(dev: DagsterDev, query: str = ASSETS) -> dict[str, dict]:
+    return {"/".join(node["assetKey"]["path"]): node for node in dev.query(query)["assetNodes"]}
 
 
 def metadata(node: dict) -> dict[str, dict]:
@@ -97,7 +111,7 @@ def test_materialize_all_then_an_edited_list_refreshes_only_what_depends_on_it(d
         for node in nodes.values()
         for check in node["assetChecksOrError"].get("checks", [])
     ]
-    assert len(checks) == 10, checks
+    assert len(checks) == 11, checks
 
     # "Materialize all" with the sources selected too, so the build records which source
     # versions it used: the implicit asset job, Dagster's default multiprocess executor.
@@ -125,7 +139,10 @@ def test_materialize_all_then_an_edited_list_refreshes_only_what_depends_on_it(d
     assert analysis["chart_top_domains"]["mdStr"].startswith("![top domains](data:image/png;")
     published = metadata(nodes["published_database"])
     assert published["dagster/uri"]["url"].startswith("file:///")
-    assert published["dagster/uri"]["url"].endswith("/published/laion-aesthetic-6pls.db")
+    release = published["release"]["text"]
+    assert published["dagster/uri"]["url"].endswith(
+        f"/published/releases/{release}/laion-aesthetic-6pls.db"
+    )
     lineage = metadata(nodes["images"])["dagster/column_lineage"]["lineage"]
     assert {c["columnName"] for c in lineage} >= {"url", "text", "domain_id"}
     results = {
@@ -156,8 +173,10 @@ def test_materialize_all_then_an_edited_list_refreshes_only_what_depends_on_it(d
         "entity_csvs",
         "entity_tables",
         "published_database",
+        *(f"{kind}_image_counts_in_range" for kind in ENTITY_KINDS),
         "published_database_published_database_matches_manifest",
         "analysis",
+        "analysis_report_complete",
     }
     assert {"/".join(m["assetKey"]["path"]) for m in run["assetMaterializations"]} == {
         "entity_csvs",
@@ -185,6 +204,67 @@ def wait_for_sensor_run(dev: DagsterDev, sensor: str, timeout: float = 120) -> s
             return runs[0]["runId"]
         time.sleep(2)
     raise TimeoutError(f"the {sensor} sensor started no run in {timeout} s")
+
+
+def test_the_run_make_run_starts_is_listed_under_full_build(dev):
+    done = subprocess.run(
+        [sys.executable, "-m", "laion_pipeline", "run"],
+        cwd=REPO_ROOT,
+        env=dev.env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    (run_id,) = re.findall(r"Run (\S+) of full_build: SUCCESS", done.stdout)
+    # The job's Runs tab (and the Timeline) list the runs of the job in this code location.
+    job = dev.query(
+        """query($params: PipelineSelector!) { pipelineOrError(params: $params) {
+            ... on Pipeline { runs { runId status } }
+        } }""",
+        params={**LOCATION, "pipelineName": "full_build"},
+    )["pipelineOrError"]
+    assert {"runId": run_id, "status": "SUCCESS"} in job["runs"]
+
+
+def files_of(folder) -> dict[str, tuple[int, int, int]]:
+    """Every file below ``folder`` (links not followed) with its inode, size and mtime."""
+    return {
+        str(path): (path.lstat().st_ino, path.lstat().st_size, path.lstat().st_mtime_ns)
+        for path in sorted(folder.rglob("*"))
+    }
+
+
+def test_execute_on_each_check_evaluates_it_and_rebuilds_nothing(dev):
+    nodes = assets(dev)
+    if not nodes["analysis"]["assetMaterializations"]:  # this test alone: build first
+        run_id = dev.launch("full_build")
+        assert dev.wait_for_run(run_id) == "SUCCESS", dev.run_messages(run_id)
+        nodes = assets(dev)
+    checks = [
+        {"assetKey": node["assetKey"], "name": check["name"]}
+        for node in nodes.values()
+        for check in node["assetChecksOrError"].get("checks", [])
+    ]
+    before = files_of(dev.data)
+    # What the UI's "Execute" button on a check launches: the asset job, that check alone.
+    runs = {
+        (tuple(check["assetKey"]["path"]), check["name"]): dev.launch(
+            "__ASSET_JOB", assetSelection=[], assetCheckSelection=[check]
+        )
+        for check in checks
+    }
+    for key, run_id in runs.items():
+        assert dev.wait_for_run(run_id) == "SUCCESS", (key, dev.run_messages(run_id))
+    executed = {
+        (tuple(node["assetKey"]["path"]), check["name"]): check["executionForLatestMaterialization"]
+        for node in assets(dev, CHECK_RUNS).values()
+        for check in node["assetChecksOrError"].get("checks", [])
+    }
+    for key, run_id in runs.items():
+        assert executed[key] == {"runId": run_id, "status": "SUCCEEDED"}, key
+    assert files_of(dev.data) == before
 
 
 def test_the_weekly_schedule_is_listed_and_starts_off(dev):

@@ -1,5 +1,10 @@
 """The code location loads and has the asset graph of DESIGN.md."""
 
+import os
+import subprocess
+import sys
+from pathlib import Path
+
 from dagster import AssetKey
 
 from laion_pipeline.definitions import defs
@@ -94,3 +99,19 @@ def test_jobs_schedule_and_sensor():
     assert schedule.cron_schedule == "0 4 * * 1"
     assert schedule.job_name == "observe_sources"
     assert defs.resolve_sensor_def("refresh_stale_assets") is not None
+
+
+def test_dg_check_defs_loads_the_project():
+    """`dg check defs`, the project's definitions as the dg command line loads them."""
+    done = subprocess.run(
+        [str(Path(sys.executable).parent / "dg"), "check", "defs"],
+        cwd=Path(__file__).resolve().parents[1],
+        env={**os.environ, "VIRTUAL_ENV": str(Path(sys.executable).parents[1])},
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "All definitions loaded successfully." in done.stdout + done.stderr
+    assert "superseded" not in done.stdout + done.stderr

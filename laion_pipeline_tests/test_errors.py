@@ -8,8 +8,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from laion_pipeline.assets.raw import parse_entity_csv
 from laion_pipeline.errors import InvalidInputError
+from laion_pipeline.inputs import parse_entity_csv
 from laion_pipeline.layout import DataLayout
 from laion_pipeline_tests.conftest import build, failure_text
 

@@ -16,7 +16,7 @@ import pytest
 from laion_pipeline.assets.serving import manifest_problems
 from laion_pipeline.layout import DataLayout
 from laion_pipeline.lock import data_dir_lock
-from laion_pipeline_tests.conftest import build, failure_text
+from laion_pipeline_tests.conftest import build, failure_text, run_command
 
 
 @pytest.mark.parametrize(
@@ -80,13 +80,13 @@ def test_a_killed_holder_leaves_no_stale_lock(tmp_path):
 
 
 def test_two_builds_at_once_never_corrupt_the_published_database(tmp_path):
-    env = {**os.environ, "LAION_DATA_DIR": str(tmp_path / "data"), "DAGSTER_HOME": ""}
-    command = [sys.executable, "-m", "dagster", "job", "execute", "-m"]
-    command += ["laion_pipeline.definitions", "-j", "full_build"]
+    home = tmp_path / "dagster_home"
+    env = {**os.environ, "LAION_DATA_DIR": str(tmp_path / "data"), "DAGSTER_HOME": str(home)}
+    command = run_command(home)
     runs = [
         subprocess.Popen(
             command,
-            cwd=tmp_path,  # where dagster puts its temporary DAGSTER_HOME
+            cwd=tmp_path,
             env=env,
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,

@@ -77,6 +77,7 @@ def test_full_build_observes_the_sources_and_passes_every_check(pipeline):
         ("images", "domain_ids_valid"),
         ("images", "few_null_captions"),
         ("images_fts", "row_counts_match"),
+        ("images_fts", "caption_index_matches_captions"),
         *((kind, "image_counts_in_range") for kind in ENTITY_KINDS),
         ("published_database", "published_database_matches_manifest"),
         ("analysis", "report_complete"),
@@ -115,8 +116,10 @@ def test_an_edited_name_list_refreshes_only_the_name_tables_and_the_publish(pipe
         "entity_csvs",
         "entity_tables",
         "published_database",
+        *(f"{kind}_image_counts_in_range" for kind in ENTITY_KINDS),
         "published_database_published_database_matches_manifest",
         "analysis",
+        "analysis_report_complete",
     }
     assert layout.published_db.stat().st_ino != published_before
     conn = sqlite3.connect(layout.published_db)

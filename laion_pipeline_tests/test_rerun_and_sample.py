@@ -36,16 +36,22 @@ def test_a_second_run_is_idempotent(tmp_path):
     first = content(layout.published_db)
     assert build(tmp_path).success
     assert content(layout.published_db) == first
+    # current, and previous (the first run's release, for rollback): each a whole release
     assert sorted(p.name for p in layout.published_dir.iterdir()) == [
-        "inspect.json",
-        "laion-aesthetic-6pls.db",
-        "manifest.json",
-        "metadata.json",
-        "previous",  # the first run's version, for rollback
-        "report",
+        "current",
+        "previous",
+        "releases",
     ]
-    for report in (layout.report_dir, layout.previous_dir / "report"):
-        assert sorted(p.name for p in report.iterdir()) == sorted(REPORT_FILES)
+    assert len(list(layout.releases_dir.iterdir())) == 2
+    for release in (layout.current, layout.previous):
+        assert sorted(p.name for p in release.folder.iterdir()) == [
+            "inspect.json",
+            "laion-aesthetic-6pls.db",
+            "manifest.json",
+            "metadata.json",
+            "report",
+        ]
+        assert sorted(p.name for p in release.report_dir.iterdir()) == sorted(REPORT_FILES)
 
 
 def test_bundled_sample_is_reproduced_by_its_generator(tmp_path):

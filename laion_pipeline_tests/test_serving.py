@@ -113,8 +113,14 @@ def test_cells_render_safely():
 
 def test_the_index_page_links_the_report_served_with_its_charts(site, sample_build):
     assert f'href="{REPORT_URL}"' in site.get("/")
+    release = sample_build.current.folder.resolve().name
+    with urllib.request.urlopen(f"{site.base}{REPORT_URL}", timeout=30) as response:
+        # at the release's own address, so the page's charts come from the same release
+        assert response.url == f"{site.base}{REPORT_URL}{release}/"
+        assert response.headers["x-laion-release"] == release
     for name in ("", *REPORT_FILES):
-        with urllib.request.urlopen(f"{site.base}{REPORT_URL}{name}", timeout=30) as response:
+        url = f"{site.base}{REPORT_URL}{release}/{name}"
+        with urllib.request.urlopen(url, timeout=30) as response:
             body, kind = response.read(), response.headers["content-type"]
         assert body == (sample_build.report_dir / (name or "index.html")).read_bytes()
         expected = {"png": "image/png", "json": "application/json"}.get(name[-4:].strip("."))
@@ -123,7 +129,15 @@ def test_the_index_page_links_the_report_served_with_its_charts(site, sample_bui
 
 @pytest.mark.parametrize(
     "path",
-    ["manifest.json", "..%2Fmanifest.json", "../laion-aesthetic-6pls.db", "x/index.html", "a.png"],
+    [
+        "manifest.json",
+        "..%2Fmanifest.json",
+        "../laion-aesthetic-6pls.db",
+        "x/index.html",
+        "a.png",
+        "..%2F..%2Fcurrent/index.html",
+        "20991231T000000Z-000000000000/index.html",
+    ],
 )
 def test_the_report_route_serves_nothing_but_the_report(site, path):
     with pytest.raises(urllib.error.HTTPError) as refused:

@@ -1,19 +1,15 @@
 """Analysis layer: what the 2022 write-up looked at, computed for each published database: where
 the images come from, which listed names their captions mention, and how their aesthetic
 scores, sizes and unsafe and watermark probabilities are spread. Numbers, charts and an HTML
-report, published in ``published/report/`` beside the database they describe."""
+report, published in the release they describe (`published/current/report/`)."""
 
 import base64
 import sqlite3
-from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import duckdb
 from dagster import (
-    AssetCheckResult,
-    AssetCheckSeverity,
-    AssetCheckSpec,
     AssetExecutionContext,
     MaterializeResult,
     MetadataValue,
@@ -21,7 +17,6 @@ from dagster import (
 )
 from dagster_duckdb import DuckDBResource
 
-from laion_pipeline.assets.raw import read_parquet_manifest
 from laion_pipeline.assets.serving import published_database
 from laion_pipeline.assets.staging import create_staging
 from laion_pipeline.charts import distribution_chart, ranking_chart
@@ -29,11 +24,13 @@ from laion_pipeline.db import quote_identifier, sqlite_connect
 from laion_pipeline.errors import StaleInputError
 from laion_pipeline.files import json_bytes, read_json, write_atomic
 from laion_pipeline.fts import fts_phrase
-from laion_pipeline.layout import ENTITY_KINDS, REPORT_CHARTS, DataLayout, staged
+from laion_pipeline.inputs import read_parquet_manifest
+from laion_pipeline.layout import ENTITY_KINDS, REPORT_CHARTS, DataLayout, ReleaseFiles, staged
 from laion_pipeline.lock import data_dir_lock
 from laion_pipeline.metadata import StepTimer, file_metadata, markdown_table
 from laion_pipeline.progress import Progress
-from laion_pipeline.report import percent, report_html, report_problems
+from laion_pipeline.release import current_release
+from laion_pipeline.report import percent, report_html
 from laion_pipeline.resources import LaionData
 from laion_pipeline.schema import table_schema
 
@@ -236,12 +233,17 @@ def _staged_files_are_published(layout: DataLayout, manifest: dict[str, Any]) ->
     return files
 
 
-def analyze(layout: DataLayout, duck: duckdb.DuckDBPyConnection, log: Any = None) -> dict[str, Any]:
-    """Every number of the report, for the published database and the staged rows it was
+def analyze(
+    layout: DataLayout,
+    release: ReleaseFiles,
+    duck: duckdb.DuckDBPyConnection,
+    log: Any = None,
+) -> dict[str, Any]:
+    """Every number of the report, for the database of ``release`` and the staged rows it was
     built from. The scans of DuckDB and SQLite run at once, one core each."""
-    manifest = read_json(layout.manifest_json, "materialize published_database")
+    manifest = read_json(release.manifest_json, "materialize published_database")
     create_staging(duck, _staged_files_are_published(layout, manifest))
-    conn = sqlite_connect(layout.published_db, read_only=True)
+    conn = sqlite_connect(release.db, read_only=True)
     try:
         with ThreadPoolExecutor(max_workers=1) as pool:
             scanning = pool.submit(distributions, duck)
@@ -321,17 +323,17 @@ def charts(analysis: dict[str, Any]) -> dict[str, bytes]:
     return {name: pngs[name] for name in REPORT_CHARTS}
 
 
-def publish_report(layout: DataLayout, analysis: dict[str, Any], pngs: dict[str, bytes]) -> None:
-    """Write the report beside the published database, each file replaced atomically, the page
+def publish_report(release: ReleaseFiles, analysis: dict[str, Any], pngs: dict[str, bytes]) -> None:
+    """Write the report into the release it describes, each file replaced atomically, the page
     that links the others last."""
     contents = {
         **{f"{name}.png": png for name, png in pngs.items()},
         "analysis.json": json_bytes(analysis),
         "index.html": report_html(analysis).encode(),
     }
-    for path in layout.report_files:
+    for path in release.report_files:
         write_atomic(staged(path), contents[path.name])
-    for path in layout.report_files:
+    for path in release.report_files:
         staged(path).replace(path)
 
 
@@ -346,39 +348,33 @@ def _chart_markdown(title: str, png: bytes) -> MetadataValue:
     kinds={"duckdb", "sqlite", "html"},
     code_version="1",
     metadata={"dagster/column_schema": table_schema(NUMBERS)},
-    check_specs=[
-        AssetCheckSpec(
-            "report_complete",
-            asset="analysis",
-            description="The published report has every chart as a PNG image, its page links "
-            "each of them, and it describes the database now published.",
-        )
-    ],
 )
 def analysis(
     context: AssetExecutionContext, laion_data: LaionData, staging_duckdb: DuckDBResource
-) -> Iterator[MaterializeResult | AssetCheckResult]:
+) -> MaterializeResult:
     """The findings of the 2022 analysis for the published database: the top domains and
     their share of all images, the most named artists, celebrities and characters, the share of
     captions naming anyone listed, and the spread of aesthetic scores, sizes and unsafe and
-    watermark probabilities. Published as ``published/report/`` (``index.html``, the charts as
-    PNG, ``analysis.json``), which Datasette links from its index page; the shares are numeric
-    metadata, so the UI plots them across builds."""
+    watermark probabilities. Published in the release it describes,
+    `published/current/report/` (`index.html`, the charts as PNG, `analysis.json`), which
+    Datasette links from its index page; the shares are numeric metadata, so the UI plots them
+    across builds."""
     timer = StepTimer()
     layout = laion_data.layout
     with data_dir_lock(layout, context.log):
+        release = current_release(layout)
         with staging_duckdb.get_connection() as duck:
-            result = analyze(layout, duck, context.log)
+            result = analyze(layout, release, duck, context.log)
         context.log.info("drawing the charts and writing the report")
         pngs = charts(result)
-        publish_report(layout, result, pngs)
-        problems = report_problems(layout)
-    context.log.info(f"report published: {layout.report_dir / 'index.html'}")
+        publish_report(release, result, pngs)
+    context.log.info(f"report published: {release.report_dir / 'index.html'}")
     top = [(d["domain"], d["images"], percent(d["share"])) for d in result["top_domains"]]
-    yield MaterializeResult(
+    return MaterializeResult(
         metadata={
-            **file_metadata(layout.report_dir),
-            "dagster/uri": MetadataValue.url((layout.report_dir / "index.html").as_uri()),
+            **file_metadata(release.report_dir),
+            "dagster/uri": MetadataValue.url((release.report_dir / "index.html").as_uri()),
+            "release": release.folder.name,
             **timer.metadata(),
             **{
                 name: MetadataValue.int(result[name])
@@ -392,10 +388,4 @@ def analysis(
                 for name, png in pngs.items()
             },
         }
-    )
-    yield AssetCheckResult(
-        check_name="report_complete",
-        passed=not problems,
-        severity=AssetCheckSeverity.ERROR,
-        description="; ".join(problems) or None,
     )

@@ -14,9 +14,6 @@ import duckdb
 import pyarrow as pa
 import pyarrow.compute as pc
 from dagster import (
-    AssetCheckResult,
-    AssetCheckSeverity,
-    AssetCheckSpec,
     AssetExecutionContext,
     AssetKey,
     AssetSpec,
@@ -27,7 +24,7 @@ from dagster import (
 )
 from dagster_duckdb import DuckDBResource
 
-from laion_pipeline.assets.raw import entity_csvs, parse_entity_csv, read_parquet_manifest
+from laion_pipeline.assets.raw import entity_csvs
 from laion_pipeline.assets.staging import (
     check_files_unchanged,
     staging_images,
@@ -43,6 +40,7 @@ from laion_pipeline.db import quote_identifier, sqlite_connect, sqlite_transacti
 from laion_pipeline.errors import StaleInputError
 from laion_pipeline.files import check_free_disk
 from laion_pipeline.fts import SideIndex, build_images_fts, fts_phrase, install_side_index
+from laion_pipeline.inputs import parse_entity_csv, read_parquet_manifest
 from laion_pipeline.layout import ENTITY_KINDS, DataLayout
 from laion_pipeline.lock import data_dir_lock
 from laion_pipeline.metadata import (
@@ -258,26 +256,6 @@ IMAGES_LINEAGE = column_lineage(
 )
 IMAGES_FTS_LINEAGE = column_lineage({"text": [("images", "text")]})
 
-# Above this share of images without a host (URLs with no "//"), the domain counts say little.
-EMPTY_DOMAIN_WARN_SHARE = 0.01
-# Above this share of images without a caption, search and name counts miss many images.
-NULL_CAPTION_WARN_SHARE = 0.01
-
-
-def _share_check(
-    asset: str, check: str, count: int, total: int, limit: float, what: str
-) -> AssetCheckResult:
-    share = count / total if total else 0.0
-    return AssetCheckResult(
-        asset_key=AssetKey(asset),
-        check_name=check,
-        passed=share <= limit,
-        severity=AssetCheckSeverity.WARN,
-        description=f"{count:,} of {total:,} images ({share:.2%}) {what}; expected at most "
-        f"{limit:.0%}",
-        metadata={"count": count, "share": MetadataValue.float(share)},
-    )
-
 
 @asset(
     deps=[staging_images],
@@ -285,18 +263,10 @@ def _share_check(
     kinds={"sqlite"},
     code_version="1",
     metadata={"dagster/column_schema": table_schema(DOMAIN_COLUMNS)},
-    check_specs=[
-        AssetCheckSpec(
-            "few_images_without_domain",
-            asset="domains",
-            description=f"At most {EMPTY_DOMAIN_WARN_SHARE:.0%} of the images have a URL with "
-            "no host (a warning: the build goes on).",
-        )
-    ],
 )
 def domains(
     context: AssetExecutionContext, laion_data: LaionData, staging_duckdb: DuckDBResource
-) -> Iterator[MaterializeResult | AssetCheckResult]:
+) -> MaterializeResult:
     """The ``domain`` table: one row per host an image was scraped from (``urlparse(url)
     .netloc``), with ``image_counts``, the number of images from that host. Starts a fresh
     build database."""
@@ -316,14 +286,13 @@ def domains(
             try:
                 count = build_domains(duck, conn)
                 top = conn.execute(TOP_DOMAINS_SQL).fetchall()
-                (images, empty) = conn.execute(
-                    "SELECT coalesce(sum(image_counts), 0), "
-                    "coalesce(sum(image_counts) FILTER (WHERE domain = ''), 0) FROM domain"
+                (empty,) = conn.execute(
+                    "SELECT coalesce(sum(image_counts), 0) FROM domain WHERE domain = ''"
                 ).fetchone()
             finally:
                 conn.close()
         install_build_db(new, layout)
-        yield MaterializeResult(
+        return MaterializeResult(
             metadata={
                 **_table_metadata(layout, "domain"),
                 **timer.metadata(),
@@ -332,14 +301,6 @@ def domains(
                 "images_without_domain": empty,
                 "top_domains": MetadataValue.md(markdown_table(["domain", "images"], top)),
             }
-        )
-        yield _share_check(
-            "domains",
-            "few_images_without_domain",
-            empty,
-            images,
-            EMPTY_DOMAIN_WARN_SHARE,
-            "have no host in their URL",
         )
 
 
@@ -352,34 +313,6 @@ IMAGES_FTS_DESCRIPTION = (
     "The full-text index of image captions (SQLite FTS5 over images.text) behind the search "
     "box and the name counts. Built while the images load when both are materialized."
 )
-
-
-def domain_id_problems(conn: sqlite3.Connection) -> list[str]:
-    """Images whose ``domain_id`` is not a domain, and domains whose ``image_counts`` differ
-    from the images that point at them; empty when every count agrees."""
-    counted = dict(conn.execute("SELECT domain_id, count(*) FROM images GROUP BY domain_id"))
-    recorded = dict(conn.execute("SELECT id, image_counts FROM domain"))
-    problems = []
-    orphans = sum(n for domain_id, n in counted.items() if domain_id not in recorded)
-    if orphans:
-        problems.append(f"{orphans:,} images have a domain_id that is not in domain")
-    wrong = [d for d, n in recorded.items() if counted.get(d, 0) != n]
-    if wrong:
-        problems.append(
-            f"{len(wrong):,} domains have image_counts that differ from their images "
-            f"(ids {', '.join(str(d) for d in wrong[:5])}...)"
-        )
-    return problems
-
-
-def row_count_problems(conn: sqlite3.Connection, staged: int) -> tuple[list[str], dict]:
-    """Whether staging, ``images`` and the caption index hold the same number of rows."""
-    (images,) = conn.execute("SELECT count(*) FROM images").fetchone()
-    (indexed,) = conn.execute("SELECT count(*) FROM images_fts_docsize").fetchone()
-    counts = {"staging_images": staged, "images": images, "images_fts": indexed}
-    if len(set(counts.values())) == 1:
-        return [], counts
-    return [f"row counts differ: {counts}"], counts
 
 
 @multi_asset(
@@ -405,41 +338,17 @@ def row_count_problems(conn: sqlite3.Connection, staged: int) -> tuple[list[str]
             skippable=True,
         ),
     ],
-    check_specs=[
-        AssetCheckSpec(
-            "domain_ids_valid",
-            asset="images",
-            blocking=True,
-            description="Every image's domain_id is a row of domain, and each domain's "
-            "image_counts equals the number of images pointing at it (so they sum to the "
-            "image count).",
-        ),
-        AssetCheckSpec(
-            "few_null_captions",
-            asset="images",
-            description=f"At most {NULL_CAPTION_WARN_SHARE:.0%} of the images have no caption "
-            "(a warning: the build goes on).",
-        ),
-        AssetCheckSpec(
-            "row_counts_match",
-            asset="images_fts",
-            blocking=True,
-            description="staging_images, images and the caption index hold the same number "
-            "of rows.",
-        ),
-    ],
     can_subset=True,
 )
 def images_and_index(
     context: AssetExecutionContext, laion_data: LaionData, staging_duckdb: DuckDBResource
-) -> Iterator[MaterializeResult | AssetCheckResult]:
+) -> Iterator[MaterializeResult]:
     """Loads the images while a second process indexes their captions, then adds the index;
     either asset alone is rebuilt on its own (the index then from the images table)."""
     timer = StepTimer()
     layout = laion_data.layout
     with data_dir_lock(layout, context.log):
         selected = {key.path[-1] for key in context.selected_asset_keys}
-        checks = {key.name for key in context.selected_asset_check_keys}
         files = _staging_files(layout) if "images" in selected else None
         conn = open_build_db(layout, write=True)
         try:
@@ -461,43 +370,17 @@ def images_and_index(
                         "preview": MetadataValue.md(_images_preview(conn)),
                     },
                 )
-                if "domain_ids_valid" in checks:
-                    problems = domain_id_problems(conn)
-                    yield AssetCheckResult(
-                        asset_key=AssetKey("images"),
-                        check_name="domain_ids_valid",
-                        passed=not problems,
-                        description="; ".join(problems) or None,
-                    )
-                if "few_null_captions" in checks:
-                    yield _share_check(
-                        "images",
-                        "few_null_captions",
-                        loaded.null_captions,
-                        loaded.rows,
-                        NULL_CAPTION_WARN_SHARE,
-                        "have no caption",
-                    )
             if "images_fts" in selected:
-                staged = sum(f["rows"] for f in files or read_parquet_manifest(layout)["files"])
-                problems, counts = row_count_problems(conn, staged)
+                (indexed,) = conn.execute("SELECT count(*) FROM images_fts_docsize").fetchone()
                 yield MaterializeResult(
                     asset_key=AssetKey("images_fts"),
                     metadata={
                         **_table_metadata(layout, "images_fts"),
                         **timer.metadata(),
-                        "dagster/row_count": counts["images_fts"],
+                        "dagster/row_count": indexed,
                         "dagster/column_lineage": IMAGES_FTS_LINEAGE,
                     },
                 )
-                if "row_counts_match" in checks:
-                    yield AssetCheckResult(
-                        asset_key=AssetKey("images_fts"),
-                        check_name="row_counts_match",
-                        passed=not problems,
-                        description="; ".join(problems) or None,
-                        metadata={name: n for name, n in counts.items()},
-                    )
         finally:
             conn.close()
 
@@ -564,28 +447,17 @@ ENTITY_DESCRIPTIONS = {
         )
         for kind in ENTITY_KINDS
     ],
-    check_specs=[
-        AssetCheckSpec(
-            "image_counts_in_range",
-            asset=kind,
-            blocking=True,
-            description="Every name has an image_counts between 0 and the number of images.",
-        )
-        for kind in ENTITY_KINDS
-    ],
     can_subset=True,
 )
 def entity_tables(
     context: AssetExecutionContext, laion_data: LaionData
-) -> Iterator[MaterializeResult | AssetCheckResult]:
+) -> Iterator[MaterializeResult]:
     """The name lists as tables, each name counted in the caption index."""
     layout = laion_data.layout
     with data_dir_lock(layout, context.log):
-        checks = {(key.asset_key, key.name) for key in context.selected_asset_check_keys}
         conn = open_build_db(layout, write=True)
         try:
             require_table(conn, "images_fts", "images_fts")
-            (images,) = conn.execute("SELECT count(*) FROM images").fetchone()
             for key in sorted(context.selected_asset_keys):
                 timer = StepTimer()
                 kind = key.path[-1]
@@ -615,19 +487,5 @@ def entity_tables(
                         "top_names": MetadataValue.md(markdown_table(["name", "images"], top)),
                     },
                 )
-                if (key, "image_counts_in_range") in checks:
-                    (outside,) = conn.execute(
-                        f"SELECT count(*) FROM {quote_identifier(kind)} "
-                        "WHERE image_counts IS NULL OR image_counts NOT BETWEEN 0 AND ?",
-                        (images,),
-                    ).fetchone()
-                    yield AssetCheckResult(
-                        asset_key=key,
-                        check_name="image_counts_in_range",
-                        passed=outside == 0,
-                        description=f"{outside:,} names have image_counts outside 0..{images:,}"
-                        if outside
-                        else None,
-                    )
         finally:
             conn.close()

@@ -1,12 +1,9 @@
 """Staging layer: every parquet row typed and given its domain, in a DuckDB table."""
 
-from collections.abc import Iterator
 from pathlib import Path
 
 import duckdb
 from dagster import (
-    AssetCheckResult,
-    AssetCheckSpec,
     AssetExecutionContext,
     MaterializeResult,
     MetadataValue,
@@ -14,14 +11,14 @@ from dagster import (
 )
 from dagster_duckdb import DuckDBResource
 
-from laion_pipeline.assets.raw import laion_parquet_files, read_parquet_manifest
+from laion_pipeline.assets.raw import laion_parquet_files
 from laion_pipeline.errors import StaleInputError
+from laion_pipeline.inputs import read_parquet_manifest
 from laion_pipeline.lock import data_dir_lock
 from laion_pipeline.metadata import (
     StepTimer,
     column_lineage,
     file_metadata,
-    markdown_list,
     markdown_table,
 )
 from laion_pipeline.resources import LaionData
@@ -169,20 +166,10 @@ def create_staging(conn: duckdb.DuckDBPyConnection, files: list[dict]) -> int:
     kinds={"duckdb", "parquet"},
     code_version="1",
     metadata={"dagster/column_schema": table_schema(STAGING_COLUMNS)},
-    check_specs=[
-        AssetCheckSpec(
-            "laion_columns_and_types",
-            asset="staging_images",
-            blocking=True,
-            description="Every parquet file has the LAION columns with readable types (text "
-            "for URL and TEXT, numbers for the scores and sizes), and the staged view has the "
-            "typed columns the SQLite tables are built from.",
-        )
-    ],
 )
 def staging_images(
     context: AssetExecutionContext, laion_data: LaionData, staging_duckdb: DuckDBResource
-) -> Iterator[MaterializeResult | AssetCheckResult]:
+) -> MaterializeResult:
     """Every image row of the parquet files in file order, typed for SQLite (sizes as
     integers, NaN as NULL, hash as text) with ``domain``: the URL's host exactly as Python's
     ``urlparse(url).netloc`` gives it. A DuckDB view in ``staging/laion.duckdb`` over the
@@ -203,7 +190,7 @@ def staging_images(
                 ).fetchall()
             )
         context.log.info(f"staging_images: {rows:,} rows over {len(files)} parquet files")
-        yield MaterializeResult(
+        return MaterializeResult(
             metadata={
                 **file_metadata(layout.staging_db),
                 **timer.metadata(),
@@ -211,10 +198,4 @@ def staging_images(
                 "dagster/column_lineage": STAGING_LINEAGE,
                 "preview": MetadataValue.md(markdown_table(PREVIEW, preview)),
             }
-        )
-        yield AssetCheckResult(
-            check_name="laion_columns_and_types",
-            passed=not problems,
-            description="; ".join(problems) or None,
-            metadata={"problems": MetadataValue.md(markdown_list(problems) or "none")},
         )
