@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 export DAGSTER_HOME ?= $(CURDIR)/.dagster_home
 
-.PHONY: install run test lint dev serve rollback bench bench-search bench-tools clean
+.PHONY: install run test test-fast lint dev serve rollback bench bench-search bench-tools clean
 
 install: $(STAMP)
 
@@ -25,9 +25,13 @@ $(DAGSTER_HOME)/dagster.yaml: dagster_home.yaml
 run: $(STAMP) $(DAGSTER_HOME)/dagster.yaml
 	$(BIN)/python -m laion_pipeline run --job full_build --workspace workspace.yaml
 
-## The whole test suite, after the linter.
+## The whole test suite, after the linter (about 10 minutes on 2 cores).
 test: lint
 	$(BIN)/python -m pytest
+
+## The unit tests of the core and the Datasette plugin (under a minute): the inner loop.
+test-fast: $(STAMP)
+	$(BIN)/python -m pytest -m fast -q
 
 lint: $(STAMP)
 	$(BIN)/ruff check laion_pipeline laion_pipeline_tests

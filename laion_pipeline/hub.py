@@ -93,6 +93,28 @@ def is_transient(error: BaseException) -> bool:
     return type(error) is OSError and error.errno is None
 
 
+def append_download(
+    url: str, partial: Path, headers: dict[str, str], expected_size: int, tqdm_class: type
+) -> None:
+    """Fetch the rest of ``url`` onto the end of ``partial`` (a Range request from its size).
+
+    The one call of huggingface_hub's `http_get`, which is not part of its documented API:
+    it is the transfer `hf_hub_download` itself uses (its HTTP client, redirects, retries
+    within the call, and a check of the size received). `hf_hub_download` would delete the
+    partial file of a failed download, so nothing would resume across runs. A contract test
+    (test_huggingface.py) pins what this relies on: resuming from the file's size, appending,
+    and failing when fewer bytes arrive than expected."""
+    with partial.open("ab") as out:
+        http_get(
+            url,
+            out,
+            resume_size=out.tell(),
+            headers=headers,
+            expected_size=expected_size,
+            tqdm_class=tqdm_class,
+        )
+
+
 def git_blob_id(path: Path) -> str:
     """The git object id of a file's content: sha1 of ``blob <size>\\0<content>``."""
     digest = hashlib.sha1(f"blob {path.stat().st_size}\0".encode())
@@ -360,15 +382,9 @@ class HubClient:
             headers = build_hf_headers(token=self.token) if same_origin else {}
             if partial.exists() and partial.stat().st_size > file.size:
                 partial.unlink()
-            with partial.open("ab") as out:
-                http_get(
-                    metadata.location,
-                    out,
-                    resume_size=out.tell(),
-                    headers=headers,
-                    expected_size=file.size,
-                    tqdm_class=_progress_bar(progress, file.path),
-                )
+            append_download(
+                metadata.location, partial, headers, file.size, _progress_bar(progress, file.path)
+            )
 
         for verification in (1, 2):
             try:

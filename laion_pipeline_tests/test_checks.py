@@ -140,11 +140,13 @@ def caption_db(captions: list[str | None]) -> sqlite3.Connection:
     return conn
 
 
+@pytest.mark.fast
 def test_the_caption_index_check_passes_an_index_of_these_captions_whatever_they_hold():
     conn = caption_db(ODD_CAPTIONS * 3)
     assert caption_index_mismatches(conn, samples=1000) == (len(ODD_CAPTIONS) * 3, [])
 
 
+@pytest.mark.fast
 def test_the_caption_index_check_finds_captions_the_index_was_not_built_from():
     conn = caption_db(ODD_CAPTIONS)
     # The index says what it was built from; images now hold other captions (external content).

@@ -2,14 +2,18 @@
 and the next run succeeds with no manual cleanup (leftovers removed, no stale lock, no index
 process left running)."""
 
+import json
 import os
 import shutil
 import signal
+import sqlite3
 import subprocess
 import sys
 import time
 from pathlib import Path
 
+import pyarrow as pa
+import pyarrow.parquet as pq
 import pytest
 
 from laion_pipeline.assets.serving import manifest_problems
@@ -48,6 +52,14 @@ def leftovers(layout: DataLayout) -> list[str]:
 
 def kill_build_when(data: Path, parquet: Path, ready) -> None:
     """Run the full_build job in a process of its own; SIGKILL it as soon as ``ready()``."""
+    process = act_when(data, parquet, ready)
+    os.killpg(process.pid, signal.SIGKILL)
+    process.wait()
+
+
+def act_when(data: Path, parquet: Path, ready) -> subprocess.Popen:
+    """Start `make run`'s command on ``parquet`` in a process group of its own; return once
+    ``ready()``, with the build still running."""
     env = {
         **os.environ,
         "LAION_DATA_DIR": str(data),
@@ -69,8 +81,7 @@ def kill_build_when(data: Path, parquet: Path, ready) -> None:
         assert process.poll() is None, "the build ended before the stage to interrupt"
         assert time.monotonic() < deadline
         time.sleep(0.002)
-    os.killpg(process.pid, signal.SIGKILL)
-    process.wait()
+    return process
 
 
 STAGES = {
@@ -101,6 +112,57 @@ def test_a_build_killed_mid_stage_leaves_the_published_database_and_recovers(
     assert result.success
     assert manifest_problems(layout) == []
     assert leftovers(layout) == []
+
+
+def captions_of(path: Path) -> list[str | None]:
+    return pq.read_table(path, columns=["TEXT"]).column("TEXT").to_pylist()
+
+
+@pytest.mark.parametrize(
+    ("stage", "how"),
+    [
+        ("images load", "renamed over"),
+        ("caption index", "renamed over"),
+        ("images load", "rewritten in place"),
+    ],
+)
+def test_a_source_file_changed_during_a_build_never_reaches_it(
+    tmp_path, parquet, published, stage, how
+):
+    data, source = tmp_path / "data", tmp_path / "parquet"
+    shutil.copytree(published, data, symlinks=True)
+    shutil.copytree(parquet, source)
+    layout = DataLayout(data.resolve())
+    shutil.rmtree(layout.staging_db.parent)
+    shutil.rmtree(layout.raw_dir / "snapshot")  # so this build verifies the files again
+    first = sorted(source.rglob("*.parquet"))[0]
+    original, sha256 = captions_of(first), sha256_file(first)
+    # The same rows with other captions: row counts agree, so only the captions can tell.
+    changed = pq.read_table(first)
+    texts = pa.array([f"replaced caption {i}" for i in range(changed.num_rows)], pa.string())
+    changed = changed.set_column(changed.schema.get_field_index("TEXT"), "TEXT", texts)
+
+    building = act_when(data, source, lambda: STAGES[stage](layout))
+    if how == "renamed over":
+        pq.write_table(changed, tmp_path / "next.parquet")
+        os.replace(tmp_path / "next.parquet", first)
+    else:
+        pq.write_table(changed, first)
+    assert building.wait(timeout=300) == 0
+
+    manifest = json.loads(layout.manifest_json.read_text())
+    read = {"name": first.name, "rows": len(original), "sha256": sha256}
+    assert manifest["parquet_files"][0] == read
+    conn = sqlite3.connect(f"{layout.published_db.as_uri()}?mode=ro", uri=True)
+    loaded = [t for (t,) in conn.execute("SELECT text FROM images LIMIT ?", (len(original),))]
+    assert loaded == original
+    conn.close()
+    # FTS5's full check of the index against the captions (a command: on a copy).
+    shutil.copy(layout.published_db, tmp_path / "copy.db")
+    conn = sqlite3.connect(tmp_path / "copy.db")
+    conn.execute("INSERT INTO images_fts (images_fts, rank) VALUES ('integrity-check', 1)")
+    conn.close()
+    assert manifest_problems(layout) == []
 
 
 # A parent that starts a child as SideIndex starts the index process, then waits forever.

@@ -5,6 +5,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 from dagster import AssetKey
 
 from laion_pipeline.definitions import defs
@@ -26,11 +27,13 @@ EXPECTED_DEPENDENCIES = {
 }
 
 
+@pytest.mark.fast
 def test_definitions_load():
     defs.validate_loadable(defs)
     assert defs.resolve_job_def("full_build") is not None
 
 
+@pytest.mark.fast
 def test_asset_graph_matches_the_design():
     graph = defs.resolve_asset_graph()
     found = {
@@ -40,6 +43,7 @@ def test_asset_graph_matches_the_design():
     assert found == EXPECTED_DEPENDENCIES
 
 
+@pytest.mark.fast
 def test_sources_are_observable_and_everything_else_materializable():
     graph = defs.resolve_asset_graph()
     for name in ("hf_dataset", "entity_sheets"):
@@ -49,12 +53,14 @@ def test_sources_are_observable_and_everything_else_materializable():
         assert graph.get(AssetKey(name)).is_materializable, name
 
 
+@pytest.mark.fast
 def test_every_asset_says_what_its_data_is():
     graph = defs.resolve_asset_graph()
     for key in graph.get_all_asset_keys():
         assert graph.get(key).description, f"{key.to_user_string()} has no description"
 
 
+@pytest.mark.fast
 def test_tables_publish_their_column_schema():
     graph = defs.resolve_asset_graph()
     schema = graph.get(AssetKey("images")).metadata["dagster/column_schema"]
@@ -73,6 +79,7 @@ GROUPS = {
 }
 
 
+@pytest.mark.fast
 def test_every_asset_has_a_layer_kinds_a_code_version_and_a_column_schema():
     graph = defs.resolve_asset_graph()
     groups: dict[str, set[str]] = {}
@@ -88,6 +95,7 @@ def test_every_asset_has_a_layer_kinds_a_code_version_and_a_column_schema():
     assert groups == GROUPS
 
 
+@pytest.mark.fast
 def test_jobs_schedule_and_sensor():
     assert {job.name for job in defs.resolve_all_job_defs()} >= {
         "full_build",

@@ -45,6 +45,9 @@ ODD_URLS = [
 ]
 
 
+pytestmark = pytest.mark.fast
+
+
 def duckdb_domains(urls: list[str | None]) -> list[str]:
     conn = duckdb.connect()
     conn.register("url_table", pa.table({"URL": pa.array(urls, pa.string())}))

@@ -61,6 +61,7 @@ def test_missing_csv_file_names_the_variable(tmp_path):
     assert "LAION_ARTISTS_CSV_URL" in failure_text(result)
 
 
+@pytest.mark.fast
 def test_csv_with_bom_and_crlf_parses():
     columns, rows = parse_entity_csv(
         b"\xef\xbb\xbf Name ,Kind\r\nBanksy,street\r\n\r\nHokusai,ukiyo-e\r\n", "x"
@@ -69,6 +70,7 @@ def test_csv_with_bom_and_crlf_parses():
     assert rows == [{"name": "Banksy", "Kind": "street"}, {"name": "Hokusai", "Kind": "ukiyo-e"}]
 
 
+@pytest.mark.fast
 def test_repeated_and_reserved_csv_columns_get_unique_names():
     columns, rows = parse_entity_csv(b"name,Note,note,image_counts,\nHokusai,a,b,7,c\n", "x")
     assert columns == ["name", "Note", "note_2", "image_counts_2", "column_5"]
@@ -77,6 +79,7 @@ def test_repeated_and_reserved_csv_columns_get_unique_names():
     ]
 
 
+@pytest.mark.fast
 @pytest.mark.parametrize(
     "data, message",
     [
@@ -107,6 +110,7 @@ def test_too_little_disk_is_refused_before_the_build_starts(tmp_path, monkeypatc
     assert layout.build_db.stat().st_mtime_ns == build_before
 
 
+@pytest.mark.fast
 def test_check_free_disk_measures_the_real_file_system(tmp_path):
     from laion_pipeline.errors import NotEnoughDiskError
     from laion_pipeline.files import check_free_disk

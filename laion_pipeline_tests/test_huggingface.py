@@ -20,10 +20,12 @@ from dagster._core.definitions.data_version import StaleStatus
 from dagster._core.definitions.observe import observe
 from dagster._utils.test.data_versions import get_stale_status_resolver
 from pytest_httpserver import HTTPServer
+from tqdm.auto import tqdm
+from werkzeug import Request, Response
 
 from laion_pipeline.assets.sources import hf_dataset
 from laion_pipeline.definitions import all_assets
-from laion_pipeline.hub import HubClient, HubError
+from laion_pipeline.hub import HubClient, HubError, append_download
 from laion_pipeline.layout import DataLayout
 from laion_pipeline.resources import EntityLists, HuggingFaceSource, build_resources
 from laion_pipeline.synthetic import SAMPLE_DIR
@@ -413,3 +415,35 @@ def test_a_hub_that_keeps_failing_says_to_try_again_later(hub, tmp_path):
         client.download_all(listing, tmp_path)
     (path,) = client.download_all(listing, tmp_path)
     assert path.read_bytes() == b"x" * 1000
+
+
+BODY = bytes(range(256)) * 40
+
+
+def ranged(request: Request) -> Response:
+    """A file server that honours `Range: bytes=N-`, as the hub's storage does."""
+    start = int(re.fullmatch(r"bytes=(\d+)-", request.headers.get("Range", "bytes=0-"))[1])
+    status = 206 if start else 200
+    return Response(BODY[start:], status=status, headers={"Content-Length": str(len(BODY) - start)})
+
+
+@pytest.mark.fast
+def test_the_transfer_resumes_from_the_partial_file_and_appends(tmp_path):
+    """The contract `append_download` relies on in huggingface_hub's `http_get`."""
+    server = start_server()
+    try:
+        server.expect_request("/file").respond_with_handler(ranged)
+        partial = tmp_path / "file.part"
+        partial.write_bytes(BODY[:3000])
+        append_download(server.url_for("/file"), partial, {}, len(BODY), tqdm)
+        assert partial.read_bytes() == BODY
+        assert server.log[-1][0].headers["Range"] == "bytes=3000-"
+
+        server.clear()
+        server.expect_request("/short").respond_with_data(BODY[:1000])
+        short = tmp_path / "short.part"
+        with pytest.raises(Exception) as failed:
+            append_download(server.url_for("/short"), short, {}, len(BODY), tqdm)
+        assert not isinstance(failed.value, AssertionError)
+    finally:
+        server.stop()

@@ -4,7 +4,11 @@ import logging
 import subprocess
 import sys
 
+import pytest
+
 from laion_pipeline.progress import Progress, wait_logging
+
+pytestmark = pytest.mark.fast
 
 
 def test_progress_reports_done_total_and_rate(caplog):

@@ -20,6 +20,7 @@ from laion_pipeline_tests.dagster_dev import REPO_ROOT
 from laion_pipeline_tests.datasette_site import DB, served
 
 
+@pytest.mark.fast
 def test_no_code_from_inputs_is_evaluated():
     risky = re.compile(r"\b(eval|exec)\(|\bpickle\b|yaml\.load\(|shell=True|os\.system\(")
     found = [
@@ -31,6 +32,7 @@ def test_no_code_from_inputs_is_evaluated():
     assert found == []
 
 
+@pytest.mark.fast
 @pytest.mark.parametrize(
     ("url", "shown"),
     [

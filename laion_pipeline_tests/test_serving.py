@@ -59,6 +59,7 @@ def test_any_text_typed_into_the_search_is_a_valid_query(site, q):
     assert isinstance(site.json(f"/{DB}/search.json", q=q, _shape="array"), list)
 
 
+@pytest.mark.fast
 def test_the_search_query_language():
     assert laion_match("Thomas Kinkade") == '"Thomas" "Kinkade"'
     assert laion_match('"Name "X" Y"') == '"Name ""X"" Y"'
@@ -101,6 +102,7 @@ def test_each_name_links_to_the_search_that_counts_it(site, published):
         assert len(site.search(f'"{name}"')) == count
 
 
+@pytest.mark.fast
 def test_cells_render_safely():
     js = render_cell({}, "javascript:alert(1)", "url", "images", DB)
     assert js is None  # plain text, not a link

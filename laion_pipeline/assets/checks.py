@@ -17,6 +17,7 @@ from dagster import (
 from dagster_duckdb import DuckDBResource
 
 from laion_pipeline.assets.staging import schema_problems
+from laion_pipeline.build_db import require_table
 from laion_pipeline.db import quote_identifier, sqlite_connect
 from laion_pipeline.errors import StaleInputError
 from laion_pipeline.fts import caption_index_mismatches
@@ -33,13 +34,22 @@ EMPTY_DOMAIN_WARN_SHARE = 0.01
 NULL_CAPTION_WARN_SHARE = 0.01
 
 
+# The asset that makes each table of the build database.
+MADE_BY = {"domain": "domains", "images": "images", "images_fts_docsize": "images_fts"}
+
+
 @contextmanager
-def build_database(layout: DataLayout) -> Iterator[sqlite3.Connection]:
-    """The build database, read-only."""
+def build_database(layout: DataLayout, *tables: str) -> Iterator[sqlite3.Connection]:
+    """The build database, read-only, once it has ``tables`` (else: what to materialize; a
+    check may run after another run started a new build database)."""
     if not layout.build_db.exists():
         raise StaleInputError(f"{layout.build_db} does not exist: materialize domains first")
     conn = sqlite_connect(layout.build_db, read_only=True)
     try:
+        conn.execute("BEGIN")  # one snapshot for the whole check: writers wait for it
+        conn.execute("SELECT count(*) FROM sqlite_master").fetchone()
+        for table in tables:
+            require_table(conn, table, MADE_BY.get(table, table))
         yield conn
     finally:
         conn.close()
@@ -89,7 +99,7 @@ def laion_columns_and_types(
     "(a warning: the build goes on).",
 )
 def few_images_without_domain(laion_data: LaionData) -> AssetCheckResult:
-    with build_database(laion_data.layout) as conn:
+    with build_database(laion_data.layout, "domain") as conn:
         images, empty = conn.execute(
             "SELECT coalesce(sum(image_counts), 0), "
             "coalesce(sum(image_counts) FILTER (WHERE domain = ''), 0) FROM domain"
@@ -122,7 +132,7 @@ def domain_id_problems(conn: sqlite3.Connection) -> list[str]:
     "equals the number of images pointing at it (so they sum to the image count).",
 )
 def domain_ids_valid(laion_data: LaionData) -> AssetCheckResult:
-    with build_database(laion_data.layout) as conn:
+    with build_database(laion_data.layout, "domain", "images") as conn:
         return problems_result(domain_id_problems(conn))
 
 
@@ -132,7 +142,7 @@ def domain_ids_valid(laion_data: LaionData) -> AssetCheckResult:
     "warning: the build goes on).",
 )
 def few_null_captions(laion_data: LaionData) -> AssetCheckResult:
-    with build_database(laion_data.layout) as conn:
+    with build_database(laion_data.layout, "images") as conn:
         images, empty = conn.execute(
             "SELECT count(*), count(*) FILTER (WHERE text IS NULL) FROM images"
         ).fetchone()
@@ -157,7 +167,7 @@ def row_count_problems(conn: sqlite3.Connection, staged: int) -> tuple[list[str]
 def row_counts_match(laion_data: LaionData) -> AssetCheckResult:
     layout = laion_data.layout
     staged = sum(f["rows"] for f in read_parquet_manifest(layout)["files"])
-    with build_database(layout) as conn:
+    with build_database(layout, "images", "images_fts_docsize") as conn:
         problems, counts = row_count_problems(conn, staged)
     return problems_result(problems, **counts)
 
@@ -171,7 +181,7 @@ def row_counts_match(laion_data: LaionData) -> AssetCheckResult:
     "changed between the two) fails it.",
 )
 def caption_index_matches_captions(laion_data: LaionData) -> AssetCheckResult:
-    with build_database(laion_data.layout) as conn:
+    with build_database(laion_data.layout, "images", "images_fts_docsize") as conn:
         checked, wrong = caption_index_mismatches(conn)
     problems = (
         [
@@ -193,7 +203,7 @@ def _image_counts_in_range(kind: str) -> AssetChecksDefinition:
         description="Every name has an image_counts between 0 and the number of images.",
     )
     def check(laion_data: LaionData) -> AssetCheckResult:
-        with build_database(laion_data.layout) as conn:
+        with build_database(laion_data.layout, "images", kind) as conn:
             (images,) = conn.execute("SELECT count(*) FROM images").fetchone()
             (outside,) = conn.execute(
                 f"SELECT count(*) FROM {quote_identifier(kind)} "

@@ -1,0 +1,96 @@
+"""The plugin's release switching, in process (`Datasette(...).client`, no port): a server
+started on `published/current` serves the release it names, switches between requests when
+the link moves, and says in every response which release answered. Fast: two tiny releases."""
+
+import asyncio
+import json
+import sqlite3
+
+import pytest
+from datasette.app import Datasette
+
+from laion_pipeline.datasette import inspect_data, table_counts
+from laion_pipeline.datasette_plugin import RELEASE_HEADER
+from laion_pipeline.files import sha256_file
+from laion_pipeline.layout import DATABASE_NAME, REPORT_URL, DataLayout
+from laion_pipeline.release import new_release, switch
+
+pytestmark = pytest.mark.fast
+
+
+def tiny_release(layout: DataLayout, names: list[str]) -> str:
+    """A release whose database holds only an `artists` table of ``names``."""
+    release_id, files = new_release(layout, f"{len(names):064x}")
+    conn = sqlite3.connect(files.db)
+    conn.execute("CREATE TABLE artists (name TEXT)")
+    conn.executemany("INSERT INTO artists VALUES (?)", [(n,) for n in names])
+    conn.commit()
+    counts = table_counts(conn)
+    conn.close()
+    files.inspect_json.write_text(json.dumps(inspect_data(files.db, sha256_file(files.db), counts)))
+    files.metadata_json.write_text(json.dumps({"title": f"release of {len(names)}"}))
+    files.report_dir.mkdir()
+    (files.report_dir / "index.html").write_text(f"<p>report of {release_id}</p>")
+    return release_id
+
+
+def served(layout: DataLayout) -> Datasette:
+    """What `make serve` starts: the database, inspect data and metadata through `current`."""
+    current = layout.current
+    return Datasette(
+        immutables=[str(current.db)],
+        inspect_data=json.loads(current.inspect_json.read_text()),
+        metadata=json.loads(current.metadata_json.read_text()),
+    )
+
+
+async def artists(ds: Datasette) -> tuple[str, int, int, str]:
+    response = await ds.client.get(f"/{DATABASE_NAME}/artists.json?_shape=objects&_size=max")
+    page = response.json()
+    title = (await ds.client.get("/-/metadata.json")).json()["title"]
+    return (
+        response.headers[RELEASE_HEADER],
+        page["filtered_table_rows_count"],
+        len(page["rows"]),
+        title,
+    )
+
+
+def test_a_server_follows_current_between_requests(tmp_path):
+    layout = DataLayout(tmp_path)
+    first = tiny_release(layout, ["Hokusai", "Mucha"])
+    switch(layout, first, None)
+    ds = served(layout)
+
+    async def scenario() -> None:
+        await ds.invoke_startup()  # as `datasette serve` does
+        assert await artists(ds) == (first, 2, 2, "release of 2")
+        second = tiny_release(layout, ["Hokusai"])
+        switch(layout, second, first)
+        assert await artists(ds) == (second, 1, 1, "release of 1")
+        report = await ds.client.get(REPORT_URL)
+        assert report.status_code == 302
+        assert report.headers["location"] == f"{REPORT_URL}{second}/"
+        page = await ds.client.get(f"{REPORT_URL}{second}/")
+        assert page.text == f"<p>report of {second}</p>"
+        # The previous release's report stays reachable at its own address.
+        assert (await ds.client.get(f"{REPORT_URL}{first}/")).status_code == 200
+        switch(layout, first, second)  # a rollback
+        assert await artists(ds) == (first, 2, 2, "release of 2")
+
+    asyncio.run(scenario())
+
+
+def test_a_database_served_by_its_own_path_is_not_switched(tmp_path):
+    layout = DataLayout(tmp_path)
+    first = tiny_release(layout, ["Hokusai", "Mucha"])
+    switch(layout, first, None)
+    ds = Datasette(immutables=[str(layout.release(first).db)])
+
+    async def scenario() -> None:
+        await ds.invoke_startup()
+        response = await ds.client.get(f"/{DATABASE_NAME}/artists.json")
+        assert response.status_code == 200
+        assert RELEASE_HEADER not in response.headers
+
+    asyncio.run(scenario())
