@@ -5,8 +5,8 @@ from pathlib import Path
 from typing import Any
 
 from laion_pipeline.db import quote_identifier
+from laion_pipeline.hub import DEFAULT_HF_REPO
 from laion_pipeline.layout import DATABASE_NAME, ENTITY_KINDS, REPORT_URL
-from laion_pipeline.resources import DEFAULT_HF_REPO
 from laion_pipeline.schema import IMAGE_COLUMNS
 
 SEARCH_PAGE_ROWS = 50

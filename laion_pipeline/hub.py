@@ -38,6 +38,8 @@ from laion_pipeline.errors import SourceError
 from laion_pipeline.files import HASH_CHUNK, check_free_disk, sha256_file, write_json_atomic
 
 DEFAULT_ENDPOINT = "https://huggingface.co"
+# The dataset of the 2022 write-up (taken down in December 2023).
+DEFAULT_HF_REPO = "ChristophSchuhmann/improved_aesthetics_6plus"
 REPO_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
 T = TypeVar("T")
 

@@ -6,7 +6,14 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from dagster import AssetKey, MetadataValue, TableColumnDep, TableColumnLineage
+from dagster import (
+    AssetKey,
+    MetadataValue,
+    TableColumn,
+    TableColumnDep,
+    TableColumnLineage,
+    TableSchema,
+)
 
 
 def markdown_table(columns: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
@@ -55,3 +62,13 @@ class StepTimer:
 
     def metadata(self) -> dict[str, Any]:
         return {"seconds": MetadataValue.float(round(time.monotonic() - self.started, 3))}
+
+
+def table_schema(columns: Mapping[str, tuple[str, str]]) -> TableSchema:
+    """Columns as Dagster shows them in the UI (``dagster/column_schema``)."""
+    return TableSchema(
+        columns=[
+            TableColumn(name, sql_type, description=text)
+            for name, (sql_type, text) in columns.items()
+        ]
+    )

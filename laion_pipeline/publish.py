@@ -9,6 +9,7 @@ import os
 import shutil
 import sqlite3
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
@@ -18,7 +19,7 @@ from laion_pipeline.datasette import datasette_metadata, inspect_data, table_cou
 from laion_pipeline.db import sqlite_connect
 from laion_pipeline.errors import PublishCheckError, StaleInputError
 from laion_pipeline.files import read_json, sha256_file, write_json_atomic
-from laion_pipeline.inputs import read_parquet_manifest
+from laion_pipeline.inputs import ParquetManifest
 from laion_pipeline.layout import ENTITY_KINDS, DataLayout, ReleaseFiles, staged
 from laion_pipeline.release import current_release, fault, new_release, pointed_release, switch
 
@@ -124,15 +125,16 @@ def publish(layout: DataLayout, log: Any = None) -> dict[str, Any]:
         os.replace(candidate, release.db)
     finally:
         candidate.unlink(missing_ok=True)
-    parquet = read_parquet_manifest(layout)
+    parquet = ParquetManifest.read(layout)
+    source = asdict(parquet.source)
     manifest = {
         "release": release_id,
         "database": release.db.name,
         "sha256": sha256,
         "size_bytes": release.db.stat().st_size,
         "row_counts": {t: counts[t] for t in ("images", "domain", *ENTITY_KINDS)},
-        "source": parquet["source"],
-        "parquet_files": [{k: f[k] for k in ("name", "rows", "sha256")} for f in parquet["files"]],
+        "source": source,
+        "parquet_files": [f.published for f in parquet.files],
         "entity_csvs": {
             kind: hashlib.sha256(layout.entity_csv(kind).read_bytes()).hexdigest()
             for kind in ENTITY_KINDS
@@ -141,7 +143,7 @@ def publish(layout: DataLayout, log: Any = None) -> dict[str, Any]:
         "code_version": __version__,
     }
     write_json_atomic(release.inspect_json, inspect_data(release.db, sha256, counts))
-    write_json_atomic(release.metadata_json, datasette_metadata(parquet["source"]))
+    write_json_atomic(release.metadata_json, datasette_metadata(source))
     fault("publish-release-half-written")
     write_json_atomic(release.manifest_json, manifest)
     if unchanged and current is not None and all(p.exists() for p in current.report_files):

@@ -54,9 +54,11 @@ def current_release(layout: DataLayout) -> ReleaseFiles:
     return layout.release(release_id)
 
 
-def new_release(layout: DataLayout, sha256: str) -> tuple[str, ReleaseFiles]:
-    """A new, empty release folder, named by the time and the database's sha256."""
-    stamp = dt.datetime.now(dt.UTC).strftime("%Y%m%dT%H%M%SZ")
+def new_release(
+    layout: DataLayout, sha256: str, now: dt.datetime | None = None
+) -> tuple[str, ReleaseFiles]:
+    """A new, empty release folder, named by the time (``now``) and the database's sha256."""
+    stamp = (now or dt.datetime.now(dt.UTC)).strftime("%Y%m%dT%H%M%SZ")
     base = release_id = f"{stamp}-{sha256[:12]}"
     n = 1
     while layout.release(release_id).folder.exists():

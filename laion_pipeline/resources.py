@@ -17,13 +17,20 @@ from dagster import ConfigurableResource
 from dagster_duckdb import DuckDBResource
 
 from laion_pipeline.errors import ConfigurationError
-from laion_pipeline.hub import DEFAULT_ENDPOINT, HubClient, HubListing, load_listing, save_listing
+from laion_pipeline.hub import (
+    DEFAULT_ENDPOINT,
+    DEFAULT_HF_REPO,
+    HubClient,
+    HubListing,
+    load_listing,
+    save_listing,
+)
+from laion_pipeline.inputs import SourceRevision
 from laion_pipeline.layout import ENTITY_KINDS, DataLayout
 from laion_pipeline.synthetic import SAMPLE_DIR
 from laion_pipeline.web import fetch_url, public_url
 
 SOURCES = ("sample", "huggingface", "local")
-DEFAULT_HF_REPO = "ChristophSchuhmann/improved_aesthetics_6plus"
 GOOGLE_SHEET_ID = "1JLQQ3U6P0d4vDkAGuB8avmXOPIDPeDUdAEZsWTRYpng"
 GOOGLE_SHEET_GIDS = {"artists": "0", "celebrities": "1037423923", "characters": "480391249"}
 
@@ -34,15 +41,6 @@ def google_sheet_csv_url(kind: str) -> str:
         f"https://docs.google.com/spreadsheets/d/{GOOGLE_SHEET_ID}/export"
         f"?format=csv&gid={GOOGLE_SHEET_GIDS[kind]}"
     )
-
-
-@dataclass(frozen=True)
-class SourceRevision:
-    """Which parquet data a build reads: the source kind, where, and an exact version."""
-
-    kind: str
-    location: str
-    revision: str
 
 
 @dataclass(frozen=True)

@@ -1,9 +1,6 @@
 """The columns of the LAION-Aesthetics parquet files and of the tables we build from them."""
 
-from collections.abc import Mapping
-
 import pyarrow as pa
-from dagster import TableColumn, TableSchema
 
 # The source files' columns, in order, with their exact types.
 LAION_ARROW_SCHEMA = pa.schema(
@@ -71,13 +68,3 @@ ENTITY_COLUMNS: dict[str, tuple[str, str]] = {
 IMAGES_FTS_COLUMNS: dict[str, tuple[str, str]] = {
     "text": ("FTS5", "images.text indexed for full-text search (unicode61, detail=full)"),
 }
-
-
-def table_schema(columns: Mapping[str, tuple[str, str]]) -> TableSchema:
-    """Columns as Dagster shows them in the UI (``dagster/column_schema``)."""
-    return TableSchema(
-        columns=[
-            TableColumn(name, sql_type, description=text)
-            for name, (sql_type, text) in columns.items()
-        ]
-    )

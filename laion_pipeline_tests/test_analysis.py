@@ -13,7 +13,7 @@ import pytest
 from dagster import DagsterInstance, materialize
 from PIL import Image
 
-from laion_pipeline.assets.analysis import NUMBERS
+from laion_pipeline.analysis import NUMBERS
 from laion_pipeline.definitions import all_asset_checks, all_assets
 from laion_pipeline.layout import ENTITY_KINDS, REPORT_CHARTS, REPORT_FILES, DataLayout
 from laion_pipeline.lock import data_dir_lock

@@ -23,7 +23,7 @@ EXPECTED_DEPENDENCIES = {
     "celebrities": {"images_fts", "entity_csvs"},
     "characters": {"images_fts", "entity_csvs"},
     "published_database": {"images_fts", "artists", "celebrities", "characters"},
-    "analysis": {"published_database"},
+    "analysis": {"published_database", "staging_images"},
 }
 
 
@@ -123,3 +123,40 @@ def test_dg_check_defs_loads_the_project():
     assert done.returncode == 0, done.stdout + done.stderr
     assert "All definitions loaded successfully." in done.stdout + done.stderr
     assert "superseded" not in done.stdout + done.stderr
+
+
+# The Dagster side: the assets and checks, the jobs and automation, the resources chosen from
+# the environment, the metadata shown in the UI, and the commands that run Dagster.
+DAGSTER_MODULES = {
+    "definitions",
+    "jobs",
+    "schedules",
+    "sensors",
+    "resources",
+    "metadata",
+    "bench",
+    "__main__",
+}
+
+
+@pytest.mark.fast
+def test_the_core_imports_no_dagster():
+    """The work (staging, tables, caption index, publish, releases, analysis, serving) is
+    plain functions a test or a command calls without Dagster."""
+    package = Path(__file__).resolve().parents[1] / "laion_pipeline"
+    core = sorted(
+        f"laion_pipeline.{path.stem}"
+        for path in package.glob("*.py")
+        if path.stem not in DAGSTER_MODULES and path.stem != "__init__"
+    )
+    assert {"laion_pipeline.publish", "laion_pipeline.release", "laion_pipeline.tables"} <= set(
+        core
+    )
+    code = (
+        f"import sys\nfor m in {core!r}: __import__(m)\n"
+        "print(sorted(m for m in sys.modules if m.split('.')[0].startswith('dagster')))"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=True
+    )
+    assert done.stdout.strip() == "[]", done.stdout

@@ -8,7 +8,7 @@ import pytest
 from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
-from laion_pipeline.assets.staging import DOMAIN_SQL
+from laion_pipeline.staging import DOMAIN_SQL
 
 ODD_URLS = [
     "https://i.pinimg.com/originals/ab.jpg",

@@ -2,6 +2,7 @@
 finished or undone by `recover`, rollback swaps current and previous, and only the releases
 the pointers name are kept. Fast: folders in tmp_path."""
 
+import datetime as dt
 import json
 import os
 from pathlib import Path
@@ -23,8 +24,8 @@ from laion_pipeline.release import (
 pytestmark = pytest.mark.fast
 
 
-def release(layout: DataLayout, sha: str) -> str:
-    release_id, files = new_release(layout, sha)
+def release(layout: DataLayout, sha: str, now: dt.datetime | None = None) -> str:
+    release_id, files = new_release(layout, sha, now)
     files.manifest_json.write_text(json.dumps({"release": release_id}))
     return release_id
 
@@ -39,10 +40,10 @@ def layout(tmp_path) -> DataLayout:
 
 
 def test_release_ids_are_unique_and_name_the_database(layout):
-    first, second = release(layout, "ab" * 32), release(layout, "ab" * 32)
-    assert first != second
-    assert first.split("-")[1] == "ab" * 6
-    assert second.startswith(first) and second.endswith("-2")
+    now = dt.datetime(2026, 12, 2, 6, 34, 7, tzinfo=dt.UTC)
+    first, second = release(layout, "ab" * 32, now), release(layout, "ab" * 32, now)
+    assert first == "20261202T063407Z-abababababab"
+    assert second == f"{first}-2"  # the same database published twice in one second
 
 
 def test_a_switch_makes_a_release_current_through_relative_links(layout):

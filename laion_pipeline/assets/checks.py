@@ -16,17 +16,17 @@ from dagster import (
 )
 from dagster_duckdb import DuckDBResource
 
-from laion_pipeline.assets.staging import schema_problems
 from laion_pipeline.build_db import require_table
 from laion_pipeline.db import quote_identifier, sqlite_connect
 from laion_pipeline.errors import StaleInputError
 from laion_pipeline.fts import caption_index_mismatches
-from laion_pipeline.inputs import read_parquet_manifest
+from laion_pipeline.inputs import ParquetManifest
 from laion_pipeline.layout import ENTITY_KINDS, DataLayout
 from laion_pipeline.metadata import markdown_list
 from laion_pipeline.release import current_release
 from laion_pipeline.report import report_problems
 from laion_pipeline.resources import LaionData
+from laion_pipeline.staging import schema_problems
 
 # Above this share of images without a host (URLs with no "//"), the domain counts say little.
 EMPTY_DOMAIN_WARN_SHARE = 0.01
@@ -83,7 +83,7 @@ def problems_result(problems: list[str], **metadata: int) -> AssetCheckResult:
 def laion_columns_and_types(
     laion_data: LaionData, staging_duckdb: DuckDBResource
 ) -> AssetCheckResult:
-    files = read_parquet_manifest(laion_data.layout)["files"]
+    files = ParquetManifest.read(laion_data.layout).files
     with staging_duckdb.get_connection() as conn:
         problems = schema_problems(conn, files)
     return AssetCheckResult(
@@ -166,7 +166,7 @@ def row_count_problems(conn: sqlite3.Connection, staged: int) -> tuple[list[str]
 )
 def row_counts_match(laion_data: LaionData) -> AssetCheckResult:
     layout = laion_data.layout
-    staged = sum(f["rows"] for f in read_parquet_manifest(layout)["files"])
+    staged = ParquetManifest.read(layout).rows
     with build_database(layout, "images", "images_fts_docsize") as conn:
         problems, counts = row_count_problems(conn, staged)
     return problems_result(problems, **counts)

@@ -1,6 +1,5 @@
 """Raw layer: the parquet files and the name lists, fetched and verified, not yet changed."""
 
-import dataclasses
 import hashlib
 import os
 from pathlib import Path
@@ -10,21 +9,19 @@ from dagster import AssetExecutionContext, DataVersion, MaterializeResult, Metad
 
 from laion_pipeline.assets.retries import retry_transient_errors
 from laion_pipeline.assets.sources import entity_lists_version, entity_sheets, hf_dataset
-from laion_pipeline.files import write_atomic, write_json_atomic
+from laion_pipeline.files import write_atomic
 from laion_pipeline.inputs import (
-    files_version,
+    ParquetManifest,
     parse_entity_csv,
-    read_parquet_manifest,
     verify_parquet_files,
 )
 from laion_pipeline.layout import ENTITY_KINDS
 from laion_pipeline.lock import data_dir_lock
-from laion_pipeline.metadata import StepTimer, file_metadata, markdown_table
+from laion_pipeline.metadata import StepTimer, file_metadata, markdown_table, table_schema
 from laion_pipeline.resources import EntityLists, LaionData, ParquetSource
 from laion_pipeline.schema import (
     ENTITY_CSV_COLUMNS,
     LAION_PARQUET_COLUMNS,
-    table_schema,
 )
 
 
@@ -51,13 +48,13 @@ def laion_parquet_files(
             revision = fetched.revision
             previous = None
             if layout.parquet_manifest.exists():
-                previous = read_parquet_manifest(layout).get("files")
+                previous = ParquetManifest.read(layout)
             described = verify_parquet_files(fetched.files, layout, previous, fetched.known_sha256)
-        manifest = {"source": dataclasses.asdict(revision), "files": described}
-        write_json_atomic(layout.parquet_manifest, manifest)
-        folder = Path(os.path.commonpath([f["source_path"] for f in described]))
+        manifest = ParquetManifest(revision, described)
+        manifest.write(layout)
+        folder = Path(os.path.commonpath([f.source_path for f in described]))
         return MaterializeResult(
-            data_version=DataVersion(files_version(described)),
+            data_version=DataVersion(manifest.version),
             metadata={
                 **file_metadata(folder if folder.is_dir() else folder.parent),
                 **timer.metadata(),
@@ -65,11 +62,11 @@ def laion_parquet_files(
                 "location": revision.location,
                 "revision": revision.revision,
                 "file_count": len(described),
-                "dagster/row_count": sum(f["rows"] for f in described),
+                "dagster/row_count": manifest.rows,
                 "files": MetadataValue.md(
                     markdown_table(
                         ["file", "rows", "bytes", "sha256"],
-                        [(f["name"], f["rows"], f["size"], f["sha256"]) for f in described],
+                        [(f.name, f.rows, f.size, f.sha256) for f in described],
                     )
                 ),
             },

@@ -7,12 +7,8 @@ each in one transaction, so a failed step leaves the previous tables in place.
 import collections
 import sqlite3
 from collections.abc import Iterator
-from dataclasses import dataclass
 from typing import Any
 
-import duckdb
-import pyarrow as pa
-import pyarrow.compute as pc
 from dagster import (
     AssetExecutionContext,
     AssetKey,
@@ -25,22 +21,17 @@ from dagster import (
 from dagster_duckdb import DuckDBResource
 
 from laion_pipeline.assets.raw import entity_csvs
-from laion_pipeline.assets.staging import (
-    check_files_unchanged,
-    staging_images,
-    staging_view_sql,
-)
+from laion_pipeline.assets.staging import staging_images
 from laion_pipeline.build_db import (
     fresh_build_db,
     install_build_db,
     open_build_db,
     require_table,
 )
-from laion_pipeline.db import quote_identifier, sqlite_connect, sqlite_transaction
-from laion_pipeline.errors import StaleInputError
+from laion_pipeline.db import sqlite_connect
 from laion_pipeline.files import check_free_disk
-from laion_pipeline.fts import SideIndex, build_images_fts, fts_phrase, install_side_index
-from laion_pipeline.inputs import parse_entity_csv, read_parquet_manifest
+from laion_pipeline.fts import build_images_fts
+from laion_pipeline.inputs import parse_entity_csv
 from laion_pipeline.layout import ENTITY_KINDS, DataLayout
 from laion_pipeline.lock import data_dir_lock
 from laion_pipeline.metadata import (
@@ -49,165 +40,24 @@ from laion_pipeline.metadata import (
     file_metadata,
     markdown_list,
     markdown_table,
+    table_schema,
 )
-from laion_pipeline.progress import Progress
 from laion_pipeline.resources import LaionData
 from laion_pipeline.schema import (
     DOMAIN_COLUMNS,
     ENTITY_COLUMNS,
     IMAGE_COLUMNS,
     IMAGES_FTS_COLUMNS,
-    table_schema,
 )
-
-BATCH_ROWS = 50_000
-# The database takes up to 2.5x the parquet files (1.7x for the real data), and the build needs
-# 1.5x the database at its peak: the database itself and the caption index built beside it.
-DATABASE_PER_PARQUET_BYTE = 2.5
-BUILD_PEAK_PER_DATABASE_BYTE = 1.5
-
-
-DOMAIN_DDL = (
-    "CREATE TABLE domain (id INTEGER PRIMARY KEY, domain TEXT UNIQUE, image_counts INTEGER)"
+from laion_pipeline.tables import (
+    BUILD_PEAK_PER_DATABASE_BYTE,
+    DATABASE_PER_PARQUET_BYTE,
+    TOP_DOMAINS_SQL,
+    build_domains,
+    build_entity_table,
+    load_images_and_index,
+    staged_files,
 )
-
-# Ids follow the order in which domains first appear in the files, as `sqlite-utils extract`
-# numbered them in 2022.
-DOMAIN_COUNTS_SQL = """
-SELECT row_number() OVER (ORDER BY min(id)) AS id, domain, count(*) AS image_counts
-FROM staging_images
-GROUP BY domain
-ORDER BY id
-"""
-
-
-TOP_DOMAINS_SQL = "SELECT domain, image_counts FROM domain ORDER BY image_counts DESC, id LIMIT 20"
-
-
-def build_domains(duck: duckdb.DuckDBPyConnection, conn: sqlite3.Connection) -> int:
-    """Replace the SQLite ``domain`` table with one row per host and its image count."""
-    domains = duck.sql(DOMAIN_COUNTS_SQL).fetchall()
-    with sqlite_transaction(conn):
-        conn.execute("DROP TABLE IF EXISTS domain")
-        conn.execute(DOMAIN_DDL)
-        conn.executemany("INSERT INTO domain (id, domain, image_counts) VALUES (?, ?, ?)", domains)
-    return len(domains)
-
-
-IMAGES_DDL = (
-    "CREATE TABLE images (\n    "
-    + ",\n    ".join(
-        f"{quote_identifier(name)} {sql_type}"
-        + (" REFERENCES domain(id)" if name == "domain_id" else "")
-        for name, (sql_type, _) in IMAGE_COLUMNS.items()
-    )
-    + "\n)"
-)
-IMAGES_INSERT = (
-    f"INSERT INTO images (rowid, {', '.join(quote_identifier(c) for c in IMAGE_COLUMNS)}) "
-    f"VALUES ({', '.join('?' * (len(IMAGE_COLUMNS) + 1))})"
-)
-STAGED_COLUMNS = ["id", *(c for c in IMAGE_COLUMNS if c != "domain_id"), "domain"]
-STAGED_IMAGES_SQL = (
-    f"SELECT {', '.join(quote_identifier(c) for c in STAGED_COLUMNS)} FROM staging_images"
-)
-
-
-class DomainIds:
-    """Looks up ``domain.id`` for a column of domains, a batch at a time."""
-
-    def __init__(self, conn: sqlite3.Connection) -> None:
-        self.ids = dict((d, i) for i, d in conn.execute("SELECT id, domain FROM domain"))
-
-    def of(self, domains: pa.Array) -> list[int]:
-        # Look each distinct domain of the batch up once, then spread the ids over the rows.
-        encoded = pc.dictionary_encode(domains)
-        try:
-            per_value = [self.ids[d] for d in encoded.dictionary.to_pylist()]
-        except KeyError as error:
-            raise StaleInputError(
-                f"the domain {error.args[0]!r} is missing from the domain table: materialize "
-                "domains, then images"
-            ) from None
-        return pc.take(pa.array(per_value, pa.int64()), encoded.indices).to_pylist()
-
-
-@dataclass(frozen=True)
-class LoadedImages:
-    rows: int
-    null_captions: int
-
-
-def load_images(
-    duck: duckdb.DuckDBPyConnection, conn: sqlite3.Connection, total: int, log: Any = None
-) -> LoadedImages:
-    """Replace the SQLite ``images`` table with the staged rows in file order, rowid = staging
-    id, each with the ``domain_id`` of its host. Drops the now stale ``images_fts``."""
-    lookup = DomainIds(conn)
-    progress, done, null_captions = Progress(log, "images loaded", total), 0, 0
-    with sqlite_transaction(conn):
-        conn.execute("DROP TABLE IF EXISTS images_fts")
-        conn.execute("DROP TABLE IF EXISTS images")
-        conn.execute(IMAGES_DDL)
-        for batch in duck.sql(STAGED_IMAGES_SQL).to_arrow_reader(BATCH_ROWS):
-            if not batch.num_rows:
-                continue
-            ids = batch.column(0)
-            if ids[0].as_py() != done + 1 or ids[-1].as_py() != done + batch.num_rows:
-                raise RuntimeError("staging_images did not deliver its rows in file order")
-            columns = [c.to_pylist() for c in batch.columns[:-1]]
-            columns.append(lookup.of(batch.column(batch.num_columns - 1)))
-            conn.executemany(IMAGES_INSERT, zip(*columns, strict=True))
-            done += batch.num_rows
-            null_captions += batch.column(STAGED_COLUMNS.index("text")).null_count
-            progress.update(done)
-        if done != total:
-            raise StaleInputError(
-                f"staging_images gave {done:,} rows, not {total:,}: materialize it again"
-            )
-        conn.execute("CREATE INDEX idx_images_domain_id ON images (domain_id)")
-    return LoadedImages(done, null_captions)
-
-
-def count_phrase(conn: sqlite3.Connection, name: str) -> int:
-    """How many captions contain ``name`` as an FTS5 phrase."""
-    (count,) = conn.execute(
-        "SELECT count(*) FROM images_fts WHERE images_fts MATCH ?", (fts_phrase(name),)
-    ).fetchone()
-    return count
-
-
-def build_entity_table(
-    conn: sqlite3.Connection,
-    table: str,
-    columns: list[str],
-    rows: list[dict[str, str]],
-    log: Any = None,
-) -> list[tuple[str, int]]:
-    """Replace ``table`` with the CSV rows plus ``image_counts``, the number of captions that
-    contain the row's name as a phrase. Returns (name, image_counts) per row."""
-    counts: dict[str, int] = {}
-    progress = Progress(log, f"{table}: names counted", len(rows), unit="names")
-    for done, row in enumerate(rows, 1):
-        if row["name"] not in counts:
-            counts[row["name"]] = count_phrase(conn, row["name"])
-        progress.update(done)
-    quoted = [quote_identifier(c) for c in [*columns, "image_counts"]]
-    with sqlite_transaction(conn):
-        conn.execute(f"DROP TABLE IF EXISTS {quote_identifier(table)}")
-        conn.execute(
-            f"CREATE TABLE {quote_identifier(table)} ("
-            + ", ".join(
-                f"{q} {'INTEGER' if i == len(columns) else 'TEXT'}" for i, q in enumerate(quoted)
-            )
-            + ")"
-        )
-        conn.executemany(
-            f"INSERT INTO {quote_identifier(table)} ({', '.join(quoted)}) "
-            f"VALUES ({', '.join('?' * len(quoted))})",
-            [[row[c] for c in columns] + [counts[row["name"]]] for row in rows],
-        )
-    return [(row["name"], counts[row["name"]]) for row in rows]
 
 
 def list_problems(rows: list[dict[str, str]], log: Any, kind: str) -> dict[str, Any]:
@@ -226,14 +76,6 @@ def list_problems(rows: list[dict[str, str]], log: Any, kind: str) -> dict[str, 
         "duplicate_names": len(duplicates),
         "duplicates": MetadataValue.md(markdown_list(duplicates[:50]) or "none"),
     }
-
-
-def _staging_files(layout: DataLayout) -> list[dict]:
-    if not layout.staging_db.exists():
-        raise StaleInputError(f"{layout.staging_db} does not exist: materialize staging_images")
-    files = read_parquet_manifest(layout)["files"]
-    check_files_unchanged(files)
-    return files
 
 
 def _table_metadata(layout: DataLayout, table: str) -> dict[str, Any]:
@@ -273,8 +115,8 @@ def domains(
     timer = StepTimer()
     layout = laion_data.layout
     with data_dir_lock(layout, context.log):
-        files = _staging_files(layout)
-        database = DATABASE_PER_PARQUET_BYTE * sum(f["size"] for f in files)
+        files = staged_files(layout)
+        database = DATABASE_PER_PARQUET_BYTE * sum(f.size for f in files)
         check_free_disk(
             layout.build_db.parent,
             int(BUILD_PEAK_PER_DATABASE_BYTE * database),
@@ -349,16 +191,17 @@ def images_and_index(
     layout = laion_data.layout
     with data_dir_lock(layout, context.log):
         selected = {key.path[-1] for key in context.selected_asset_keys}
-        files = _staging_files(layout) if "images" in selected else None
+        files = staged_files(layout) if "images" in selected else None
         conn = open_build_db(layout, write=True)
         try:
             if files is None:
                 require_table(conn, "images", "images")
                 build_images_fts(conn, context.log)
             else:
-                loaded = _load_images_and_index(
-                    context, layout, conn, staging_duckdb, files, "images_fts" in selected
-                )
+                with staging_duckdb.get_connection() as duck:
+                    loaded = load_images_and_index(
+                        layout, conn, duck, files, "images_fts" in selected, context.log
+                    )
                 yield MaterializeResult(
                     asset_key=AssetKey("images"),
                     metadata={
@@ -383,38 +226,6 @@ def images_and_index(
                 )
         finally:
             conn.close()
-
-
-def _load_images_and_index(
-    context: AssetExecutionContext,
-    layout: DataLayout,
-    conn: sqlite3.Connection,
-    staging_duckdb: DuckDBResource,
-    files: list[dict],
-    with_index: bool,
-) -> LoadedImages:
-    """Load ``images``; with ``with_index``, index the captions in a second process meanwhile
-    and add the index once both are done."""
-    total = sum(f["rows"] for f in files)
-    side_path = layout.build_db.with_name("images_fts.side.db")
-    side = None
-    try:
-        require_table(conn, "domain", "domains")
-        conn.execute("PRAGMA synchronous = OFF")  # a crash leaves a build file we start again
-        if with_index:
-            side = SideIndex(side_path, staging_view_sql(files))
-        with staging_duckdb.get_connection() as duck:
-            loaded = load_images(duck, conn, total, context.log)
-        if side:
-            context.log.info("images loaded; waiting for the caption index to finish")
-            side.finish(context.log)
-            side = None
-            context.log.info("caption index built; copying it into the build database")
-            install_side_index(layout.build_db, side_path)
-    finally:
-        if side:
-            side.abandon()
-    return loaded
 
 
 def _images_preview(conn: sqlite3.Connection) -> str:

@@ -12,10 +12,10 @@ from dagster import (
 
 from laion_pipeline.layout import ENTITY_KINDS
 from laion_pipeline.lock import data_dir_lock
-from laion_pipeline.metadata import StepTimer, file_metadata
+from laion_pipeline.metadata import StepTimer, file_metadata, table_schema
 from laion_pipeline.publish import manifest_problems, publish
 from laion_pipeline.resources import LaionData
-from laion_pipeline.schema import IMAGE_COLUMNS, table_schema
+from laion_pipeline.schema import IMAGE_COLUMNS
 
 
 @asset(

@@ -7,8 +7,9 @@ from collections.abc import Mapping
 from dagster import BetaWarning, DataVersion, ObserveResult, observable_source_asset
 
 from laion_pipeline.layout import ENTITY_KINDS
+from laion_pipeline.metadata import table_schema
 from laion_pipeline.resources import EntityLists, LaionData, ParquetSource
-from laion_pipeline.schema import ENTITY_CSV_COLUMNS, LAION_PARQUET_COLUMNS, table_schema
+from laion_pipeline.schema import ENTITY_CSV_COLUMNS, LAION_PARQUET_COLUMNS
 
 # Observable source assets are the documented way to version external data; the beta notice
 # would otherwise repeat in every run's logs.

@@ -1,0 +1,217 @@
+"""The tables of the search database: `domain`, `images` (with its caption index, built by a
+second process meanwhile) and the name tables, from the staged rows."""
+
+import sqlite3
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import duckdb
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from laion_pipeline.build_db import require_table
+from laion_pipeline.db import quote_identifier, sqlite_transaction
+from laion_pipeline.errors import StaleInputError
+from laion_pipeline.fts import SideIndex, fts_phrase, install_side_index
+from laion_pipeline.inputs import ParquetFile, ParquetManifest
+from laion_pipeline.layout import DataLayout
+from laion_pipeline.progress import Progress
+from laion_pipeline.schema import IMAGE_COLUMNS
+from laion_pipeline.staging import check_files_unchanged, staging_view_sql
+
+BATCH_ROWS = 50_000
+
+
+# The database takes up to 2.5x the parquet files (1.7x for the real data), and the build needs
+# 1.5x the database at its peak: the database itself and the caption index built beside it.
+DATABASE_PER_PARQUET_BYTE = 2.5
+
+BUILD_PEAK_PER_DATABASE_BYTE = 1.5
+
+DOMAIN_DDL = (
+    "CREATE TABLE domain (id INTEGER PRIMARY KEY, domain TEXT UNIQUE, image_counts INTEGER)"
+)
+
+
+# Ids follow the order in which domains first appear in the files, as `sqlite-utils extract`
+# numbered them in 2022.
+DOMAIN_COUNTS_SQL = """
+SELECT row_number() OVER (ORDER BY min(id)) AS id, domain, count(*) AS image_counts
+FROM staging_images
+GROUP BY domain
+ORDER BY id
+"""
+
+TOP_DOMAINS_SQL = "SELECT domain, image_counts FROM domain ORDER BY image_counts DESC, id LIMIT 20"
+
+
+def build_domains(duck: duckdb.DuckDBPyConnection, conn: sqlite3.Connection) -> int:
+    """Replace the SQLite ``domain`` table with one row per host and its image count."""
+    domains = duck.sql(DOMAIN_COUNTS_SQL).fetchall()
+    with sqlite_transaction(conn):
+        conn.execute("DROP TABLE IF EXISTS domain")
+        conn.execute(DOMAIN_DDL)
+        conn.executemany("INSERT INTO domain (id, domain, image_counts) VALUES (?, ?, ?)", domains)
+    return len(domains)
+
+
+IMAGES_DDL = (
+    "CREATE TABLE images (\n    "
+    + ",\n    ".join(
+        f"{quote_identifier(name)} {sql_type}"
+        + (" REFERENCES domain(id)" if name == "domain_id" else "")
+        for name, (sql_type, _) in IMAGE_COLUMNS.items()
+    )
+    + "\n)"
+)
+
+IMAGES_INSERT = (
+    f"INSERT INTO images (rowid, {', '.join(quote_identifier(c) for c in IMAGE_COLUMNS)}) "
+    f"VALUES ({', '.join('?' * (len(IMAGE_COLUMNS) + 1))})"
+)
+
+STAGED_COLUMNS = ["id", *(c for c in IMAGE_COLUMNS if c != "domain_id"), "domain"]
+
+STAGED_IMAGES_SQL = (
+    f"SELECT {', '.join(quote_identifier(c) for c in STAGED_COLUMNS)} FROM staging_images"
+)
+
+
+class DomainIds:
+    """Looks up ``domain.id`` for a column of domains, a batch at a time."""
+
+    def __init__(self, conn: sqlite3.Connection) -> None:
+        self.ids = dict((d, i) for i, d in conn.execute("SELECT id, domain FROM domain"))
+
+    def of(self, domains: pa.Array) -> list[int]:
+        # Look each distinct domain of the batch up once, then spread the ids over the rows.
+        encoded = pc.dictionary_encode(domains)
+        try:
+            per_value = [self.ids[d] for d in encoded.dictionary.to_pylist()]
+        except KeyError as error:
+            raise StaleInputError(
+                f"the domain {error.args[0]!r} is missing from the domain table: materialize "
+                "domains, then images"
+            ) from None
+        return pc.take(pa.array(per_value, pa.int64()), encoded.indices).to_pylist()
+
+
+@dataclass(frozen=True)
+class LoadedImages:
+    rows: int
+    null_captions: int
+
+
+def load_images(
+    duck: duckdb.DuckDBPyConnection, conn: sqlite3.Connection, total: int, log: Any = None
+) -> LoadedImages:
+    """Replace the SQLite ``images`` table with the staged rows in file order, rowid = staging
+    id, each with the ``domain_id`` of its host. Drops the now stale ``images_fts``."""
+    lookup = DomainIds(conn)
+    progress, done, null_captions = Progress(log, "images loaded", total), 0, 0
+    with sqlite_transaction(conn):
+        conn.execute("DROP TABLE IF EXISTS images_fts")
+        conn.execute("DROP TABLE IF EXISTS images")
+        conn.execute(IMAGES_DDL)
+        for batch in duck.sql(STAGED_IMAGES_SQL).to_arrow_reader(BATCH_ROWS):
+            if not batch.num_rows:
+                continue
+            ids = batch.column(0)
+            if ids[0].as_py() != done + 1 or ids[-1].as_py() != done + batch.num_rows:
+                raise RuntimeError("staging_images did not deliver its rows in file order")
+            columns = [c.to_pylist() for c in batch.columns[:-1]]
+            columns.append(lookup.of(batch.column(batch.num_columns - 1)))
+            conn.executemany(IMAGES_INSERT, zip(*columns, strict=True))
+            done += batch.num_rows
+            null_captions += batch.column(STAGED_COLUMNS.index("text")).null_count
+            progress.update(done)
+        if done != total:
+            raise StaleInputError(
+                f"staging_images gave {done:,} rows, not {total:,}: materialize it again"
+            )
+        conn.execute("CREATE INDEX idx_images_domain_id ON images (domain_id)")
+    return LoadedImages(done, null_captions)
+
+
+def count_phrase(conn: sqlite3.Connection, name: str) -> int:
+    """How many captions contain ``name`` as an FTS5 phrase."""
+    (count,) = conn.execute(
+        "SELECT count(*) FROM images_fts WHERE images_fts MATCH ?", (fts_phrase(name),)
+    ).fetchone()
+    return count
+
+
+def build_entity_table(
+    conn: sqlite3.Connection,
+    table: str,
+    columns: list[str],
+    rows: list[dict[str, str]],
+    log: Any = None,
+) -> list[tuple[str, int]]:
+    """Replace ``table`` with the CSV rows plus ``image_counts``, the number of captions that
+    contain the row's name as a phrase. Returns (name, image_counts) per row."""
+    counts: dict[str, int] = {}
+    progress = Progress(log, f"{table}: names counted", len(rows), unit="names")
+    for done, row in enumerate(rows, 1):
+        if row["name"] not in counts:
+            counts[row["name"]] = count_phrase(conn, row["name"])
+        progress.update(done)
+    quoted = [quote_identifier(c) for c in [*columns, "image_counts"]]
+    with sqlite_transaction(conn):
+        conn.execute(f"DROP TABLE IF EXISTS {quote_identifier(table)}")
+        conn.execute(
+            f"CREATE TABLE {quote_identifier(table)} ("
+            + ", ".join(
+                f"{q} {'INTEGER' if i == len(columns) else 'TEXT'}" for i, q in enumerate(quoted)
+            )
+            + ")"
+        )
+        conn.executemany(
+            f"INSERT INTO {quote_identifier(table)} ({', '.join(quoted)}) "
+            f"VALUES ({', '.join('?' * len(quoted))})",
+            [[row[c] for c in columns] + [counts[row["name"]]] for row in rows],
+        )
+    return [(row["name"], counts[row["name"]]) for row in rows]
+
+
+def staged_files(layout: DataLayout) -> tuple[ParquetFile, ...]:
+    """The parquet files ``staging_images`` reads, unchanged since they were verified."""
+    if not layout.staging_db.exists():
+        raise StaleInputError(f"{layout.staging_db} does not exist: materialize staging_images")
+    files = ParquetManifest.read(layout).files
+    check_files_unchanged(files)
+    return files
+
+
+def load_images_and_index(
+    layout: DataLayout,
+    conn: sqlite3.Connection,
+    duck: duckdb.DuckDBPyConnection,
+    files: Sequence[ParquetFile],
+    with_index: bool,
+    log: Any = None,
+) -> LoadedImages:
+    """Load ``images``; with ``with_index``, index the captions in a second process meanwhile
+    and add the index once both are done."""
+    total = sum(f.rows for f in files)
+    side_path = layout.build_db.with_name("images_fts.side.db")
+    side = None
+    try:
+        require_table(conn, "domain", "domains")
+        conn.execute("PRAGMA synchronous = OFF")  # a crash leaves a build file we start again
+        if with_index:
+            side = SideIndex(side_path, staging_view_sql(files))
+        loaded = load_images(duck, conn, total, log)
+        if side:
+            if log:
+                log.info("images loaded; waiting for the caption index to finish")
+            side.finish(log)
+            side = None
+            if log:
+                log.info("caption index built; copying it into the build database")
+            install_side_index(layout.build_db, side_path)
+    finally:
+        if side:
+            side.abandon()
+    return loaded
