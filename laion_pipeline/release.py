@@ -14,6 +14,7 @@ never mixes two releases. Only the holder of the data folder's lock switches.
 from __future__ import annotations
 
 import datetime as dt
+import json
 import os
 import re
 import shutil
@@ -21,7 +22,8 @@ import signal
 from pathlib import Path
 
 from laion_pipeline.errors import StaleInputError
-from laion_pipeline.layout import POINTERS, DataLayout, ReleaseFiles
+from laion_pipeline.files import write_json_atomic
+from laion_pipeline.layout import DATABASE_NAME, POINTERS, DataLayout, ReleaseFiles
 
 # Tests set this variable to a step's name to SIGKILL the process at that step.
 FAULT_VARIABLE = "LAION_TEST_KILL_AT"
@@ -108,7 +110,53 @@ def recover(layout: DataLayout) -> list[Path]:
     elif staged_previous.is_symlink():  # current switched: finish the switch
         os.replace(staged_previous, layout.pointer("previous"))
         touched.append(staged_previous)
-    return touched + remove_unused_releases(layout)
+    return touched + adopt_flat_layout(layout) + remove_unused_releases(layout)
+
+
+# What a data folder published before releases held in published/ (and in published/previous/).
+FLAT_FILES = (f"{DATABASE_NAME}.db", "metadata.json", "inspect.json", "manifest.json", "report")
+
+
+def adopt_flat_layout(layout: DataLayout) -> list[Path]:
+    """Turn a data folder published before releases (the files flat in `published/`, the
+    version before them in `published/previous/`) into two releases, current and previous, so
+    an upgrade loses nothing served. Returns the folders it adopted."""
+    flat = layout.published_dir / FLAT_FILES[0]
+    old_previous = layout.pointer("previous")
+    if not flat.is_file() and not (old_previous.is_dir() and not old_previous.is_symlink()):
+        return []
+    adopted = []
+    previous = None
+    if old_previous.is_dir() and not old_previous.is_symlink():
+        previous = _adopt(layout, old_previous)
+        adopted.append(old_previous)
+    current = pointed_release(layout, "current")
+    if flat.is_file():
+        gathered = layout.published_dir / ".flat"
+        gathered.mkdir(exist_ok=True)
+        for name in FLAT_FILES:
+            if (layout.published_dir / name).exists():
+                os.replace(layout.published_dir / name, gathered / name)
+        current = _adopt(layout, gathered)
+        adopted.append(flat)
+    if current is None:  # only an old previous version: serve it rather than lose it
+        current, previous = previous, None
+    if current is not None:
+        switch(layout, current, previous or pointed_release(layout, "previous"))
+    return adopted
+
+
+def _adopt(layout: DataLayout, folder: Path) -> str:
+    """Move ``folder`` (a flat release: the database and its files) into `releases/`."""
+    files = ReleaseFiles(folder)
+    manifest = json.loads(files.manifest_json.read_text(encoding="utf-8"))
+    built = dt.datetime.fromisoformat(manifest["built_at"])
+    release_id, release = new_release(layout, manifest["sha256"], built)
+    manifest["release"] = release_id
+    write_json_atomic(files.manifest_json, manifest)
+    release.folder.rmdir()
+    os.replace(folder, release.folder)
+    return release_id
 
 
 def remove_unused_releases(layout: DataLayout) -> list[Path]:

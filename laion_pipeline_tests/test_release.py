@@ -123,3 +123,32 @@ def test_stray_entries_in_releases_are_removed(layout):
     assert sorted(p.name for p in removed) == ["a-file", "a-link", "half-written"]
     assert [p.name for p in layout.releases_dir.iterdir()] == [a]
     assert Path("/etc").is_dir()  # a link is removed, never followed
+
+
+def flat_version(folder: Path, sha: str, built_at: str) -> None:
+    """What a publish wrote before releases: the files side by side."""
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "laion-aesthetic-6pls.db").write_bytes(sha.encode())
+    for name in ("metadata.json", "inspect.json"):
+        (folder / name).write_text("{}")
+    (folder / "manifest.json").write_text(json.dumps({"sha256": sha, "built_at": built_at}))
+    (folder / "report").mkdir()
+    (folder / "report" / "index.html").write_text(sha)
+
+
+def test_a_data_folder_published_before_releases_is_adopted_whole(layout):
+    flat_version(layout.published_dir, "c" * 64, "2026-11-30T10:00:00+00:00")
+    flat_version(layout.published_dir / "previous", "p" * 64, "2026-11-01T09:00:00+00:00")
+    recover(layout)  # what the next writer does when it takes the lock
+    assert pointers(layout) == ("20261130T100000Z-cccccccccccc", "20261101T090000Z-pppppppppppp")
+    assert layout.published_db.read_bytes() == b"c" * 64
+    assert (layout.report_dir / "index.html").read_text() == "c" * 64
+    assert json.loads(layout.manifest_json.read_text())["release"] == pointers(layout)[0]
+    assert (layout.previous.db).read_bytes() == b"p" * 64
+    assert sorted(p.name for p in layout.published_dir.iterdir()) == [
+        "current",
+        "previous",
+        "releases",
+    ]
+    assert rollback(layout) == "20261101T090000Z-pppppppppppp"
+    assert recover(layout) == []  # adopted once
