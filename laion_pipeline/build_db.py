@@ -12,7 +12,7 @@ from pathlib import Path
 
 from laion_pipeline.db import sqlite_connect
 from laion_pipeline.errors import StaleInputError
-from laion_pipeline.layout import STAGED_SUFFIXES, DataLayout, staged
+from laion_pipeline.layout import DataLayout, staged
 
 SIDE_FILES = ("-wal", "-shm", "-journal")
 
@@ -67,9 +67,8 @@ def remove_stale_temporaries(layout: DataLayout) -> list[Path]:
         (build, f"{layout.build_db.name}.copy"),
         (build, "images_fts.side.db*"),
         *(
-            (folder, staged(Path("*"), suffix).name)
+            (folder, staged(Path("*")).name)
             for folder in (published, *layout.releases_dir.glob("*/report"))
-            for suffix in STAGED_SUFFIXES
         ),
     ]
     stale = [path for folder, pattern in patterns for path in sorted(folder.glob(pattern))]

@@ -22,16 +22,14 @@ REPORT_FILES: tuple[str, ...] = (
 )
 # Where Datasette serves the report (the plugin's route).
 REPORT_URL = "/-/report/"
-# A report file's next version is written beside it under a hidden staged name, then renamed
-# into place.
-STAGED_SUFFIXES = ("candidate",)
 # The two pointers of ``published/``: each a symbolic link to a folder of ``releases/``.
 POINTERS = ("current", "previous")
 
 
-def staged(target: Path, suffix: str = "candidate") -> Path:
-    """Where the next version of a published file is written before it replaces ``target``."""
-    return target.with_name(f".{target.name}.{suffix}")
+def staged(target: Path) -> Path:
+    """Where the next version of a file (a publish's database, a report's page) is written,
+    hidden, before it replaces ``target`` or moves into its release."""
+    return target.with_name(f".{target.name}.candidate")
 
 
 @dataclass(frozen=True)
@@ -66,11 +64,6 @@ class ReleaseFiles:
     @property
     def report_files(self) -> tuple[Path, ...]:
         return tuple(self.report_dir / name for name in REPORT_FILES)
-
-    @property
-    def datasette_files(self) -> tuple[Path, ...]:
-        """What a publish writes beside the database."""
-        return (self.metadata_json, self.inspect_json, self.manifest_json)
 
 
 @dataclass(frozen=True)
