@@ -84,9 +84,47 @@ def publish(layout: DataLayout, log: Any = None) -> dict[str, Any]:
         and layout.build_db.exists()
         and os.path.samefile(layout.build_db, current.db)
     )
-    conn = open_build_db(layout, write=not unchanged)
+    counts, compact = _checked_build(layout, analyze=not unchanged, log=log)
+    release_id, release, sha256 = _release_database(layout, compact, log)
+    parquet = ParquetManifest.read(layout)
+    manifest = {
+        "release": release_id,
+        "database": release.db.name,
+        "sha256": sha256,
+        "size_bytes": release.db.stat().st_size,
+        "row_counts": {t: counts[t] for t in ("images", "domain", *ENTITY_KINDS)},
+        "source": asdict(parquet.source),
+        "parquet_files": [f.published for f in parquet.files],
+        "entity_csvs": {
+            kind: hashlib.sha256(layout.entity_csv(kind).read_bytes()).hexdigest()
+            for kind in ENTITY_KINDS
+        },
+        "built_at": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+        "code_version": __version__,
+    }
+    write_json_atomic(release.inspect_json, inspect_data(release.db, sha256, counts))
+    write_json_atomic(release.metadata_json, datasette_metadata(manifest["source"]))
+    fault("publish-release-half-written")
+    write_json_atomic(release.manifest_json, manifest)
+    if unchanged and current is not None and all(p.exists() for p in current.report_files):
+        # The same database: its analysis still describes it.
+        for old, new in zip(current.report_files, release.report_files, strict=True):
+            new.parent.mkdir(exist_ok=True)
+            link_or_copy(old, new)
+    fault("publish-release-written")
+    # The same database again keeps the release before it as the one to roll back to.
+    switch(layout, release_id, pointed_release(layout, "previous") if unchanged else current_id)
+    if log:
+        log.info(f"published release {release_id}: {layout.published_db}")
+    return manifest
+
+
+def _checked_build(layout: DataLayout, *, analyze: bool, log: Any) -> tuple[dict[str, int], bool]:
+    """The build database's row counts once its tables agree, and whether it is compact
+    (few free pages). ``analyze`` first gathers the query planner's statistics."""
+    conn = open_build_db(layout, write=analyze)
     try:
-        if not unchanged:
+        if analyze:
             if log:
                 log.info("ANALYZE: gathering statistics for the query planner")
             conn.execute("PRAGMA analysis_limit = 1000")  # approximate statistics, in ms
@@ -96,20 +134,27 @@ def publish(layout: DataLayout, log: Any = None) -> dict[str, Any]:
         (pages,) = conn.execute("PRAGMA page_count").fetchone()
     finally:
         conn.close()
+    if free > pages * COMPACT_FREE_SHARE and log:
+        log.info(f"{free:,} of {pages:,} pages are free: writing a compact copy")
+    return counts, free <= pages * COMPACT_FREE_SHARE
+
+
+def _release_database(layout: DataLayout, compact: bool, log: Any) -> tuple[str, ReleaseFiles, str]:
+    """The build database as the database of a new release folder: a hard link of a compact
+    file, else a VACUUM INTO copy, written beside the releases, checked (quick_check) and
+    hashed, then moved in. Returns the release id, its files and the database's sha256."""
     layout.releases_dir.mkdir(parents=True, exist_ok=True)
     candidate = staged(layout.published_dir / layout.build_db.name)
     candidate.unlink(missing_ok=True)
     try:
-        if free > pages * COMPACT_FREE_SHARE:
-            if log:
-                log.info(f"{free:,} of {pages:,} pages are free: writing a compact copy")
+        if compact:
+            link_or_copy(layout.build_db, candidate)
+        else:
             conn = sqlite_connect(layout.build_db, read_only=True)
             try:
                 conn.execute("VACUUM INTO ?", (str(candidate),))
             finally:
                 conn.close()
-        else:
-            link_or_copy(layout.build_db, candidate)
         if log:
             log.info(
                 f"checking the candidate ({candidate.stat().st_size / 1e6:,.0f} MB): "
@@ -125,38 +170,7 @@ def publish(layout: DataLayout, log: Any = None) -> dict[str, Any]:
         os.replace(candidate, release.db)
     finally:
         candidate.unlink(missing_ok=True)
-    parquet = ParquetManifest.read(layout)
-    source = asdict(parquet.source)
-    manifest = {
-        "release": release_id,
-        "database": release.db.name,
-        "sha256": sha256,
-        "size_bytes": release.db.stat().st_size,
-        "row_counts": {t: counts[t] for t in ("images", "domain", *ENTITY_KINDS)},
-        "source": source,
-        "parquet_files": [f.published for f in parquet.files],
-        "entity_csvs": {
-            kind: hashlib.sha256(layout.entity_csv(kind).read_bytes()).hexdigest()
-            for kind in ENTITY_KINDS
-        },
-        "built_at": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
-        "code_version": __version__,
-    }
-    write_json_atomic(release.inspect_json, inspect_data(release.db, sha256, counts))
-    write_json_atomic(release.metadata_json, datasette_metadata(source))
-    fault("publish-release-half-written")
-    write_json_atomic(release.manifest_json, manifest)
-    if unchanged and current is not None and all(p.exists() for p in current.report_files):
-        # The same database: its analysis still describes it.
-        for source, target in zip(current.report_files, release.report_files, strict=True):
-            target.parent.mkdir(exist_ok=True)
-            link_or_copy(source, target)
-    fault("publish-release-written")
-    # The same database again keeps the release before it as the one to roll back to.
-    switch(layout, release_id, pointed_release(layout, "previous") if unchanged else current_id)
-    if log:
-        log.info(f"published release {release_id}: {layout.published_db}")
-    return manifest
+    return release_id, release, sha256
 
 
 def manifest_problems(layout: DataLayout, log: Any = None) -> list[str]:
