@@ -43,9 +43,12 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 
 
 def run_command(home: Path) -> list[str]:
-    """`make run`'s command, with a Dagster instance of its own in ``home``."""
+    """`make run`'s command, with a Dagster instance of its own in ``home`` (its storage
+    created now: two processes creating it at once trip over each other's migrations)."""
     home.mkdir(parents=True, exist_ok=True)
     (home / "dagster.yaml").write_text((REPO_ROOT / "dagster_home.yaml").read_text())
+    with DagsterInstance.from_config(str(home)):
+        pass
     workspace = str(REPO_ROOT / "workspace.yaml")
     return [sys.executable, "-m", "laion_pipeline", "run", "--workspace", workspace]
 
