@@ -16,6 +16,7 @@ import pytest
 
 from laion_pipeline.layout import DataLayout, staged
 from laion_pipeline.lock import data_dir_lock
+from laion_pipeline.publish import publish as publish_core
 from laion_pipeline.publish import release_problems
 from laion_pipeline.release import FAULT_VARIABLE, current_release, pointed_release
 from laion_pipeline.report import report_problems
@@ -224,13 +225,22 @@ def test_a_rollback_killed_at_any_step_leaves_current_whole_and_loses_no_release
     assert_tidy(layout)
 
 
-def test_a_rollback_during_a_build_step_refuses_or_waits(two_builds, tmp_path):
+def test_a_rollback_during_a_build_refuses_and_the_build_is_served(two_builds, tmp_path):
     layout = copy_of(two_builds, tmp_path)
-    before = pointers(layout)
-    with data_dir_lock(layout):  # a build step writing the data folder
+    with data_dir_lock(layout):  # the build's publish step
         refused = rollback(layout.root)
         assert refused.returncode == 1
         assert "Not rolled back" in refused.stderr and f"process {os.getpid()}" in refused.stderr
+        built = publish_core(layout)
+    assert pointers(layout)[0] == built["release"]
+    assert manifest(layout.manifest_json) == built
+    assert_current_is_whole(layout)
+
+
+def test_a_rollback_with_wait_waits_for_the_build_step(two_builds, tmp_path):
+    layout = copy_of(two_builds, tmp_path)
+    before = pointers(layout)
+    with data_dir_lock(layout):  # a build step writing the data folder
         waiting = subprocess.Popen(
             [sys.executable, "-m", "laion_pipeline", "rollback", "--wait"],
             env={**os.environ, "LAION_DATA_DIR": str(layout.root)},
