@@ -153,7 +153,8 @@ def test_the_caption_index_check_finds_captions_the_index_was_not_built_from():
     conn.execute("UPDATE images SET text = 'a photo of a cat' WHERE rowid = 1")
     conn.execute("UPDATE images SET text = 'a painting of a lighthouse' WHERE rowid = 2")
     conn.execute("UPDATE images SET text = 'word ' || text WHERE rowid = 7")
-    assert caption_index_mismatches(conn, samples=1000) == (len(ODD_CAPTIONS), [1, 2, 7])
+    conn.execute("UPDATE images SET text = '大阪 タワー' WHERE rowid = 9")  # as many words
+    assert caption_index_mismatches(conn, samples=1000) == (len(ODD_CAPTIONS), [1, 2, 7, 9])
 
 
 def test_a_build_whose_index_holds_other_captions_fails_the_blocking_check(tmp_path):
