@@ -219,13 +219,11 @@ def _hide_noise_columns(scope: dict) -> dict:
 def asgi_wrapper(datasette: Any) -> Any:
     def wrap(app: Any) -> Any:
         async def one_release(scope: dict, receive: Any, send: Any) -> None:
+            if scope.get("type") == "http":
+                scope = _hide_noise_columns(scope)
             served = getattr(datasette, "_laion_release", None)
             if scope.get("type") != "http" or served is None:
-                await app(
-                    _hide_noise_columns(scope) if scope.get("type") == "http" else scope,
-                    receive,
-                    send,
-                )
+                await app(scope, receive, send)
                 return
             release_id = (await served.enter()).encode()
 
@@ -236,7 +234,7 @@ def asgi_wrapper(datasette: Any) -> Any:
                 await send(message)
 
             try:
-                await app(_hide_noise_columns(scope), receive, send_with_release)
+                await app(scope, receive, send_with_release)
             finally:
                 served.leave()
 
