@@ -40,7 +40,7 @@ def pointed_release(layout: DataLayout, pointer: str) -> str | None:
     """The id of the release ``published/<pointer>`` names, or None."""
     try:
         return Path(os.readlink(layout.pointer(pointer))).name
-    except (FileNotFoundError, OSError):
+    except OSError:  # no link there (or not a link)
         return None
 
 

@@ -6,6 +6,7 @@ its asset: nothing is published."""
 import sqlite3
 from collections.abc import Iterator
 from contextlib import contextmanager
+from typing import Any
 
 from dagster import (
     AssetCheckResult,
@@ -67,9 +68,10 @@ def share_check(count: int, total: int, limit: float, what: str) -> AssetCheckRe
     )
 
 
-def problems_result(problems: list[str], **metadata: int) -> AssetCheckResult:
+def problems_result(found: list[str], **metadata: Any) -> AssetCheckResult:
+    """Passed when nothing was found wrong; else each problem in the description."""
     return AssetCheckResult(
-        passed=not problems, description="; ".join(problems) or None, metadata=metadata
+        passed=not found, description="; ".join(found) or None, metadata=metadata
     )
 
 
@@ -86,11 +88,7 @@ def laion_columns_and_types(
     files = ParquetManifest.read(laion_data.layout).files
     with staging_duckdb.get_connection() as conn:
         problems = schema_problems(conn, files)
-    return AssetCheckResult(
-        passed=not problems,
-        description="; ".join(problems) or None,
-        metadata={"problems": MetadataValue.md(markdown_list(problems) or "none")},
-    )
+    return problems_result(problems, problems=MetadataValue.md(markdown_list(problems) or "none"))
 
 
 @asset_check(
