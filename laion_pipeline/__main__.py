@@ -1,7 +1,8 @@
 """Command line: `python -m laion_pipeline run|where|serve|rollback`.
 
-- `run` launches the `full_build` job through the Dagster instance (`$DAGSTER_HOME`), as the
-  UI does, and waits for it;
+- `run` observes the sources, stages each new or changed source file (one run of
+  `stage_source_files` per file, `LAION_WORKERS` at a time), then launches the `full_build`
+  job through the Dagster instance (`$DAGSTER_HOME`), as the UI does, and waits for it;
 - `where` prints the published database, its release and its row counts;
 - `serve` runs Datasette on the current release (immutable, with the inspect file and the
   2022 deployment's settings), following each publish;
@@ -50,15 +51,15 @@ def where() -> int:
     return 0
 
 
-def run(job: str, workspace: str) -> int:
+def launch(job: str, workspace: str) -> int:
     """Launch ``job`` with the instance's run launcher, so that the run belongs to the job in
     the UI (its Runs tab, the Timeline), and wait for it to end."""
     from dagster import DagsterInstance, DagsterRunStatus
 
     run_id = str(uuid.uuid4())
-    launch = [str(Path(sys.executable).parent / "dagster"), "job", "launch"]
-    launch += ["-w", workspace, "-j", job, "--run-id", run_id]
-    if subprocess.run(launch, check=False).returncode != 0:
+    command = [str(Path(sys.executable).parent / "dagster"), "job", "launch"]
+    command += ["-w", workspace, "-j", job, "--run-id", run_id]
+    if subprocess.run(command, check=False).returncode != 0:
         return 1
     with DagsterInstance.get() as instance:
         # The launcher's process normally ends with the run; a run launcher that runs it
@@ -69,6 +70,54 @@ def run(job: str, workspace: str) -> int:
         print(f"Run {run_id} of {job}: {dagster_run.status.value}", file=sys.stderr)
         return 1
     print(f"Run {run_id} of {job}: {dagster_run.status.value}")
+    return 0
+
+
+def stage(workers: int) -> int:
+    """Observe the sources, then stage every source file that is new or changed since it was
+    last staged (a run of stage_source_files per file, ``workers`` at a time)."""
+    from concurrent.futures import ProcessPoolExecutor
+    from multiprocessing import get_context
+
+    from dagster import DagsterInstance
+
+    from laion_pipeline.definitions import defs
+    from laion_pipeline.jobs import stage_partition
+    from laion_pipeline.sensors import stale_partitions
+
+    with DagsterInstance.get() as instance:
+        observed = defs.resolve_job_def("observe_sources").execute_in_process(
+            instance=instance, raise_on_error=False
+        )
+        if not observed.success:
+            print(f"Run {observed.run_id} of observe_sources: FAILURE", file=sys.stderr)
+            return 1
+        keys = stale_partitions(instance, defs.resolve_asset_graph())
+        total = len(instance.get_dynamic_partitions("source_files"))
+    print(f"{len(keys)} of {total} source files to stage, {workers} at a time")
+    failed = []
+    with ProcessPoolExecutor(workers, mp_context=get_context("spawn")) as pool:
+        for key, run_id, success in pool.map(stage_partition, keys):
+            print(
+                f"Run {run_id} of stage_source_files [{key}]: {'SUCCESS' if success else 'FAILURE'}"
+            )
+            if not success:
+                failed.append(key)
+    if failed:
+        print(f"{len(failed)} source files failed to stage: {', '.join(failed)}", file=sys.stderr)
+        return 1
+    return 0
+
+
+def run(job: str, workspace: str) -> int:
+    """``full_build`` (what `make run` runs): stage the new or changed source files, then
+    launch full_build; any other job: launch it."""
+    if job == "full_build":
+        workers = build_resources()["laion_data"].parallel_files
+        if stage(workers):
+            return 1
+    if launch(job, workspace):
+        return 1
     return where()
 
 

@@ -14,7 +14,7 @@ from laion_pipeline.db import quote_identifier, sqlite_connect
 from laion_pipeline.errors import StaleInputError
 from laion_pipeline.files import json_bytes, read_json, write_atomic
 from laion_pipeline.fts import fts_phrase
-from laion_pipeline.inputs import ParquetFile, ParquetManifest
+from laion_pipeline.inputs import StagedFile, StagingManifest
 from laion_pipeline.layout import ENTITY_KINDS, REPORT_CHARTS, DataLayout, ReleaseFiles, staged
 from laion_pipeline.progress import Progress
 from laion_pipeline.report import percent, report_html
@@ -225,9 +225,9 @@ def named_images(conn: sqlite3.Connection, log: Any = None) -> int:
 
 def _staged_files_are_published(
     layout: DataLayout, manifest: dict[str, Any]
-) -> tuple[ParquetFile, ...]:
+) -> tuple[StagedFile, ...]:
     """The staged parquet files, if they are those the published database was built from."""
-    files = ParquetManifest.read(layout).files
+    files = StagingManifest.read(layout).files
     if [f.published for f in files] != manifest["parquet_files"]:
         raise StaleInputError(
             "the staged parquet files are not those of the published database: materialize "

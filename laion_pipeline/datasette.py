@@ -42,8 +42,9 @@ def _source(source: dict[str, str]) -> tuple[str, str]:
     return (f"LAION parquet files in {source['location']}", "")
 
 
-def datasette_metadata(source: dict[str, str]) -> dict[str, Any]:
-    """Datasette ``metadata.json``: titles, source and licence, and per-table display hints."""
+def datasette_metadata(source: dict[str, str], title: str) -> dict[str, Any]:
+    """Datasette ``metadata.json``: the profile's title, source and licence, and per-table
+    display hints."""
     source_text, source_url = _source(source)
     entity_tables = {
         kind: {
@@ -54,7 +55,7 @@ def datasette_metadata(source: dict[str, str]) -> dict[str, Any]:
         for kind in ENTITY_KINDS
     }
     return {
-        "title": "LAION-Aesthetics v2 6+: the images behind Stable Diffusion",
+        "title": title,
         "description_html": (
             "<p>URLs and captions of the images with an aesthetic score of 6 or more in "
             "LAION-5B: a subset of the data Stable Diffusion was trained on.</p>"

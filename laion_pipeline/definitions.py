@@ -12,6 +12,7 @@ from laion_pipeline.jobs import (
     full_build_job,
     observe_sources_job,
     refresh_stale_job,
+    stage_source_files_job,
 )
 from laion_pipeline.resources import build_resources
 from laion_pipeline.schedules import weekly_refresh_schedule
@@ -28,7 +29,13 @@ def make_definitions(resources: Mapping[str, Any]) -> Definitions:
     return Definitions(
         assets=all_assets,
         asset_checks=all_asset_checks,
-        jobs=[full_build_job, entity_refresh_job, observe_sources_job, refresh_stale_job],
+        jobs=[
+            stage_source_files_job,
+            full_build_job,
+            entity_refresh_job,
+            observe_sources_job,
+            refresh_stale_job,
+        ],
         schedules=[weekly_refresh_schedule],
         sensors=[refresh_stale_assets],
         resources=resources,

@@ -61,6 +61,11 @@ class HubFile:
     sha256: str | None  # the LFS object id: sha256 of the content
     blob_id: str | None  # the git blob id, for files not stored with LFS
 
+    @property
+    def version(self) -> str:
+        """What changes with the content: its sha256, else its git blob id."""
+        return self.sha256 or self.blob_id or f"size:{self.size}"
+
 
 @dataclass(frozen=True)
 class HubListing:
@@ -281,8 +286,54 @@ class HubClient:
             transient=True,
         )
 
-    def listing(self) -> HubListing:
-        """Resolve the revision to a commit and list the parquet files there, in path order."""
+    def gated(self, error: HfHubHTTPError) -> HubError:
+        """A 401/403 on a file: the repo is gated and this account has not accepted its terms
+        (or HF_TOKEN is not set)."""
+        status = error.response.status_code if error.response is not None else "401/403"
+        return HubError(
+            f"{self.repo_id} is gated ({self.endpoint} answered {status} for its files): open "
+            f"{self.endpoint}/datasets/{self.repo_id} logged in and accept its terms, then set "
+            "HF_TOKEN to a token of that account and run again"
+        )
+
+    def file_metadata(self, sha: str, path: str) -> tuple[int, str | None, str]:
+        """The size, ETag and location the hub gives for ``path`` at commit ``sha`` (a HEAD
+        request: nothing is downloaded). A gated repo without access fails saying what to do."""
+        url = hf_hub_url(
+            self.repo_id, path, repo_type="dataset", revision=sha, endpoint=self.endpoint
+        )
+        try:
+            metadata = self._retrying(
+                f"asking for {path}",
+                lambda: get_hf_file_metadata(url, token=self.token, endpoint=self.endpoint),
+            )
+        except GatedRepoError as error:
+            raise self.gated(error) from error
+        except EntryNotFoundError as error:
+            raise HubError(
+                f"{path} is listed in {self.repo_id} at {sha} but the hub has no such "
+                "file: the mirror is incomplete; set LAION_HF_REPO to a complete copy"
+            ) from error
+        except HfHubHTTPError as error:
+            status = error.response.status_code if error.response is not None else None
+            if status in (401, 403):
+                raise self.gated(error) from error
+            raise
+        if metadata.size is None:
+            raise HubError(
+                f"{self.endpoint} gives no size for {path} (no listing size, no Content-Length): "
+                "use a hub or mirror that does, or download the files and use LAION_SOURCE=local"
+            )
+        return metadata.size, metadata.etag, metadata.location
+
+    def listing(
+        self,
+        wants: Callable[[str], bool] = lambda path: path.endswith(".parquet"),
+        pattern: str = "*.parquet",
+    ) -> HubListing:
+        """Resolve the revision to a commit and list the files ``wants`` there, in path order.
+        Sizes and hashes the listing does not give come from each file's headers; the first
+        file is asked for in any case, so a gated repo fails here, before any download."""
         api = HfApi(endpoint=self.endpoint, token=self.token)
         try:
             info = self._retrying(
@@ -320,25 +371,30 @@ class HubClient:
                 raise self._unreachable(error) from error
             raise
         files = []
-        for sibling in info.siblings or []:
-            if not sibling.rfilename.endswith(".parquet"):
+        for sibling in sorted(info.siblings or [], key=lambda s: s.rfilename):
+            if not wants(sibling.rfilename):
                 continue
             safe_relative_path(sibling.rfilename)
             lfs = sibling.lfs
-            files.append(
-                HubFile(
-                    path=sibling.rfilename,
-                    size=lfs.size if lfs else sibling.size,
-                    sha256=lfs.sha256 if lfs else None,
-                    blob_id=None if lfs else sibling.blob_id,
-                )
-            )
+            size = lfs.size if lfs else sibling.size
+            sha256 = lfs.sha256 if lfs else None
+            blob_id = None if lfs else sibling.blob_id
+            if not files or size is None or not (sha256 or blob_id):
+                head_size, etag, _ = self.file_metadata(info.sha, sibling.rfilename)
+                size = size if size is not None else head_size
+                # The hub's ETag is the sha256 of an LFS file, the git blob id of another one.
+                tag = (etag or "").strip('"').removeprefix("W/").strip('"').lower()
+                if not (sha256 or blob_id) and re.fullmatch(r"[0-9a-f]{64}", tag):
+                    sha256 = tag
+                elif not (sha256 or blob_id) and re.fullmatch(r"[0-9a-f]{40}", tag):
+                    blob_id = tag
+            files.append(HubFile(sibling.rfilename, size, sha256, blob_id))
         if not files:
             raise HubError(
-                f"{self.repo_id} at {self.revision} ({info.sha}) has no .parquet files: set "
-                "LAION_HF_REPO to a copy of LAION-Aesthetics v2 6+"
+                f"{self.repo_id} at {self.revision} ({info.sha}) has no files matching "
+                f"{pattern}: set LAION_HF_REPO to a copy of the release, or LAION_PROFILE to "
+                "the profile of this repo"
             )
-        files.sort(key=lambda f: f.path)
         return HubListing(self.repo_id, self.revision, info.sha, tuple(files))
 
     def download(
@@ -366,27 +422,24 @@ class HubClient:
         # Named by content, so a partial file of another revision is never resumed into this one.
         content_id = (file.sha256 or file.blob_id or "unknown")[:16]
         partial = target.with_name(f"{target.name}.{content_id}.part")
-        url = hf_hub_url(
-            self.repo_id, file.path, repo_type="dataset", revision=sha, endpoint=self.endpoint
-        )
         already = partial.stat().st_size if partial.exists() else 0
         progress.start(file.path, file.size, already)
 
         def fetch() -> None:
-            try:
-                metadata = get_hf_file_metadata(url, token=self.token, endpoint=self.endpoint)
-            except EntryNotFoundError as error:
-                raise HubError(
-                    f"{file.path} is listed in {self.repo_id} at {sha} but the hub has no such "
-                    "file: the mirror is incomplete; set LAION_HF_REPO to a complete copy"
-                ) from error
-            same_origin = urlsplit(metadata.location)[:2] == urlsplit(self.endpoint)[:2]
+            _, _, location = self.file_metadata(sha, file.path)
+            same_origin = urlsplit(location)[:2] == urlsplit(self.endpoint)[:2]
             headers = build_hf_headers(token=self.token) if same_origin else {}
             if partial.exists() and partial.stat().st_size > file.size:
                 partial.unlink()
-            append_download(
-                metadata.location, partial, headers, file.size, _progress_bar(progress, file.path)
-            )
+            try:
+                append_download(
+                    location, partial, headers, file.size, _progress_bar(progress, file.path)
+                )
+            except HfHubHTTPError as error:
+                status = error.response.status_code if error.response is not None else None
+                if status in (401, 403):
+                    raise self.gated(error) from error
+                raise
 
         for verification in (1, 2):
             try:

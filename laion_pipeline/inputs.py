@@ -1,22 +1,19 @@
-"""The inputs of a build, checked: the parquet files (verified, fingerprinted and
-snapshotted) and the name lists (parsed)."""
+"""The inputs of a build: the listing of the source files, the staged files made from them,
+and the name lists (parsed)."""
 
 from __future__ import annotations
 
 import csv
 import hashlib
 import io
-from collections.abc import Mapping
+import json
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-import pyarrow.parquet as pq
-
-from laion_pipeline.errors import InvalidInputError
-from laion_pipeline.files import copy_and_hash, read_json, sha256_file, write_json_atomic
+from laion_pipeline.errors import InvalidInputError, StaleInputError
+from laion_pipeline.files import read_json, write_json_atomic
 from laion_pipeline.layout import DataLayout
-from laion_pipeline.schema import LAION_COLUMNS
 
 
 @dataclass(frozen=True)
@@ -29,22 +26,69 @@ class SourceRevision:
 
 
 @dataclass(frozen=True)
-class ParquetFile:
-    """One verified source file, as the build reads it: ``path`` is the copy in
-    ``raw/snapshot/`` (or the download in ``raw/``), ``source_*`` the file it came from."""
+class SourceEntry:
+    """One source file of a listing: its path in the repo or folder (the partition key of
+    `source_files`), its size if known, and a version that changes with its content (a sha256,
+    a git blob id, an ETag, or size and modification time for a local folder)."""
 
+    key: str
+    size: int | None
+    version: str
+
+
+@dataclass(frozen=True)
+class SourceListing:
+    """The source files at one revision, in path order (``raw/source_files.json``, written when
+    `hf_dataset` is observed, read by each `source_files` partition and by `staging_images`)."""
+
+    source: SourceRevision
+    entries: tuple[SourceEntry, ...]
+
+    def entry(self, key: str) -> SourceEntry:
+        for entry in self.entries:
+            if entry.key == key:
+                return entry
+        raise StaleInputError(
+            f"{key} is not a file of {self.source.location} at {self.source.revision}: observe "
+            "hf_dataset again (its partitions follow the listing)"
+        )
+
+    def write(self, layout: DataLayout) -> None:
+        write_json_atomic(layout.source_listing, asdict(self))
+
+    @classmethod
+    def read(cls, layout: DataLayout) -> SourceListing:
+        raw = read_json(layout.source_listing, "observe hf_dataset first (`make run` does)")
+        return cls(SourceRevision(**raw["source"]), tuple(SourceEntry(**e) for e in raw["entries"]))
+
+
+@dataclass(frozen=True)
+class StagedFile:
+    """One source file as the build reads it: our staged parquet at ``path`` (the rows the
+    profile kept, typed, with their domain), and what it was made from."""
+
+    key: str  # the source file's path in the repo or folder: its partition of source_files
     path: str
-    name: str
     size: int
     mtime_ns: int
-    rows: int
-    sha256: str
-    source_path: str
-    source_size: int
-    source_mtime_ns: int
+    rows: int  # rows kept
+    rows_read: int
+    sha256: str  # of the source file
+    source_version: str  # the listing's version of the source file it was staged from
+    profile_digest: str
+    missing_columns: tuple[str, ...] = ()
+
+    @property
+    def name(self) -> str:
+        return self.key
+
+    @property
+    def data_version(self) -> str:
+        """Its partition's data version: the source content and what the profile made of it."""
+        return hashlib.sha256(f"{self.sha256}\0{self.profile_digest}".encode()).hexdigest()[:16]
 
     def unchanged(self) -> bool:
-        """The file the build reads is still the one verified."""
+        """The staged file is still the one recorded."""
         try:
             stat = Path(self.path).stat()
         except OSError:
@@ -54,20 +98,42 @@ class ParquetFile:
     @property
     def published(self) -> dict[str, Any]:
         """What a release's manifest says of the file."""
-        return {"name": self.name, "rows": self.rows, "sha256": self.sha256}
+        return {
+            "name": self.key,
+            "rows_read": self.rows_read,
+            "rows": self.rows,
+            "sha256": self.sha256,
+        }
+
+    def write(self, layout: DataLayout) -> None:
+        write_json_atomic(layout.staged_record(self.key), asdict(self))
+
+    @classmethod
+    def read(cls, layout: DataLayout, key: str) -> StagedFile | None:
+        path = layout.staged_record(key)
+        if not path.exists():
+            return None
+        raw = json.loads(path.read_text(encoding="utf-8"))
+        return cls(**{**raw, "missing_columns": tuple(raw["missing_columns"])})
 
 
 @dataclass(frozen=True)
-class ParquetManifest:
-    """The verified parquet files a build reads, in file order, and where they came from
-    (``raw/parquet_files.json``, written by `laion_parquet_files`, read by every later step)."""
+class StagingManifest:
+    """The staged files a build reads, in file order, where they came from and how they were
+    filtered (``staging/staged_files.json``, written by `staging_images`, read by every later
+    step)."""
 
     source: SourceRevision
-    files: tuple[ParquetFile, ...]
+    profile: dict[str, Any]
+    files: tuple[StagedFile, ...]
 
     @property
     def rows(self) -> int:
         return sum(f.rows for f in self.files)
+
+    @property
+    def rows_read(self) -> int:
+        return sum(f.rows_read for f in self.files)
 
     @property
     def size(self) -> int:
@@ -75,99 +141,28 @@ class ParquetManifest:
 
     @property
     def version(self) -> str:
-        """The data version of the files: a hash of their names and contents, so a new source
-        revision with the same files leaves everything downstream up to date."""
+        """The data version of the staged rows: a hash of the source files and how they were
+        staged, so a new source revision with the same files leaves everything downstream up
+        to date."""
         digest = hashlib.sha256()
         for f in self.files:
-            digest.update(f"{f.name}\0{f.sha256}\n".encode())
+            digest.update(f"{f.key}\0{f.sha256}\0{f.profile_digest}\n".encode())
         return digest.hexdigest()[:24]
 
     def write(self, layout: DataLayout) -> None:
-        write_json_atomic(layout.parquet_manifest, asdict(self))
+        write_json_atomic(layout.staging_manifest, asdict(self))
 
     @classmethod
-    def read(cls, layout: DataLayout) -> ParquetManifest:
-        raw = read_json(layout.parquet_manifest, "materialize laion_parquet_files first")
+    def read(cls, layout: DataLayout) -> StagingManifest:
+        raw = read_json(layout.staging_manifest, "materialize staging_images first")
         return cls(
             SourceRevision(**raw["source"]),
-            # A manifest from before snapshots: each file was read where it was.
+            raw["profile"],
             tuple(
-                ParquetFile(
-                    **{
-                        "source_path": f["path"],
-                        "source_size": f["size"],
-                        "source_mtime_ns": f["mtime_ns"],
-                        **f,
-                    }
-                )
+                StagedFile(**{**f, "missing_columns": tuple(f["missing_columns"])})
                 for f in raw["files"]
             ),
         )
-
-
-def verify_parquet_files(
-    files: list[Path],
-    layout: DataLayout,
-    previous: ParquetManifest | None = None,
-    known_sha256: Mapping[str, str] | None = None,
-) -> tuple[ParquetFile, ...]:
-    """Check that every file is readable parquet with the LAION columns; describe each.
-
-    A file from outside the data folder (a local folder, the bundled sample) is first copied
-    into `raw/snapshot/`, hashed as it is copied, and checked there: the build reads only
-    that copy, which nothing else writes, so a source file changed or replaced during a build
-    never reaches it. Files the data folder already holds (downloads from the hub) are read
-    where they are. The sha256 comes from ``known_sha256`` (hashes the source already
-    verified), or from the ``previous`` verification of the same unchanged file, or is
-    computed.
-    """
-    known = known_sha256 or {}
-    cached = {
-        (f.source_path, f.source_size, f.source_mtime_ns): f
-        for f in (previous.files if previous else ())
-        if f.unchanged()
-    }
-    described = []
-    for source in files:
-        stat = source.stat()
-        entry = cached.get((str(source), stat.st_size, stat.st_mtime_ns))
-        if entry is not None:
-            path, sha256 = Path(entry.path), entry.sha256
-        elif source.is_relative_to(layout.root):
-            path, sha256 = source, known.get(str(source)) or sha256_file(source)
-        else:
-            path, sha256 = copy_and_hash(source, layout.snapshot_dir)
-        try:
-            parquet = pq.ParquetFile(path)
-        except Exception as error:
-            raise InvalidInputError(f"{source} is not a readable parquet file: {error}") from error
-        missing = [c for c in LAION_COLUMNS if c not in parquet.schema_arrow.names]
-        if missing:
-            raise InvalidInputError(
-                f"{source} lacks the LAION columns {', '.join(missing)} (it has "
-                f"{', '.join(parquet.schema_arrow.names)}): point the source at LAION-Aesthetics "
-                "parquet files"
-            )
-        read = path.stat()
-        described.append(
-            ParquetFile(
-                path=str(path),
-                name=source.name,
-                size=read.st_size,
-                mtime_ns=read.st_mtime_ns,
-                rows=parquet.metadata.num_rows,
-                sha256=sha256,
-                source_path=str(source),
-                source_size=stat.st_size,
-                source_mtime_ns=stat.st_mtime_ns,
-            )
-        )
-    kept = {Path(f.path) for f in described}
-    if layout.snapshot_dir.is_dir():
-        for old in layout.snapshot_dir.iterdir():
-            if old not in kept:
-                old.unlink()
-    return tuple(described)
 
 
 def _unique_columns(columns: list[str]) -> list[str]:

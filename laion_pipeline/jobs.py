@@ -1,21 +1,34 @@
 """Jobs: named selections of the asset graph, each one Dagster run."""
 
-from dagster import AssetSelection, define_asset_job, in_process_executor
+from dagster import AssetSelection, DagsterInstance, define_asset_job, in_process_executor
 
 from laion_pipeline.layout import ENTITY_KINDS
 
 SOURCES = AssetSelection.assets("hf_dataset", "entity_sheets")
+# The per-file partitions; every other asset is one for the whole build.
+SOURCE_FILES = AssetSelection.assets("source_files")
+BUILD = AssetSelection.all() - SOURCE_FILES
 # The graph is a chain that writes one file at a time, so one process runs a job's steps in
 # order without a process start per step (3 s instead of 30 s on the sample). The UI's
 # "Materialize all" uses Dagster's multiprocess executor, which the dependencies keep in order.
 EXECUTOR = in_process_executor
 
+stage_source_files_job = define_asset_job(
+    "stage_source_files",
+    selection=SOURCE_FILES,
+    executor_def=EXECUTOR,
+    description="Fetch, verify, filter and stage one source file: a run per partition of "
+    "source_files (`make run` starts one for each file that is new or changed, "
+    "`LAION_WORKERS` at a time; in the UI, a backfill).",
+)
+
 full_build_job = define_asset_job(
     "full_build",
-    selection=AssetSelection.all() | SOURCES,
+    selection=BUILD | AssetSelection.assets("entity_sheets"),
     executor_def=EXECUTOR,
-    description="Observe the sources, then fetch, stage, index and publish: every asset and "
-    "check, in one run. `make run` runs this job.",
+    description="From the staged files to the published release: the name lists, the "
+    "staging view, the search database, the publish and the analysis, with every check, in "
+    "one run. `make run` runs it once the source files are staged.",
 )
 
 entity_refresh_job = define_asset_job(
@@ -39,7 +52,20 @@ observe_sources_job = define_asset_job(
 refresh_stale_job = define_asset_job(
     "refresh_stale",
     executor_def=EXECUTOR,
-    selection=AssetSelection.all(),
+    selection=BUILD,
     description="Materializes the assets it is given: the refresh_stale_assets sensor starts "
     "it with the stale assets and everything downstream of them.",
 )
+
+
+def stage_partition(key: str) -> tuple[str, str, bool]:
+    """One run of stage_source_files for the partition ``key``, in this process, recorded in
+    the instance of ``$DAGSTER_HOME`` (`make run` calls it in worker processes); returns the
+    key, the run id and whether it succeeded."""
+    from laion_pipeline.definitions import defs  # the definitions import this module
+
+    with DagsterInstance.get() as instance:
+        result = defs.resolve_job_def("stage_source_files").execute_in_process(
+            partition_key=key, instance=instance, raise_on_error=False
+        )
+    return key, result.run_id, result.success

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import hashlib
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -84,13 +86,34 @@ class DataLayout:
 
     @property
     def snapshot_dir(self) -> Path:
-        """Verified copies of local source files: the build never reads the originals."""
+        """Verified copies of local source files: staging never reads the originals."""
         return self.raw_dir / "snapshot"
 
     @property
-    def parquet_manifest(self) -> Path:
-        """JSON list of the verified parquet files the build reads, in file order."""
-        return self.raw_dir / "parquet_files.json"
+    def source_listing(self) -> Path:
+        """The source files at the observed revision, in path order (JSON)."""
+        return self.raw_dir / "source_files.json"
+
+    @property
+    def staged_dir(self) -> Path:
+        """Our staged parquet files, one per source file, each with a JSON record beside it."""
+        return self.root / "staging" / "files"
+
+    def _staged_stem(self, key: str) -> str:
+        # A readable, unique, flat name for a source path (which may hold folders).
+        readable = re.sub(r"[^A-Za-z0-9._-]+", "_", key.removesuffix(".parquet"))[-80:]
+        return f"{readable}-{hashlib.sha256(key.encode()).hexdigest()[:8]}"
+
+    def staged_parquet(self, key: str) -> Path:
+        return self.staged_dir / f"{self._staged_stem(key)}.parquet"
+
+    def staged_record(self, key: str) -> Path:
+        return self.staged_dir / f"{self._staged_stem(key)}.json"
+
+    @property
+    def staging_manifest(self) -> Path:
+        """JSON list of the staged files the build reads, in file order."""
+        return self.root / "staging" / "staged_files.json"
 
     @property
     def entities_dir(self) -> Path:

@@ -8,6 +8,7 @@ import os
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
+from pathlib import Path
 from typing import Any
 
 from laion_pipeline.build_db import remove_stale_temporaries
@@ -38,16 +39,14 @@ def writable_data_dir(layout: DataLayout) -> None:
 
 
 @contextmanager
-def data_dir_lock(layout: DataLayout, log: Any = None, *, wait: bool = True) -> Iterator[None]:
-    """Hold the data directory's write lock; wait (saying so) while another run holds it, or
-    with ``wait=False`` raise ``DataDirBusyError`` naming the holder."""
-    writable_data_dir(layout)
-    path = layout.root / ".lock"
+def _exclusive(path: Path, what: Path, log: Any, wait: bool) -> Iterator[None]:
+    """Hold an exclusive lock on the file ``path`` for writing ``what``; wait (saying so)
+    while another process holds it, or with ``wait=False`` raise ``DataDirBusyError``."""
     try:
         lock = path.open("a+")
     except OSError as error:  # a read-only folder or file system
         raise ConfigurationError(
-            f"LAION_DATA_DIR={layout.root} is not writable ({error.strerror}): fix its "
+            f"LAION_DATA_DIR={what} is not writable ({error.strerror}): fix its "
             "permissions or point LAION_DATA_DIR at a writable folder"
         ) from error
     with lock:
@@ -63,14 +62,12 @@ def data_dir_lock(layout: DataLayout, log: Any = None, *, wait: bool = True) -> 
             holder = lock.read().strip() or "another process"
             if not wait:
                 raise DataDirBusyError(
-                    f"{holder} is writing {layout.root} (a build step): try again when it has "
-                    "finished"
+                    f"{holder} is writing {what} (a build step): try again when it has finished"
                 )
             now = time.monotonic()
             if log and now >= next_log:
                 log.info(
-                    f"waiting for {holder} to finish writing {layout.root} "
-                    f"({now - started:.0f} s so far)"
+                    f"waiting for {holder} to finish writing {what} ({now - started:.0f} s so far)"
                 )
                 next_log = now + WAIT_LOG_SECONDS
             time.sleep(0.2)
@@ -78,10 +75,30 @@ def data_dir_lock(layout: DataLayout, log: Any = None, *, wait: bool = True) -> 
         lock.truncate()
         lock.write(f"process {os.getpid()}")
         lock.flush()
-        stale = remove_stale_temporaries(layout) + recover(layout)
-        if stale and log:
-            log.warning("removed what an interrupted run left: " + ", ".join(str(p) for p in stale))
         try:
             yield
         finally:
             fcntl.flock(lock, fcntl.LOCK_UN)
+
+
+@contextmanager
+def data_dir_lock(layout: DataLayout, log: Any = None, *, wait: bool = True) -> Iterator[None]:
+    """Hold the data directory's write lock; wait (saying so) while another run holds it, or
+    with ``wait=False`` raise ``DataDirBusyError`` naming the holder."""
+    writable_data_dir(layout)
+    with _exclusive(layout.root / ".lock", layout.root, log, wait):
+        stale = remove_stale_temporaries(layout) + recover(layout)
+        if stale and log:
+            log.warning("removed what an interrupted run left: " + ", ".join(str(p) for p in stale))
+        yield
+
+
+@contextmanager
+def staged_file_lock(layout: DataLayout, key: str, log: Any = None) -> Iterator[None]:
+    """Hold the lock of one source file's staged file: partitions of different files stage at
+    once (they write nothing else), two runs of the same file take turns."""
+    writable_data_dir(layout)
+    layout.staged_dir.mkdir(parents=True, exist_ok=True)
+    lock = layout.staged_record(key).with_suffix(".lock")
+    with _exclusive(lock, layout.staged_parquet(key), log, wait=True):
+        yield

@@ -19,7 +19,7 @@ from laion_pipeline.datasette import datasette_metadata, inspect_data, table_cou
 from laion_pipeline.db import sqlite_connect
 from laion_pipeline.errors import PublishCheckError, StaleInputError
 from laion_pipeline.files import read_json, sha256_file, write_json_atomic
-from laion_pipeline.inputs import ParquetManifest
+from laion_pipeline.inputs import StagingManifest
 from laion_pipeline.layout import ENTITY_KINDS, DataLayout, ReleaseFiles, staged
 from laion_pipeline.release import current_release, fault, new_release, pointed_release, switch
 
@@ -86,15 +86,17 @@ def publish(layout: DataLayout, log: Any = None) -> dict[str, Any]:
     )
     counts, compact = _checked_build(layout, analyze=not unchanged, log=log)
     release_id, release, sha256 = _release_database(layout, compact, log)
-    parquet = ParquetManifest.read(layout)
+    staged = StagingManifest.read(layout)
     manifest = {
         "release": release_id,
         "database": release.db.name,
         "sha256": sha256,
         "size_bytes": release.db.stat().st_size,
         "row_counts": {t: counts[t] for t in ("images", "domain", *ENTITY_KINDS)},
-        "source": asdict(parquet.source),
-        "parquet_files": [f.published for f in parquet.files],
+        "source": asdict(staged.source),
+        "profile": staged.profile,
+        "rows_read": staged.rows_read,
+        "parquet_files": [f.published for f in staged.files],
         "entity_csvs": {
             kind: hashlib.sha256(layout.entity_csv(kind).read_bytes()).hexdigest()
             for kind in ENTITY_KINDS
@@ -103,7 +105,9 @@ def publish(layout: DataLayout, log: Any = None) -> dict[str, Any]:
         "code_version": __version__,
     }
     write_json_atomic(release.inspect_json, inspect_data(release.db, sha256, counts))
-    write_json_atomic(release.metadata_json, datasette_metadata(manifest["source"]))
+    write_json_atomic(
+        release.metadata_json, datasette_metadata(manifest["source"], staged.profile["title"])
+    )
     fault("publish-release-half-written")
     write_json_atomic(release.manifest_json, manifest)
     if unchanged and current is not None and all(p.exists() for p in current.report_files):

@@ -11,22 +11,25 @@ import urllib.parse
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 from dagster import ConfigurableResource
 from dagster_duckdb import DuckDBResource
 
-from laion_pipeline.errors import ConfigurationError
+from laion_pipeline.errors import ConfigurationError, StaleInputError
+from laion_pipeline.files import check_free_disk, copy_and_hash, sha256_file
 from laion_pipeline.hub import (
     DEFAULT_ENDPOINT,
-    DEFAULT_HF_REPO,
     HubClient,
     HubListing,
+    TransferProgress,
+    VerifiedFiles,
     load_listing,
     save_listing,
 )
-from laion_pipeline.inputs import SourceRevision
+from laion_pipeline.inputs import SourceEntry, SourceListing, SourceRevision
 from laion_pipeline.layout import ENTITY_KINDS, DataLayout
+from laion_pipeline.profiles import Profile, choose_profile, load_profiles
 from laion_pipeline.synthetic import SAMPLE_DIR
 from laion_pipeline.web import fetch_url, public_url
 
@@ -44,22 +47,45 @@ def google_sheet_csv_url(kind: str) -> str:
 
 
 @dataclass(frozen=True)
-class FetchedFiles:
-    """Parquet files ready to read, in file order, with the sha256 of those already verified."""
+class FetchedFile:
+    """A source file ready to stage: a copy in the data folder (a download, or the verified
+    copy of a local file), and its sha256."""
 
-    revision: SourceRevision
-    files: list[Path]
-    known_sha256: dict[str, str] = field(default_factory=dict)
+    path: Path
+    sha256: str
 
 
 class LaionData(ConfigurableResource):
-    """The data directory (``LAION_DATA_DIR``): raw, staging, build and published files."""
+    """The data directory (``LAION_DATA_DIR``) and what a build makes of the source files: the
+    profile (``LAION_PROFILE``, with ``LAION_PROFILES_FILE``), whether raw files are kept once
+    staged (``LAION_KEEP_RAW``) and how many files are staged at once (``LAION_WORKERS``)."""
 
     data_dir: str
+    profile_name: str = ""
+    profiles_file: str = ""
+    # The environment's values of the profile filters' variables (LAION_MIN_AESTHETIC).
+    filter_settings: dict[str, str] = field(default_factory=dict)
+    source_kind: str = "sample"
+    keep_raw: bool = True
+    workers: int = 0
 
     @property
     def layout(self) -> DataLayout:
         return DataLayout(Path(self.data_dir).resolve())
+
+    @property
+    def profile(self) -> Profile:
+        return choose_profile(
+            self.profile_name or None,
+            self.source_kind,
+            self.profiles_file or None,
+            self.filter_settings,
+        )
+
+    @property
+    def parallel_files(self) -> int:
+        """Files staged at once on this machine: ``LAION_WORKERS``, default one per core."""
+        return self.workers or os.cpu_count() or 1
 
 
 class NetworkResource(ConfigurableResource):
@@ -74,59 +100,122 @@ class NetworkResource(ConfigurableResource):
 class ParquetSource(NetworkResource):
     """Where the LAION parquet files come from. Subclasses: sample, local, Hugging Face."""
 
-    def observe(self, layout: DataLayout) -> SourceRevision:
-        """The exact version of the data the source would give now."""
+    def listing(self, layout: DataLayout, profile: Profile, log: Any = None) -> SourceListing:
+        """The source files the profile wants at the revision the source gives now."""
         raise NotImplementedError
 
-    def fetch(self, layout: DataLayout, log: Any) -> FetchedFiles:
-        """Make the parquet files available locally."""
+    def fetch(
+        self,
+        layout: DataLayout,
+        profile: Profile,
+        listing: SourceListing,
+        entry: SourceEntry,
+        log: Any = None,
+    ) -> FetchedFile:
+        """Make one file of ``listing`` available in the data folder, verified."""
         raise NotImplementedError
 
 
-def _folder_parquet_files(folder: Path, variable: str) -> list[Path]:
+def _folder_entries(folder: Path, variable: str, profile: Profile) -> list[tuple[str, Path]]:
+    """The profile's parquet files of a folder, by their path in it, in path order."""
     if not folder.is_dir():
         raise ConfigurationError(
             f"{variable} points at {folder}, which is not a folder: set {variable} to a folder "
             "of LAION parquet files"
         )
-    files = sorted(p for p in folder.rglob("*.parquet") if p.is_file())
+    files = sorted(
+        (p.relative_to(folder).as_posix(), p)
+        for p in folder.rglob("*.parquet")
+        if p.is_file() and profile.wants(p.relative_to(folder).as_posix())
+    )
     if not files:
         raise ConfigurationError(
-            f"{folder} holds no *.parquet files: set {variable} to a folder of LAION parquet files"
+            f"{folder} holds no files matching {profile.files}: set {variable} to a folder of "
+            "LAION parquet files"
         )
     return files
 
 
-def _listing_fingerprint(folder: Path, files: list[Path]) -> str:
-    """A version for a folder of files: changes when any file is added, removed or rewritten."""
+def _revision(entries: list[SourceEntry]) -> str:
+    """A version for a set of files: changes when any file is added, removed or changed."""
     digest = hashlib.sha256()
-    for path in files:
-        stat = path.stat()
-        digest.update(f"{path.relative_to(folder)}\0{stat.st_size}\0{stat.st_mtime_ns}\n".encode())
+    for entry in entries:
+        digest.update(f"{entry.key}\0{entry.version}\n".encode())
     return digest.hexdigest()[:16]
 
 
-class SampleParquetSource(ParquetSource):
+def _stamp(path: Path) -> str:
+    stat = path.stat()
+    return f"{stat.st_size}:{stat.st_mtime_ns}"
+
+
+class FolderSource(ParquetSource):
+    """Parquet files in a folder outside the data folder: each is copied into
+    ``raw/snapshot/`` while it is hashed, and staged from that copy, so a file changed during
+    a build never reaches it."""
+
+    def folder(self) -> Path:
+        raise NotImplementedError
+
+    variable: ClassVar[str] = "LAION_LOCAL_DIR"
+    kind: ClassVar[str] = "local"
+
+    def version(self, path: Path) -> str:
+        """Cheap for big folders: size and modification time."""
+        return _stamp(path)
+
+    def listing(self, layout: DataLayout, profile: Profile, log: Any = None) -> SourceListing:
+        folder = self.folder()
+        entries = [
+            SourceEntry(key, path.stat().st_size, self.version(path))
+            for key, path in _folder_entries(folder, self.variable, profile)
+        ]
+        revision = SourceRevision(self.kind, self.location(folder), _revision(entries))
+        return SourceListing(revision, tuple(entries))
+
+    def location(self, folder: Path) -> str:
+        return str(folder)
+
+    def fetch(
+        self,
+        layout: DataLayout,
+        profile: Profile,
+        listing: SourceListing,
+        entry: SourceEntry,
+        log: Any = None,
+    ) -> FetchedFile:
+        source = self.folder() / entry.key
+        if not source.is_file() or self.version(source) != entry.version:
+            raise StaleInputError(
+                f"{source} changed since hf_dataset was observed: observe hf_dataset again, "
+                "then materialize its partitions"
+            )
+        copy, sha256 = copy_and_hash(source, layout.snapshot_dir)
+        return FetchedFile(copy, sha256)
+
+
+class SampleParquetSource(FolderSource):
     """The bundled 7,000-row sample: offline, the default (``LAION_SOURCE=sample``)."""
 
-    def observe(self, layout: DataLayout) -> SourceRevision:
-        files = _folder_parquet_files(SAMPLE_DIR / "data", "LAION_SOURCE")
-        digest = hashlib.sha256()
-        for path in files:
-            digest.update(path.name.encode() + b"\0" + path.read_bytes())
-        return SourceRevision("sample", "laion_pipeline/sample_data", digest.hexdigest()[:16])
+    kind: ClassVar[str] = "sample"
+    variable: ClassVar[str] = "LAION_SOURCE"
 
-    def fetch(self, layout: DataLayout, log: Any) -> FetchedFiles:
-        files = _folder_parquet_files(SAMPLE_DIR / "data", "LAION_SOURCE")
-        return FetchedFiles(self.observe(layout), files)
+    def folder(self) -> Path:
+        return SAMPLE_DIR / "data"
+
+    def location(self, folder: Path) -> str:
+        return "laion_pipeline/sample_data"
+
+    def version(self, path: Path) -> str:
+        return sha256_file(path)[:16]  # small files: their content
 
 
-class LocalParquetSource(ParquetSource):
+class LocalParquetSource(FolderSource):
     """Any folder of LAION parquet files (``LAION_SOURCE=local``, ``LAION_LOCAL_DIR``)."""
 
     local_dir: str
 
-    def _folder(self) -> Path:
+    def folder(self) -> Path:
         if not self.local_dir:
             raise ConfigurationError(
                 "LAION_SOURCE=local needs LAION_LOCAL_DIR: "
@@ -134,83 +223,92 @@ class LocalParquetSource(ParquetSource):
             )
         return Path(self.local_dir).expanduser().resolve()
 
-    def observe(self, layout: DataLayout) -> SourceRevision:
-        folder = self._folder()
-        files = _folder_parquet_files(folder, "LAION_LOCAL_DIR")
-        return SourceRevision("local", str(folder), _listing_fingerprint(folder, files))
-
-    def fetch(self, layout: DataLayout, log: Any) -> FetchedFiles:
-        revision = self.observe(layout)
-        return FetchedFiles(
-            revision, _folder_parquet_files(Path(revision.location), "LAION_LOCAL_DIR")
-        )
-
 
 class HuggingFaceSource(ParquetSource):
     """A dataset repo on the Hugging Face Hub (``LAION_SOURCE=huggingface``): ``LAION_HF_REPO``
-    at ``LAION_HF_REVISION``, from ``HF_ENDPOINT``. ``HF_TOKEN`` is read by huggingface_hub
-    itself and never stored here. With ``HF_HUB_OFFLINE=1`` the files of the last listing
-    fetched into the data directory are used, without asking the hub."""
+    (default: the profile's) at ``LAION_HF_REVISION``, from ``HF_ENDPOINT``. ``HF_TOKEN`` is
+    read by huggingface_hub itself and never stored here. With ``HF_HUB_OFFLINE=1`` the files
+    of the last listing fetched into the data directory are used, without asking the hub."""
 
-    repo_id: str
-    revision: str = "main"
+    repo_id: str = ""
+    revision: str = ""
     endpoint: str = DEFAULT_ENDPOINT
     offline: bool = False
-    download_workers: int = 4
     attempts: int = 5
     backoff_seconds: float = 2.0
 
-    def client(self, log: Any = None) -> HubClient:
+    def repo(self, profile: Profile) -> str:
+        return self.repo_id or profile.repo
+
+    def client(self, profile: Profile, log: Any = None) -> HubClient:
         return HubClient(
-            self.repo_id,
-            self.revision,
+            self.repo(profile),
+            self.revision or profile.revision,
             endpoint=self.endpoint,
             attempts=self.attempts,
             backoff_seconds=self.backoff_seconds,
             log=log,
         )
 
-    def folder(self, layout: DataLayout) -> Path:
+    def folder(self, layout: DataLayout, profile: Profile) -> Path:
         """Where the repo's files are downloaded, keeping their repo paths."""
-        return layout.raw_dir / "huggingface" / self.repo_id
+        return layout.raw_dir / "huggingface" / self.repo(profile)
 
-    def _listing_file(self, layout: DataLayout) -> Path:
-        revision = urllib.parse.quote(self.revision, safe="")
-        return self.folder(layout) / ".listings" / f"{revision}.json"
+    def _listing_file(self, layout: DataLayout, profile: Profile) -> Path:
+        revision = urllib.parse.quote(self.revision or profile.revision, safe="")
+        return self.folder(layout, profile) / ".listings" / f"{revision}.json"
 
-    def _listing(self, layout: DataLayout, log: Any) -> HubListing:
+    def hub_listing(self, layout: DataLayout, profile: Profile, log: Any) -> HubListing:
+        listing_file = self._listing_file(layout, profile)
         if self.offline:
-            listing = load_listing(self._listing_file(layout))
+            listing = load_listing(listing_file)
             if listing is None:
                 raise ConfigurationError(
-                    f"HF_HUB_OFFLINE is set but {self.repo_id}@{self.revision} was never fetched "
-                    f"into {layout.root}: unset HF_HUB_OFFLINE for one run, or use "
-                    "LAION_SOURCE=sample or LAION_SOURCE=local"
+                    f"HF_HUB_OFFLINE is set but {self.repo(profile)}@"
+                    f"{self.revision or profile.revision} was never fetched into {layout.root}: "
+                    "unset HF_HUB_OFFLINE for one run, or use LAION_SOURCE=sample or "
+                    "LAION_SOURCE=local"
                 )
             return listing
-        listing = self.client(log).listing()
-        save_listing(self._listing_file(layout), listing)
+        listing = self.client(profile, log).listing(profile.wants, profile.files)
+        save_listing(listing_file, listing)
         return listing
 
-    def _revision(self, listing: HubListing) -> SourceRevision:
-        return SourceRevision("huggingface", self.repo_id, listing.sha)
-
-    def observe(self, layout: DataLayout) -> SourceRevision:
-        return self._revision(self._listing(layout, None))
-
-    def fetch(self, layout: DataLayout, log: Any) -> FetchedFiles:
-        listing = self._listing(layout, log)
-        folder = self.folder(layout)
+    def listing(self, layout: DataLayout, profile: Profile, log: Any = None) -> SourceListing:
+        hub = self.hub_listing(layout, profile, log)
         if log:
             log.info(
-                f"{self.repo_id}@{self.revision} is commit {listing.sha}: "
-                f"{len(listing.files)} parquet files, {sum(f.size for f in listing.files):,} bytes"
+                f"{hub.repo_id}@{hub.revision} is commit {hub.sha}: {len(hub.files)} files, "
+                f"{sum(f.size for f in hub.files):,} bytes"
             )
-        paths = self.client(log).download_all(
-            listing, folder, self.download_workers, offline=self.offline
-        )
-        known = {str(p): f.sha256 for p, f in zip(paths, listing.files, strict=True) if f.sha256}
-        return FetchedFiles(self._revision(listing), paths, known)
+        entries = tuple(SourceEntry(f.path, f.size, f.version) for f in hub.files)
+        return SourceListing(SourceRevision("huggingface", hub.repo_id, hub.sha), entries)
+
+    def fetch(
+        self,
+        layout: DataLayout,
+        profile: Profile,
+        listing: SourceListing,
+        entry: SourceEntry,
+        log: Any = None,
+    ) -> FetchedFile:
+        hub = self.hub_listing(layout, profile, log) if self.offline else None
+        hub = hub or load_listing(self._listing_file(layout, profile))
+        if hub is None or hub.sha != listing.source.revision:
+            raise StaleInputError(
+                f"the hub listing of {listing.source.location} at {listing.source.revision} is "
+                "gone: observe hf_dataset again"
+            )
+        (file,) = [f for f in hub.files if f.path == entry.key]
+        folder = self.folder(layout, profile)
+        check_free_disk(folder, file.size, f"downloading {file.path}")
+        verified = VerifiedFiles(folder / f".verified-{os.getpid()}.json")
+        client = self.client(profile, log)
+        progress = TransferProgress(log)
+        path = client.download(hub.sha, file, folder, progress, verified, offline=self.offline)
+        if log:
+            log.info(progress.summary())
+        return FetchedFile(path, file.sha256 or verified.sha256(path))
 
 
 class MisconfiguredSource(ParquetSource):
@@ -219,10 +317,17 @@ class MisconfiguredSource(ParquetSource):
 
     problem: str
 
-    def observe(self, layout: DataLayout) -> SourceRevision:
+    def listing(self, layout: DataLayout, profile: Profile, log: Any = None) -> SourceListing:
         raise ConfigurationError(self.problem)
 
-    def fetch(self, layout: DataLayout, log: Any) -> FetchedFiles:
+    def fetch(
+        self,
+        layout: DataLayout,
+        profile: Profile,
+        listing: SourceListing,
+        entry: SourceEntry,
+        log: Any = None,
+    ) -> FetchedFile:
         raise ConfigurationError(self.problem)
 
 
@@ -268,6 +373,16 @@ def _truthy(value: str | None) -> bool:
     return (value or "").strip().lower() in ("1", "true", "yes", "on")
 
 
+def _workers(value: str | None) -> int:
+    if not (value or "").strip():
+        return 0
+    if not value.strip().isdigit() or int(value) < 1:
+        raise ConfigurationError(
+            f"LAION_WORKERS={value!r}: set it to how many files to stage at once, such as 2"
+        )
+    return int(value)
+
+
 def build_resources(environ: Mapping[str, str] | None = None) -> dict[str, Any]:
     """The resources for one environment, chosen by ``LAION_SOURCE`` (default ``sample``)."""
     env = os.environ if environ is None else environ
@@ -280,8 +395,8 @@ def build_resources(environ: Mapping[str, str] | None = None) -> dict[str, Any]:
         source = LocalParquetSource(local_dir=env.get("LAION_LOCAL_DIR", ""))
     elif source_kind == "huggingface":
         source = HuggingFaceSource(
-            repo_id=env.get("LAION_HF_REPO") or DEFAULT_HF_REPO,
-            revision=env.get("LAION_HF_REVISION") or "main",
+            repo_id=env.get("LAION_HF_REPO") or "",
+            revision=env.get("LAION_HF_REVISION") or "",
             endpoint=env.get("HF_ENDPOINT") or DEFAULT_ENDPOINT,
             offline=_truthy(env.get("HF_HUB_OFFLINE")),
         )
@@ -299,7 +414,25 @@ def build_resources(environ: Mapping[str, str] | None = None) -> dict[str, Any]:
         )
         return env.get(f"LAION_{kind.upper()}_CSV_URL") or default
 
-    data = LaionData(data_dir=data_dir)
+    profiles_file = env.get("LAION_PROFILES_FILE") or ""
+    try:
+        variables = {
+            p.row_filter.variable
+            for p in load_profiles(profiles_file or None).values()
+            if p.row_filter and p.row_filter.variable
+        }
+    except ConfigurationError as error:
+        source = MisconfiguredSource(problem=str(error))
+        variables = set()
+    data = LaionData(
+        data_dir=data_dir,
+        profile_name=(env.get("LAION_PROFILE") or "").strip(),
+        profiles_file=profiles_file,
+        filter_settings={v: env[v] for v in sorted(variables) if env.get(v)},
+        source_kind=source_kind,
+        keep_raw=_truthy(env.get("LAION_KEEP_RAW") or "1"),
+        workers=_workers(env.get("LAION_WORKERS")),
+    )
     return {
         "laion_data": data,
         "parquet_source": source,

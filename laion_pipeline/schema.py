@@ -68,3 +68,36 @@ ENTITY_COLUMNS: dict[str, tuple[str, str]] = {
 IMAGES_FTS_COLUMNS: dict[str, tuple[str, str]] = {
     "text": ("FTS5", "images.text indexed for full-text search (unicode61, detail=full)"),
 }
+
+# The columns of the images table a source file gives (the profile says under which names).
+STAGED_SOURCE_COLUMNS: tuple[str, ...] = tuple(c for c in IMAGE_COLUMNS if c != "domain_id")
+
+# Our staged parquet files: one per source file, the rows a profile keeps, typed for SQLite,
+# with the URL's domain and the row's number in its source file (DuckDB types).
+STAGED_FILE_COLUMNS: dict[str, str] = {
+    "url": "VARCHAR",
+    "text": "VARCHAR",
+    "width": "BIGINT",
+    "height": "BIGINT",
+    "similarity": "DOUBLE",
+    "punsafe": "DOUBLE",
+    "pwatermark": "DOUBLE",
+    "aesthetic": "DOUBLE",
+    "hash": "VARCHAR",
+    "__index_level_0__": "BIGINT",
+    "domain": "VARCHAR",
+    "source_row": "BIGINT",
+}
+STAGED_PARQUET_COLUMNS: dict[str, tuple[str, str]] = {
+    **{
+        name: (STAGED_FILE_COLUMNS[name], text)
+        for name, (_, text) in IMAGE_COLUMNS.items()
+        if name != "domain_id"
+    },
+    "domain": ("VARCHAR", "Host of the URL: urlparse(url).netloc; '' when there is none"),
+    "source_row": (
+        "BIGINT",
+        "The row's number in its source file, from 0: with the file, a "
+        "stable id that needs no __index_level_0__",
+    ),
+}

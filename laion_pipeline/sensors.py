@@ -20,18 +20,36 @@ from dagster._time import get_current_datetime
 
 from laion_pipeline.jobs import observe_sources_job, refresh_stale_job
 
+SOURCE_FILES_KEY = AssetKey("source_files")
 
-def assets_to_refresh(instance: DagsterInstance, asset_graph: BaseAssetGraph) -> list[AssetKey]:
-    """The assets that are missing or stale (their code version, or the data version of an
-    input, changed since they were materialized), and everything downstream of them, in
-    topological order."""
+
+def _resolver(instance: DagsterInstance, asset_graph: BaseAssetGraph) -> CachingStaleStatusResolver:
     view = AssetGraphView(
         temporal_context=TemporalContext(effective_dt=get_current_datetime(), last_event_id=None),
         instance=instance,
         asset_graph=asset_graph,
     )
-    resolver = CachingStaleStatusResolver(instance, asset_graph, loading_context=view)
-    materializable = asset_graph.materializable_asset_keys
+    return CachingStaleStatusResolver(instance, asset_graph, loading_context=view)
+
+
+def stale_partitions(instance: DagsterInstance, asset_graph: BaseAssetGraph) -> list[str]:
+    """The partitions of source_files (one per listed source file) never materialized, or
+    whose file changed since (its observed version), in listing order."""
+    resolver = _resolver(instance, asset_graph)
+    keys = instance.get_dynamic_partitions("source_files")
+    return [
+        key
+        for key in sorted(keys)
+        if resolver.get_status(SOURCE_FILES_KEY, key) != StaleStatus.FRESH
+    ]
+
+
+def assets_to_refresh(instance: DagsterInstance, asset_graph: BaseAssetGraph) -> list[AssetKey]:
+    """The assets that are missing or stale (their code version, or the data version of an
+    input, changed since they were materialized), and everything downstream of them, in
+    topological order."""
+    resolver = _resolver(instance, asset_graph)
+    materializable = asset_graph.materializable_asset_keys - {SOURCE_FILES_KEY}
     roots = [key for key in materializable if resolver.get_status(key) != StaleStatus.FRESH]
     if not roots:
         return []

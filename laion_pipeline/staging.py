@@ -1,119 +1,73 @@
-"""Staging: every source row typed for SQLite and given its domain, as a DuckDB view over the
-verified parquet files (no copy of the rows)."""
+"""Staging: the rows of every staged file, in file order, numbered, as one DuckDB view (no copy
+of the rows: the staged files are already typed for SQLite and carry their domain)."""
 
 from collections.abc import Sequence
+from pathlib import Path
 
 import duckdb
 
 from laion_pipeline.errors import StaleInputError
-from laion_pipeline.inputs import ParquetFile
-from laion_pipeline.schema import IMAGE_COLUMNS, LAION_COLUMNS
-
-# The host part of a URL exactly as Python's urllib.parse.urlparse(url).netloc gives it:
-# tabs and newlines removed (the replace only runs where there are some: it is the costly
-# part), leading control characters and spaces skipped, an optional scheme (a letter, then
-# letters, digits, "+", "-" or "."; up to the first ":"), then "//" and everything up to the
-# first "/", "?" or "#". No "//" means no host: "".
-DOMAIN_SQL = r"""coalesce(regexp_extract(
-    CASE WHEN contains("URL", chr(9)) OR contains("URL", chr(10)) OR contains("URL", chr(13))
-        THEN regexp_replace("URL", '[\t\r\n]', '', 'g') ELSE "URL" END,
-    '^[\x00-\x20]*(?:[A-Za-z][A-Za-z0-9+.\-]*:)?//([^/?#]*)', 1), '')"""
-
-
-_DUCKDB_TYPES = {"TEXT": "VARCHAR", "INTEGER": "BIGINT", "FLOAT": "DOUBLE"}
-
+from laion_pipeline.ingest import stage_file
+from laion_pipeline.inputs import SourceEntry, SourceListing, StagedFile
+from laion_pipeline.layout import DataLayout
+from laion_pipeline.profiles import Profile
+from laion_pipeline.schema import IMAGE_COLUMNS, STAGED_FILE_COLUMNS
 
 STAGING_COLUMNS: dict[str, tuple[str, str]] = {
     "id": ("BIGINT", "Row number in file order, 1..N: the SQLite rowid of the image"),
     **{
-        name: (_DUCKDB_TYPES[sql_type], text)
-        for name, (sql_type, text) in IMAGE_COLUMNS.items()
+        name: (STAGED_FILE_COLUMNS[name], text)
+        for name, (_, text) in IMAGE_COLUMNS.items()
         if name != "domain_id"
     },
     "domain": ("VARCHAR", "Host of the URL: urlparse(url).netloc; '' when there is none"),
 }
 
 
-def _pixels(column: str) -> str:
-    # pandas wrote missing sizes as NaN in float columns: NaN, infinities and nonsense become NULL.
-    value = f'CAST("{column}" AS DOUBLE)'
-    return f"CASE WHEN isfinite({value}) AND abs({value}) < 1e15 THEN CAST({value} AS BIGINT) END"
-
-
-def _float32(column: str) -> str:
-    # The shortest decimal of the float32, as the 2022 CSV route stored it: 0.1, not 0.100000001.
-    return f'CAST(CAST(CAST("{column}" AS FLOAT) AS VARCHAR) AS DOUBLE)'
-
-
-# The typed columns, in STAGING_COLUMNS order, over read_parquet(..., file_row_number, filename).
-STAGING_SELECT = f"""
-    file_row_number + 1 + {{offsets}},
-    CAST("URL" AS VARCHAR),
-    CAST("TEXT" AS VARCHAR),
-    {_pixels("WIDTH")},
-    {_pixels("HEIGHT")},
-    CAST("similarity" AS DOUBLE),
-    {_float32("punsafe")},
-    {_float32("pwatermark")},
-    {_float32("AESTHETIC_SCORE")},
-    CAST("hash" AS VARCHAR),
-    CAST("__index_level_0__" AS BIGINT),
-    {DOMAIN_SQL}
-"""
-
-
 def _literal(text: str) -> str:
     return "'" + text.replace("'", "''") + "'"
 
 
-def staging_view_sql(files: Sequence[ParquetFile]) -> str:
-    """`staging_images` as a view over the verified parquet files. Row `id` numbers rows
-    1..N in file order; it becomes the SQLite rowid."""
+def staging_view_sql(files: Sequence[StagedFile]) -> str:
+    """`staging_images` as a view over the staged files. Row `id` numbers rows 1..N in file
+    order; it becomes the SQLite rowid."""
     offsets, cases = 0, []
     for f in files:
         cases.append(f"WHEN {_literal(f.path)} THEN {offsets}")
         offsets += f.rows
+    names = [name for name in STAGING_COLUMNS if name != "id"]
     columns = ", ".join(f'"{name}"' for name in STAGING_COLUMNS)
+    select = ", ".join(f'"{name}"' for name in names)
     paths = ", ".join(_literal(f.path) for f in files)
-    select = STAGING_SELECT.format(offsets=f"CASE filename {' '.join(cases)} END")
+    offset = f"CASE filename {' '.join(cases)} END" if files else "0"
+    source = (
+        f"read_parquet([{paths}], file_row_number = true, filename = true)"
+        if files
+        # No file keeps a row (a filter kept none): an empty view of the right types.
+        else "(SELECT "
+        + ", ".join(f'CAST(NULL AS {t}) AS "{n}"' for n, t in STAGED_FILE_COLUMNS.items())
+        + ", CAST(0 AS BIGINT) AS file_row_number, '' AS filename WHERE false)"
+    )
     return (
-        f"CREATE OR REPLACE VIEW staging_images ({columns}) AS SELECT {select} "
-        f"FROM read_parquet([{paths}], file_row_number = true, filename = true)"
+        f"CREATE OR REPLACE VIEW staging_images ({columns}) AS "
+        f"SELECT file_row_number + 1 + {offset}, {select} FROM {source}"
     )
 
 
-# What the build can read from each parquet column (DuckDB type names): mirrors may write
-# other numeric widths, which the view casts, but text must be text.
-_INTEGER_TYPES = {"TINYINT", "SMALLINT", "INTEGER", "BIGINT", "HUGEINT"}
-
-
-_NUMBER_TYPES = _INTEGER_TYPES | {"FLOAT", "DOUBLE"} | {f"U{t}" for t in _INTEGER_TYPES}
-
-
-READABLE_TYPES: dict[str, set[str]] = {
-    "URL": {"VARCHAR"},
-    "TEXT": {"VARCHAR"},
-    "hash": _INTEGER_TYPES | {f"U{t}" for t in _INTEGER_TYPES} | {"VARCHAR"},
-    **{c: _NUMBER_TYPES for c in LAION_COLUMNS if c not in ("URL", "TEXT", "hash")},
-}
-
-
-def schema_problems(conn: duckdb.DuckDBPyConnection, files: Sequence[ParquetFile]) -> list[str]:
-    """What is wrong with the LAION columns of each parquet file and with the staged view's
-    column types; empty when nothing is."""
+def schema_problems(conn: duckdb.DuckDBPyConnection, files: Sequence[StagedFile]) -> list[str]:
+    """What is wrong with the columns of each staged file and of the staged view; empty when
+    nothing is."""
     problems = []
+    expected_file = list(STAGED_FILE_COLUMNS.items())
     for f in files:
-        found = {
-            row[0]: row[1]
+        found = [
+            tuple(row[:2])
             for row in conn.execute(
                 f"DESCRIBE SELECT * FROM read_parquet({_literal(f.path)})"
             ).fetchall()
-        }
-        for column, readable in READABLE_TYPES.items():
-            if column not in found:
-                problems.append(f"{f.name}: no column {column}")
-            elif found[column].split("(")[0] not in readable:
-                problems.append(f"{f.name}: {column} is {found[column]}")
+        ]
+        if found != expected_file:
+            problems.append(f"{f.key}: the staged file has columns {found}, not {expected_file}")
     staged = [tuple(row[:2]) for row in conn.execute("DESCRIBE staging_images").fetchall()]
     expected = [(name, sql_type) for name, (sql_type, _) in STAGING_COLUMNS.items()]
     if staged != expected:
@@ -121,18 +75,91 @@ def schema_problems(conn: duckdb.DuckDBPyConnection, files: Sequence[ParquetFile
     return problems
 
 
-def check_files_unchanged(files: Sequence[ParquetFile]) -> None:
-    """The view reads the verified files: refuse if any changed since (or is gone)."""
+def check_files_unchanged(files: Sequence[StagedFile]) -> None:
+    """The view reads the staged files: refuse if any changed since (or is gone)."""
     for f in files:
         if not f.unchanged():
             raise StaleInputError(
-                f"{f.path} changed since laion_parquet_files verified it: materialize "
-                "laion_parquet_files (and what follows) again"
+                f"the staged file of {f.key} changed since it was staged: materialize its "
+                "partition of source_files, then staging_images (and what follows) again"
             )
 
 
-def create_staging(conn: duckdb.DuckDBPyConnection, files: Sequence[ParquetFile]) -> int:
-    """Define `staging_images` over ``files``; returns its row count (from the manifest)."""
+def create_staging(conn: duckdb.DuckDBPyConnection, files: Sequence[StagedFile]) -> int:
+    """Define `staging_images` over ``files``; returns its row count (from their records)."""
     check_files_unchanged(files)
     conn.execute(staging_view_sql(files))
     return sum(f.rows for f in files)
+
+
+def stage_source_file(
+    layout: DataLayout,
+    profile: Profile,
+    entry: SourceEntry,
+    raw: Path,
+    sha256: str,
+    threads: int | None = None,
+) -> StagedFile:
+    """Stage the fetched copy ``raw`` of one source file into ``staging/files/`` and record
+    what it holds beside it; returns the record."""
+    target = layout.staged_parquet(entry.key)
+    rows = stage_file(raw, entry.key, profile, target, threads)
+    stat = target.stat()
+    staged = StagedFile(
+        key=entry.key,
+        path=str(target),
+        size=stat.st_size,
+        mtime_ns=stat.st_mtime_ns,
+        rows=rows.rows_kept,
+        rows_read=rows.rows_read,
+        sha256=sha256,
+        source_version=entry.version,
+        profile_digest=profile.digest,
+        missing_columns=tuple(rows.columns.missing),
+    )
+    staged.write(layout)
+    return staged
+
+
+def staged_files_of(
+    layout: DataLayout, listing: SourceListing, profile: Profile
+) -> list[StagedFile]:
+    """The staged file of every source file of ``listing``, in its order, each staged from
+    the listed version with this profile; else which partitions to materialize."""
+    files, missing = [], []
+    for entry in listing.entries:
+        staged = StagedFile.read(layout, entry.key)
+        if (
+            staged is None
+            or staged.source_version != entry.version
+            or staged.profile_digest != profile.digest
+            or not staged.unchanged()
+        ):
+            missing.append(entry.key)
+        else:
+            files.append(staged)
+    if missing:
+        raise StaleInputError(
+            f"{len(missing)} of {len(listing.entries)} source files are not staged at the "
+            f"observed revision ({', '.join(missing[:5])}{', ...' if len(missing) > 5 else ''}): "
+            "materialize those partitions of source_files (`make run` does, or a backfill in "
+            "the UI), then staging_images"
+        )
+    return files
+
+
+def remove_unlisted_staged_files(layout: DataLayout, listing: SourceListing) -> list[Path]:
+    """Delete the staged files (and their records) of source files no longer listed."""
+    kept = set()
+    for entry in listing.entries:
+        kept |= {layout.staged_parquet(entry.key), layout.staged_record(entry.key)}
+        kept.add(layout.staged_record(entry.key).with_suffix(".lock"))
+    # Hidden files are the partial writes of partitions staging now.
+    gone = [
+        p
+        for p in sorted(layout.staged_dir.glob("*"))
+        if p.is_file() and p not in kept and not p.name.startswith(".")
+    ]
+    for path in gone:
+        path.unlink(missing_ok=True)
+    return gone

@@ -14,7 +14,7 @@ from laion_pipeline.build_db import require_table
 from laion_pipeline.db import quote_identifier, sqlite_transaction
 from laion_pipeline.errors import StaleInputError
 from laion_pipeline.fts import SideIndex, fts_phrase, install_side_index
-from laion_pipeline.inputs import ParquetFile, ParquetManifest
+from laion_pipeline.inputs import StagedFile, StagingManifest
 from laion_pipeline.layout import DataLayout
 from laion_pipeline.progress import Progress
 from laion_pipeline.schema import IMAGE_COLUMNS
@@ -175,11 +175,11 @@ def build_entity_table(
     return [(row["name"], counts[row["name"]]) for row in rows]
 
 
-def staged_files(layout: DataLayout) -> tuple[ParquetFile, ...]:
+def staged_files(layout: DataLayout) -> tuple[StagedFile, ...]:
     """The parquet files ``staging_images`` reads, unchanged since they were verified."""
     if not layout.staging_db.exists():
         raise StaleInputError(f"{layout.staging_db} does not exist: materialize staging_images")
-    files = ParquetManifest.read(layout).files
+    files = StagingManifest.read(layout).files
     check_files_unchanged(files)
     return files
 
@@ -188,7 +188,7 @@ def load_images_and_index(
     layout: DataLayout,
     conn: sqlite3.Connection,
     duck: duckdb.DuckDBPyConnection,
-    files: Sequence[ParquetFile],
+    files: Sequence[StagedFile],
     with_index: bool,
     log: Any = None,
 ) -> LoadedImages:

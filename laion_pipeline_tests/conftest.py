@@ -11,12 +11,21 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
-from dagster import DagsterInstance, ExecuteInProcessResult, materialize
+from dagster import (
+    AssetKey,
+    AssetSelection,
+    DagsterInstance,
+    ExecuteInProcessResult,
+    materialize,
+)
+from dagster._core.definitions.observe import observe
 
-from laion_pipeline.definitions import all_asset_checks, all_assets
+from laion_pipeline.assets.sources import hf_dataset
+from laion_pipeline.definitions import all_asset_checks, all_assets, defs
 from laion_pipeline.layout import DataLayout
 from laion_pipeline.resources import build_resources
 from laion_pipeline.schema import LAION_ARROW_SCHEMA
+from laion_pipeline.sensors import stale_partitions
 
 
 def build(
@@ -27,16 +36,54 @@ def build(
     instance: DagsterInstance | None = None,
     **kwargs,
 ) -> ExecuteInProcessResult:
-    """Materialize every asset, and run every check, of the real definitions with resources
-    for ``env``, some replaced by ``resources``."""
+    """What `make run` does, in process, with the real definitions and resources for ``env``
+    (some replaced by ``resources``): observe the sources, materialize every stale or missing
+    partition of source_files (one run each), then every other asset and check (one run).
+    Returns the first run that failed, or the last one."""
     chosen = build_resources({"LAION_DATA_DIR": str(data_dir), **(env or {})})
     chosen.update(resources or {})
+    instance = instance or DagsterInstance.ephemeral()
+    raise_on_error = kwargs.pop("raise_on_error", True)
+    observed = observe_sources_job_result(chosen, instance, raise_on_error)
+    if not observed.success:
+        return observed
+    for key in partitions_to_stage(instance):
+        staged = materialize(
+            [*all_assets, *all_asset_checks],
+            resources=chosen,
+            instance=instance,
+            selection=[AssetKey("source_files")],
+            partition_key=key,
+            raise_on_error=raise_on_error,
+        )
+        if not staged.success:
+            return staged
+    selection = kwargs.pop("selection", None) or BUILD_SELECTION
     return materialize(
         [*all_assets, *all_asset_checks],
         resources=chosen,
-        instance=instance or DagsterInstance.ephemeral(),
+        instance=instance,
+        selection=selection,
+        raise_on_error=raise_on_error,
         **kwargs,
     )
+
+
+BUILD_SELECTION = AssetSelection.all() - AssetSelection.assets("source_files")
+
+
+def observe_sources_job_result(
+    resources: Mapping[str, object], instance: DagsterInstance, raise_on_error: bool = True
+) -> ExecuteInProcessResult:
+    """Observe hf_dataset: list the source files and register their partitions."""
+    return observe(
+        [hf_dataset], instance=instance, resources=resources, raise_on_error=raise_on_error
+    )
+
+
+def partitions_to_stage(instance: DagsterInstance) -> list[str]:
+    """The partitions of source_files that are missing or stale, in listing order."""
+    return stale_partitions(instance, defs.resolve_asset_graph())
 
 
 REPO_ROOT = Path(__file__).resolve().parents[1]

@@ -6,16 +6,16 @@ import sys
 from pathlib import Path
 
 import pytest
-from dagster import AssetKey
+from dagster import AssetKey, DynamicPartitionsDefinition
 
 from laion_pipeline.definitions import defs
 
 EXPECTED_DEPENDENCIES = {
     "hf_dataset": set(),
     "entity_sheets": set(),
-    "laion_parquet_files": {"hf_dataset"},
+    "source_files": {"hf_dataset"},
     "entity_csvs": {"entity_sheets"},
-    "staging_images": {"laion_parquet_files"},
+    "staging_images": {"source_files"},
     "domains": {"staging_images"},
     "images": {"domains"},
     "images_fts": {"images"},
@@ -71,7 +71,7 @@ def test_tables_publish_their_column_schema():
 KINDS = {"huggingface", "parquet", "duckdb", "sqlite", "csv", "datasette", "html"}
 GROUPS = {
     "sources": {"hf_dataset", "entity_sheets"},
-    "raw": {"laion_parquet_files", "entity_csvs"},
+    "raw": {"source_files", "entity_csvs"},
     "staging": {"staging_images"},
     "search_database": {"domains", "images", "images_fts", "artists", "celebrities", "characters"},
     "serving": {"published_database"},
@@ -96,8 +96,23 @@ def test_every_asset_has_a_layer_kinds_a_code_version_and_a_column_schema():
 
 
 @pytest.mark.fast
+def test_one_partition_per_source_file_for_the_source_and_its_staging():
+    graph = defs.resolve_asset_graph()
+    for name in ("hf_dataset", "source_files"):
+        partitions = graph.get(AssetKey(name)).partitions_def
+        assert isinstance(partitions, DynamicPartitionsDefinition), name
+        assert partitions.name == "source_files"
+    for name in set(EXPECTED_DEPENDENCIES) - {"hf_dataset", "source_files"}:
+        assert graph.get(AssetKey(name)).partitions_def is None, name
+    stage = defs.resolve_job_def("stage_source_files")
+    assert stage.partitions_def.name == "source_files"
+    assert defs.resolve_job_def("full_build").partitions_def is None
+
+
+@pytest.mark.fast
 def test_jobs_schedule_and_sensor():
     assert {job.name for job in defs.resolve_all_job_defs()} >= {
+        "stage_source_files",
         "full_build",
         "entity_refresh",
         "observe_sources",

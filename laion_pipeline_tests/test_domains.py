@@ -8,7 +8,7 @@ import pytest
 from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
-from laion_pipeline.staging import DOMAIN_SQL
+from laion_pipeline.ingest import domain_sql
 
 ODD_URLS = [
     "https://i.pinimg.com/originals/ab.jpg",
@@ -51,7 +51,8 @@ pytestmark = pytest.mark.fast
 def duckdb_domains(urls: list[str | None]) -> list[str]:
     conn = duckdb.connect()
     conn.register("url_table", pa.table({"URL": pa.array(urls, pa.string())}))
-    return [row[0] for row in conn.execute(f"SELECT {DOMAIN_SQL} FROM url_table").fetchall()]
+    sql = domain_sql('"URL"')
+    return [row[0] for row in conn.execute(f"SELECT {sql} FROM url_table").fetchall()]
 
 
 @pytest.mark.parametrize("url", ODD_URLS)

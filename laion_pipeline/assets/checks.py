@@ -21,7 +21,7 @@ from laion_pipeline.build_db import require_table
 from laion_pipeline.db import quote_identifier, sqlite_connect
 from laion_pipeline.errors import StaleInputError
 from laion_pipeline.fts import caption_index_mismatches
-from laion_pipeline.inputs import ParquetManifest
+from laion_pipeline.inputs import StagingManifest
 from laion_pipeline.layout import ENTITY_KINDS, DataLayout
 from laion_pipeline.metadata import markdown_list
 from laion_pipeline.release import current_release
@@ -85,7 +85,7 @@ def problems_result(found: list[str], **metadata: Any) -> AssetCheckResult:
 def laion_columns_and_types(
     laion_data: LaionData, staging_duckdb: DuckDBResource
 ) -> AssetCheckResult:
-    files = ParquetManifest.read(laion_data.layout).files
+    files = StagingManifest.read(laion_data.layout).files
     with staging_duckdb.get_connection() as conn:
         problems = schema_problems(conn, files)
     return problems_result(problems, problems=MetadataValue.md(markdown_list(problems) or "none"))
@@ -164,7 +164,7 @@ def row_count_problems(conn: sqlite3.Connection, staged: int) -> tuple[list[str]
 )
 def row_counts_match(laion_data: LaionData) -> AssetCheckResult:
     layout = laion_data.layout
-    staged = ParquetManifest.read(layout).rows
+    staged = StagingManifest.read(layout).rows
     with build_database(layout, "images", "images_fts_docsize") as conn:
         problems, counts = row_count_problems(conn, staged)
     return problems_result(problems, **counts)

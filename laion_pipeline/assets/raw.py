@@ -1,76 +1,86 @@
-"""Raw layer: the parquet files and the name lists, fetched and verified, not yet changed."""
+"""Raw layer: each source file fetched, verified and staged (one partition each), and the name
+lists, fetched and checked."""
 
 import hashlib
 import os
 from pathlib import Path
 from typing import Any
 
-from dagster import AssetExecutionContext, DataVersion, MaterializeResult, MetadataValue, asset
+from dagster import AssetExecutionContext, DataVersion, MaterializeResult, asset
 
 from laion_pipeline.assets.retries import retry_transient_errors
-from laion_pipeline.assets.sources import entity_lists_version, entity_sheets, hf_dataset
+from laion_pipeline.assets.sources import (
+    SOURCE_FILES,
+    entity_lists_version,
+    entity_sheets,
+    hf_dataset,
+)
 from laion_pipeline.files import write_atomic
-from laion_pipeline.inputs import (
-    ParquetManifest,
-    parse_entity_csv,
-    verify_parquet_files,
-)
+from laion_pipeline.inputs import SourceListing, parse_entity_csv
 from laion_pipeline.layout import ENTITY_KINDS
-from laion_pipeline.lock import data_dir_lock
-from laion_pipeline.metadata import StepTimer, file_metadata, markdown_table, table_schema
+from laion_pipeline.lock import data_dir_lock, staged_file_lock
+from laion_pipeline.metadata import StepTimer, file_metadata, table_schema
 from laion_pipeline.resources import EntityLists, LaionData, ParquetSource
-from laion_pipeline.schema import (
-    ENTITY_CSV_COLUMNS,
-    LAION_PARQUET_COLUMNS,
-)
+from laion_pipeline.schema import ENTITY_CSV_COLUMNS, STAGED_PARQUET_COLUMNS
+from laion_pipeline.staging import stage_source_file
 
 
 @asset(
     deps=[hf_dataset],
+    partitions_def=SOURCE_FILES,
     group_name="raw",
     kinds={"parquet"},
-    code_version="1",
-    metadata={"dagster/column_schema": table_schema(LAION_PARQUET_COLUMNS)},
+    code_version="2",
+    metadata={"dagster/column_schema": table_schema(STAGED_PARQUET_COLUMNS)},
 )
-def laion_parquet_files(
+def source_files(
     context: AssetExecutionContext, laion_data: LaionData, parquet_source: ParquetSource
 ) -> MaterializeResult:
-    """The LAION-Aesthetics v2 6+ parquet files this build reads, each checked for the LAION
-    columns and fingerprinted (size, rows, sha256). One row per image, about 12M in all for
-    the real dataset. Files already verified are not fetched again; when the hub does not
-    answer, the step is retried later with backoff. Its data version is a hash of the files'
-    contents."""
+    """One source file of the release, staged: downloaded (or copied from the local folder)
+    and verified against its size and sha256, its rows filtered by the profile (for
+    `aesthetics-v2-6plus`, `aesthetic >= LAION_MIN_AESTHETIC`), its columns found by the
+    profile's names and typed for SQLite (a column the file lacks is NULL), each row given
+    its domain and its row number in the file, written as our own parquet file in
+    `staging/files/`. The build never reads the source file again; with `LAION_KEEP_RAW=0`
+    the download is deleted once staged. Partitions run in parallel (`LAION_WORKERS`)."""
     timer = StepTimer()
     layout = laion_data.layout
-    with data_dir_lock(layout, context.log):
+    profile = laion_data.profile
+    key = context.partition_key
+    listing = SourceListing.read(layout)
+    entry = listing.entry(key)
+    with staged_file_lock(layout, key, context.log):
         with retry_transient_errors(context, parquet_source):
-            fetched = parquet_source.fetch(layout, context.log)
-            revision = fetched.revision
-            previous = None
-            if layout.parquet_manifest.exists():
-                previous = ParquetManifest.read(layout)
-            described = verify_parquet_files(fetched.files, layout, previous, fetched.known_sha256)
-        manifest = ParquetManifest(revision, described)
-        manifest.write(layout)
-        folder = Path(os.path.commonpath([f.source_path for f in described]))
-        return MaterializeResult(
-            data_version=DataVersion(manifest.version),
-            metadata={
-                **file_metadata(folder if folder.is_dir() else folder.parent),
-                **timer.metadata(),
-                "source": revision.kind,
-                "location": revision.location,
-                "revision": revision.revision,
-                "file_count": len(described),
-                "dagster/row_count": manifest.rows,
-                "files": MetadataValue.md(
-                    markdown_table(
-                        ["file", "rows", "bytes", "sha256"],
-                        [(f.name, f.rows, f.size, f.sha256) for f in described],
-                    )
-                ),
-            },
+            fetched = parquet_source.fetch(layout, profile, listing, entry, context.log)
+        threads = max(1, (os.cpu_count() or 1) // laion_data.parallel_files)
+        staged = stage_source_file(layout, profile, entry, fetched.path, fetched.sha256, threads)
+        if not laion_data.keep_raw:
+            fetched.path.unlink(missing_ok=True)
+            context.log.info(f"LAION_KEEP_RAW=0: deleted {fetched.path}")
+    context.log.info(
+        f"{key}: kept {staged.rows:,} of {staged.rows_read:,} rows"
+        + (f" ({profile.row_filter.description})" if profile.row_filter else "")
+        + (
+            f"; no {', '.join(staged.missing_columns)} (stored as NULL)"
+            if staged.missing_columns
+            else ""
         )
+    )
+    return MaterializeResult(
+        data_version=DataVersion(staged.data_version),
+        metadata={
+            **file_metadata(Path(staged.path)),
+            **timer.metadata(),
+            "dagster/row_count": staged.rows,
+            "rows_read": staged.rows_read,
+            "rows_kept": staged.rows,
+            "source_sha256": staged.sha256,
+            "profile": profile.name,
+            "filter": profile.row_filter.description if profile.row_filter else "none",
+            "missing_columns": ", ".join(staged.missing_columns) or "none",
+            "raw_kept": laion_data.keep_raw,
+        },
+    )
 
 
 @asset(

@@ -4,10 +4,21 @@ import hashlib
 import warnings
 from collections.abc import Mapping
 
-from dagster import BetaWarning, DataVersion, ObserveResult, observable_source_asset
+from dagster import (
+    BetaWarning,
+    DataVersion,
+    DataVersionsByPartition,
+    DynamicPartitionsDefinition,
+    ObserveResult,
+    OpExecutionContext,
+    observable_source_asset,
+)
 
+from laion_pipeline.assets.retries import retry_transient_errors
+from laion_pipeline.inputs import SourceEntry
 from laion_pipeline.layout import ENTITY_KINDS
 from laion_pipeline.metadata import table_schema
+from laion_pipeline.profiles import Profile
 from laion_pipeline.resources import EntityLists, LaionData, ParquetSource
 from laion_pipeline.schema import ENTITY_CSV_COLUMNS, LAION_PARQUET_COLUMNS
 
@@ -25,26 +36,57 @@ def entity_lists_version(lists: Mapping[str, bytes]) -> str:
     return digest.hexdigest()[:16]
 
 
+# One partition per source file (its path in the repo or folder), added and removed as the
+# listing of `hf_dataset` changes.
+SOURCE_FILES = DynamicPartitionsDefinition(name="source_files")
+
+
+def partition_version(entry: SourceEntry, profile: Profile) -> str:
+    """The observed version of one source file's partition: its content's version and what the
+    profile makes of it, so a changed file or a changed filter marks just that partition (or
+    all of them) stale."""
+    return hashlib.sha256(f"{entry.version}\0{profile.digest}".encode()).hexdigest()[:16]
+
+
 @observable_source_asset(
     group_name="sources",
+    partitions_def=SOURCE_FILES,
     # Kinds as tags: observable_source_asset has no kinds= parameter.
     tags={"dagster/kind/huggingface": "", "dagster/kind/parquet": ""},
+    # The 2022 layout (profile 6plus); other profiles map their own names onto these columns.
     metadata={"dagster/column_schema": table_schema(LAION_PARQUET_COLUMNS)},
     description=(
-        "The LAION-Aesthetics v2 6+ dataset at a pinned revision. Its data version is the exact "
-        "revision (the Hub commit sha, or a fingerprint of the sample or local files), so assets "
-        "built from an older revision show as stale."
+        "The source files of the release chosen by `LAION_PROFILE`, one partition each: the "
+        "files of the dataset repo at its revision (or of the sample or local folder) that "
+        "the profile wants. Observing it lists them (in `raw/source_files.json`), adds a "
+        "partition for each new file and removes those of files that are gone; each "
+        "partition's data version is its file's content version (sha256, git blob id or "
+        "ETag, or size and time for a local folder) with the profile's filter, so a new "
+        "revision in which 3 files changed makes just those 3 partitions stale. A gated repo "
+        "without access fails here, before anything is downloaded."
     ),
 )
-def hf_dataset(laion_data: LaionData, parquet_source: ParquetSource) -> ObserveResult:
-    revision = parquet_source.observe(laion_data.layout)
-    return ObserveResult(
-        data_version=DataVersion(revision.revision),
-        metadata={
-            "source": revision.kind,
-            "location": revision.location,
-            "revision": revision.revision,
-        },
+def hf_dataset(
+    context: OpExecutionContext, laion_data: LaionData, parquet_source: ParquetSource
+) -> DataVersionsByPartition:
+    layout = laion_data.layout
+    profile = laion_data.profile
+    with retry_transient_errors(context, parquet_source):
+        listing = parquet_source.listing(layout, profile, context.log)
+    listing.write(layout)
+    keys = [entry.key for entry in listing.entries]
+    instance = context.instance
+    known = set(instance.get_dynamic_partitions(SOURCE_FILES.name))
+    instance.add_dynamic_partitions(SOURCE_FILES.name, [k for k in keys if k not in known])
+    for gone in sorted(known - set(keys)):
+        instance.delete_dynamic_partition(SOURCE_FILES.name, gone)
+    context.log.info(
+        f"{listing.source.kind} {listing.source.location} at {listing.source.revision}: "
+        f"{len(keys)} files for profile {profile.name}"
+        + (f" (keeping {profile.row_filter.description})" if profile.row_filter else "")
+    )
+    return DataVersionsByPartition(
+        {entry.key: partition_version(entry, profile) for entry in listing.entries}
     )
 
 

@@ -2,58 +2,65 @@
 
 from dagster import (
     AssetExecutionContext,
+    DataVersion,
     MaterializeResult,
     MetadataValue,
     asset,
 )
 from dagster_duckdb import DuckDBResource
 
-from laion_pipeline.assets.raw import laion_parquet_files
-from laion_pipeline.inputs import ParquetManifest
+from laion_pipeline.assets.raw import source_files
+from laion_pipeline.inputs import SourceListing, StagingManifest
 from laion_pipeline.lock import data_dir_lock
 from laion_pipeline.metadata import (
     StepTimer,
     column_lineage,
     file_metadata,
+    markdown_list,
     markdown_table,
     table_schema,
 )
 from laion_pipeline.resources import LaionData
-from laion_pipeline.schema import LAION_COLUMNS
-from laion_pipeline.staging import STAGING_COLUMNS, create_staging, schema_problems
+from laion_pipeline.staging import (
+    STAGING_COLUMNS,
+    create_staging,
+    remove_unlisted_staged_files,
+    schema_problems,
+    staged_files_of,
+)
 
 PREVIEW = ["id", "domain", "url", "text"]
 
 
-# Where each staged column comes from in the parquet files.
+# Where each staged column comes from.
 STAGING_LINEAGE = column_lineage(
-    {
-        staged: [("laion_parquet_files", source)]
-        for staged, source in zip(
-            [c for c in STAGING_COLUMNS if c != "id"], [*LAION_COLUMNS, "URL"], strict=True
-        )
-    }
+    {name: [("source_files", name if name != "id" else "source_row")] for name in STAGING_COLUMNS}
 )
 
 
 @asset(
-    deps=[laion_parquet_files],
+    deps=[source_files],
     group_name="staging",
     kinds={"duckdb", "parquet"},
-    code_version="1",
+    code_version="2",
     metadata={"dagster/column_schema": table_schema(STAGING_COLUMNS)},
 )
 def staging_images(
     context: AssetExecutionContext, laion_data: LaionData, staging_duckdb: DuckDBResource
 ) -> MaterializeResult:
-    """Every image row of the parquet files in file order, typed for SQLite (sizes as
-    integers, NaN as NULL, hash as text) with ``domain``: the URL's host exactly as Python's
-    ``urlparse(url).netloc`` gives it. A DuckDB view in ``staging/laion.duckdb`` over the
-    verified parquet files: the rows stream from parquet to SQLite without a second copy."""
+    """Every kept image row of the staged source files, in file order, numbered 1..N (the
+    SQLite rowid), typed for SQLite (sizes as integers, NaN as NULL, hash as text) with
+    ``domain``: the URL's host exactly as Python's ``urlparse(url).netloc`` gives it. A DuckDB
+    view in ``staging/laion.duckdb`` over the staged files of the observed listing: the rows
+    stream from parquet to SQLite without a second copy. Fails, naming them, when some source
+    files are not staged at the observed revision."""
     timer = StepTimer()
     layout = laion_data.layout
+    profile = laion_data.profile
     with data_dir_lock(layout, context.log):
-        files = ParquetManifest.read(layout).files
+        listing = SourceListing.read(layout)
+        files = staged_files_of(layout, listing, profile)
+        manifest = StagingManifest(listing.source, profile.summary, tuple(files))
         layout.staging_db.parent.mkdir(parents=True, exist_ok=True)
         with staging_duckdb.get_connection() as conn:
             rows = create_staging(conn, files)
@@ -65,13 +72,40 @@ def staging_images(
                     f"SELECT {', '.join(PREVIEW)} FROM staging_images LIMIT 5"
                 ).fetchall()
             )
-        context.log.info(f"staging_images: {rows:,} rows over {len(files)} parquet files")
+        manifest.write(layout)
+        for gone in remove_unlisted_staged_files(layout, listing):
+            context.log.info(f"removed {gone.name}: its source file is no longer listed")
+        missing = sorted({c for f in files for c in f.missing_columns})
+        context.log.info(
+            f"staging_images: {rows:,} rows kept of {manifest.rows_read:,} read, over "
+            f"{len(files)} source files"
+        )
         return MaterializeResult(
+            data_version=DataVersion(manifest.version),
             metadata={
                 **file_metadata(layout.staging_db),
                 **timer.metadata(),
                 "dagster/row_count": rows,
+                "rows_read": manifest.rows_read,
+                "file_count": len(files),
+                "source": listing.source.kind,
+                "location": listing.source.location,
+                "revision": listing.source.revision,
+                "profile": profile.name,
+                "filter": profile.row_filter.description if profile.row_filter else "none",
+                "missing_columns": MetadataValue.md(
+                    markdown_list(
+                        [f"{c}: not in the source files, stored as NULL" for c in missing]
+                    )
+                    or "none"
+                ),
                 "dagster/column_lineage": STAGING_LINEAGE,
+                "files": MetadataValue.md(
+                    markdown_table(
+                        ["file", "rows read", "rows kept", "sha256"],
+                        [(f.key, f.rows_read, f.rows, f.sha256) for f in files],
+                    )
+                ),
                 "preview": MetadataValue.md(markdown_table(PREVIEW, preview)),
-            }
+            },
         )
