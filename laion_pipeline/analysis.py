@@ -81,8 +81,8 @@ SELECT
     aesthetic, width, height, punsafe, pwatermark,
     count(*),
     avg(score),
-    count_if(unsafe > {FLAG_THRESHOLD}),
-    count_if(watermark > {FLAG_THRESHOLD})
+    coalesce(count_if(unsafe > {FLAG_THRESHOLD}), 0),
+    coalesce(count_if(watermark > {FLAG_THRESHOLD}), 0)
 FROM binned
 GROUP BY GROUPING SETS ((aesthetic), (width), (height), (punsafe), (pwatermark), ())
 """

@@ -278,6 +278,106 @@ def generate(
         return list(pool.map(_write_file, *zip(*jobs, strict=True)))
 
 
+# The shapes of today's releases (DESIGN.md, "Sources"), made from the 2022 columns.
+RELEASE_SHAPES = ("aesthetics-v2", "relaion2b-en", "laion2b-en-aesthetic")
+
+
+def release_shaped(table: pa.Table, shape: str, seed: str) -> pa.Table:
+    """A batch of 2022-shaped rows in the columns and types of another release: Spark's files
+    of ``laion/aesthetics_v2_4.5`` (scores from 4.5, about 1% at 6 or more), Re-LAION 2B
+    (``url``, ``caption``, the copy's and the original's sizes as int32, no scores) or
+    ``laion/laion2B-en-aesthetic`` (the v1 ``aesthetic`` score)."""
+    rng = random.Random(seed)
+    n = table.num_rows
+    if shape == "aesthetics-v2":
+        # 4.5 plus an exponential tail: P(score >= 6) = exp(-1.5 * 3.07), about 1%.
+        scores = [4.5 + rng.expovariate(3.07) for _ in range(n)]
+        return pa.table(
+            {
+                "URL": table["URL"],
+                "TEXT": table["TEXT"].cast(pa.large_string()),
+                "WIDTH": table["WIDTH"],
+                "HEIGHT": table["HEIGHT"],
+                "similarity": table["similarity"],
+                "punsafe": table["punsafe"],
+                "pwatermark": table["pwatermark"],
+                "AESTHETIC_SCORE": pa.array(scores, pa.float32()),
+                "hash": table["hash"],
+            }
+        )
+    if shape == "relaion2b-en":
+        original = [None if w is None or w != w else int(w) for w in table["WIDTH"].to_pylist()]
+        heights = [None if h is None or h != h else int(h) for h in table["HEIGHT"].to_pylist()]
+        return pa.table(
+            {
+                "url": table["URL"],
+                "caption": table["TEXT"].dictionary_encode(),
+                "key": pa.array([f"{seed}-{i:09d}" for i in range(n)]),
+                "status": pa.array(["success"] * n),
+                "error_message": pa.nulls(n, pa.string()),
+                "width": pa.array([min(w, 256) if w else w for w in original], pa.int32()),
+                "height": pa.array([min(h, 256) if h else h for h in heights], pa.int32()),
+                "original_width": pa.array(original, pa.int32()),
+                "original_height": pa.array(heights, pa.int32()),
+                "exif": pa.nulls(n, pa.string()),
+                "md5": pa.array([f"{rng.getrandbits(128):032x}" for _ in range(n)]),
+            }
+        )
+    if shape == "laion2b-en-aesthetic":
+        return pa.table(
+            {
+                "URL": table["URL"],
+                "TEXT": table["TEXT"],
+                "WIDTH": table["WIDTH"],
+                "HEIGHT": table["HEIGHT"],
+                "similarity": table["similarity"],
+                "hash": table["hash"],
+                "punsafe": table["punsafe"].cast(pa.float64()),
+                "pwatermark": table["pwatermark"].cast(pa.float64()),
+                "aesthetic": pa.array([rng.uniform(3.0, 7.5) for _ in range(n)], pa.float64()),
+            }
+        )
+    raise ValueError(f"unknown release shape {shape!r}: one of {', '.join(RELEASE_SHAPES)}")
+
+
+def _write_part(path: Path, count: int, seed: str, names: Sequence[str], shape: str) -> Path:
+    maker = _RowMaker(seed, names, count)
+    table = release_shaped(maker.batch(count), shape, seed)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    pq.write_table(table, path, compression="snappy", row_group_size=100_000)
+    # Spark writes a checksum file beside each part, and _SUCCESS when the job is done.
+    path.with_name(f".{path.name}.crc").write_bytes(hashlib.sha1(path.read_bytes()).digest())
+    return path
+
+
+def generate_release(
+    out_dir: Path,
+    shape: str,
+    rows: int,
+    *,
+    files: int = 4,
+    seed: int = 2024,
+    names: Sequence[str] = (),
+    workers: int = 1,
+) -> list[Path]:
+    """Write ``rows`` rows shaped like ``shape`` as Spark part files
+    (``part-0000N-<uuid>-c000.snappy.parquet``, a ``.crc`` beside each, and ``_SUCCESS``)."""
+    per_file = [rows // files + (1 if n < rows % files else 0) for n in range(files)]
+    run = hashlib.sha256(f"{shape}:{seed}".encode()).hexdigest()
+    uuid = f"{run[:8]}-{run[8:12]}-{run[12:16]}-{run[16:20]}-{run[20:32]}"
+    jobs = [
+        (out_dir / f"part-{n:05d}-{uuid}-c000.snappy.parquet", count, f"{seed}:{n}", names, shape)
+        for n, count in enumerate(per_file)
+    ]
+    if workers <= 1:
+        paths = [_write_part(*job) for job in jobs]
+    else:
+        with ProcessPoolExecutor(max_workers=workers) as pool:
+            paths = list(pool.map(_write_part, *zip(*jobs, strict=True)))
+    (out_dir / "_SUCCESS").write_bytes(b"")
+    return paths
+
+
 def main(argv: Sequence[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", type=Path, default=SAMPLE_DIR, help="output folder")

@@ -34,17 +34,20 @@ def build(
     *,
     resources: Mapping[str, object] | None = None,
     instance: DagsterInstance | None = None,
+    runs: list[ExecuteInProcessResult] | None = None,
     **kwargs,
 ) -> ExecuteInProcessResult:
     """What `make run` does, in process, with the real definitions and resources for ``env``
     (some replaced by ``resources``): observe the sources, materialize every stale or missing
     partition of source_files (one run each), then every other asset and check (one run).
-    Returns the first run that failed, or the last one."""
+    Returns the first run that failed, or the last one; ``runs`` collects every run."""
+    runs = [] if runs is None else runs
     chosen = build_resources({"LAION_DATA_DIR": str(data_dir), **(env or {})})
     chosen.update(resources or {})
     instance = instance or DagsterInstance.ephemeral()
     raise_on_error = kwargs.pop("raise_on_error", True)
     observed = observe_sources_job_result(chosen, instance, raise_on_error)
+    runs.append(observed)
     if not observed.success:
         return observed
     for key in partitions_to_stage(instance):
@@ -56,10 +59,11 @@ def build(
             partition_key=key,
             raise_on_error=raise_on_error,
         )
+        runs.append(staged)
         if not staged.success:
             return staged
     selection = kwargs.pop("selection", None) or BUILD_SELECTION
-    return materialize(
+    result = materialize(
         [*all_assets, *all_asset_checks],
         resources=chosen,
         instance=instance,
@@ -67,6 +71,8 @@ def build(
         raise_on_error=raise_on_error,
         **kwargs,
     )
+    runs.append(result)
+    return result
 
 
 BUILD_SELECTION = AssetSelection.all() - AssetSelection.assets("source_files")

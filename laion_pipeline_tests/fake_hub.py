@@ -40,6 +40,11 @@ class FakeHub:
     api_faults: list[str] = field(default_factory=list)
     seen: list[Seen] = field(default_factory=list)
     use_lfs: bool = True
+    # False: the listing gives file names only (no sizes, no hashes), as some mirrors do.
+    listing_details: bool = True
+    # Gated repos and the one token that has accepted their terms: files answer 401 without a
+    # token and 403 with another one (the listing still answers, as the real hub's does).
+    gated: dict[str, str] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         api, resolve = re.compile(r"^/api/datasets/.+"), re.compile(r"^/datasets/.+")
@@ -93,6 +98,9 @@ class FakeHub:
             return self._error("RevisionNotFound")
         siblings = []
         for path, content in sorted(self.commits[sha].items()):
+            if not self.listing_details:
+                siblings.append({"rfilename": path})
+                continue
             sibling = {"rfilename": path, "size": len(content), "blobId": git_blob_id(content)}
             if self.use_lfs:
                 digest = hashlib.sha256(content).hexdigest()
@@ -107,6 +115,15 @@ class FakeHub:
         if not match or match.group(1) not in self.branches:
             return self._error("RepoNotFound", 401)
         repo, ref, path = match.group(1), unquote(match.group(2)), unquote(match.group(3))
+        if repo in self.gated:
+            offered = request.headers.get("Authorization", "")
+            if offered != f"Bearer {self.gated[repo]}":
+                status = 403 if offered else 401
+                return Response(
+                    "Access to this dataset is restricted",
+                    status=status,
+                    headers={"X-Error-Code": "GatedRepo", "X-Error-Message": "restricted"},
+                )
         sha = self._sha(repo, ref)
         if sha is None:
             return self._error("RevisionNotFound")
