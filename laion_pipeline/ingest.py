@@ -102,9 +102,9 @@ def find_columns(profile: Profile, label: str, found: dict[str, str]) -> FileCol
         sources[target] = source
     if missing:
         raise InvalidInputError(
-            f"{label} lacks the columns {', '.join(missing)} of profile {profile.name} (it has "
-            f"{', '.join(found)}): point the source at files of that release, or choose the "
-            "profile of these files with LAION_PROFILE"
+            f"{label} lacks the LAION columns {', '.join(missing)} of profile {profile.name} "
+            f"(it has {', '.join(found)}): point the source at files of that release, or "
+            "choose the profile of these files with LAION_PROFILE"
         )
     if wrong:
         raise InvalidInputError(f"{label}: {'; '.join(wrong)}")

@@ -53,6 +53,10 @@ class SourceListing:
             "hf_dataset again (its partitions follow the listing)"
         )
 
+    def label(self, key: str) -> str:
+        """How messages name a source file: its folder or repo, and its path there."""
+        return f"{self.source.location}/{key}"
+
     def write(self, layout: DataLayout) -> None:
         write_json_atomic(layout.source_listing, asdict(self))
 

@@ -7,6 +7,7 @@ from dagster import (
     DagsterRunStatus,
     DefaultSensorStatus,
     RunRequest,
+    RunsFilter,
     RunStatusSensorContext,
     SkipReason,
     run_status_sensor,
@@ -16,9 +17,10 @@ from dagster import (
 from dagster._core.asset_graph_view.asset_graph_view import AssetGraphView, TemporalContext
 from dagster._core.definitions.assets.graph.base_asset_graph import BaseAssetGraph
 from dagster._core.definitions.data_version import CachingStaleStatusResolver, StaleStatus
+from dagster._core.storage.dagster_run import IN_PROGRESS_RUN_STATUSES
 from dagster._time import get_current_datetime
 
-from laion_pipeline.jobs import observe_sources_job, refresh_stale_job
+from laion_pipeline.jobs import observe_sources_job, refresh_stale_job, stage_source_files_job
 
 SOURCE_FILES_KEY = AssetKey("source_files")
 
@@ -60,17 +62,39 @@ def assets_to_refresh(instance: DagsterInstance, asset_graph: BaseAssetGraph) ->
 @run_status_sensor(
     name="refresh_stale_assets",
     run_status=DagsterRunStatus.SUCCESS,
-    monitored_jobs=[observe_sources_job],
-    request_job=refresh_stale_job,
+    monitored_jobs=[observe_sources_job, stage_source_files_job],
+    request_jobs=[stage_source_files_job, refresh_stale_job],
     minimum_interval_seconds=10,
     default_status=DefaultSensorStatus.RUNNING,
     description="When observe_sources succeeds (the weekly_refresh schedule, or by hand), "
-    "starts refresh_stale with the assets that are stale or missing and their downstream "
-    "assets; skips when everything is up to date.",
+    "starts a stage_source_files run for each source file that is new or changed; when the "
+    "last of those succeeds (or none was needed), starts refresh_stale with the assets that "
+    "are stale or missing and their downstream assets; skips when everything is up to date.",
 )
-def refresh_stale_assets(context: RunStatusSensorContext) -> RunRequest | SkipReason:
-    keys = assets_to_refresh(context.instance, context.repository_def.asset_graph)
+def refresh_stale_assets(context: RunStatusSensorContext) -> list[RunRequest] | SkipReason:
+    instance, graph = context.instance, context.repository_def.asset_graph
+    finished = context.dagster_run
+    if finished.job_name == observe_sources_job.name:
+        partitions = stale_partitions(instance, graph)
+        if partitions:
+            context.log.info(f"staging {len(partitions)} new or changed source files")
+            return [
+                RunRequest(
+                    run_key=f"{finished.run_id}:{key}",
+                    job_name=stage_source_files_job.name,
+                    partition_key=key,
+                )
+                for key in partitions
+            ]
+    elif instance.get_runs(
+        RunsFilter(job_name=stage_source_files_job.name, statuses=IN_PROGRESS_RUN_STATUSES),
+        limit=1,
+    ) or stale_partitions(instance, graph):
+        return SkipReason("source files are still being staged")
+    keys = assets_to_refresh(instance, graph)
     if not keys:
         return SkipReason("every asset is up to date with the sources and the code")
     context.log.info(f"refreshing {', '.join(k.to_user_string() for k in keys)}")
-    return RunRequest(run_key=context.dagster_run.run_id, asset_selection=keys)
+    return [
+        RunRequest(run_key=finished.run_id, job_name=refresh_stale_job.name, asset_selection=keys)
+    ]

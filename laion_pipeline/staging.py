@@ -95,6 +95,7 @@ def create_staging(conn: duckdb.DuckDBPyConnection, files: Sequence[StagedFile])
 def stage_source_file(
     layout: DataLayout,
     profile: Profile,
+    listing: SourceListing,
     entry: SourceEntry,
     raw: Path,
     sha256: str,
@@ -103,7 +104,7 @@ def stage_source_file(
     """Stage the fetched copy ``raw`` of one source file into ``staging/files/`` and record
     what it holds beside it; returns the record."""
     target = layout.staged_parquet(entry.key)
-    rows = stage_file(raw, entry.key, profile, target, threads)
+    rows = stage_file(raw, listing.label(entry.key), profile, target, threads)
     stat = target.stat()
     staged = StagedFile(
         key=entry.key,

@@ -46,7 +46,7 @@ def test_bench_reports_every_stage_of_our_build(tmp_path):
     report = (tmp_path / "bench.md").read_text()
     assert "### 3,000 rows" in report and "Machine: " in report
     for stage in (
-        "laion_parquet_files",
+        "source_files",
         "staging_images",
         "domains",
         "images_and_index",
@@ -62,6 +62,21 @@ def test_bench_reports_every_stage_of_our_build(tmp_path):
     assert "published db" in report
     assert "Published (the new database served) after " in report
     assert "| published_database_published_database_matches_manifest |" in report
+
+
+def test_bench_of_the_staging_step_on_todays_releases(tmp_path):
+    (tmp_path / "bench.md").write_text("# Benchmarks\n\n### 3,000 rows\n\nthe build's\n")
+    done = bench(tmp_path, "--staging")
+    assert done.returncode == 0, done.stderr[-3000:]
+    report = (tmp_path / "bench.md").read_text()
+    heading = "### 3,000 rows of today's releases: the filter and staging step, one core"
+    assert report.count(heading) == 1
+    assert "the build's" in report  # the build's section of the same size stays
+    for shape in ("aesthetics-v2 (aesthetics-v2-6plus)", "relaion2b-en (relaion2b-en)"):
+        (line,) = [line for line in report.splitlines() if line.startswith(f"| {shape} |")]
+        files, read, kept = (int(v.replace(",", "")) for v in line.split("|")[2:5])
+        assert (files, read) == (4, 3000)
+        assert 0 < kept < 300 if shape.startswith("aesthetics") else kept == 3000
 
 
 @pytest.mark.skipif(

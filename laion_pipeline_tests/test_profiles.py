@@ -87,16 +87,16 @@ aesthetic = ["score"]
     ],
 )
 def test_a_wrong_profile_setting_names_the_variable(env, message):
-    resources = build_resources(env)
     with pytest.raises(ConfigurationError, match=message):
-        resources["laion_data"].profile
-        resources["parquet_source"].listing(None, None)
+        _ = build_resources(env)["laion_data"].profile
 
 
 def test_a_bad_profile_file_names_the_file_and_the_key(tmp_path):
     own = tmp_path / "bad.toml"
     own.write_text('[x]\nrepo = "a/b"\ncolumns = { caption = ["TEXT"] }\n')
-    with pytest.raises(ConfigurationError, match=r"profile 'x' in .*bad.toml: columns names caption"):
+    with pytest.raises(
+        ConfigurationError, match=r"profile 'x' in .*bad.toml: columns names caption"
+    ):
         load_profiles(str(own))
 
 
@@ -125,7 +125,9 @@ def test_the_types_releases_use_are_all_read(tmp_path, text_type, size_type, sco
     )
     staged = stage_file(raw, "part.parquet", profile, tmp_path / "out.parquet")
     rows = pq.read_table(tmp_path / "out.parquet").to_pylist()
-    assert [(r["text"], r["width"], r["aesthetic"], r["domain"], r["source_row"]) for r in rows] == [
+    assert [
+        (r["text"], r["width"], r["aesthetic"], r["domain"], r["source_row"]) for r in rows
+    ] == [
         ("a cat", 640, 6.0, "A.example:80", 0),
         ("a bird", 1024, 7.25, "", 2),
     ]
@@ -139,7 +141,7 @@ def test_a_file_without_a_required_column_names_it_and_its_columns(tmp_path):
     with pytest.raises(InvalidInputError) as error:
         stage_file(raw, "part-00007.parquet", profile, tmp_path / "out.parquet")
     assert str(error.value).startswith(
-        "part-00007.parquet lacks the columns caption or TEXT of profile relaion2b-en "
+        "part-00007.parquet lacks the LAION columns caption or TEXT of profile relaion2b-en "
         "(it has url, alt_text)"
     )
     assert not (tmp_path / "out.parquet").exists()
@@ -149,7 +151,9 @@ def test_text_of_the_wrong_type_is_refused(tmp_path):
     profile = choose_profile("relaion2b-en", "huggingface", None, {})
     raw = tmp_path / "p.parquet"
     pq.write_table(pa.table({"url": ["http://a/"], "caption": [17]}), raw)
-    with pytest.raises(InvalidInputError, match=r"p.parquet: caption is BIGINT \(text needs text\)"):
+    with pytest.raises(
+        InvalidInputError, match=r"p.parquet: caption is BIGINT \(text needs text\)"
+    ):
         stage_file(raw, "p.parquet", profile, tmp_path / "out.parquet")
 
 
@@ -173,6 +177,6 @@ def test_a_missing_partition_file_is_not_left_half_written(tmp_path: Path):
     profile = choose_profile("6plus", "sample", None, {})
     raw = tmp_path / "broken.parquet"
     raw.write_bytes(b"PAR1 not really")
-    with pytest.raises(InvalidInputError, match="broken.parquet is not a readable parquet file"):
+    with pytest.raises(InvalidInputError, match=r"broken\.parquet is not a readable parquet file"):
         stage_file(raw, "broken.parquet", profile, tmp_path / "out.parquet")
     assert list(tmp_path.iterdir()) == [raw]

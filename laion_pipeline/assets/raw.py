@@ -53,7 +53,9 @@ def source_files(
         with retry_transient_errors(context, parquet_source):
             fetched = parquet_source.fetch(layout, profile, listing, entry, context.log)
         threads = max(1, (os.cpu_count() or 1) // laion_data.parallel_files)
-        staged = stage_source_file(layout, profile, entry, fetched.path, fetched.sha256, threads)
+        staged = stage_source_file(
+            layout, profile, listing, entry, fetched.path, fetched.sha256, threads
+        )
         if not laion_data.keep_raw:
             fetched.path.unlink(missing_ok=True)
             context.log.info(f"LAION_KEEP_RAW=0: deleted {fetched.path}")
