@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 export DAGSTER_HOME ?= $(CURDIR)/.dagster_home
 
-.PHONY: install run test test-fast lint dev serve rollback bench bench-search bench-tools clean
+.PHONY: install run test test-fast lint dev serve rollback bench bench-staging bench-search bench-tools clean
 
 install: $(STAMP)
 
@@ -19,9 +19,10 @@ $(DAGSTER_HOME)/dagster.yaml: dagster_home.yaml
 	mkdir -p $(DAGSTER_HOME)
 	cp dagster_home.yaml $@
 
-## Launch the full_build job (observe the sources, materialize every asset, run every check) as
-## one Dagster run of the instance in $(DAGSTER_HOME), as the UI would (it is listed under the
-## job), wait for it, then say where the database and its analysis are.
+## Observe the sources, stage each new or changed source file (a run of stage_source_files
+## per file, LAION_WORKERS at a time), then launch the full_build job (every other asset and
+## check) as a Dagster run of the instance in $(DAGSTER_HOME), as the UI would, wait for it,
+## and say where the database and its analysis are.
 run: $(STAMP) $(DAGSTER_HOME)/dagster.yaml
 	$(BIN)/python -m laion_pipeline run --job full_build --workspace workspace.yaml
 
@@ -64,6 +65,11 @@ ROWS ?= 1000000
 BENCH_FLAGS ?= --seed-recipe
 bench: $(STAMP) bench-tools
 	$(BIN)/python -m laion_pipeline.bench --rows $(ROWS) $(BENCH_FLAGS) --report docs/benchmarks.md
+
+## The filter and staging step alone, one core, on ROWS rows shaped like today's releases
+## (aesthetics v2 before the 6+ filter, Re-LAION 2B): rows per second per core.
+bench-staging: $(STAMP)
+	$(BIN)/python -m laion_pipeline.bench --staging --rows $(ROWS) --report docs/benchmarks.md
 
 ## Time searches through Datasette on the database the last `make bench` built (ROWS rows).
 bench-search: $(STAMP)

@@ -246,16 +246,10 @@ def test_an_analysis_of_other_staged_files_than_the_published_ones_fails_clearly
     local.mkdir()
     first = sorted((SAMPLE_DIR / "data").glob("*.parquet"))[0]
     shutil.copy(first, local / first.name)
-    resources = build_resources(
-        {"LAION_DATA_DIR": str(data), "LAION_SOURCE": "local", "LAION_LOCAL_DIR": str(local)}
-    )
+    env = {"LAION_DATA_DIR": str(data), "LAION_SOURCE": "local", "LAION_LOCAL_DIR": str(local)}
+    resources = build_resources(env)
     instance = DagsterInstance.ephemeral()
-    staged = materialize(
-        [*all_assets, *all_asset_checks],
-        resources=resources,
-        instance=instance,
-        selection=["laion_parquet_files", "staging_images"],
-    )
+    staged = build(data, env, instance=instance, selection=["staging_images"])
     assert staged.success
     before = (moved.report_dir / "analysis.json").read_bytes()
     result = materialize(

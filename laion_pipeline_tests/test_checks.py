@@ -33,20 +33,25 @@ def materialized(result) -> set[str]:
     return {e.asset_key.to_user_string() for e in result.get_asset_materialization_events()}
 
 
-def test_a_retyped_column_fails_the_blocking_schema_check_and_stops_the_build(tmp_path):
+def test_a_retyped_column_fails_its_file_and_stops_the_build(tmp_path):
     table = pa.Table.from_pylist([row(i) for i in range(20)], LAION_ARROW_SCHEMA)
     table = table.set_column(1, "TEXT", pa.array(range(20), pa.int64()))  # captions as numbers
     (tmp_path / "parquet").mkdir()
     pq.write_table(table, tmp_path / "parquet" / "a.parquet")
     result = build(tmp_path / "data", local(tmp_path / "parquet"), raise_on_error=False)
     assert not result.success
-    check = evaluations(result)[("staging_images", "laion_columns_and_types")]
-    assert not check.passed
-    assert check.severity == AssetCheckSeverity.ERROR
-    assert "a.parquet: TEXT is BIGINT" in check.description
-    assert "blocking asset check failed" in failure_text(result)
-    assert "domains" not in materialized(result)
+    assert "a.parquet: TEXT is BIGINT (text needs text)" in failure_text(result)
+    assert materialized(result) == set()
     assert not DataLayout(tmp_path / "data").published_db.exists()
+
+
+def test_the_schema_check_passes_on_the_staged_files(sample_build):
+    from laion_pipeline.assets.checks import laion_columns_and_types
+    from laion_pipeline.resources import build_resources
+
+    resources = build_resources({"LAION_DATA_DIR": str(sample_build.root)})
+    result = laion_columns_and_types(resources["laion_data"], resources["staging_duckdb"])
+    assert result.passed
 
 
 def test_many_empty_captions_warn_but_the_build_goes_on(tmp_path):

@@ -151,7 +151,8 @@ def test_a_source_file_changed_during_a_build_never_reaches_it(
     assert building.wait(timeout=300) == 0
 
     manifest = json.loads(layout.manifest_json.read_text())
-    read = {"name": first.name, "rows": len(original), "sha256": sha256}
+    key = first.relative_to(source).as_posix()
+    read = {"name": key, "rows_read": len(original), "rows": len(original), "sha256": sha256}
     assert manifest["parquet_files"][0] == read
     conn = sqlite3.connect(f"{layout.published_db.as_uri()}?mode=ro", uri=True)
     loaded = [t for (t,) in conn.execute("SELECT text FROM images LIMIT ?", (len(original),))]
