@@ -391,7 +391,7 @@ class HubClient:
             files.append(HubFile(sibling.rfilename, size, sha256, blob_id))
         if not files:
             raise HubError(
-                f"{self.repo_id} at {self.revision} ({info.sha}) has no files matching "
+                f"{self.repo_id} at {self.revision} ({info.sha}) has no .parquet files matching "
                 f"{pattern}: set LAION_HF_REPO to a copy of the release, or LAION_PROFILE to "
                 "the profile of this repo"
             )

@@ -130,8 +130,8 @@ def _folder_entries(folder: Path, variable: str, profile: Profile) -> list[tuple
     )
     if not files:
         raise ConfigurationError(
-            f"{folder} holds no files matching {profile.files}: set {variable} to a folder of "
-            "LAION parquet files"
+            f"{folder} holds no *.parquet files matching {profile.files}: set {variable} to a "
+            "folder of LAION parquet files"
         )
     return files
 

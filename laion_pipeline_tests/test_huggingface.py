@@ -121,10 +121,13 @@ def test_build_from_the_hub_with_sheets_behind_redirects(hub, tmp_path):
     # The bytes came from the storage origin the hub redirected to.
     assert len([s for s in hub.seen if s.origin == "storage" and "/blobs/" in s.path]) == 7
 
-    # A second run finds every file verified and downloads nothing.
+    # A second run finds every file staged from the same content and downloads nothing (the
+    # listing asks for the first file's headers: the check for a gated repo).
     hub.seen.clear()
     assert build(tmp_path, env).success
-    assert [s for s in hub.seen if "/blobs/" in s.path or "/resolve/" in s.path] == []
+    assert [
+        s for s in hub.seen if s.method == "GET" and s.path.startswith(("/blobs/", "/datasets/"))
+    ] == []
 
 
 def random_bytes(size: int, seed: int) -> bytes:
@@ -265,7 +268,7 @@ def test_an_unreachable_hub_says_which_sources_work_offline(tmp_path):
         raise_on_error=False,
     )
     retried = [e for e in result.all_events if e.event_type_value == "STEP_UP_FOR_RETRY"]
-    assert [e.step_key for e in retried] == ["laion_parquet_files"] * 2
+    assert [e.step_key for e in retried] == ["hf_dataset"] * 2
     text = failure_text(result)
     assert "cannot reach the Hugging Face Hub" in text
     assert "LAION_SOURCE=sample and LAION_SOURCE=local work offline" in text
@@ -292,37 +295,40 @@ def test_offline_reruns_use_the_files_already_fetched(hub, tmp_path):
     assert "HF_HUB_OFFLINE is set but " + REPO + "@main was never fetched" in failure_text(result)
 
 
-def test_a_moved_revision_makes_downstream_assets_stale(hub, tmp_path):
+def test_a_moved_revision_stages_only_its_new_file(hub, tmp_path):
     hub.commit(REPO, SAMPLE_FILES)
     instance = DagsterInstance.ephemeral()
     resources = build_resources({"LAION_DATA_DIR": str(tmp_path)})
     resources |= {"parquet_source": hf_source(hub), "entity_lists": bundled_lists()}
-    observe([hf_dataset], instance=instance, resources=resources)
     assert build(tmp_path, resources=resources, instance=instance).success
 
-    def status(name: str) -> StaleStatus:
-        return get_stale_status_resolver(instance, all_assets).get_status(AssetKey(name))
+    def status(name: str, partition: str | None = None) -> StaleStatus:
+        resolver = get_stale_status_resolver(instance, all_assets)
+        return resolver.get_status(AssetKey(name), partition)
 
     observe([hf_dataset], instance=instance, resources=resources)
-    assert status("laion_parquet_files") == StaleStatus.FRESH
+    assert {status("source_files", key) for key in SAMPLE_FILES} == {StaleStatus.FRESH}
     assert status("published_database") == StaleStatus.FRESH
 
     moved = dict(SAMPLE_FILES)
     moved["data/extra.parquet"] = next(iter(SAMPLE_FILES.values()))
-    new_sha = hub.commit(REPO, moved)
-    result = observe([hf_dataset], instance=instance, resources=resources)
-    (observation,) = [
-        e.event_specific_data.asset_observation for e in result.all_events if e.is_asset_observation
+    hub.commit(REPO, moved)
+    observe([hf_dataset], instance=instance, resources=resources)
+    assert "data/extra.parquet" in instance.get_dynamic_partitions("source_files")
+    # The files of the old revision are unchanged: only the new one needs staging.
+    assert {status("source_files", key) for key in SAMPLE_FILES} == {StaleStatus.FRESH}
+    assert status("source_files", "data/extra.parquet") == StaleStatus.MISSING
+    runs: list = []
+    assert build(tmp_path, resources=resources, instance=instance, runs=runs).success
+    staged = [
+        e.partition
+        for r in runs
+        for e in r.get_asset_materialization_events()
+        if e.asset_key == AssetKey("source_files")
     ]
-    assert observation.data_version == new_sha
-    assert status("laion_parquet_files") == StaleStatus.STALE
-    # Dagster marks the direct dependents; refreshing them passes the change on.
-    refresh = build(
-        tmp_path, resources=resources, instance=instance, selection=["laion_parquet_files"]
-    )
-    assert refresh.success
-    assert status("laion_parquet_files") == StaleStatus.FRESH
-    assert status("staging_images") == StaleStatus.STALE
+    assert staged == ["data/extra.parquet"]
+    manifest = json.loads(DataLayout(tmp_path).manifest_json.read_text())
+    assert manifest["row_counts"]["images"] == 8_000
 
 
 def test_the_token_goes_to_the_hub_only_and_is_never_written(hub, tmp_path, monkeypatch, caplog):

@@ -164,5 +164,5 @@ def test_manifest_records_the_local_source(local_build):
     manifest = json.loads(layout.manifest_json.read_text())
     assert manifest["source"]["kind"] == "local"
     assert manifest["source"]["location"].endswith("parquet")
-    assert [f["name"] for f in manifest["parquet_files"]] == ["a.parquet", "b.parquet"]
+    assert [f["name"] for f in manifest["parquet_files"]] == ["data/a.parquet", "data/b.parquet"]
     assert manifest["row_counts"]["images"] == len(rows)

@@ -17,6 +17,7 @@ from dagster import (
 from laion_pipeline.assets.retries import retry_transient_errors
 from laion_pipeline.inputs import SourceEntry
 from laion_pipeline.layout import ENTITY_KINDS
+from laion_pipeline.lock import data_dir_lock
 from laion_pipeline.metadata import table_schema
 from laion_pipeline.profiles import Profile
 from laion_pipeline.resources import EntityLists, LaionData, ParquetSource
@@ -73,7 +74,8 @@ def hf_dataset(
     profile = laion_data.profile
     with retry_transient_errors(context, parquet_source):
         listing = parquet_source.listing(layout, profile, context.log)
-    listing.write(layout)
+    with data_dir_lock(layout, context.log):
+        listing.write(layout)
     keys = [entry.key for entry in listing.entries]
     instance = context.instance
     known = set(instance.get_dynamic_partitions(SOURCE_FILES.name))
