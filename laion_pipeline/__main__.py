@@ -82,12 +82,12 @@ def stage(workers: int) -> int:
     from dagster import DagsterInstance
 
     from laion_pipeline.definitions import defs
-    from laion_pipeline.jobs import stage_partition
+    from laion_pipeline.jobs import MAKE_RUN_TAGS, stage_partition
     from laion_pipeline.sensors import stale_partitions
 
     with DagsterInstance.get() as instance:
         observed = defs.resolve_job_def("observe_sources").execute_in_process(
-            instance=instance, raise_on_error=False
+            instance=instance, raise_on_error=False, tags=MAKE_RUN_TAGS
         )
         if not observed.success:
             print(f"Run {observed.run_id} of observe_sources: FAILURE", file=sys.stderr)

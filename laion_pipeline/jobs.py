@@ -5,6 +5,8 @@ from dagster import AssetSelection, DagsterInstance, define_asset_job, in_proces
 from laion_pipeline.layout import ENTITY_KINDS
 
 SOURCES = AssetSelection.assets("hf_dataset", "entity_sheets")
+# The tag of the runs `make run` starts itself, which the refresh sensor leaves alone.
+MAKE_RUN_TAGS = {"laion/started_by": "make run"}
 # The per-file partitions; every other asset is one for the whole build.
 SOURCE_FILES = AssetSelection.assets("source_files")
 BUILD = AssetSelection.all() - SOURCE_FILES
@@ -66,6 +68,6 @@ def stage_partition(key: str) -> tuple[str, str, bool]:
 
     with DagsterInstance.get() as instance:
         result = defs.resolve_job_def("stage_source_files").execute_in_process(
-            partition_key=key, instance=instance, raise_on_error=False
+            partition_key=key, instance=instance, raise_on_error=False, tags=MAKE_RUN_TAGS
         )
     return key, result.run_id, result.success

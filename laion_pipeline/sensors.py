@@ -20,7 +20,12 @@ from dagster._core.definitions.data_version import CachingStaleStatusResolver, S
 from dagster._core.storage.dagster_run import IN_PROGRESS_RUN_STATUSES
 from dagster._time import get_current_datetime
 
-from laion_pipeline.jobs import observe_sources_job, refresh_stale_job, stage_source_files_job
+from laion_pipeline.jobs import (
+    MAKE_RUN_TAGS,
+    observe_sources_job,
+    refresh_stale_job,
+    stage_source_files_job,
+)
 
 SOURCE_FILES_KEY = AssetKey("source_files")
 
@@ -74,6 +79,8 @@ def assets_to_refresh(instance: DagsterInstance, asset_graph: BaseAssetGraph) ->
 def refresh_stale_assets(context: RunStatusSensorContext) -> list[RunRequest] | SkipReason:
     instance, graph = context.instance, context.repository_def.asset_graph
     finished = context.dagster_run
+    if all(finished.tags.get(k) == v for k, v in MAKE_RUN_TAGS.items()):
+        return SkipReason("a run of `make run`, which stages and builds by itself")
     if finished.job_name == observe_sources_job.name:
         partitions = stale_partitions(instance, graph)
         if partitions:
@@ -95,6 +102,15 @@ def refresh_stale_assets(context: RunStatusSensorContext) -> list[RunRequest] | 
     if not keys:
         return SkipReason("every asset is up to date with the sources and the code")
     context.log.info(f"refreshing {', '.join(k.to_user_string() for k in keys)}")
+    # One refresh per observation, however many staging runs end at about the same time.
+    (observation,) = instance.get_runs(
+        RunsFilter(job_name=observe_sources_job.name, statuses=[DagsterRunStatus.SUCCESS]),
+        limit=1,
+    ) or [finished]
     return [
-        RunRequest(run_key=finished.run_id, job_name=refresh_stale_job.name, asset_selection=keys)
+        RunRequest(
+            run_key=f"refresh:{observation.run_id}",
+            job_name=refresh_stale_job.name,
+            asset_selection=keys,
+        )
     ]

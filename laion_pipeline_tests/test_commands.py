@@ -25,7 +25,7 @@ def env_for(tmp_path: Path, data_dir: Path) -> dict[str, str]:
     return {**env, "LAION_DATA_DIR": str(data_dir), "DAGSTER_HOME": str(tmp_path / "dagster_home")}
 
 
-def test_make_run_materializes_everything_in_one_run_and_says_where(tmp_path):
+def test_make_run_stages_each_file_then_builds_in_one_run_and_says_where(tmp_path):
     env = env_for(tmp_path, tmp_path / "data")
     # BIN= this interpreter's folder and an empty STAMP: the target as it is, minus the install.
     done = subprocess.run(
@@ -37,7 +37,9 @@ def test_make_run_materializes_everything_in_one_run_and_says_where(tmp_path):
         timeout=300,
     )
     assert done.returncode == 0, done.stderr[-3000:]
-    assert done.stderr.count("RUN_SUCCESS") == 1
+    # The observation, a run per source file, then full_build.
+    assert done.stderr.count("RUN_SUCCESS") == 1 + 7 + 1
+    assert "7 of 7 source files to stage" in done.stdout
     assert "superseded" not in done.stderr + done.stdout  # no notice to puzzle a newcomer
     # The run belongs to the job of the code location, as the UI lists a job's runs.
     with DagsterInstance.from_config(str(tmp_path / "dagster_home")) as instance:
@@ -48,6 +50,10 @@ def test_make_run_materializes_everything_in_one_run_and_says_where(tmp_path):
             )
         )
     assert [r.status for r in runs] == [DagsterRunStatus.SUCCESS]
+    with DagsterInstance.from_config(str(tmp_path / "dagster_home")) as instance:
+        staged = instance.get_runs(RunsFilter(job_name="stage_source_files"))
+    assert len({r.tags["dagster/partition"] for r in staged}) == 7
+    assert {r.status for r in staged} == {DagsterRunStatus.SUCCESS}
     assert f"Run {runs[0].run_id} of full_build: SUCCESS" in done.stdout
     layout = DataLayout((tmp_path / "data").resolve())
     assert f"Published database: {layout.published_db}" in done.stdout

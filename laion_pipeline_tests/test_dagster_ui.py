@@ -103,9 +103,10 @@ def test_the_ui_shows_the_asset_graph_of_the_design(dev):
             assert node["opVersion"], f"{name} has no code version"
 
 
-def test_materialize_all_then_an_edited_list_refreshes_only_what_depends_on_it(dev):
+def test_observed_sources_build_everything_then_an_edited_list_refreshes_only_what_depends_on_it(
+    dev,
+):
     nodes = assets(dev)
-    everything = [n["assetKey"] for n in nodes.values()]
     checks = [
         {"assetKey": node["assetKey"], "name": check["name"]}
         for node in nodes.values()
@@ -113,10 +114,15 @@ def test_materialize_all_then_an_edited_list_refreshes_only_what_depends_on_it(d
     ]
     assert len(checks) == 11, checks
 
-    # "Materialize all" with the sources selected too, so the build records which source
-    # versions it used: the implicit asset job, Dagster's default multiprocess executor.
-    run_id = dev.launch("__ASSET_JOB", assetSelection=everything, assetCheckSelection=checks)
+    # "Observe sources", as the weekly schedule does: the sensor stages every source file (a
+    # run per partition), then refreshes everything else in one run.
+    observed = dev.launch("observe_sources")
+    assert dev.wait_for_run(observed) == "SUCCESS", dev.run_messages(observed)
+    run_id = wait_for_sensor_run(dev, "refresh_stale_assets", "refresh_stale")
     assert dev.wait_for_run(run_id) == "SUCCESS", dev.run_messages(run_id)
+    staged = sensor_runs(dev, "refresh_stale_assets", "stage_source_files")
+    assert len(staged) == 7
+    assert {dev.wait_for_run(r) for r in staged} == {"SUCCESS"}
 
     nodes = assets(dev)
     row_counts = {
@@ -151,14 +157,18 @@ def test_materialize_all_then_an_edited_list_refreshes_only_what_depends_on_it(d
         for check in node["assetChecksOrError"].get("checks", [])
     }
     assert set(results.values()) == {"SUCCEEDED"}, results
-    assert {n["staleStatus"] for n in nodes.values() if n["isMaterializable"]} == {"FRESH"}
+    assert {
+        n["staleStatus"]
+        for name, n in nodes.items()
+        if n["isMaterializable"] and name != "source_files"
+    } == {"FRESH"}
 
     # An edited name list, then "observe sources": the sensor refreshes what is stale.
     with (dev.lists / "celebrities.csv").open("a") as out:
         out.write("Zyxwv Qutsr,Invented\n")
     observed = dev.launch("observe_sources")
     assert dev.wait_for_run(observed) == "SUCCESS", dev.run_messages(observed)
-    refresh = wait_for_sensor_run(dev, "refresh_stale_assets")
+    refresh = wait_for_sensor_run(dev, "refresh_stale_assets", "refresh_stale", after={run_id})
     assert dev.wait_for_run(refresh) == "SUCCESS", dev.run_messages(refresh)
     run = dev.query(
         """query($id: ID!) { runOrError(runId: $id) { ... on Run {
@@ -186,24 +196,37 @@ def test_materialize_all_then_an_edited_list_refreshes_only_what_depends_on_it(d
     }
     nodes = assets(dev)
     assert metadata(nodes["celebrities"])["dagster/row_count"]["intValue"] == 36
-    assert {n["staleStatus"] for n in nodes.values() if n["isMaterializable"]} == {"FRESH"}
+    assert {
+        n["staleStatus"]
+        for name, n in nodes.items()
+        if n["isMaterializable"] and name != "source_files"
+    } == {"FRESH"}
 
 
-def wait_for_sensor_run(dev: DagsterDev, sensor: str, timeout: float = 120) -> str:
+def sensor_runs(dev: DagsterDev, sensor: str, job: str) -> list[str]:
+    """The runs of ``job`` that ``sensor`` started, newest first."""
+    runs = dev.query(
+        """query($sensor: String!) {
+            runsOrError(filter: {tags: [{key: "dagster/sensor_name", value: $sensor}]}) {
+                ... on Runs { results { runId jobName } }
+            }
+        }""",
+        sensor=sensor,
+    )["runsOrError"]["results"]
+    return [r["runId"] for r in runs if r["jobName"] == job]
+
+
+def wait_for_sensor_run(
+    dev: DagsterDev, sensor: str, job: str, after: set[str] = frozenset(), timeout: float = 180
+) -> str:
+    """The newest run of ``job`` that ``sensor`` started, other than those ``after`` names."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        runs = dev.query(
-            """query($sensor: String!) {
-                runsOrError(filter: {tags: [{key: "dagster/sensor_name", value: $sensor}]}) {
-                    ... on Runs { results { runId } }
-                }
-            }""",
-            sensor=sensor,
-        )["runsOrError"]["results"]
+        runs = [r for r in sensor_runs(dev, sensor, job) if r not in after]
         if runs:
-            return runs[0]["runId"]
+            return runs[0]
         time.sleep(2)
-    raise TimeoutError(f"the {sensor} sensor started no run in {timeout} s")
+    raise TimeoutError(f"the {sensor} sensor started no {job} run in {timeout} s")
 
 
 def test_the_run_make_run_starts_is_listed_under_full_build(dev):

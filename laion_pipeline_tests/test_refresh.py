@@ -17,7 +17,7 @@ from dagster import (
 from laion_pipeline.definitions import all_asset_checks, all_assets, make_definitions
 from laion_pipeline.layout import ENTITY_KINDS, DataLayout
 from laion_pipeline.resources import build_resources
-from laion_pipeline.sensors import assets_to_refresh, refresh_stale_assets
+from laion_pipeline.sensors import assets_to_refresh, refresh_stale_assets, stale_partitions
 from laion_pipeline.synthetic import SAMPLE_DIR
 
 ENTITY_REFRESH = [
@@ -64,12 +64,24 @@ def evaluate_sensor(defs, instance, observation):
     return refresh_stale_assets(context)
 
 
+def run_full_build(defs, instance):
+    """What `make run` does, in process: observe the sources, stage each new or changed
+    source file (a run of stage_source_files each), then run full_build."""
+    assert defs.resolve_job_def("observe_sources").execute_in_process(instance=instance).success
+    for key in stale_partitions(instance, defs.resolve_asset_graph()):
+        staged = defs.resolve_job_def("stage_source_files").execute_in_process(
+            instance=instance, partition_key=key
+        )
+        assert staged.success
+    return defs.resolve_job_def("full_build").execute_in_process(instance=instance)
+
+
 def test_full_build_observes_the_sources_and_passes_every_check(pipeline):
     defs, instance, _, layout = pipeline
-    result = defs.resolve_job_def("full_build").execute_in_process(instance=instance)
+    result = run_full_build(defs, instance)
     assert result.success
     observed = {e.asset_key.to_user_string() for e in result.get_asset_observation_events()}
-    assert observed == {"hf_dataset", "entity_sheets"}
+    assert observed == {"entity_sheets"}  # hf_dataset is observed before the files are staged
     evaluations = result.get_asset_check_evaluations()
     assert {(e.asset_key.to_user_string(), e.check_name) for e in evaluations} == {
         ("staging_images", "laion_columns_and_types"),
@@ -89,7 +101,7 @@ def test_full_build_observes_the_sources_and_passes_every_check(pipeline):
 
 def test_an_edited_name_list_refreshes_only_the_name_tables_and_the_publish(pipeline):
     defs, instance, lists, layout = pipeline
-    assert defs.resolve_job_def("full_build").execute_in_process(instance=instance).success
+    assert run_full_build(defs, instance).success
     published_before = layout.published_db.stat().st_ino
     graph = defs.resolve_asset_graph()
 
@@ -102,7 +114,7 @@ def test_an_edited_name_list_refreshes_only_the_name_tables_and_the_publish(pipe
     assert names(assets_to_refresh(instance, graph)) == ENTITY_REFRESH
 
     # The sensor turns the successful observation into a run of exactly those assets.
-    request = evaluate_sensor(defs, instance, observation)
+    (request,) = evaluate_sensor(defs, instance, observation)
     assert isinstance(request, RunRequest)
     assert names(request.asset_selection) == ENTITY_REFRESH
 
@@ -131,7 +143,7 @@ def test_an_edited_name_list_refreshes_only_the_name_tables_and_the_publish(pipe
 
 def test_an_observation_with_nothing_new_refreshes_nothing(pipeline):
     defs, instance, _, _ = pipeline
-    assert defs.resolve_job_def("full_build").execute_in_process(instance=instance).success
+    assert run_full_build(defs, instance).success
     observation = defs.resolve_job_def("observe_sources").execute_in_process(instance=instance)
     skipped = evaluate_sensor(defs, instance, observation)
     assert not isinstance(skipped, RunRequest)
@@ -140,7 +152,7 @@ def test_an_observation_with_nothing_new_refreshes_nothing(pipeline):
 
 def test_the_entity_refresh_job_rebuilds_the_lists_and_publishes(pipeline):
     defs, instance, lists, layout = pipeline
-    assert defs.resolve_job_def("full_build").execute_in_process(instance=instance).success
+    assert run_full_build(defs, instance).success
     (lists / "artists.csv").write_text("name\nKinkade\n")
     result = defs.resolve_job_def("entity_refresh").execute_in_process(instance=instance)
     assert result.success
@@ -151,7 +163,7 @@ def test_the_entity_refresh_job_rebuilds_the_lists_and_publishes(pipeline):
 
 def test_a_new_code_version_marks_the_asset_and_what_follows_it(pipeline):
     defs, instance, _, _ = pipeline
-    assert defs.resolve_job_def("full_build").execute_in_process(instance=instance).success
+    assert run_full_build(defs, instance).success
     changed = [
         asset.map_asset_specs(lambda spec: spec.replace_attributes(code_version="changed"))
         if isinstance(asset, AssetsDefinition) and AssetKey("domains") in asset.keys
