@@ -26,7 +26,7 @@ $(DAGSTER_HOME)/dagster.yaml: dagster_home.yaml
 run: $(STAMP) $(DAGSTER_HOME)/dagster.yaml
 	$(BIN)/python -m laion_pipeline run --job full_build --workspace workspace.yaml
 
-## The whole test suite, after the linter (about 10 minutes on 2 cores).
+## The whole test suite, after the linter (about 20 minutes on 2 cores).
 test: lint
 	$(BIN)/python -m pytest
 
