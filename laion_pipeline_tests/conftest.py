@@ -26,6 +26,7 @@ from laion_pipeline.layout import DataLayout
 from laion_pipeline.resources import build_resources
 from laion_pipeline.schema import LAION_ARROW_SCHEMA
 from laion_pipeline.sensors import stale_partitions
+from laion_pipeline_tests.fake_hub import FakeHub, start_server
 
 
 def build(
@@ -182,3 +183,12 @@ def published(sample_build: DataLayout) -> Iterator[sqlite3.Connection]:
     conn = sqlite3.connect(f"{sample_build.published_db.as_uri()}?mode=ro", uri=True)
     yield conn
     conn.close()
+
+
+@pytest.fixture
+def hub() -> Iterator[FakeHub]:
+    """A hub on 127.0.0.1 whose downloads redirect to a second origin, as the real one's do."""
+    server, storage = start_server(), start_server()
+    yield FakeHub(server, storage)
+    server.stop()
+    storage.stop()

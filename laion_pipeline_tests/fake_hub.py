@@ -182,3 +182,10 @@ class FakeHub:
 
             return Response(dropped(), status=status, headers=headers)
         return Response(body, status=status, headers=headers)
+
+
+def start_server() -> HTTPServer:
+    """An HTTP server on 127.0.0.1, on a free port."""
+    server = HTTPServer("127.0.0.1", 0, threaded=True)
+    server.start()
+    return server

@@ -19,7 +19,6 @@ from dagster import AssetKey, DagsterInstance
 from dagster._core.definitions.data_version import StaleStatus
 from dagster._core.definitions.observe import observe
 from dagster._utils.test.data_versions import get_stale_status_resolver
-from pytest_httpserver import HTTPServer
 from tqdm.auto import tqdm
 from werkzeug import Request, Response
 
@@ -30,26 +29,12 @@ from laion_pipeline.layout import DataLayout
 from laion_pipeline.resources import EntityLists, HuggingFaceSource, build_resources
 from laion_pipeline.synthetic import SAMPLE_DIR
 from laion_pipeline_tests.conftest import build, failure_text
-from laion_pipeline_tests.fake_hub import FakeHub
+from laion_pipeline_tests.fake_hub import FakeHub, start_server
 
 REPO = "mirror-org/improved_aesthetics_6plus"
 SAMPLE_FILES = {
     f"data/{p.name}": p.read_bytes() for p in sorted((SAMPLE_DIR / "data").glob("*.parquet"))
 }
-
-
-def start_server() -> HTTPServer:
-    server = HTTPServer("127.0.0.1", 0, threaded=True)
-    server.start()
-    return server
-
-
-@pytest.fixture
-def hub() -> Iterator[FakeHub]:
-    server, storage = start_server(), start_server()
-    yield FakeHub(server, storage)
-    server.stop()
-    storage.stop()
 
 
 @pytest.fixture

@@ -6,7 +6,6 @@ repo; a listing without sizes; a new revision that changes 3 files of 12; LAION_
 import collections
 import json
 import sqlite3
-from collections.abc import Iterator
 from pathlib import Path
 from urllib.parse import urlparse
 
@@ -19,8 +18,7 @@ from laion_pipeline.inputs import SourceListing
 from laion_pipeline.layout import ENTITY_KINDS, DataLayout
 from laion_pipeline.synthetic import SAMPLE_DIR, generate_release, read_names, sample_entity_names
 from laion_pipeline_tests.conftest import build, failure_text, phrase_count
-from laion_pipeline_tests.fake_hub import FakeHub
-from laion_pipeline_tests.test_huggingface import start_server
+from laion_pipeline_tests.fake_hub import FakeHub, start_server
 
 PROFILES = {
     # profile: (repo, shape of the files, rows, files)
@@ -46,14 +44,6 @@ def releases(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
 def repo_files(folder: Path) -> dict[str, bytes]:
     """Every file of the folder as a repo holds it (parquet parts, `.crc` files, `_SUCCESS`)."""
     return {p.name: p.read_bytes() for p in sorted(folder.iterdir())}
-
-
-@pytest.fixture
-def hub() -> Iterator[FakeHub]:
-    server, storage = start_server(), start_server()
-    yield FakeHub(server, storage)
-    server.stop()
-    storage.stop()
 
 
 def hub_env(hub: FakeHub, profile: str, **more: str) -> dict[str, str]:
