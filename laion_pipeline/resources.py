@@ -292,8 +292,8 @@ class HuggingFaceSource(ParquetSource):
         entry: SourceEntry,
         log: Any = None,
     ) -> FetchedFile:
-        hub = self.hub_listing(layout, profile, log) if self.offline else None
-        hub = hub or load_listing(self._listing_file(layout, profile))
+        # The hub listing saved when hf_dataset was observed (offline or not).
+        hub = load_listing(self._listing_file(layout, profile))
         if hub is None or hub.sha != listing.source.revision:
             raise StaleInputError(
                 f"the hub listing of {listing.source.location} at {listing.source.revision} is "
