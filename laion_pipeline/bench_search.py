@@ -26,7 +26,7 @@ from pathlib import Path
 
 from laion_pipeline.bench import SEARCH_MARKER
 from laion_pipeline.datasette_plugin import laion_match
-from laion_pipeline.layout import DATABASE_NAME, DataLayout
+from laion_pipeline.layout import DataLayout
 
 # What is searched: the generator's captions use "the" in over half of them, rare made-up
 # words, and the names of the sample lists.
@@ -68,7 +68,7 @@ def measure(data: Path, repeats: int) -> tuple[int, list[dict]]:
         stderr=subprocess.DEVNULL,
         start_new_session=True,
     )
-    base = f"http://127.0.0.1:{port}/{DATABASE_NAME}"
+    base = f"http://127.0.0.1:{port}/{layout.current.database_name}"
     try:
         deadline = time.monotonic() + 60
         while True:

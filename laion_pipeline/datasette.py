@@ -4,9 +4,11 @@ import sqlite3
 from pathlib import Path
 from typing import Any
 
+from markupsafe import escape
+
 from laion_pipeline.db import quote_identifier
 from laion_pipeline.hub import DEFAULT_HF_REPO
-from laion_pipeline.layout import DATABASE_NAME, ENTITY_KINDS, REPORT_URL
+from laion_pipeline.layout import DEFAULT_DATABASE, ENTITY_KINDS, REPORT_URL
 from laion_pipeline.schema import IMAGE_COLUMNS
 
 SEARCH_PAGE_ROWS = 50
@@ -42,9 +44,11 @@ def _source(source: dict[str, str]) -> tuple[str, str]:
     return (f"LAION parquet files in {source['location']}", "")
 
 
-def datasette_metadata(source: dict[str, str], title: str) -> dict[str, Any]:
-    """Datasette ``metadata.json``: the profile's title, source and licence, and per-table
-    display hints."""
+def datasette_metadata(source: dict[str, str], profile: dict[str, Any]) -> dict[str, Any]:
+    """Datasette ``metadata.json`` of a release of ``profile`` (its summary: title, about,
+    database): title, source and licence, and per-table display hints."""
+    database = profile.get("database", DEFAULT_DATABASE)
+    kept = f" The rows kept: {profile['filter']}." if profile.get("filter") else ""
     source_text, source_url = _source(source)
     entity_tables = {
         kind: {
@@ -55,17 +59,16 @@ def datasette_metadata(source: dict[str, str], title: str) -> dict[str, Any]:
         for kind in ENTITY_KINDS
     }
     return {
-        "title": title,
+        "title": profile["title"],
         "description_html": (
-            "<p>URLs and captions of the images with an aesthetic score of 6 or more in "
-            "LAION-5B: a subset of the data Stable Diffusion was trained on.</p>"
-            f'<p><a href="/{DATABASE_NAME}/search">Search the captions</a> (fast: words, or '
-            f'"a phrase" in double quotes), browse <a href="/{DATABASE_NAME}/images">the '
+            f"<p>{escape(profile.get('about', ''))}{escape(kept)}</p>"
+            f'<p><a href="/{database}/search">Search the captions</a> (fast: words, or '
+            f'"a phrase" in double quotes), browse <a href="/{database}/images">the '
             "images</a>, see "
-            f'<a href="/{DATABASE_NAME}/domain">where the images come from</a>, or count the '
-            f'<a href="/{DATABASE_NAME}/artists">artists</a>, '
-            f'<a href="/{DATABASE_NAME}/celebrities">celebrities</a> and '
-            f'<a href="/{DATABASE_NAME}/characters">characters</a> they name.</p>'
+            f'<a href="/{database}/domain">where the images come from</a>, or count the '
+            f'<a href="/{database}/artists">artists</a>, '
+            f'<a href="/{database}/celebrities">celebrities</a> and '
+            f'<a href="/{database}/characters">characters</a> they name.</p>'
             f'<p><a href="{REPORT_URL}">The analysis</a>: charts and tables of the top domains, '
             "the most named people, and the aesthetic scores, sizes and unsafe and watermark "
             "probabilities.</p>"
@@ -75,7 +78,7 @@ def datasette_metadata(source: dict[str, str], title: str) -> dict[str, Any]:
         "license": "CC-BY 4.0 (LAION metadata; the images keep their own rights)",
         "license_url": "https://creativecommons.org/licenses/by/4.0/",
         "databases": {
-            DATABASE_NAME: {
+            database: {
                 "queries": {
                     "search": {
                         "title": "Search the captions",
@@ -123,7 +126,7 @@ def table_counts(conn: sqlite3.Connection) -> dict[str, int]:
 def inspect_data(db_path: Path, sha256: str, counts: dict[str, int]) -> dict[str, Any]:
     """The ``inspect.json`` that lets Datasette open the immutable file without counting rows."""
     return {
-        DATABASE_NAME: {
+        db_path.stem: {
             "hash": sha256,
             "size": db_path.stat().st_size,
             "file": db_path.name,

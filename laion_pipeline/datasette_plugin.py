@@ -33,7 +33,7 @@ from markupsafe import Markup, escape
 
 from laion_pipeline.fts import fts_phrase
 from laion_pipeline.layout import (
-    DATABASE_NAME,
+    DEFAULT_DATABASE,
     ENTITY_KINDS,
     REPORT_FILES,
     REPORT_URL,
@@ -71,9 +71,18 @@ def readable_float(value: float) -> str:
     return text if text not in ("", "-0") else "0"
 
 
-def search_url(name: str) -> str:
+def search_url(database: str, name: str) -> str:
     """The fast search for ``name`` as a phrase: what the name's image_counts counts."""
-    return f"/{DATABASE_NAME}/search?" + urllib.parse.urlencode({"q": f'"{name}"'})
+    return f"/{database}/search?" + urllib.parse.urlencode({"q": f'"{name}"'})
+
+
+def release_database(datasette: Any) -> str | None:
+    """The name of our database among those Datasette serves (the profile's, such as
+    ``laion-aesthetic-6pls``): the served release's, else the one found at startup."""
+    served = getattr(datasette, "_laion_release", None)
+    if served is not None:
+        return served.database
+    return getattr(datasette, "_laion_database", None)
 
 
 class ReleaseDatabase(Database):
@@ -108,6 +117,7 @@ class ServedRelease:
         self.datasette = datasette
         self.pointer = pointer
         self.release_id = ""
+        self.database = ""
         self._in_flight = 0
         self._idle = asyncio.Event()
         self._idle.set()
@@ -123,18 +133,20 @@ class ServedRelease:
     def load(self, link: str) -> None:
         """Serve the release ``link`` names: its database, inspect data and metadata."""
         release = ReleaseFiles(self.pointer.parent / link)
+        name = release.database_name  # a release of another profile has another name
         inspect = json.loads(release.inspect_json.read_text(encoding="utf-8"))
         metadata = json.loads(release.metadata_json.read_text(encoding="utf-8"))
         db = ReleaseDatabase(self.datasette, release.db)
-        info = inspect[DATABASE_NAME]
+        info = inspect[name]
         db.cached_hash, db.cached_size = info["hash"], info["size"]
         db._cached_table_counts = {table: t["count"] for table, t in info["tables"].items()}
-        old = self.datasette.databases.get(DATABASE_NAME)
-        self.datasette.remove_database(DATABASE_NAME)
-        self.datasette.add_database(db, name=DATABASE_NAME)
+        old = self.datasette.databases.get(self.database or name)
+        if old is not None:
+            self.datasette.remove_database(old.name)
+        self.datasette.add_database(db, name=name)
         self.datasette.inspect_data = inspect
         self.datasette._metadata_local = metadata
-        self.release_id = Path(link).name
+        self.release_id, self.database = Path(link).name, name
         if old is not None:
             old.close()
 
@@ -166,10 +178,19 @@ def startup(datasette: Any) -> None:
     # and for an address that matches no page rich raises outside an except block, turning the
     # 404 into a 500. Without rich, Datasette prints tracebacks the plain way.
     handle_exception.rich = None
-    db = datasette.databases.get(DATABASE_NAME)
-    pointer = Path(db.path).parent if db is not None and db.path else None
+    # Ours is the database beside a release manifest (or, in a plain folder, the 2022 name).
+    ours = [
+        db
+        for db in datasette.databases.values()
+        if db.path and ReleaseFiles(Path(db.path).parent).manifest_json.is_file()
+    ] or [db for db in datasette.databases.values() if db.name == DEFAULT_DATABASE]
+    if not ours:
+        return
+    datasette._laion_database = ours[0].name
+    pointer = Path(ours[0].path).parent if ours[0].path else None
     if pointer is not None and pointer.is_symlink():
         served = ServedRelease(datasette, pointer)
+        served.database = ours[0].name
         served.load(served.pointed())
         datasette._laion_release = served
 
@@ -180,8 +201,10 @@ def prepare_connection(conn: Any) -> None:
 
 
 @hookimpl
-def render_cell(row: Any, value: Any, column: str, table: str | None, database: str) -> Any:
-    if database != DATABASE_NAME:
+def render_cell(
+    row: Any, value: Any, column: str, table: str | None, database: str, datasette: Any
+) -> Any:
+    if database != release_database(datasette):
         return None
     if column == "url" and isinstance(value, str):
         if not value.lower().startswith(("http://", "https://")):
@@ -194,18 +217,19 @@ def render_cell(row: Any, value: Any, column: str, table: str | None, database: 
     if isinstance(value, float):
         return readable_float(value)
     if table == "domain" and column == "domain" and value is not None:
-        link = f"/{DATABASE_NAME}/images?" + urllib.parse.urlencode({"domain_id": row["id"]})
+        link = f"/{database}/images?" + urllib.parse.urlencode({"domain_id": row["id"]})
         return Markup(f'<a href="{escape(link)}">{escape(value) or "(no host)"}</a>')
     if table in ENTITY_KINDS and column == "name" and value:
-        return Markup(f'<a href="{escape(search_url(value))}">{escape(value)}</a>')
+        link = search_url(database, value)
+        return Markup(f'<a href="{escape(link)}">{escape(value)}</a>')
     return None
 
 
-def _hide_noise_columns(scope: dict) -> dict:
+def _hide_noise_columns(scope: dict, database: str | None) -> dict:
     """The images table's page and JSON without the noise columns, unless the request chose
     its columns."""
     path = scope.get("path", "")
-    if not re.fullmatch(rf"/{re.escape(DATABASE_NAME)}/images(\.json|\.csv)?", path):
+    if not database or not re.fullmatch(rf"/{re.escape(database)}/images(\.json|\.csv)?", path):
         return scope
     query = scope.get("query_string", b"").decode("latin-1")
     params = urllib.parse.parse_qsl(query, keep_blank_values=True)
@@ -219,13 +243,15 @@ def _hide_noise_columns(scope: dict) -> dict:
 def asgi_wrapper(datasette: Any) -> Any:
     def wrap(app: Any) -> Any:
         async def one_release(scope: dict, receive: Any, send: Any) -> None:
-            if scope.get("type") == "http":
-                scope = _hide_noise_columns(scope)
             served = getattr(datasette, "_laion_release", None)
-            if scope.get("type") != "http" or served is None:
+            if scope.get("type") != "http":
                 await app(scope, receive, send)
                 return
+            if served is None:
+                await app(_hide_noise_columns(scope, release_database(datasette)), receive, send)
+                return
             release_id = (await served.enter()).encode()
+            scope = _hide_noise_columns(scope, served.database)
 
             async def send_with_release(message: dict) -> None:
                 if message["type"] == "http.response.start":
@@ -247,9 +273,10 @@ def _report_file(datasette: Any, release: str | None, name: str) -> Path | None:
     """A file of a release's report (the served release's by default); only the report's own
     file names, never through a link planted in the folder."""
     name = name or "index.html"
-    if name not in REPORT_FILES or DATABASE_NAME not in datasette.databases:
+    database = release_database(datasette)
+    if name not in REPORT_FILES or database not in datasette.databases:
         return None
-    path = datasette.get_database(DATABASE_NAME).path
+    path = datasette.get_database(database).path
     if not path:
         return None
     folder = Path(path).parent

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import hashlib
+import json
 import re
 from dataclasses import dataclass
 from pathlib import Path
 
-DATABASE_NAME = "laion-aesthetic-6pls"
+# The published database's name when a profile names none: the 2022 site's.
+DEFAULT_DATABASE = "laion-aesthetic-6pls"
 ENTITY_KINDS: tuple[str, ...] = ("artists", "celebrities", "characters")
 # The analysis report's charts, then its numbers and its page (written last: it links the rest).
 REPORT_CHARTS: tuple[str, ...] = (
@@ -38,13 +40,27 @@ def staged(target: Path) -> Path:
 class ReleaseFiles:
     """The files of one release, in its own folder: the database, Datasette's metadata and
     inspect files, the manifest, and the analysis report. ``folder`` may be a pointer
-    (``published/current``) or the release's own folder (``published/releases/<id>``)."""
+    (``published/current``) or the release's own folder (``published/releases/<id>``).
+    ``database`` is the database's name (the profile's): given while the release is written,
+    read from its manifest after."""
 
     folder: Path
+    database: str = ""
+
+    @property
+    def database_name(self) -> str:
+        """The name Datasette serves the database under (``/<name>``): its file's stem."""
+        if self.database:
+            return self.database
+        try:
+            manifest = json.loads(self.manifest_json.read_text(encoding="utf-8"))
+        except FileNotFoundError:
+            return DEFAULT_DATABASE
+        return str(manifest.get("database", DEFAULT_DATABASE)).removesuffix(".db")
 
     @property
     def db(self) -> Path:
-        return self.folder / f"{DATABASE_NAME}.db"
+        return self.folder / f"{self.database_name}.db"
 
     @property
     def metadata_json(self) -> Path:
@@ -128,7 +144,8 @@ class DataLayout:
 
     @property
     def build_db(self) -> Path:
-        return self.root / "build" / f"{DATABASE_NAME}.db"
+        # A work file, named the same for every profile: publish names the release's copy.
+        return self.root / "build" / f"{DEFAULT_DATABASE}.db"
 
     @property
     def published_dir(self) -> Path:
@@ -138,8 +155,8 @@ class DataLayout:
     def releases_dir(self) -> Path:
         return self.published_dir / "releases"
 
-    def release(self, release_id: str) -> ReleaseFiles:
-        return ReleaseFiles(self.releases_dir / release_id)
+    def release(self, release_id: str, database: str = "") -> ReleaseFiles:
+        return ReleaseFiles(self.releases_dir / release_id, database)
 
     def pointer(self, name: str) -> Path:
         """``published/current`` or ``published/previous``: a link to a release folder."""

@@ -1,6 +1,6 @@
 """Profiles: which LAION release a build reads, as data (`profiles.toml`, plus a file of the
 user's own in ``LAION_PROFILES_FILE``): its repo, its files, where each column of the images
-table comes from, an optional row filter and the site's title."""
+table comes from, an optional row filter, the published database's name and the site's title."""
 
 from __future__ import annotations
 
@@ -8,18 +8,22 @@ import fnmatch
 import hashlib
 import json
 import math
+import re
 import tomllib
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from laion_pipeline.errors import ConfigurationError
+from laion_pipeline.layout import DEFAULT_DATABASE
 from laion_pipeline.schema import STAGED_SOURCE_COLUMNS
 
 BUNDLED_PROFILES = Path(__file__).with_name("profiles.toml")
 DEFAULT_PROFILE = "6plus"
 HUB_DEFAULT_PROFILE = "aesthetics-v2-6plus"
-_KEYS = {"title", "repo", "revision", "files", "required", "columns", "filter"}
+_KEYS = {"title", "about", "database", "repo", "revision", "files", "required", "columns", "filter"}
+# A database name is a file name and a URL path segment (Datasette serves it at /<name>).
+_DATABASE_NAME = re.compile(r"[a-z0-9][a-z0-9_-]{0,63}")
 
 
 @dataclass(frozen=True)
@@ -39,6 +43,8 @@ class RowFilter:
 class Profile:
     name: str
     title: str
+    about: str  # what the images are: the first sentence of the site's index page
+    database: str  # the published database's file name without .db, and its Datasette name
     repo: str
     revision: str
     files: str
@@ -63,6 +69,8 @@ class Profile:
         return {
             "name": self.name,
             "title": self.title,
+            "about": self.about,
+            "database": self.database,
             "repo": self.repo,
             "filter": self.row_filter.description if self.row_filter else None,
         }
@@ -77,6 +85,12 @@ def _profile(name: str, raw: Mapping, origin: str, environ: Mapping[str, str]) -
         raise fail(f"unknown keys {', '.join(sorted(unknown))} (known: {', '.join(sorted(_KEYS))})")
     if not isinstance(raw.get("repo"), str) or "/" not in raw["repo"]:
         raise fail('needs repo = "owner/name"')
+    database = raw.get("database", DEFAULT_DATABASE)
+    if not isinstance(database, str) or not _DATABASE_NAME.fullmatch(database):
+        raise fail(
+            f"database = {database!r}: use lower-case letters, digits, - and _ (at most 64, "
+            'starting with a letter or digit), such as "laion-aesthetic-6pls"'
+        )
     columns = raw.get("columns", {})
     strange = set(columns) - set(STAGED_SOURCE_COLUMNS)
     if strange:
@@ -107,6 +121,8 @@ def _profile(name: str, raw: Mapping, origin: str, environ: Mapping[str, str]) -
     return Profile(
         name=name,
         title=raw.get("title", name),
+        about=raw.get("about", f"URLs and captions of the images of {raw.get('title', name)}."),
+        database=database,
         repo=raw["repo"],
         revision=raw.get("revision", "main"),
         files=raw.get("files", "*.parquet"),

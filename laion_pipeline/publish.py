@@ -20,7 +20,7 @@ from laion_pipeline.db import sqlite_connect
 from laion_pipeline.errors import PublishCheckError, StaleInputError
 from laion_pipeline.files import read_json, sha256_file, write_json_atomic
 from laion_pipeline.inputs import StagingManifest
-from laion_pipeline.layout import ENTITY_KINDS, DataLayout, ReleaseFiles, staged
+from laion_pipeline.layout import DEFAULT_DATABASE, ENTITY_KINDS, DataLayout, ReleaseFiles, staged
 from laion_pipeline.release import current_release, fault, new_release, pointed_release, switch
 
 REQUIRED_TABLES = ("images", "images_fts", "domain", *ENTITY_KINDS)
@@ -85,8 +85,9 @@ def publish(layout: DataLayout, log: Any = None) -> dict[str, Any]:
         and os.path.samefile(layout.build_db, current.db)
     )
     counts, compact = _checked_build(layout, analyze=not unchanged, log=log)
-    release_id, release, sha256 = _release_database(layout, compact, log)
     staged = StagingManifest.read(layout)
+    database = str(staged.profile.get("database", DEFAULT_DATABASE))
+    release_id, release, sha256 = _release_database(layout, compact, database, log)
     manifest = {
         "release": release_id,
         "database": release.db.name,
@@ -105,9 +106,7 @@ def publish(layout: DataLayout, log: Any = None) -> dict[str, Any]:
         "code_version": __version__,
     }
     write_json_atomic(release.inspect_json, inspect_data(release.db, sha256, counts))
-    write_json_atomic(
-        release.metadata_json, datasette_metadata(manifest["source"], staged.profile["title"])
-    )
+    write_json_atomic(release.metadata_json, datasette_metadata(manifest["source"], staged.profile))
     fault("publish-release-half-written")
     write_json_atomic(release.manifest_json, manifest)
     if unchanged and current is not None and all(p.exists() for p in current.report_files):
@@ -143,10 +142,13 @@ def _checked_build(layout: DataLayout, *, analyze: bool, log: Any) -> tuple[dict
     return counts, free <= pages * COMPACT_FREE_SHARE
 
 
-def _release_database(layout: DataLayout, compact: bool, log: Any) -> tuple[str, ReleaseFiles, str]:
-    """The build database as the database of a new release folder: a hard link of a compact
-    file, else a VACUUM INTO copy, written beside the releases, checked (quick_check) and
-    hashed, then moved in. Returns the release id, its files and the database's sha256."""
+def _release_database(
+    layout: DataLayout, compact: bool, database: str, log: Any
+) -> tuple[str, ReleaseFiles, str]:
+    """The build database as the database ``database`` of a new release folder: a hard link
+    of a compact file, else a VACUUM INTO copy, written beside the releases, checked
+    (quick_check) and hashed, then moved in. Returns the release id, its files and the
+    database's sha256."""
     layout.releases_dir.mkdir(parents=True, exist_ok=True)
     candidate = staged(layout.published_dir / layout.build_db.name)
     candidate.unlink(missing_ok=True)
@@ -170,7 +172,7 @@ def _release_database(layout: DataLayout, compact: bool, log: Any) -> tuple[str,
             sha256 = hashing.result()
         if checked != "ok":
             raise PublishCheckError(f"{layout.build_db} fails SQLite's quick_check: {checked}")
-        release_id, release = new_release(layout, sha256)
+        release_id, release = new_release(layout, sha256, database)
         os.replace(candidate, release.db)
     finally:
         candidate.unlink(missing_ok=True)

@@ -23,7 +23,7 @@ from pathlib import Path
 
 from laion_pipeline.errors import StaleInputError
 from laion_pipeline.files import write_json_atomic
-from laion_pipeline.layout import DATABASE_NAME, POINTERS, DataLayout, ReleaseFiles
+from laion_pipeline.layout import DEFAULT_DATABASE, POINTERS, DataLayout, ReleaseFiles
 
 # Tests set this variable to a step's name to SIGKILL the process at that step.
 FAULT_VARIABLE = "LAION_TEST_KILL_AT"
@@ -57,16 +57,17 @@ def current_release(layout: DataLayout) -> ReleaseFiles:
 
 
 def new_release(
-    layout: DataLayout, sha256: str, now: dt.datetime | None = None
+    layout: DataLayout, sha256: str, database: str, now: dt.datetime | None = None
 ) -> tuple[str, ReleaseFiles]:
-    """A new, empty release folder, named by the time (``now``) and the database's sha256."""
+    """A new, empty release folder for the database named ``database``, named by the time
+    (``now``) and the database's sha256."""
     stamp = (now or dt.datetime.now(dt.UTC)).strftime("%Y%m%dT%H%M%SZ")
     base = release_id = f"{stamp}-{sha256[:12]}"
     n = 1
     while layout.release(release_id).folder.exists():
         n += 1
         release_id = f"{base}-{n}"
-    release = layout.release(release_id)
+    release = layout.release(release_id, database)
     release.folder.mkdir(parents=True)
     return release_id, release
 
@@ -114,7 +115,7 @@ def recover(layout: DataLayout) -> list[Path]:
 
 
 # What a data folder published before releases held in published/ (and in published/previous/).
-FLAT_FILES = (f"{DATABASE_NAME}.db", "metadata.json", "inspect.json", "manifest.json", "report")
+FLAT_FILES = (f"{DEFAULT_DATABASE}.db", "metadata.json", "inspect.json", "manifest.json", "report")
 
 
 def adopt_flat_layout(layout: DataLayout) -> list[Path]:
@@ -151,7 +152,7 @@ def _adopt(layout: DataLayout, folder: Path) -> str:
     files = ReleaseFiles(folder)
     manifest = json.loads(files.manifest_json.read_text(encoding="utf-8"))
     built = dt.datetime.fromisoformat(manifest["built_at"])
-    release_id, release = new_release(layout, manifest["sha256"], built)
+    release_id, release = new_release(layout, manifest["sha256"], DEFAULT_DATABASE, built)
     manifest["release"] = release_id
     write_json_atomic(files.manifest_json, manifest)
     release.folder.rmdir()

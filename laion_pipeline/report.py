@@ -8,7 +8,7 @@ from html.parser import HTMLParser
 from typing import Any
 
 from laion_pipeline.files import read_json
-from laion_pipeline.layout import DATABASE_NAME, ENTITY_KINDS, REPORT_CHARTS, ReleaseFiles
+from laion_pipeline.layout import ENTITY_KINDS, REPORT_CHARTS, ReleaseFiles
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 
@@ -50,8 +50,8 @@ def _chart(name: str, alt: str) -> str:
     return f'<p><img src="{name}.png" alt="{_e(alt)}" width="800"></p>'
 
 
-def _link(text: str, path: str, query: dict[str, str]) -> str:
-    url = f"/{DATABASE_NAME}/{path}?{urllib.parse.urlencode(query)}"
+def _link(text: str, database: str, path: str, query: dict[str, str]) -> str:
+    url = f"/{database}/{path}?{urllib.parse.urlencode(query)}"
     return f'<a href="{_e(url)}">{_e(text)}</a>'
 
 
@@ -79,6 +79,7 @@ def report_html(analysis: dict[str, Any]) -> str:
     """The report page for ``analysis`` (what ``analyze`` returns): every value escaped, charts
     linked by relative file names."""
     database = analysis["database"]
+    name = database["database"].removesuffix(".db")  # its address on the site
     images = analysis["images"]
     key_numbers = [
         ("Images", f"{images:,}"),
@@ -95,13 +96,13 @@ def report_html(analysis: dict[str, Any]) -> str:
         "<!DOCTYPE html>",
         '<html lang="en"><head><meta charset="utf-8">',
         '<meta name="viewport" content="width=device-width, initial-scale=1">',
-        "<title>LAION-Aesthetics v2 6+: what the images are</title>",
+        f"<title>What the images are: {_e(database['title'])}</title>",
         f"<style>{STYLE}</style></head><body>",
-        "<h1>LAION-Aesthetics v2 6+: what the images are</h1>",
+        f"<h1>What the images are: {_e(database['title'])}</h1>",
         f'<p class="muted">Database <code>{_e(database["database"])}</code> built '
         f"{_e(database['built_at'])} from {_e(_source(database['source']))}; sha256 "
         f"<code>{_e(database['sha256'][:16])}</code>. "
-        f'<a href="/{DATABASE_NAME}">Browse it</a>; every number below is also in '
+        f'<a href="/{_e(name)}">Browse it</a>; every number below is also in '
         '<a href="analysis.json">analysis.json</a>.</p>',
         "<dl>" + "".join(f"<dt>{_e(k)}</dt><dd>{_e(v)}</dd>" for k, v in key_numbers) + "</dl>",
         "<h2>Where the images come from</h2>",
@@ -110,7 +111,10 @@ def report_html(analysis: dict[str, Any]) -> str:
             ["domain", "images", "share"],
             [
                 [
-                    (_link(d["domain"] or "(no host)", "domain", {"domain": d["domain"]}), False),
+                    (
+                        _link(d["domain"] or "(no host)", name, "domain", {"domain": d["domain"]}),
+                        False,
+                    ),
                     (f"{d['images']:,}", True),
                     (percent(d["share"]), True),
                 ]
@@ -134,7 +138,7 @@ def report_html(analysis: dict[str, Any]) -> str:
                 ["name", "images"],
                 [
                     [
-                        (_link(n["name"], "search", {"q": f'"{n["name"]}"'}), False),
+                        (_link(n["name"], name, "search", {"q": f'"{n["name"]}"'}), False),
                         (f"{n['images']:,}", True),
                     ]
                     for n in names["top"]

@@ -32,6 +32,10 @@ def test_the_bundled_profiles_and_their_defaults():
     assert choose_profile(None, "sample", None, {}).name == "6plus"
     assert not profiles["6plus"].wants("data/_SUCCESS")
     assert not profiles["6plus"].wants(".part-00000-x-c000.snappy.parquet.crc")
+    # Each release is published under its own name; the seed's keeps the 2022 site's.
+    databases = [p.database for p in profiles.values()]
+    assert profiles["6plus"].database == "laion-aesthetic-6pls"
+    assert len(set(databases)) == len(databases)
 
 
 def test_a_profile_of_ones_own_in_a_file(tmp_path):
@@ -40,6 +44,7 @@ def test_a_profile_of_ones_own_in_a_file(tmp_path):
         """
 [my-mirror]
 title = "My mirror"
+database = "my-mirror"
 repo = "me/laion-copy"
 files = "shards/*.parquet"
 required = ["url", "text"]
@@ -52,9 +57,10 @@ aesthetic = ["score"]
     )
     env = {"LAION_PROFILE": "my-mirror", "LAION_PROFILES_FILE": str(own), "MY_MIN": "5.5"}
     profile = build_resources(env)["laion_data"].profile
-    assert (profile.repo, profile.title, profile.row_filter.at_least) == (
+    assert (profile.repo, profile.title, profile.database, profile.row_filter.at_least) == (
         "me/laion-copy",
         "My mirror",
+        "my-mirror",
         5.5,
     )
     assert profile.wants("shards/a.parquet") and not profile.wants("other/a.parquet")
@@ -91,12 +97,18 @@ def test_a_wrong_profile_setting_names_the_variable(env, message):
         _ = build_resources(env)["laion_data"].profile
 
 
-def test_a_bad_profile_file_names_the_file_and_the_key(tmp_path):
+@pytest.mark.parametrize(
+    "body, message",
+    [
+        ('columns = { caption = ["TEXT"] }', "columns names caption"),
+        ('database = "../etc"', "database = '../etc': use lower-case letters"),
+        ('database = "-"', "database = '-': use lower-case letters"),
+    ],
+)
+def test_a_bad_profile_file_names_the_file_and_the_key(tmp_path, body, message):
     own = tmp_path / "bad.toml"
-    own.write_text('[x]\nrepo = "a/b"\ncolumns = { caption = ["TEXT"] }\n')
-    with pytest.raises(
-        ConfigurationError, match=r"profile 'x' in .*bad.toml: columns names caption"
-    ):
+    own.write_text(f'[x]\nrepo = "a/b"\n{body}\n')
+    with pytest.raises(ConfigurationError, match=rf"profile 'x' in .*bad.toml: {message}"):
         load_profiles(str(own))
 
 

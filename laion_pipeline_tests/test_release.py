@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from laion_pipeline.errors import StaleInputError
-from laion_pipeline.layout import DataLayout
+from laion_pipeline.layout import DEFAULT_DATABASE, DataLayout
 from laion_pipeline.release import (
     current_release,
     new_release,
@@ -25,7 +25,7 @@ pytestmark = pytest.mark.fast
 
 
 def release(layout: DataLayout, sha: str, now: dt.datetime | None = None) -> str:
-    release_id, files = new_release(layout, sha, now)
+    release_id, files = new_release(layout, sha, DEFAULT_DATABASE, now)
     files.manifest_json.write_text(json.dumps({"release": release_id}))
     return release_id
 

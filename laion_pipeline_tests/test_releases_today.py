@@ -3,6 +3,7 @@ beside them) of each profile's shape, downloaded by the real code, filtered and 
 partition per file, and published tables checked against an independent computation; a gated
 repo; a listing without sizes; a new revision that changes 3 files of 12; LAION_KEEP_RAW=0."""
 
+import asyncio
 import collections
 import json
 import sqlite3
@@ -13,9 +14,11 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 import pytest
 from dagster import DagsterInstance
+from datasette.app import Datasette
 
 from laion_pipeline.inputs import SourceListing
 from laion_pipeline.layout import ENTITY_KINDS, DataLayout
+from laion_pipeline.profiles import load_profiles
 from laion_pipeline.synthetic import SAMPLE_DIR, generate_release, read_names, sample_entity_names
 from laion_pipeline_tests.conftest import build, failure_text, phrase_count
 from laion_pipeline_tests.fake_hub import FakeHub, start_server
@@ -118,6 +121,34 @@ def test_each_release_builds_from_spark_part_files(hub, releases, tmp_path, prof
     # Only the parquet parts were fetched: never a .crc file or _SUCCESS.
     fetched = {s.file for s in hub.seen if s.method == "GET" and s.file}
     assert fetched == {p.name for p in folder.glob("*.parquet")}
+    assert_served_under_the_profiles_name(layout, profile, len(expected))
+
+
+def assert_served_under_the_profiles_name(layout: DataLayout, profile: str, images: int) -> None:
+    """The release's database, its Datasette files and its report use the profile's database
+    name, and Datasette serves it there (through `published/current`, as `make serve` does)."""
+    database = load_profiles()[profile].database
+    assert [p.name for p in layout.current.folder.glob("*.db")] == [f"{database}.db"]
+    assert list(json.loads(layout.inspect_json.read_text())) == [database]
+    metadata = json.loads(layout.metadata_json.read_text())
+    assert list(metadata["databases"]) == [database]
+    assert metadata["title"] == load_profiles()[profile].title
+    assert f'href="/{database}"' in (layout.report_dir / "index.html").read_text()
+    ds = Datasette(
+        immutables=[str(layout.published_db)],
+        inspect_data=json.loads(layout.inspect_json.read_text()),
+        metadata=metadata,
+    )
+
+    async def scenario() -> None:
+        await ds.invoke_startup()
+        page = await ds.client.get(f"/{database}/images.json?_size=0")
+        assert page.status_code == 200 and page.json()["filtered_table_rows_count"] == images
+        assert "x-laion-release" in page.headers
+        search = await ds.client.get(f"/{database}/search.json?q=the&_shape=array")
+        assert search.status_code == 200 and search.json()
+
+    asyncio.run(scenario())
 
 
 def test_a_filter_threshold_is_a_setting(hub, releases, tmp_path):

@@ -12,15 +12,17 @@ from datasette.app import Datasette
 from laion_pipeline.datasette import inspect_data, table_counts
 from laion_pipeline.datasette_plugin import RELEASE_HEADER
 from laion_pipeline.files import sha256_file
-from laion_pipeline.layout import DATABASE_NAME, REPORT_URL, DataLayout
+from laion_pipeline.layout import DEFAULT_DATABASE, REPORT_URL, DataLayout
 from laion_pipeline.release import new_release, switch
 
 pytestmark = pytest.mark.fast
 
 
-def tiny_release(layout: DataLayout, names: list[str]) -> str:
-    """A release whose database holds only an `artists` table of ``names``."""
-    release_id, files = new_release(layout, f"{len(names):064x}")
+def tiny_release(
+    layout: DataLayout, names: list[str], database: str = DEFAULT_DATABASE, title: str = ""
+) -> str:
+    """A release of the database ``database`` holding only an `artists` table of ``names``."""
+    release_id, files = new_release(layout, f"{len(names):064x}", database)
     conn = sqlite3.connect(files.db)
     conn.execute("CREATE TABLE artists (name TEXT)")
     conn.executemany("INSERT INTO artists VALUES (?)", [(n,) for n in names])
@@ -28,7 +30,8 @@ def tiny_release(layout: DataLayout, names: list[str]) -> str:
     counts = table_counts(conn)
     conn.close()
     files.inspect_json.write_text(json.dumps(inspect_data(files.db, sha256_file(files.db), counts)))
-    files.metadata_json.write_text(json.dumps({"title": f"release of {len(names)}"}))
+    files.metadata_json.write_text(json.dumps({"title": title or f"release of {len(names)}"}))
+    files.manifest_json.write_text(json.dumps({"release": release_id, "database": files.db.name}))
     files.report_dir.mkdir()
     (files.report_dir / "index.html").write_text(f"<p>report of {release_id}</p>")
     return release_id
@@ -44,8 +47,8 @@ def served(layout: DataLayout) -> Datasette:
     )
 
 
-async def artists(ds: Datasette) -> tuple[str, int, int, str]:
-    response = await ds.client.get(f"/{DATABASE_NAME}/artists.json?_shape=objects&_size=max")
+async def artists(ds: Datasette, database: str = DEFAULT_DATABASE) -> tuple[str, int, int, str]:
+    response = await ds.client.get(f"/{database}/artists.json?_shape=objects&_size=max")
     page = response.json()
     title = (await ds.client.get("/-/metadata.json")).json()["title"]
     return (
@@ -81,6 +84,30 @@ def test_a_server_follows_current_between_requests(tmp_path):
     asyncio.run(scenario())
 
 
+def test_a_release_of_another_profile_is_served_under_its_own_name(tmp_path):
+    """Publishing another profile's release to a running server: the next request sees only
+    the new database, at its own address, with its own metadata; a rollback brings the old
+    name back."""
+    layout = DataLayout(tmp_path)
+    first = tiny_release(layout, ["Hokusai", "Mucha"])
+    switch(layout, first, None)
+    ds = served(layout)
+
+    async def scenario() -> None:
+        await ds.invoke_startup()
+        second = tiny_release(layout, ["Hokusai"], "relaion2b-en", "Re-LAION")
+        switch(layout, second, first)
+        assert await artists(ds, "relaion2b-en") == (second, 1, 1, "Re-LAION")
+        assert list(ds.databases) == ["_internal", "relaion2b-en"]
+        gone = await ds.client.get(f"/{DEFAULT_DATABASE}/artists.json")
+        assert gone.status_code == 404
+        switch(layout, first, second)
+        assert await artists(ds) == (first, 2, 2, "release of 2")
+        assert list(ds.databases) == ["_internal", DEFAULT_DATABASE]
+
+    asyncio.run(scenario())
+
+
 def test_a_database_served_by_its_own_path_is_not_switched(tmp_path):
     layout = DataLayout(tmp_path)
     first = tiny_release(layout, ["Hokusai", "Mucha"])
@@ -89,7 +116,7 @@ def test_a_database_served_by_its_own_path_is_not_switched(tmp_path):
 
     async def scenario() -> None:
         await ds.invoke_startup()
-        response = await ds.client.get(f"/{DATABASE_NAME}/artists.json")
+        response = await ds.client.get(f"/{DEFAULT_DATABASE}/artists.json")
         assert response.status_code == 200
         assert RELEASE_HEADER not in response.headers
 

@@ -3,6 +3,7 @@ link to their images, names that link to their search, noise columns hidden. A r
 (`python -m laion_pipeline serve`) on the published sample, read through its JSON API and
 pages."""
 
+import asyncio
 import collections
 import sqlite3
 import urllib.error
@@ -10,6 +11,7 @@ import urllib.parse
 import urllib.request
 
 import pytest
+from datasette.app import Datasette
 
 from laion_pipeline.datasette import SEARCH_PAGE_ROWS
 from laion_pipeline.datasette_plugin import laion_match, readable_float, render_cell
@@ -103,10 +105,13 @@ def test_each_name_links_to_the_search_that_counts_it(site, published):
 
 
 @pytest.mark.fast
-def test_cells_render_safely():
-    js = render_cell({}, "javascript:alert(1)", "url", "images", DB)
+def test_cells_render_safely(tmp_path):
+    sqlite3.connect(tmp_path / f"{DB}.db").close()
+    ds = Datasette([str(tmp_path / f"{DB}.db")])
+    asyncio.run(ds.invoke_startup())
+    js = render_cell({}, "javascript:alert(1)", "url", "images", DB, ds)
     assert js is None  # plain text, not a link
-    quoted = render_cell({}, 'https://x.example/"><script>', "url", "images", DB)
+    quoted = render_cell({}, 'https://x.example/"><script>', "url", "images", DB, ds)
     assert "<script>" not in str(quoted)
     assert readable_float(1.3e-07) == "0.00000013"
     assert readable_float(6.5) == "6.5"

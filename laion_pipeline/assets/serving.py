@@ -26,7 +26,8 @@ from laion_pipeline.schema import IMAGE_COLUMNS
     metadata={"dagster/column_schema": table_schema(IMAGE_COLUMNS)},
 )
 def published_database(context: AssetExecutionContext, laion_data: LaionData) -> MaterializeResult:
-    """The database Datasette serves, `published/current/laion-aesthetic-6pls.db` (tables
+    """The database Datasette serves, `published/current/<database>.db` (named by the
+    profile: `laion-aesthetic-6pls.db` for the 2022 set; tables
     images, images_fts, domain, artists, celebrities, characters; the schema shown is of
     images): the checked, compact build database as a new release in
     `published/releases/<id>/`, with `metadata.json`, `inspect.json` and `manifest.json` (row
