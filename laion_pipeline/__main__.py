@@ -28,6 +28,8 @@ from laion_pipeline.release import rollback as restore_previous
 from laion_pipeline.resources import build_resources
 
 RUN_POLL_SECONDS = 1.0
+# Below this many bytes to stage in all, one process stages them faster than workers start.
+IN_PROCESS_BYTES = 64 * 1024 * 1024
 
 
 def _layout():
@@ -73,15 +75,17 @@ def launch(job: str, workspace: str) -> int:
     return 0
 
 
-def stage(workers: int) -> int:
+def stage(workers: int, chosen: bool) -> int:
     """Observe the sources, then stage every source file that is new or changed since it was
-    last staged (a run of stage_source_files per file, ``workers`` at a time)."""
+    last staged (a run of stage_source_files per file, ``workers`` at a time; ``chosen``:
+    the user set how many)."""
     from concurrent.futures import ProcessPoolExecutor
     from multiprocessing import get_context
 
     from dagster import DagsterInstance
 
     from laion_pipeline.definitions import defs
+    from laion_pipeline.inputs import SourceListing
     from laion_pipeline.jobs import MAKE_RUN_TAGS, stage_partition
     from laion_pipeline.sensors import stale_partitions
 
@@ -94,15 +98,29 @@ def stage(workers: int) -> int:
             return 1
         keys = stale_partitions(instance, defs.resolve_asset_graph())
         total = len(instance.get_dynamic_partitions("source_files"))
+    listing = SourceListing.read(build_resources()["laion_data"].layout)  # just observed
+    sizes = {entry.key: entry.size or 0 for entry in listing.entries}
+    # Worker processes cost seconds to start: unless told how many, small inputs are staged
+    # in this process.
+    if not chosen and sum(sizes.get(key, 0) for key in keys) < IN_PROCESS_BYTES:
+        workers = 1
     print(f"{len(keys)} of {total} source files to stage, {workers} at a time")
     failed = []
-    with ProcessPoolExecutor(workers, mp_context=get_context("spawn")) as pool:
-        for key, run_id, success in pool.map(stage_partition, keys):
+    if workers == 1:
+        staged = map(stage_partition, keys)
+    else:
+        pool = ProcessPoolExecutor(workers, mp_context=get_context("spawn"))
+        staged = pool.map(stage_partition, keys)
+    try:
+        for key, run_id, success in staged:
             print(
                 f"Run {run_id} of stage_source_files [{key}]: {'SUCCESS' if success else 'FAILURE'}"
             )
             if not success:
                 failed.append(key)
+    finally:
+        if workers > 1:
+            pool.shutdown()
     if failed:
         print(f"{len(failed)} source files failed to stage: {', '.join(failed)}", file=sys.stderr)
         return 1
@@ -113,8 +131,8 @@ def run(job: str, workspace: str) -> int:
     """``full_build`` (what `make run` runs): stage the new or changed source files, then
     launch full_build; any other job: launch it."""
     if job == "full_build":
-        workers = build_resources()["laion_data"].parallel_files
-        if stage(workers):
+        laion_data = build_resources()["laion_data"]
+        if stage(laion_data.parallel_files, chosen=bool(laion_data.workers)):
             return 1
     if launch(job, workspace):
         return 1

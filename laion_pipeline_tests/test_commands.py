@@ -2,6 +2,7 @@
 
 import json
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -26,7 +27,7 @@ def env_for(tmp_path: Path, data_dir: Path) -> dict[str, str]:
 
 
 def test_make_run_stages_each_file_then_builds_in_one_run_and_says_where(tmp_path):
-    env = env_for(tmp_path, tmp_path / "data")
+    env = {**env_for(tmp_path, tmp_path / "data"), "LAION_WORKERS": "2"}
     # BIN= this interpreter's folder and an empty STAMP: the target as it is, minus the install.
     done = subprocess.run(
         ["make", "run", f"BIN={BIN}", "STAMP="],
@@ -39,7 +40,11 @@ def test_make_run_stages_each_file_then_builds_in_one_run_and_says_where(tmp_pat
     assert done.returncode == 0, done.stderr[-3000:]
     # The observation, a run per source file, then full_build.
     assert done.stderr.count("RUN_SUCCESS") == 1 + 7 + 1
-    assert "7 of 7 source files to stage" in done.stdout
+    assert "7 of 7 source files to stage, 2 at a time" in done.stdout
+    # in two worker processes, neither of them make run's own
+    stagers = set(re.findall(r" - stage_source_files - [0-9a-f-]{36} - (\d+) - ", done.stderr))
+    observer = re.search(r" - observe_sources - [0-9a-f-]{36} - (\d+) - ", done.stderr)[1]
+    assert len(stagers) == 2 and observer not in stagers
     assert "superseded" not in done.stderr + done.stdout  # no notice to puzzle a newcomer
     # The run belongs to the job of the code location, as the UI lists a job's runs.
     with DagsterInstance.from_config(str(tmp_path / "dagster_home")) as instance:
