@@ -96,9 +96,10 @@ def report_html(analysis: dict[str, Any]) -> str:
         "<!DOCTYPE html>",
         '<html lang="en"><head><meta charset="utf-8">',
         '<meta name="viewport" content="width=device-width, initial-scale=1">',
-        f"<title>What the images are: {_e(database['title'])}</title>",
+        f"<title>What the images are | {_e(database['title'])}</title>",
         f"<style>{STYLE}</style></head><body>",
-        f"<h1>What the images are: {_e(database['title'])}</h1>",
+        "<h1>What the images are</h1>",
+        f"<p>{_e(database['title'])}</p>",
         f'<p class="muted">Database <code>{_e(database["database"])}</code> built '
         f"{_e(database['built_at'])} from {_e(_source(database['source']))}; sha256 "
         f"<code>{_e(database['sha256'][:16])}</code>. "

@@ -80,7 +80,8 @@ def test_search_a_name_see_thumbnails_and_open_a_domain(page):
 def test_open_the_report_from_the_index_and_see_its_charts(page):
     page.get_by_role("link", name="The analysis").click()
     page.wait_for_url("**/-/report/*/")  # the report at its release's own address
-    assert page.title() == "LAION-Aesthetics v2 6+: what the images are"
+    title = "LAION-Aesthetics v2 6+: the images behind Stable Diffusion"  # the profile's
+    assert page.title() == f"What the images are | {title}"
     charts = page.locator("img")
     assert charts.count() == len(REPORT_CHARTS)
     for index in range(charts.count()):
