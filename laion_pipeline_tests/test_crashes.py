@@ -22,6 +22,9 @@ from laion_pipeline.layout import DataLayout
 from laion_pipeline.synthetic import generate, sample_entity_names
 from laion_pipeline_tests.conftest import REPO_ROOT, build, run_command
 
+# One built folder for the module: its tests run on one xdist worker.
+pytestmark = pytest.mark.xdist_group("crashes")
+
 ROWS = 150_000
 
 
@@ -194,6 +197,7 @@ child.wait()
 CHILD = """
 import sys, time
 from laion_pipeline.fts import _exit_with_parent
+
 _exit_with_parent(int(sys.argv[1]), every=0.1)
 time.sleep(60)
 """

@@ -17,6 +17,9 @@ from laion_pipeline_tests.dagster_dev import LOCATION, REPO_ROOT, DagsterDev
 from laion_pipeline_tests.test_browser import CHROMIUM, OUTPUT, needs_chromium
 from laion_pipeline_tests.test_definitions import EXPECTED_DEPENDENCIES
 
+# One `dg dev` for the module: its tests run on one xdist worker.
+pytestmark = pytest.mark.xdist_group("dagster_ui")
+
 ASSETS = """{ assetNodes {
     assetKey { path }
     dependencyKeys { path }
@@ -203,6 +206,15 @@ def test_observed_sources_build_everything_then_an_edited_list_refreshes_only_wh
     } == {"FRESH"}
 
 
+def build_through_the_sensor(dev: DagsterDev) -> None:
+    """What a user of the UI does first: "Observe sources"; the sensor stages the source files,
+    then refreshes everything else."""
+    observed = dev.launch("observe_sources")
+    assert dev.wait_for_run(observed) == "SUCCESS", dev.run_messages(observed)
+    run_id = wait_for_sensor_run(dev, "refresh_stale_assets", "refresh_stale")
+    assert dev.wait_for_run(run_id) == "SUCCESS", dev.run_messages(run_id)
+
+
 def sensor_runs(dev: DagsterDev, sensor: str, job: str) -> list[str]:
     """The runs of ``job`` that ``sensor`` started, newest first."""
     runs = dev.query(
@@ -262,8 +274,7 @@ def files_of(folder) -> dict[str, tuple[int, int, int]]:
 def test_executing_the_checks_evaluates_them_and_rebuilds_nothing(dev):
     nodes = assets(dev)
     if not nodes["analysis"]["assetMaterializations"]:  # this test alone: build first
-        run_id = dev.launch("full_build")
-        assert dev.wait_for_run(run_id) == "SUCCESS", dev.run_messages(run_id)
+        build_through_the_sensor(dev)
         nodes = assets(dev)
     checks = [
         {"assetKey": node["assetKey"], "name": check["name"]}
@@ -318,8 +329,7 @@ def test_the_analysis_charts_open_in_the_asset_page(dev):
     from playwright.sync_api import sync_playwright
 
     if not assets(dev)["analysis"]["assetMaterializations"]:  # this test alone: build first
-        run_id = dev.launch("full_build")
-        assert dev.wait_for_run(run_id) == "SUCCESS", dev.run_messages(run_id)
+        build_through_the_sensor(dev)
     OUTPUT.mkdir(parents=True, exist_ok=True)
     with sync_playwright() as playwright:
         browser = playwright.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"])
