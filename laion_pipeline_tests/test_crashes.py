@@ -197,7 +197,6 @@ child.wait()
 CHILD = """
 import sys, time
 from laion_pipeline.fts import _exit_with_parent
-
 _exit_with_parent(int(sys.argv[1]), every=0.1)
 time.sleep(60)
 """
