@@ -110,16 +110,18 @@ def _caption_head(text: str | None) -> str:
 def build_images_fts(conn: sqlite3.Connection, log: Any = None) -> int:
     """Replace ``images_fts`` in place from the ``images`` table. Returns the rows indexed."""
     (total,) = conn.execute("SELECT count(*) FROM images").fetchone()
-    (last,) = conn.execute("SELECT coalesce(max(rowid), 0) FROM images").fetchone()
+    first, last = conn.execute(
+        "SELECT coalesce(min(rowid), 1), coalesce(max(rowid), 0) FROM images"
+    ).fetchone()  # a shard's rowids start where it starts in the release
     with sqlite_transaction(conn):
         conn.execute("DROP TABLE IF EXISTS images_fts")
         conn.execute(FTS_DDL)
         conn.execute(NO_AUTOMERGE)
-        progress = Progress(log, "captions indexed", last)
-        for low in range(1, last + 1, FTS_CHUNK_ROWS):
+        progress = Progress(log, "captions indexed", last - first + 1)
+        for low in range(first, last + 1, FTS_CHUNK_ROWS):
             high = low + FTS_CHUNK_ROWS - 1
             conn.execute(INDEX_ROWS, (low, high))
-            progress.update(min(high, last))
+            progress.update(min(high, last) - first + 1)
         conn.execute(OPTIMIZE)
         conn.execute(DEFAULT_AUTOMERGE)
     return total

@@ -28,10 +28,11 @@ def _literal(text: str) -> str:
     return "'" + text.replace("'", "''") + "'"
 
 
-def staging_view_sql(files: Sequence[StagedFile]) -> str:
-    """`staging_images` as a view over the staged files. Row `id` numbers rows 1..N in file
-    order; it becomes the SQLite rowid."""
-    offsets, cases = 0, []
+def staging_view_sql(files: Sequence[StagedFile], first_rowid: int = 1) -> str:
+    """`staging_images` as a view over the staged files. Row `id` numbers rows in file order
+    from ``first_rowid`` (1, or where a shard starts in the release); it becomes the SQLite
+    rowid."""
+    offsets, cases = first_rowid - 1, []
     for f in files:
         cases.append(f"WHEN {_literal(f.path)} THEN {offsets}")
         offsets += f.rows
@@ -39,7 +40,7 @@ def staging_view_sql(files: Sequence[StagedFile]) -> str:
     columns = ", ".join(f'"{name}"' for name in STAGING_COLUMNS)
     select = ", ".join(f'"{name}"' for name in names)
     paths = ", ".join(_literal(f.path) for f in files)
-    offset = f"CASE filename {' '.join(cases)} END" if files else "0"
+    offset = f"CASE filename {' '.join(cases)} END" if files else str(first_rowid - 1)
     source = (
         f"read_parquet([{paths}], file_row_number = true, filename = true)"
         if files

@@ -104,10 +104,15 @@ class LoadedImages:
 
 
 def load_images(
-    duck: duckdb.DuckDBPyConnection, conn: sqlite3.Connection, total: int, log: Any = None
+    duck: duckdb.DuckDBPyConnection,
+    conn: sqlite3.Connection,
+    total: int,
+    log: Any = None,
+    first_rowid: int = 1,
 ) -> LoadedImages:
     """Replace the SQLite ``images`` table with the staged rows in file order, rowid = staging
-    id, each with the ``domain_id`` of its host. Drops the now stale ``images_fts``."""
+    id (from ``first_rowid``), each with the ``domain_id`` of its host. Drops the now stale
+    ``images_fts``."""
     lookup = DomainIds(conn)
     progress, done, null_captions = Progress(log, "images loaded", total), 0, 0
     with sqlite_transaction(conn):
@@ -118,7 +123,8 @@ def load_images(
             if not batch.num_rows:
                 continue
             ids = batch.column(0)
-            if ids[0].as_py() != done + 1 or ids[-1].as_py() != done + batch.num_rows:
+            first = first_rowid + done
+            if ids[0].as_py() != first or ids[-1].as_py() != first + batch.num_rows - 1:
                 raise RuntimeError("staging_images did not deliver its rows in file order")
             columns = [c.to_pylist() for c in batch.columns[:-1]]
             columns.append(lookup.of(batch.column(batch.num_columns - 1)))

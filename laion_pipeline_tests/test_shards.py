@@ -1,0 +1,114 @@
+"""Shards: the staged files grouped into parts of at most LAION_SHARD_ROWS rows, each built on
+its own, and the catalog's totals summed over them, exactly what one database of the whole
+release holds (the bundled sample, staged for real, built as 1 shard and as several)."""
+
+import sqlite3
+from pathlib import Path
+
+import pytest
+
+from laion_pipeline.datasette_plugin import laion_match
+from laion_pipeline.ingest import stage_file
+from laion_pipeline.inputs import StagedFile
+from laion_pipeline.profiles import choose_profile
+from laion_pipeline.shards import (
+    build_shard,
+    catalog_domains,
+    count_phrase_in_shards,
+    plan_shards,
+)
+from laion_pipeline.synthetic import SAMPLE_DIR, sample_entity_names
+from laion_pipeline.tables import count_phrase
+
+pytestmark = pytest.mark.fast
+
+
+@pytest.fixture(scope="module")
+def staged(tmp_path_factory) -> list[StagedFile]:
+    """The sample's 7 files staged with the 6plus profile, in listing order."""
+    folder = tmp_path_factory.mktemp("staged")
+    profile = choose_profile(None, "sample", None, {})
+    files = []
+    for raw in sorted((SAMPLE_DIR / "data").glob("*.parquet")):
+        target = folder / raw.name
+        rows = stage_file(raw, raw.name, profile, target)
+        stat = target.stat()
+        files.append(
+            StagedFile(
+                raw.name, str(target), stat.st_size, stat.st_mtime_ns, rows.rows_kept,
+                rows.rows_read, "0" * 64, "v1", profile.digest,
+            )
+        )  # fmt: skip
+    return files
+
+
+def shard_databases(staged, tmp_path: Path, max_rows: int) -> list[sqlite3.Connection]:
+    shards = plan_shards(staged, max_rows)
+    connections = []
+    for shard in shards:
+        db = tmp_path / f"{max_rows}-{shard.key}.db"
+        built = build_shard(shard, db)
+        assert built.rows == shard.rows
+        connections.append(sqlite3.connect(db))
+    return connections
+
+
+def test_files_are_grouped_in_order_up_to_the_row_limit(staged):
+    assert [f.rows for f in staged] == [1000] * 7
+    assert [len(s.files) for s in plan_shards(staged, 20_000_000)] == [7]
+    assert [len(s.files) for s in plan_shards(staged, 2500)] == [2, 2, 2, 1]
+    assert [len(s.files) for s in plan_shards(staged, 10)] == [1] * 7  # a big file alone
+    shards = plan_shards(staged, 2500)
+    assert [s.key for s in shards] == ["shard-00000", "shard-00001", "shard-00002", "shard-00003"]
+    assert [(s.first_rowid, s.last_rowid) for s in shards] == [
+        (1, 2000),
+        (2001, 4000),
+        (4001, 6000),
+        (6001, 7000),
+    ]
+    assert [f for s in shards for f in s.files] == staged
+    (empty,) = plan_shards([], 2500)
+    assert (empty.files, empty.rows) == ((), 0)
+    with pytest.raises(ValueError, match="at least 1"):
+        plan_shards(staged, 0)
+
+
+def test_a_shard_changes_version_only_when_its_files_or_its_start_change(staged):
+    before = plan_shards(staged, 2500)
+    changed = [*staged[:4], StagedFile(**{**staged[4].__dict__, "sha256": "1" * 64}), *staged[5:]]
+    after = plan_shards(changed, 2500)
+    assert [a.data_version == b.data_version for a, b in zip(before, after, strict=True)] == [
+        True,
+        True,
+        False,
+        True,
+    ]
+
+
+@pytest.mark.parametrize("max_rows, count", [(2500, 4), (1000, 7)])
+def test_the_catalog_of_several_shards_is_the_one_database_of_the_whole_release(
+    staged, tmp_path, max_rows, count
+):
+    (whole,) = shard_databases(staged, tmp_path, 20_000_000)
+    shards = shard_databases(staged, tmp_path, max_rows)
+    assert len(shards) == count
+
+    # Domains: the same ids, names and counts as one database gives them.
+    assert catalog_domains(shards) == whole.execute("SELECT * FROM domain ORDER BY id").fetchall()
+    # Every name's count, summed over the shards.
+    for name in sample_entity_names():
+        assert count_phrase_in_shards(shards, name) == count_phrase(whole, name), name
+    # The images, shard after shard, are the release's rows in its order, each with its host.
+    rows_sql = (
+        "SELECT images.rowid, url, text, aesthetic, domain.domain FROM images "
+        "JOIN domain ON domain.id = images.domain_id ORDER BY images.rowid"
+    )
+    assert [r for conn in shards for r in conn.execute(rows_sql)] == whole.execute(
+        rows_sql
+    ).fetchall()
+    # A search asked of the shards in order finds the rows the one index finds, in order.
+    search = "SELECT rowid FROM images_fts WHERE images_fts MATCH ? ORDER BY rowid"
+    for q in ("the", '"Alphonse Mucha"', "painting"):
+        found = [r for conn in shards for (r,) in conn.execute(search, (laion_match(q),))]
+        assert found == [r for (r,) in whole.execute(search, (laion_match(q),))], q
+        assert found, q
