@@ -31,7 +31,7 @@ from datasette import Response, handle_exception, hookimpl
 from datasette.database import Database
 from markupsafe import Markup, escape
 
-from laion_pipeline.fts import fts_phrase
+from laion_pipeline.fts import laion_match
 from laion_pipeline.layout import (
     DEFAULT_DATABASE,
     ENTITY_KINDS,
@@ -50,17 +50,6 @@ CONTENT_TYPES = {
     ".png": "image/png",
     ".json": "application/json; charset=utf-8",
 }
-
-
-def laion_match(text: str | None) -> str:
-    """An FTS5 query for what a person typed: ``"a phrase"`` in double quotes is matched as a
-    phrase, anything else word by word (every word must occur). FTS5 operators and
-    punctuation are plain text, so no input is a syntax error."""
-    text = (text or "").strip()
-    if len(text) >= 2 and text[0] == text[-1] == '"':
-        return fts_phrase(text[1:-1])
-    words = re.findall(r"[^\W_]+", text)
-    return " ".join(fts_phrase(word) for word in words) or fts_phrase(text)
 
 
 def readable_float(value: float) -> str:

@@ -8,6 +8,7 @@ second way uses the second core and is what a full build does.
 
 import os
 import random
+import re
 import sqlite3
 import subprocess
 import sys
@@ -48,6 +49,17 @@ def fts_phrase(name: str) -> str:
     ``*``, ``-``, ``:`` or FTS keywords (AND, OR, NOT, NEAR) match as words, never as syntax.
     """
     return '"' + name.replace('"', '""') + '"'
+
+
+def laion_match(text: str | None) -> str:
+    """An FTS5 query for what a person typed: ``"a phrase"`` in double quotes is matched as a
+    phrase, anything else word by word (every word must occur). FTS5 operators and
+    punctuation are plain text, so no input is a syntax error."""
+    text = (text or "").strip()
+    if len(text) >= 2 and text[0] == text[-1] == '"':
+        return fts_phrase(text[1:-1])
+    words = re.findall(r"[^\W_]+", text)
+    return " ".join(fts_phrase(word) for word in words) or fts_phrase(text)
 
 
 def caption_index_mismatches(

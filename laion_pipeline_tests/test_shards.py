@@ -2,8 +2,8 @@
 its own, and the catalog's totals summed over them, exactly what one database of the whole
 release holds (the bundled sample, staged for real, built as 1 shard and as several)."""
 
+import asyncio
 import sqlite3
-from pathlib import Path
 
 import pytest
 
@@ -11,6 +11,7 @@ from laion_pipeline.datasette_plugin import laion_match
 from laion_pipeline.ingest import stage_file
 from laion_pipeline.inputs import StagedFile
 from laion_pipeline.profiles import choose_profile
+from laion_pipeline.shard_search import SearchedShard, search_page
 from laion_pipeline.shards import (
     build_shard,
     catalog_domains,
@@ -42,15 +43,21 @@ def staged(tmp_path_factory) -> list[StagedFile]:
     return files
 
 
-def shard_databases(staged, tmp_path: Path, max_rows: int) -> list[sqlite3.Connection]:
-    shards = plan_shards(staged, max_rows)
-    connections = []
-    for shard in shards:
-        db = tmp_path / f"{max_rows}-{shard.key}.db"
-        built = build_shard(shard, db)
-        assert built.rows == shard.rows
-        connections.append(sqlite3.connect(db))
-    return connections
+@pytest.fixture(scope="module")
+def shard_databases(staged, tmp_path_factory):
+    """The sample built as shards of at most ``max_rows`` rows, once per module."""
+    folder, built = tmp_path_factory.mktemp("shards"), {}
+
+    def databases(max_rows: int) -> list[sqlite3.Connection]:
+        if max_rows not in built:
+            built[max_rows] = []
+            for shard in plan_shards(staged, max_rows):
+                db = folder / f"{max_rows}-{shard.key}.db"
+                assert build_shard(shard, db).rows == shard.rows
+                built[max_rows].append(sqlite3.connect(db))
+        return built[max_rows]
+
+    return databases
 
 
 def test_files_are_grouped_in_order_up_to_the_row_limit(staged):
@@ -87,10 +94,10 @@ def test_a_shard_changes_version_only_when_its_files_or_its_start_change(staged)
 
 @pytest.mark.parametrize("max_rows, count", [(2500, 4), (1000, 7)])
 def test_the_catalog_of_several_shards_is_the_one_database_of_the_whole_release(
-    staged, tmp_path, max_rows, count
+    shard_databases, max_rows, count
 ):
-    (whole,) = shard_databases(staged, tmp_path, 20_000_000)
-    shards = shard_databases(staged, tmp_path, max_rows)
+    (whole,) = shard_databases(20_000_000)
+    shards = shard_databases(max_rows)
     assert len(shards) == count
 
     # Domains: the same ids, names and counts as one database gives them.
@@ -112,3 +119,50 @@ def test_the_catalog_of_several_shards_is_the_one_database_of_the_whole_release(
         found = [r for conn in shards for (r,) in conn.execute(search, (laion_match(q),))]
         assert found == [r for (r,) in whole.execute(search, (laion_match(q),))], q
         assert found, q
+
+
+def searched(connections: list[sqlite3.Connection]) -> list[SearchedShard]:
+    """The shards as the search walks them, each query run on its plain connection."""
+    shards = []
+    for number, conn in enumerate(connections):
+
+        async def run(fn, conn=conn):
+            return fn(conn)
+
+        (last,) = conn.execute("SELECT coalesce(max(rowid), 0) FROM images").fetchone()
+        shards.append(SearchedShard(f"shard-{number:05d}", last, run))
+    return shards
+
+
+def every_page(shards: list[SearchedShard], q: str, cap: int) -> tuple[list[dict], list[int]]:
+    rows, counts, after = [], [], 0
+    while True:
+        page = asyncio.run(search_page(shards, q, after, limit=50, cap=cap))
+        rows += page.rows
+        counts.append((page.count, page.more_than_count))
+        if page.next_after is None:
+            return rows, counts
+        after = page.next_after
+
+
+@pytest.mark.parametrize("q", ["the", '"Alphonse Mucha"', "painting", "zzzznothing"])
+def test_a_search_pages_across_shards_as_through_one_database(shard_databases, q):
+    whole = searched(shard_databases(20_000_000))
+    shards = searched(shard_databases(1000))
+    one_rows, one_counts = every_page(whole, q, cap=100_000)
+    rows, counts = every_page(shards, q, cap=100_000)
+    assert [{k: v for k, v in r.items() if k != "shard"} for r in rows] == [
+        {k: v for k, v in r.items() if k != "shard"} for r in one_rows
+    ]
+    assert [r["rowid"] for r in rows] == sorted(r["rowid"] for r in rows)
+    # Each row is said to come from the shard that holds its rowid.
+    assert all(int(r["shard"][-5:]) == (r["rowid"] - 1) // 1000 for r in rows)
+    assert set(counts) == set(one_counts) == {(len(one_rows), False)}
+    if q == "the":
+        assert len(rows) > 1000  # many pages, over every shard boundary
+        # Counted no further than the cap: the same answer for one database and for shards.
+        capped = asyncio.run(search_page(shards, q, cap=100))
+        assert (capped.count, capped.more_than_count) == (100, True)
+        assert capped.rows == asyncio.run(search_page(shards, q, cap=100_000)).rows
+    if q == "zzzznothing":
+        assert rows == [] and counts == [(0, False)]

@@ -1,0 +1,119 @@
+"""The fast search over a release of one or many shards: the shards asked in release order
+(each holds a range of the release's rowids) until a page is full, the next page keyed by the
+last rowid shown, and the number of matches summed over the shards up to a cap, so a word in
+most captions costs what a rare one does.
+
+Each step is a query on one shard's connection; ``search_page`` walks the shards through a
+``run`` callable of each shard (Datasette's ``execute_fn``, or a plain connection in a test or
+a benchmark), so one walk serves every caller.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from laion_pipeline.fts import laion_match
+
+PAGE_ROWS = 50
+# Matches are counted exactly up to here; beyond it a search says "more than 10,000".
+COUNT_CAP = 10_000
+
+RESULT_COLUMNS = (
+    "rowid",
+    "url",
+    "text",
+    "domain",
+    "width",
+    "height",
+    "aesthetic",
+    "punsafe",
+    "pwatermark",
+)
+# FTS5 walks its doclist in rowid order and stops at the LIMIT; images and domain are joined by
+# their keys, so every page costs the same however common the words are.
+_SELECTED = ", ".join("domain.domain" if c == "domain" else f"images.{c}" for c in RESULT_COLUMNS)
+PAGE_SQL = f"""SELECT {_SELECTED}
+FROM images_fts
+  JOIN images ON images.rowid = images_fts.rowid
+  JOIN domain ON domain.id = images.domain_id
+WHERE images_fts MATCH :match AND images_fts.rowid > :after
+ORDER BY images_fts.rowid
+LIMIT :limit"""
+COUNT_SQL = (
+    "SELECT count(*) FROM (SELECT 1 FROM images_fts WHERE images_fts MATCH :match LIMIT :limit)"
+)
+
+
+def page_rows(conn: sqlite3.Connection, match: str, after: int, limit: int) -> list[tuple]:
+    """One shard's matches after rowid ``after``, at most ``limit``, in rowid order."""
+    return conn.execute(PAGE_SQL, {"match": match, "after": after, "limit": limit}).fetchall()
+
+
+def count_matches(conn: sqlite3.Connection, match: str, limit: int) -> int:
+    """One shard's number of matches, counted no further than ``limit``."""
+    return conn.execute(COUNT_SQL, {"match": match, "limit": limit}).fetchone()[0]
+
+
+Run = Callable[[Callable[[sqlite3.Connection], Any]], Awaitable[Any]]
+
+
+@dataclass(frozen=True)
+class SearchedShard:
+    """A shard as the search sees it: the last rowid it holds, and how to run a query on it."""
+
+    name: str
+    last_rowid: int
+    run: Run
+
+
+@dataclass(frozen=True)
+class SearchPage:
+    rows: list[dict[str, Any]]  # each with the shard that holds it
+    count: int  # matches in the release, exact up to the cap
+    more_than_count: bool  # the release has more matches than ``count`` (the cap)
+    next_after: int | None  # the ``after`` of the next page; None on the last page
+
+
+async def search_page(
+    shards: Sequence[SearchedShard],
+    q: str,
+    after: int = 0,
+    limit: int = PAGE_ROWS,
+    cap: int = COUNT_CAP,
+) -> SearchPage:
+    """The page of matches for ``q`` after rowid ``after`` over ``shards`` (in release order),
+    with the number of matches in the release up to ``cap``."""
+    match = laion_match(q)
+    rows: list[dict[str, Any]] = []
+    for shard in shards:
+        if len(rows) > limit:
+            break
+        if shard.last_rowid <= after:
+            continue
+        wanted = limit + 1 - len(rows)  # one more than the page: is there a next one?
+
+        def page(conn: sqlite3.Connection, wanted: int = wanted) -> list[tuple]:
+            return page_rows(conn, match, after, wanted)
+
+        found = await shard.run(page)
+        rows += [{**dict(zip(RESULT_COLUMNS, r, strict=True)), "shard": shard.name} for r in found]
+    count = 0
+    for shard in shards:
+        if count > cap:
+            break
+
+        def counted(conn: sqlite3.Connection, left: int = cap + 1 - count) -> int:
+            return count_matches(conn, match, left)
+
+        count += await shard.run(counted)
+    more = len(rows) > limit
+    rows = rows[:limit]
+    return SearchPage(
+        rows=rows,
+        count=min(count, cap),
+        more_than_count=count > cap,
+        next_after=rows[-1]["rowid"] if more else None,
+    )
