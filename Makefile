@@ -26,12 +26,13 @@ $(DAGSTER_HOME)/dagster.yaml: dagster_home.yaml
 run: $(STAMP) $(DAGSTER_HOME)/dagster.yaml
 	$(BIN)/python -m laion_pipeline run --job full_build --workspace workspace.yaml
 
-## The whole test suite, after the linter (about 13 minutes on 2 cores), TEST_WORKERS tests at
+## The whole test suite, after the linter (about 12 minutes on 2 cores), TEST_WORKERS tests at
 ## a time (pytest-xdist): most tests wait on a process or a server, so 3 keep 2 cores busy;
-## the tests of one module that share a server or a built folder run on one worker.
+## each module's tests run together on one worker (loadscope), so a module's server or built
+## folder is set up once.
 TEST_WORKERS ?= 3
 test: lint
-	$(BIN)/python -m pytest -n $(TEST_WORKERS) --dist loadgroup
+	$(BIN)/python -m pytest -n $(TEST_WORKERS) --dist loadscope
 
 ## The unit tests of the core and the Datasette plugin (under a minute): the inner loop.
 test-fast: $(STAMP)

@@ -17,9 +17,6 @@ from laion_pipeline_tests.dagster_dev import LOCATION, REPO_ROOT, DagsterDev
 from laion_pipeline_tests.test_browser import CHROMIUM, OUTPUT, needs_chromium
 from laion_pipeline_tests.test_definitions import EXPECTED_DEPENDENCIES
 
-# One `dg dev` for the module: its tests run on one xdist worker.
-pytestmark = pytest.mark.xdist_group("dagster_ui")
-
 ASSETS = """{ assetNodes {
     assetKey { path }
     dependencyKeys { path }
