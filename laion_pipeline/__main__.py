@@ -25,7 +25,7 @@ from laion_pipeline.layout import REPORT_URL
 from laion_pipeline.lock import data_dir_lock
 from laion_pipeline.release import pointed_release
 from laion_pipeline.release import rollback as restore_previous
-from laion_pipeline.resources import build_resources
+from laion_pipeline.resources import LaionData, build_resources
 
 RUN_POLL_SECONDS = 1.0
 # Below this many bytes to stage in all, one process stages them faster than workers start.
@@ -75,11 +75,11 @@ def launch(job: str, workspace: str) -> int:
     return 0
 
 
-def stage(workers: int, chosen: bool) -> int:
+def stage(laion_data: LaionData) -> int:
     """Observe the sources, then stage every source file that is new or changed since it was
-    last staged (a run of stage_source_files per file, ``workers`` at a time; ``chosen``:
-    the user set how many)."""
+    last staged (a run of stage_source_files per file, ``LAION_WORKERS`` at a time)."""
     from concurrent.futures import ProcessPoolExecutor
+    from contextlib import ExitStack
     from multiprocessing import get_context
 
     from dagster import DagsterInstance
@@ -98,29 +98,27 @@ def stage(workers: int, chosen: bool) -> int:
             return 1
         keys = stale_partitions(instance, defs.resolve_asset_graph())
         total = len(instance.get_dynamic_partitions("source_files"))
-    listing = SourceListing.read(build_resources()["laion_data"].layout)  # just observed
-    sizes = {entry.key: entry.size or 0 for entry in listing.entries}
+    wanted = set(keys)
+    listing = SourceListing.read(laion_data.layout)  # just observed
+    size = sum(entry.size or 0 for entry in listing.entries if entry.key in wanted)
     # Worker processes cost seconds to start: unless told how many, small inputs are staged
     # in this process.
-    if not chosen and sum(sizes.get(key, 0) for key in keys) < IN_PROCESS_BYTES:
-        workers = 1
+    small = not laion_data.workers and size < IN_PROCESS_BYTES
+    workers = 1 if small else laion_data.parallel_files
     print(f"{len(keys)} of {total} source files to stage, {workers} at a time")
     failed = []
-    if workers == 1:
-        staged = map(stage_partition, keys)
-    else:
-        pool = ProcessPoolExecutor(workers, mp_context=get_context("spawn"))
-        staged = pool.map(stage_partition, keys)
-    try:
+    with ExitStack() as stack:
+        if workers == 1:
+            staged = map(stage_partition, keys)
+        else:
+            pool = ProcessPoolExecutor(workers, mp_context=get_context("spawn"))
+            staged = stack.enter_context(pool).map(stage_partition, keys)
         for key, run_id, success in staged:
             print(
                 f"Run {run_id} of stage_source_files [{key}]: {'SUCCESS' if success else 'FAILURE'}"
             )
             if not success:
                 failed.append(key)
-    finally:
-        if workers > 1:
-            pool.shutdown()
     if failed:
         print(f"{len(failed)} source files failed to stage: {', '.join(failed)}", file=sys.stderr)
         return 1
@@ -130,10 +128,8 @@ def stage(workers: int, chosen: bool) -> int:
 def run(job: str, workspace: str) -> int:
     """``full_build`` (what `make run` runs): stage the new or changed source files, then
     launch full_build; any other job: launch it."""
-    if job == "full_build":
-        laion_data = build_resources()["laion_data"]
-        if stage(laion_data.parallel_files, chosen=bool(laion_data.workers)):
-            return 1
+    if job == "full_build" and stage(build_resources()["laion_data"]):
+        return 1
     if launch(job, workspace):
         return 1
     return where()

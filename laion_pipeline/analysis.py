@@ -260,8 +260,10 @@ def analyze(
             )
         return {
             "database": {
-                **{k: manifest[k] for k in ("database", "sha256", "built_at", "source")},
-                "row_counts": manifest["row_counts"],
+                **{
+                    k: manifest[k]
+                    for k in ("database", "sha256", "built_at", "source", "row_counts")
+                },
                 "title": manifest.get("profile", {}).get("title", "LAION"),
             },
             "domains": manifest["row_counts"]["domain"],

@@ -10,21 +10,14 @@ from laion_pipeline.db import quote_identifier
 from laion_pipeline.hub import DEFAULT_HF_REPO
 from laion_pipeline.layout import DEFAULT_DATABASE, ENTITY_KINDS, REPORT_URL
 from laion_pipeline.schema import IMAGE_COLUMNS
+from laion_pipeline.shard_search import PAGE_ROWS, search_sql
 
-SEARCH_PAGE_ROWS = 50
-# The fast search: from the FTS index in rowid order (FTS5 walks its doclist in that order and
-# stops at the LIMIT), joined to images by rowid; the next page starts after the last rowid
-# shown (keyset paging), so every page costs the same however common the words are.
-SEARCH_SQL = f"""select
-  images.rowid, images.url, images.text, domain.domain, images.width, images.height,
-  images.aesthetic, images.punsafe, images.pwatermark
-from images_fts
-  join images on images.rowid = images_fts.rowid
-  join domain on domain.id = images.domain_id
-where images_fts match laion_match(:q)
-  and images_fts.rowid > cast(coalesce(nullif(:after, ''), '0') as integer)
-order by images_fts.rowid
-limit {SEARCH_PAGE_ROWS}"""
+SEARCH_PAGE_ROWS = PAGE_ROWS
+# Datasette's canned query of the fast search: any text typed in q is a valid FTS5 query
+# (laion_match), an empty after is the first page.
+SEARCH_SQL = search_sql(
+    "laion_match(:q)", "cast(coalesce(nullif(:after, ''), '0') as integer)", str(PAGE_ROWS)
+)
 
 # The settings of the 2022 deployment, passed by `make serve`.
 SERVE_SETTINGS = {"sql_time_limit_ms": 10_000, "suggest_facets": 0, "allow_download": 0}

@@ -236,11 +236,12 @@ def asgi_wrapper(datasette: Any) -> Any:
             if scope.get("type") != "http":
                 await app(scope, receive, send)
                 return
+            # After enter(): a switch to a release of another profile renames the database.
+            release_id = (await served.enter()).encode() if served is not None else b""
+            scope = _hide_noise_columns(scope, release_database(datasette))
             if served is None:
-                await app(_hide_noise_columns(scope, release_database(datasette)), receive, send)
+                await app(scope, receive, send)
                 return
-            release_id = (await served.enter()).encode()
-            scope = _hide_noise_columns(scope, served.database)
 
             async def send_with_release(message: dict) -> None:
                 if message["type"] == "http.response.start":

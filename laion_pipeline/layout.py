@@ -6,6 +6,7 @@ import hashlib
 import json
 import re
 from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
 
 # The published database's name when a profile names none: the 2022 site's.
@@ -47,7 +48,7 @@ class ReleaseFiles:
     folder: Path
     database: str = ""
 
-    @property
+    @cached_property  # read once per object: ``db`` and the name are asked for often
     def database_name(self) -> str:
         """The name Datasette serves the database under (``/<name>``): its file's stem."""
         if self.database:

@@ -32,16 +32,27 @@ RESULT_COLUMNS = (
     "punsafe",
     "pwatermark",
 )
-# FTS5 walks its doclist in rowid order and stops at the LIMIT; images and domain are joined by
-# their keys, so every page costs the same however common the words are.
-_SELECTED = ", ".join("domain.domain" if c == "domain" else f"images.{c}" for c in RESULT_COLUMNS)
-PAGE_SQL = f"""SELECT {_SELECTED}
-FROM images_fts
-  JOIN images ON images.rowid = images_fts.rowid
-  JOIN domain ON domain.id = images.domain_id
-WHERE images_fts MATCH :match AND images_fts.rowid > :after
-ORDER BY images_fts.rowid
-LIMIT :limit"""
+
+
+def search_sql(match: str, after: str, limit: str) -> str:
+    """The fast search query, given the SQL of its FTS5 query, its ``after`` rowid and its
+    page size: from the FTS index in rowid order (FTS5 walks its doclist in that order and
+    stops at the LIMIT), joined to images and domain by their keys; the next page starts after
+    the last rowid shown (keyset paging), so every page costs the same however common the
+    words are."""
+    selected = ", ".join(
+        "domain.domain" if c == "domain" else f"images.{c}" for c in RESULT_COLUMNS
+    )
+    return f"""select {selected}
+from images_fts
+  join images on images.rowid = images_fts.rowid
+  join domain on domain.id = images.domain_id
+where images_fts match {match} and images_fts.rowid > {after}
+order by images_fts.rowid
+limit {limit}"""
+
+
+PAGE_SQL = search_sql(":match", ":after", ":limit")
 COUNT_SQL = (
     "SELECT count(*) FROM (SELECT 1 FROM images_fts WHERE images_fts MATCH :match LIMIT :limit)"
 )

@@ -16,6 +16,7 @@ import sqlite3
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import duckdb
 
@@ -82,7 +83,7 @@ class BuiltShard:
     null_captions: int
 
 
-def build_shard(shard: Shard, db: Path, log: object = None) -> BuiltShard:
+def build_shard(shard: Shard, db: Path, log: Any = None) -> BuiltShard:
     """Write the shard's database ``db`` (a new file): its domain table, its images in file
     order with their release-wide rowids, then their caption index, all on one core."""
     duck = duckdb.connect()

@@ -14,7 +14,6 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 import pytest
 from dagster import DagsterInstance
-from datasette.app import Datasette
 
 from laion_pipeline.inputs import SourceListing
 from laion_pipeline.layout import ENTITY_KINDS, DataLayout
@@ -22,6 +21,7 @@ from laion_pipeline.profiles import load_profiles
 from laion_pipeline.synthetic import SAMPLE_DIR, generate_release, read_names, sample_entity_names
 from laion_pipeline_tests.conftest import build, failure_text, phrase_count
 from laion_pipeline_tests.fake_hub import FakeHub, start_server
+from laion_pipeline_tests.test_served_release import served
 
 PROFILES = {
     # profile: (repo, shape of the files, rows, files)
@@ -127,18 +127,15 @@ def test_each_release_builds_from_spark_part_files(hub, releases, tmp_path, prof
 def assert_served_under_the_profiles_name(layout: DataLayout, profile: str, images: int) -> None:
     """The release's database, its Datasette files and its report use the profile's database
     name, and Datasette serves it there (through `published/current`, as `make serve` does)."""
-    database = load_profiles()[profile].database
+    chosen = load_profiles()[profile]
+    database = chosen.database
     assert [p.name for p in layout.current.folder.glob("*.db")] == [f"{database}.db"]
     assert list(json.loads(layout.inspect_json.read_text())) == [database]
     metadata = json.loads(layout.metadata_json.read_text())
     assert list(metadata["databases"]) == [database]
-    assert metadata["title"] == load_profiles()[profile].title
+    assert metadata["title"] == chosen.title
     assert f'href="/{database}"' in (layout.report_dir / "index.html").read_text()
-    ds = Datasette(
-        immutables=[str(layout.published_db)],
-        inspect_data=json.loads(layout.inspect_json.read_text()),
-        metadata=metadata,
-    )
+    ds = served(layout)
 
     async def scenario() -> None:
         await ds.invoke_startup()
