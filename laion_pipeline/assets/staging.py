@@ -62,6 +62,13 @@ def staging_images(
         files = staged_files_of(layout, listing, profile)
         manifest = StagingManifest(listing.source, profile.summary, tuple(files))
         layout.staging_db.parent.mkdir(parents=True, exist_ok=True)
+        # The file holds only this view, made again each time: a file that a killed build left
+        # half-written is deleted, never opened.
+        for path in (
+            layout.staging_db,
+            layout.staging_db.with_name(f"{layout.staging_db.name}.wal"),
+        ):
+            path.unlink(missing_ok=True)
         with staging_duckdb.get_connection() as conn:
             rows = create_staging(conn, files)
             problems = schema_problems(conn, files)
