@@ -53,7 +53,7 @@ def where() -> int:
     return 0
 
 
-def launch(job: str, workspace: str) -> int:
+def launch(job: str, workspace: str, tags: dict[str, str] | None = None) -> int:
     """Launch ``job`` with the instance's run launcher, so that the run belongs to the job in
     the UI (its Runs tab, the Timeline), and wait for it to end."""
     from dagster import DagsterInstance, DagsterRunStatus
@@ -61,6 +61,8 @@ def launch(job: str, workspace: str) -> int:
     run_id = str(uuid.uuid4())
     command = [str(Path(sys.executable).parent / "dagster"), "job", "launch"]
     command += ["-w", workspace, "-j", job, "--run-id", run_id]
+    if tags:
+        command += ["--tags", json.dumps(tags)]
     if subprocess.run(command, check=False).returncode != 0:
         return 1
     with DagsterInstance.get() as instance:
@@ -127,10 +129,19 @@ def stage(laion_data: LaionData) -> int:
 
 def run(job: str, workspace: str) -> int:
     """``full_build`` (what `make run` runs): stage the new or changed source files, then
-    launch full_build; any other job: launch it."""
-    if job == "full_build" and stage(build_resources()["laion_data"]):
-        return 1
-    if launch(job, workspace):
+    launch full_build over every shard they make; any other job: launch it."""
+    tags = None
+    if job == "full_build":
+        from dagster import DagsterInstance
+
+        from laion_pipeline.jobs import shard_run_tags
+
+        laion_data = build_resources()["laion_data"]
+        if stage(laion_data):
+            return 1
+        with DagsterInstance.get() as instance:
+            tags = shard_run_tags(instance, laion_data)
+    if launch(job, workspace, tags):
         return 1
     return where()
 

@@ -4,7 +4,9 @@ scores, sizes and unsafe and watermark probabilities are spread. Numbers, charts
 report, published in the release they describe (`published/current/report/`)."""
 
 import sqlite3
+from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import ExitStack
 from typing import Any
 
 import duckdb
@@ -193,9 +195,15 @@ def top_names(conn: sqlite3.Connection, kind: str) -> dict[str, Any]:
     }
 
 
-def named_images(conn: sqlite3.Connection, log: Any = None) -> int:
+def named_images(
+    conn: sqlite3.Connection,
+    log: Any = None,
+    shards: Sequence[sqlite3.Connection] = (),
+) -> int:
     """How many images have a caption that contains at least one listed name as a phrase: the
-    matches of every name, each image counted once."""
+    matches of every name, each image counted once; in ``conn``'s caption index, or with
+    ``shards`` (of a release of several, ``conn`` its catalog) in theirs, summed (their
+    images are disjoint)."""
     names = sorted(
         {
             name
@@ -205,21 +213,24 @@ def named_images(conn: sqlite3.Connection, log: Any = None) -> int:
             )
         }
     )
+    indexes = list(shards) or [conn]
     progress = Progress(
-        log, "names matched for the share of named images", len(names), unit="names"
+        log, "names matched for the share of named images", len(names) * len(indexes), unit="names"
     )
-    conn.execute("CREATE TEMP TABLE named (rowid INTEGER PRIMARY KEY)")
-    try:
-        for done, name in enumerate(names, 1):
-            conn.execute(
-                "INSERT OR IGNORE INTO temp.named SELECT rowid FROM images_fts "
-                "WHERE images_fts MATCH ?",
-                (fts_phrase(name),),
-            )
-            progress.update(done)
-        (count,) = conn.execute("SELECT count(*) FROM temp.named").fetchone()
-    finally:
-        conn.execute("DROP TABLE temp.named")
+    count = 0
+    for number, index in enumerate(indexes):
+        index.execute("CREATE TEMP TABLE named (rowid INTEGER PRIMARY KEY)")
+        try:
+            for done, name in enumerate(names, 1):
+                index.execute(
+                    "INSERT OR IGNORE INTO temp.named SELECT rowid FROM images_fts "
+                    "WHERE images_fts MATCH ?",
+                    (fts_phrase(name),),
+                )
+                progress.update(number * len(names) + done)
+            count += index.execute("SELECT count(*) FROM temp.named").fetchone()[0]
+        finally:
+            index.execute("DROP TABLE temp.named")
     return count
 
 
@@ -246,11 +257,15 @@ def analyze(
     built from. The scans of DuckDB and SQLite run at once, one core each."""
     manifest = read_json(release.manifest_json, "materialize published_database")
     create_staging(duck, _staged_files_are_published(layout, manifest))
-    conn = sqlite_connect(release.db, read_only=True)
-    try:
+    with ExitStack() as stack:
+        opened = []
+        for db in release.databases:  # the catalog (or the one database), then the shards
+            opened.append(sqlite_connect(db, read_only=True))
+            stack.callback(opened[-1].close)
+        conn, *shards = opened
         with ThreadPoolExecutor(max_workers=1) as pool:
             scanning = pool.submit(distributions, duck)
-            named = named_images(conn, log)
+            named = named_images(conn, log, shards)
             spread = scanning.result()
         images = manifest["row_counts"]["images"]
         if spread["images"] != images:
@@ -275,8 +290,6 @@ def analyze(
             "watermarked_share": _share(spread["watermarked_images"], images),
             **spread,
         }
-    finally:
-        conn.close()
 
 
 def charts(analysis: dict[str, Any]) -> dict[str, bytes]:

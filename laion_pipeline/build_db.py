@@ -39,16 +39,26 @@ def install_build_db(new: Path, layout: DataLayout) -> None:
     new.replace(layout.build_db)
 
 
-def open_build_db(layout: DataLayout, *, write: bool) -> sqlite3.Connection:
-    """The build database; for ``write``, first unshared from the published database."""
-    db = layout.build_db
+def open_writable(db: Path, asset_name: str) -> sqlite3.Connection:
+    """A build file to write to, first unshared from the published release that links it."""
     if not db.exists():
-        raise StaleInputError(f"{db} does not exist: materialize domains (and what follows)")
-    if write and db.stat().st_nlink > 1:
+        raise StaleInputError(f"{db} does not exist: materialize {asset_name} (and what follows)")
+    if db.stat().st_nlink > 1:
         own = db.with_name(db.name + ".copy")
         shutil.copyfile(db, own)
         own.replace(db)
     return sqlite_connect(db)
+
+
+def open_build_db(layout: DataLayout, *, write: bool) -> sqlite3.Connection:
+    """The build database; for ``write``, first unshared from the published database."""
+    if write:
+        return open_writable(layout.build_db, "images")
+    if not layout.build_db.exists():
+        raise StaleInputError(
+            f"{layout.build_db} does not exist: materialize images (and what follows)"
+        )
+    return sqlite_connect(layout.build_db)
 
 
 def require_table(conn: sqlite3.Connection, table: str, asset_name: str) -> None:

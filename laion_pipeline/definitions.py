@@ -8,6 +8,8 @@ from dagster import Definitions, load_asset_checks_from_modules, load_assets_fro
 
 from laion_pipeline.assets import analysis, checks, raw, search, serving, sources, staging
 from laion_pipeline.jobs import (
+    build_shards_job,
+    catalog_job,
     entity_refresh_job,
     full_build_job,
     observe_sources_job,
@@ -32,6 +34,8 @@ def make_definitions(resources: Mapping[str, Any]) -> Definitions:
         jobs=[
             stage_source_files_job,
             full_build_job,
+            build_shards_job,
+            catalog_job,
             entity_refresh_job,
             observe_sources_job,
             refresh_stale_job,

@@ -15,6 +15,10 @@ from laion_pipeline.errors import InvalidInputError, StaleInputError
 from laion_pipeline.files import read_json, write_json_atomic
 from laion_pipeline.layout import DataLayout
 
+# Large enough that the 2022 set (12,096,835 rows) is one shard, so the default build is the
+# one-file database of 2022; Re-LAION's 2.1B rows make about 100 shards.
+DEFAULT_SHARD_ROWS = 20_000_000
+
 
 @dataclass(frozen=True)
 class SourceRevision:
@@ -130,6 +134,7 @@ class StagingManifest:
     source: SourceRevision
     profile: dict[str, Any]
     files: tuple[StagedFile, ...]
+    shard_rows: int = DEFAULT_SHARD_ROWS  # the most rows of a shard database (LAION_SHARD_ROWS)
 
     @property
     def rows(self) -> int:
@@ -166,6 +171,7 @@ class StagingManifest:
                 StagedFile(**{**f, "missing_columns": tuple(f["missing_columns"])})
                 for f in raw["files"]
             ),
+            raw.get("shard_rows", DEFAULT_SHARD_ROWS),
         )
 
 

@@ -3,12 +3,16 @@
 from dagster import AssetSelection, DagsterInstance, define_asset_job, in_process_executor
 
 from laion_pipeline.layout import ENTITY_KINDS
+from laion_pipeline.partitions import SHARDS, range_tags, sync_partitions
+from laion_pipeline.resources import LaionData
+from laion_pipeline.shards import plan_of_staged_files
 
 SOURCES = AssetSelection.assets("hf_dataset", "entity_sheets")
 # The tag of the runs `make run` starts itself, which the refresh sensor leaves alone.
 MAKE_RUN_TAGS = {"laion/started_by": "make run"}
-# The per-file partitions; every other asset is one for the whole build.
+# The per-file partitions; the per-shard ones; every other asset is one for the whole build.
 SOURCE_FILES = AssetSelection.assets("source_files")
+SHARD_ASSETS = AssetSelection.assets("images", "images_fts")
 BUILD = AssetSelection.all() - SOURCE_FILES
 # The graph is a chain that writes one file at a time, so one process runs a job's steps in
 # order without a process start per step (3 s instead of 30 s on the sample). The UI's
@@ -29,8 +33,27 @@ full_build_job = define_asset_job(
     selection=BUILD | AssetSelection.assets("entity_sheets"),
     executor_def=EXECUTOR,
     description="From the staged files to the published release: the name lists, the "
-    "staging view, the search database, the publish and the analysis, with every check, in "
-    "one run. `make run` runs it once the source files are staged.",
+    "staging view, every shard of the search database (LAION_WORKERS at a time), the "
+    "catalog, the publish and the analysis, with every check, in one run over every "
+    "partition of shards. `make run` runs it once the source files are staged.",
+)
+
+build_shards_job = define_asset_job(
+    "build_shards",
+    selection=SHARD_ASSETS,
+    executor_def=EXECUTOR,
+    description="Build one shard's database (its images, caption index and domain table) on "
+    "one core: a run per partition of shards, so a backfill of every shard spreads over "
+    "the workers of the run launcher (Celery), each shard retried alone if it fails. Then "
+    "`catalog` completes the release.",
+)
+
+catalog_job = define_asset_job(
+    "catalog",
+    selection=BUILD - SHARD_ASSETS - AssetSelection.assets("staging_images"),
+    executor_def=EXECUTOR,
+    description="Once every shard is built: the domain totals, the name counts over every "
+    "shard, the publish of the release (catalog and shards in one switch) and its analysis.",
 )
 
 entity_refresh_job = define_asset_job(
@@ -58,6 +81,17 @@ refresh_stale_job = define_asset_job(
     description="Materializes the assets it is given: the refresh_stale_assets sensor starts "
     "it with the stale assets and everything downstream of them.",
 )
+
+
+def shard_run_tags(instance: DagsterInstance, laion_data: LaionData) -> dict[str, str]:
+    """The tags of a run over every shard the staged files make (the partitions of shards,
+    made those now): what full_build and refresh_stale are launched with."""
+    keys = [
+        s.key
+        for s in plan_of_staged_files(laion_data.layout, laion_data.profile, laion_data.shard_rows)
+    ]
+    sync_partitions(instance, SHARDS, keys)
+    return range_tags(keys)
 
 
 def stage_partition(key: str) -> tuple[str, str, bool]:

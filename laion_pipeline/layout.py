@@ -61,7 +61,27 @@ class ReleaseFiles:
 
     @property
     def db(self) -> Path:
+        """The database: with several shards, the catalog (domains, names, shards)."""
         return self.folder / f"{self.database_name}.db"
+
+    def shard_db(self, key: str) -> Path:
+        """One shard's database in a release of several."""
+        return self.folder / f"{self.database_name}-{key}.db"
+
+    @cached_property
+    def shard_keys(self) -> tuple[str, ...]:
+        """The shards of the release in their order (none: one database holds everything)."""
+        try:
+            manifest = json.loads(self.manifest_json.read_text(encoding="utf-8"))
+        except FileNotFoundError:
+            return ()
+        return tuple(shard["key"] for shard in manifest.get("shards", ()))
+
+    @property
+    def databases(self) -> tuple[Path, ...]:
+        """Every database file of the release: the catalog (or the one database), then the
+        shards."""
+        return (self.db, *(self.shard_db(key) for key in self.shard_keys))
 
     @property
     def metadata_json(self) -> Path:
@@ -147,6 +167,10 @@ class DataLayout:
     def build_db(self) -> Path:
         # A work file, named the same for every profile: publish names the release's copy.
         return self.root / "build" / f"{DEFAULT_DATABASE}.db"
+
+    def shard_db(self, key: str) -> Path:
+        """The database of one shard of a build of several (one shard is the build database)."""
+        return self.build_db.parent / "shards" / f"{key}.db"
 
     @property
     def published_dir(self) -> Path:

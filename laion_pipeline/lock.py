@@ -102,3 +102,15 @@ def staged_file_lock(layout: DataLayout, key: str, log: Any = None) -> Iterator[
     lock = layout.staged_record(key).with_suffix(".lock")
     with _exclusive(lock, layout.staged_parquet(key), log, wait=True):
         yield
+
+
+@contextmanager
+def shard_lock(layout: DataLayout, key: str, log: Any = None) -> Iterator[None]:
+    """Hold the lock of one shard's database in a build of several: shards build at once
+    (each writes only its own file), two runs of the same shard take turns, and a publish
+    holds every shard's lock while it checks and links their files."""
+    writable_data_dir(layout)
+    db = layout.shard_db(key)
+    db.parent.mkdir(parents=True, exist_ok=True)
+    with _exclusive(db.with_suffix(".lock"), db, log, wait=True):
+        yield

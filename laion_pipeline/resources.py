@@ -27,7 +27,7 @@ from laion_pipeline.hub import (
     load_listing,
     save_listing,
 )
-from laion_pipeline.inputs import SourceEntry, SourceListing, SourceRevision
+from laion_pipeline.inputs import DEFAULT_SHARD_ROWS, SourceEntry, SourceListing, SourceRevision
 from laion_pipeline.layout import ENTITY_KINDS, DataLayout
 from laion_pipeline.profiles import Profile, choose_profile, load_profiles
 from laion_pipeline.synthetic import SAMPLE_DIR
@@ -58,7 +58,8 @@ class FetchedFile:
 class LaionData(ConfigurableResource):
     """The data directory (``LAION_DATA_DIR``) and what a build makes of the source files: the
     profile (``LAION_PROFILE``, with ``LAION_PROFILES_FILE``), whether raw files are kept once
-    staged (``LAION_KEEP_RAW``) and how many files are staged at once (``LAION_WORKERS``)."""
+    staged (``LAION_KEEP_RAW``), how many files are staged (and shards built) at once
+    (``LAION_WORKERS``) and the most rows a shard database holds (``LAION_SHARD_ROWS``)."""
 
     data_dir: str
     profile_name: str = ""
@@ -68,6 +69,7 @@ class LaionData(ConfigurableResource):
     source_kind: str = "sample"
     keep_raw: bool = True
     workers: int = 0
+    shard_rows: int = DEFAULT_SHARD_ROWS
 
     @property
     def layout(self) -> DataLayout:
@@ -373,14 +375,14 @@ def _truthy(value: str | None) -> bool:
     return (value or "").strip().lower() in ("1", "true", "yes", "on")
 
 
-def _workers(value: str | None) -> int:
+def _count(name: str, value: str | None, default: int, meaning: str) -> int:
+    """A positive whole number setting, ``default`` when unset."""
     if not (value or "").strip():
-        return 0
-    if not value.strip().isdigit() or int(value) < 1:
-        raise ConfigurationError(
-            f"LAION_WORKERS={value!r}: set it to how many files to stage at once, such as 2"
-        )
-    return int(value)
+        return default
+    text = value.strip().replace("_", "")
+    if not text.isdigit() or int(text) < 1:
+        raise ConfigurationError(f"{name}={value!r}: set it to {meaning}")
+    return int(text)
 
 
 def build_resources(environ: Mapping[str, str] | None = None) -> dict[str, Any]:
@@ -431,7 +433,18 @@ def build_resources(environ: Mapping[str, str] | None = None) -> dict[str, Any]:
         filter_settings={v: env[v] for v in sorted(variables) if env.get(v)},
         source_kind=source_kind,
         keep_raw=_truthy(env.get("LAION_KEEP_RAW") or "1"),
-        workers=_workers(env.get("LAION_WORKERS")),
+        workers=_count(
+            "LAION_WORKERS",
+            env.get("LAION_WORKERS"),
+            0,
+            "how many files to stage at once, such as 2",
+        ),
+        shard_rows=_count(
+            "LAION_SHARD_ROWS",
+            env.get("LAION_SHARD_ROWS"),
+            DEFAULT_SHARD_ROWS,
+            "the most rows a shard database holds, such as 20000000",
+        ),
     )
     return {
         "laion_data": data,

@@ -24,8 +24,10 @@ from laion_pipeline.jobs import (
     MAKE_RUN_TAGS,
     observe_sources_job,
     refresh_stale_job,
+    shard_run_tags,
     stage_source_files_job,
 )
+from laion_pipeline.resources import LaionData
 
 SOURCE_FILES_KEY = AssetKey("source_files")
 
@@ -56,8 +58,17 @@ def assets_to_refresh(instance: DagsterInstance, asset_graph: BaseAssetGraph) ->
     input, changed since they were materialized), and everything downstream of them, in
     topological order."""
     resolver = _resolver(instance, asset_graph)
+
+    def fresh(key: AssetKey) -> bool:
+        partitions = asset_graph.get(key).partitions_def
+        if partitions is None:
+            return resolver.get_status(key) == StaleStatus.FRESH
+        # A partitioned asset (a shard's tables) is fresh when each of its partitions is.
+        keys = partitions.get_partition_keys(dynamic_partitions_store=instance)
+        return bool(keys) and all(resolver.get_status(key, k) == StaleStatus.FRESH for k in keys)
+
     materializable = asset_graph.materializable_asset_keys - {SOURCE_FILES_KEY}
-    roots = [key for key in materializable if resolver.get_status(key) != StaleStatus.FRESH]
+    roots = [key for key in materializable if not fresh(key)]
     if not roots:
         return []
     selected = AssetSelection.assets(*roots).downstream().resolve(asset_graph)
@@ -74,9 +85,12 @@ def assets_to_refresh(instance: DagsterInstance, asset_graph: BaseAssetGraph) ->
     description="When observe_sources succeeds (the weekly_refresh schedule, or by hand), "
     "starts a stage_source_files run for each source file that is new or changed; when the "
     "last of those succeeds (or none was needed), starts refresh_stale with the assets that "
-    "are stale or missing and their downstream assets; skips when everything is up to date.",
+    "are stale or missing and their downstream assets, over every shard the staged files "
+    "make; skips when everything is up to date.",
 )
-def refresh_stale_assets(context: RunStatusSensorContext) -> list[RunRequest] | SkipReason:
+def refresh_stale_assets(
+    context: RunStatusSensorContext, laion_data: LaionData
+) -> list[RunRequest] | SkipReason:
     instance, graph = context.instance, context.repository_def.asset_graph
     finished = context.dagster_run
     if all(finished.tags.get(k) == v for k, v in MAKE_RUN_TAGS.items()):
@@ -112,5 +126,6 @@ def refresh_stale_assets(context: RunStatusSensorContext) -> list[RunRequest] | 
             run_key=f"refresh:{observation.run_id}",
             job_name=refresh_stale_job.name,
             asset_selection=keys,
+            tags=shard_run_tags(instance, laion_data),
         )
     ]

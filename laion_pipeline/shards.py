@@ -11,24 +11,29 @@ whole release gives them), and each name's count of captions naming it.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import sqlite3
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
+from concurrent.futures import ProcessPoolExecutor
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
+from multiprocessing import get_context
 from pathlib import Path
 from typing import Any
 
 import duckdb
 
-from laion_pipeline.db import sqlite_connect
+from laion_pipeline.build_db import SIDE_FILES, open_writable, remove_side_files, require_table
+from laion_pipeline.db import sqlite_connect, sqlite_transaction
+from laion_pipeline.errors import StaleInputError
 from laion_pipeline.fts import build_images_fts
-from laion_pipeline.inputs import StagedFile
-from laion_pipeline.staging import staging_view_sql
-from laion_pipeline.tables import build_domains, count_phrase, load_images
-
-# Large enough that the 2022 set (12,096,835 rows) is one shard, so the default build is the
-# one-file database of 2022; Re-LAION's 2.1B rows make about 100 shards.
-DEFAULT_SHARD_ROWS = 20_000_000
+from laion_pipeline.inputs import SourceListing, StagedFile, StagingManifest
+from laion_pipeline.layout import DataLayout
+from laion_pipeline.lock import shard_lock
+from laion_pipeline.profiles import Profile
+from laion_pipeline.staging import staged_files_of, staging_view_sql
+from laion_pipeline.tables import DOMAIN_DDL, build_domains, count_phrase, load_images
 
 
 @dataclass(frozen=True)
@@ -49,10 +54,20 @@ class Shard:
         return self.first_rowid + self.rows - 1
 
     @property
+    def rowid_range(self) -> tuple[int, int]:
+        return (self.first_rowid, self.last_rowid)
+
+    @property
     def data_version(self) -> str:
         """Changes when a file of the shard, or where the shard starts, changes."""
         parts = [str(self.first_rowid), *(f"{f.key}\0{f.data_version}" for f in self.files)]
         return hashlib.sha256("\n".join(parts).encode()).hexdigest()[:16]
+
+
+SHARDS_DDL = (
+    "CREATE TABLE shards (key TEXT PRIMARY KEY, first_rowid INTEGER, last_rowid INTEGER, "
+    "images INTEGER, files TEXT)"
+)
 
 
 def plan_shards(files: Sequence[StagedFile], max_rows: int) -> tuple[Shard, ...]:
@@ -76,6 +91,25 @@ def plan_shards(files: Sequence[StagedFile], max_rows: int) -> tuple[Shard, ...]
     return tuple(shards)
 
 
+def shards_of(manifest: StagingManifest) -> tuple[Shard, ...]:
+    """The shards of the staged files a build reads (planned with the manifest's
+    ``shard_rows``)."""
+    return plan_shards(manifest.files, manifest.shard_rows)
+
+
+def plan_of_staged_files(
+    layout: DataLayout, profile: Profile, shard_rows: int
+) -> tuple[Shard, ...]:
+    """The shards ``staging_images`` will plan from the staged files of the observed listing
+    (an error naming the files not staged yet)."""
+    return plan_shards(staged_files_of(layout, SourceListing.read(layout), profile), shard_rows)
+
+
+def shard_file(layout: DataLayout, shards: Sequence[Shard], key: str) -> Path:
+    """Where the shard ``key`` is built: the build database itself when it is the only one."""
+    return layout.build_db if len(shards) == 1 else layout.shard_db(key)
+
+
 @dataclass(frozen=True)
 class BuiltShard:
     rows: int
@@ -83,9 +117,10 @@ class BuiltShard:
     null_captions: int
 
 
-def build_shard(shard: Shard, db: Path, log: Any = None) -> BuiltShard:
+def build_shard(shard: Shard, db: Path, log: Any = None, *, index: bool = True) -> BuiltShard:
     """Write the shard's database ``db`` (a new file): its domain table, its images in file
-    order with their release-wide rowids, then their caption index, all on one core."""
+    order with their release-wide rowids, then (with ``index``) their caption index, all on
+    one core."""
     duck = duckdb.connect()
     conn = sqlite_connect(db)
     try:
@@ -94,11 +129,105 @@ def build_shard(shard: Shard, db: Path, log: Any = None) -> BuiltShard:
         conn.execute("PRAGMA synchronous = OFF")  # a failed shard is built again from scratch
         domains = build_domains(duck, conn)
         loaded = load_images(duck, conn, shard.rows, log, first_rowid=shard.first_rowid)
-        build_images_fts(conn, log)
+        if index:
+            build_images_fts(conn, log)
     finally:
         conn.close()
         duck.close()
     return BuiltShard(loaded.rows, domains, loaded.null_captions)
+
+
+def make_shard(layout: DataLayout, shard: Shard, *, images: bool, index: bool) -> BuiltShard | None:
+    """Build the database of one shard of several, under its lock: with ``images``, a new file
+    (then with ``index`` its caption index too) that replaces the old one at once; else the
+    caption index alone, again, in the existing file. Returns what was loaded, if anything."""
+    db = layout.shard_db(shard.key)
+    with shard_lock(layout, shard.key):
+        if not images:
+            conn = open_writable(db, f"images [{shard.key}]")
+            try:
+                build_images_fts(conn)
+            finally:
+                conn.close()
+            return None
+        new = db.with_name(db.name + ".new")
+        for leftover in (new, *(new.with_name(new.name + s) for s in SIDE_FILES)):
+            leftover.unlink(missing_ok=True)  # what a killed build of this shard left
+        built = build_shard(shard, new, index=index)
+        remove_side_files(db)
+        new.replace(db)
+        return built
+
+
+def make_shards(
+    layout: DataLayout, shards: Sequence[Shard], *, images: bool, index: bool, workers: int
+) -> list[BuiltShard | None]:
+    """``make_shard`` for each of ``shards``, ``workers`` at a time (each a process on one
+    core), in their order."""
+    build = functools.partial(make_shard, layout, images=images, index=index)
+    if workers == 1 or len(shards) == 1:
+        return [build(shard) for shard in shards]
+    with ProcessPoolExecutor(min(workers, len(shards)), mp_context=get_context("spawn")) as pool:
+        return list(pool.map(build, shards))
+
+
+def write_catalog(db: Path, shards: Sequence[Shard], conns: Sequence[sqlite3.Connection]) -> int:
+    """Write the catalog tables of a release of several shards into the new file ``db``: the
+    ``domain`` table over every shard and the ``shards`` table. Returns the number of hosts."""
+    domains = catalog_domains(conns)
+    conn = sqlite_connect(db)
+    try:
+        with sqlite_transaction(conn):
+            conn.execute(DOMAIN_DDL)
+            conn.executemany("INSERT INTO domain VALUES (?, ?, ?)", domains)
+            conn.execute(SHARDS_DDL)
+            conn.executemany(
+                "INSERT INTO shards VALUES (?, ?, ?, ?, ?)",
+                [
+                    (s.key, s.first_rowid, s.last_rowid, s.rows, "\n".join(f.key for f in s.files))
+                    for s in shards
+                ],
+            )
+    finally:
+        conn.close()
+    return len(domains)
+
+
+def chosen_shards(shards: Sequence[Shard], keys: Iterable[str]) -> list[Shard]:
+    """The shards named ``keys`` (partitions of a run), in release order; an error naming any
+    that the plan of the staged files does not hold."""
+    wanted = set(keys)
+    unknown = sorted(wanted - {s.key for s in shards})
+    if unknown:
+        raise StaleInputError(
+            f"{', '.join(unknown)} not in the plan of the staged files ({len(shards)} shards): "
+            "materialize staging_images, then the shards it lists"
+        )
+    return [s for s in shards if s.key in wanted]
+
+
+@contextmanager
+def shard_connections(
+    layout: DataLayout, shards: Sequence[Shard]
+) -> Iterator[list[sqlite3.Connection]]:
+    """Read-only connections to every shard's database, in release order; an error naming
+    the shards not built (with their caption index) yet."""
+    paths = [shard_file(layout, shards, s.key) for s in shards]
+    missing = [s.key for s, path in zip(shards, paths, strict=True) if not path.exists()]
+    if missing:
+        raise StaleInputError(
+            f"{len(missing)} of {len(shards)} shards are not built ({', '.join(missing[:5])}"
+            f"{', ...' if len(missing) > 5 else ''}): materialize those partitions of images "
+            "and images_fts"
+        )
+    with ExitStack() as stack:
+        conns = []
+        for shard, path in zip(shards, paths, strict=True):
+            conn = sqlite_connect(path, read_only=True)
+            stack.callback(conn.close)
+            require_table(conn, "images_fts", f"images_fts [{shard.key}]")
+            conns.append(conn)
+        yield conns
 
 
 def catalog_domains(shards: Iterable[sqlite3.Connection]) -> list[tuple[int, str, int]]:

@@ -2,7 +2,7 @@
 second process meanwhile) and the name tables, from the staged rows."""
 
 import sqlite3
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -154,14 +154,17 @@ def build_entity_table(
     columns: list[str],
     rows: list[dict[str, str]],
     log: Any = None,
+    count: Callable[[str], int] | None = None,
 ) -> list[tuple[str, int]]:
     """Replace ``table`` with the CSV rows plus ``image_counts``, the number of captions that
-    contain the row's name as a phrase. Returns (name, image_counts) per row."""
+    contain the row's name as a phrase: in ``conn``'s caption index, or as ``count`` counts
+    them (over the shards of a release). Returns (name, image_counts) per row."""
+    count = count or (lambda name: count_phrase(conn, name))
     counts: dict[str, int] = {}
     progress = Progress(log, f"{table}: names counted", len(rows), unit="names")
     for done, row in enumerate(rows, 1):
         if row["name"] not in counts:
-            counts[row["name"]] = count_phrase(conn, row["name"])
+            counts[row["name"]] = count(row["name"])
         progress.update(done)
     quoted = [quote_identifier(c) for c in [*columns, "image_counts"]]
     with sqlite_transaction(conn):

@@ -22,6 +22,7 @@ from dagster._core.definitions.observe import observe
 
 from laion_pipeline.assets.sources import hf_dataset
 from laion_pipeline.definitions import all_asset_checks, all_assets, defs
+from laion_pipeline.jobs import shard_run_tags
 from laion_pipeline.layout import DataLayout
 from laion_pipeline.resources import build_resources
 from laion_pipeline.schema import LAION_ARROW_SCHEMA
@@ -64,6 +65,7 @@ def build(
         if not staged.success:
             return staged
     selection = kwargs.pop("selection", None) or BUILD_SELECTION
+    kwargs["tags"] = {**shard_run_tags(instance, chosen["laion_data"]), **kwargs.get("tags", {})}
     result = materialize(
         [*all_assets, *all_asset_checks],
         resources=chosen,

@@ -16,12 +16,12 @@ EXPECTED_DEPENDENCIES = {
     "source_files": {"hf_dataset"},
     "entity_csvs": {"entity_sheets"},
     "staging_images": {"source_files"},
-    "domains": {"staging_images"},
-    "images": {"domains"},
+    "images": {"staging_images"},
     "images_fts": {"images"},
-    "artists": {"images_fts", "entity_csvs"},
-    "celebrities": {"images_fts", "entity_csvs"},
-    "characters": {"images_fts", "entity_csvs"},
+    "domains": {"images"},
+    "artists": {"images_fts", "domains", "entity_csvs"},
+    "celebrities": {"images_fts", "domains", "entity_csvs"},
+    "characters": {"images_fts", "domains", "entity_csvs"},
     "published_database": {"images_fts", "artists", "celebrities", "characters"},
     "analysis": {"published_database", "staging_images"},
 }
@@ -95,18 +95,23 @@ def test_every_asset_has_a_layer_kinds_a_code_version_and_a_column_schema():
     assert groups == GROUPS
 
 
+PARTITIONS = {"hf_dataset": "source_files", "source_files": "source_files"}
+PARTITIONS |= {"images": "shards", "images_fts": "shards"}
+
+
 @pytest.mark.fast
-def test_one_partition_per_source_file_for_the_source_and_its_staging():
+def test_one_partition_per_source_file_and_one_per_shard():
     graph = defs.resolve_asset_graph()
-    for name in ("hf_dataset", "source_files"):
+    for name, partitions_name in PARTITIONS.items():
         partitions = graph.get(AssetKey(name)).partitions_def
         assert isinstance(partitions, DynamicPartitionsDefinition), name
-        assert partitions.name == "source_files"
-    for name in set(EXPECTED_DEPENDENCIES) - {"hf_dataset", "source_files"}:
+        assert partitions.name == partitions_name
+    for name in set(EXPECTED_DEPENDENCIES) - set(PARTITIONS):
         assert graph.get(AssetKey(name)).partitions_def is None, name
-    stage = defs.resolve_job_def("stage_source_files")
-    assert stage.partitions_def.name == "source_files"
-    assert defs.resolve_job_def("full_build").partitions_def is None
+    assert defs.resolve_job_def("stage_source_files").partitions_def.name == "source_files"
+    for job in ("build_shards", "full_build", "refresh_stale"):
+        assert defs.resolve_job_def(job).partitions_def.name == "shards", job
+    assert defs.resolve_job_def("catalog").partitions_def is None
 
 
 @pytest.mark.fast
@@ -114,6 +119,8 @@ def test_jobs_schedule_and_sensor():
     assert {job.name for job in defs.resolve_all_job_defs()} >= {
         "stage_source_files",
         "full_build",
+        "build_shards",
+        "catalog",
         "entity_refresh",
         "observe_sources",
         "refresh_stale",
@@ -149,6 +156,7 @@ DAGSTER_MODULES = {
     "sensors",
     "resources",
     "metadata",
+    "partitions",
     "bench",
     "__main__",
 }

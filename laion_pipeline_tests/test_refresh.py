@@ -15,6 +15,7 @@ from dagster import (
 )
 
 from laion_pipeline.definitions import all_asset_checks, all_assets, make_definitions
+from laion_pipeline.jobs import shard_run_tags
 from laion_pipeline.layout import ENTITY_KINDS, DataLayout
 from laion_pipeline.resources import build_resources
 from laion_pipeline.sensors import assets_to_refresh, refresh_stale_assets, stale_partitions
@@ -60,6 +61,7 @@ def evaluate_sensor(defs, instance, observation):
         dagster_run=observation.dagster_run,
         dagster_event=observation.get_run_success_event(),
         repository_def=defs.get_repository_def(),
+        resources=defs.resources,
     )
     return refresh_stale_assets(context)
 
@@ -73,7 +75,8 @@ def run_full_build(defs, instance):
             instance=instance, partition_key=key
         )
         assert staged.success
-    return defs.resolve_job_def("full_build").execute_in_process(instance=instance)
+    tags = shard_run_tags(instance, defs.resources["laion_data"])
+    return defs.resolve_job_def("full_build").execute_in_process(instance=instance, tags=tags)
 
 
 def test_full_build_observes_the_sources_and_passes_every_check(pipeline):
@@ -166,7 +169,7 @@ def test_a_new_code_version_marks_the_asset_and_what_follows_it(pipeline):
     assert run_full_build(defs, instance).success
     changed = [
         asset.map_asset_specs(lambda spec: spec.replace_attributes(code_version="changed"))
-        if isinstance(asset, AssetsDefinition) and AssetKey("domains") in asset.keys
+        if isinstance(asset, AssetsDefinition) and AssetKey("images") in asset.keys
         else asset
         for asset in all_assets
     ]
@@ -174,8 +177,8 @@ def test_a_new_code_version_marks_the_asset_and_what_follows_it(pipeline):
         assets=changed, asset_checks=all_asset_checks, resources=defs.resources
     ).resolve_asset_graph()
     assert names(assets_to_refresh(instance, graph)) == [
-        "domains",
         "images",
+        "domains",
         "images_fts",
         *ENTITY_REFRESH[1:],
     ]

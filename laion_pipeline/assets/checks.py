@@ -3,12 +3,14 @@ database or the current release, so "Execute" on a check in the UI evaluates it 
 files as they are and rebuilds nothing. In a run, a failed blocking check stops the steps after
 its asset: nothing is published."""
 
+import collections
 import sqlite3
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from typing import Any
 
 from dagster import (
+    AssetCheckExecutionContext,
     AssetCheckResult,
     AssetChecksDefinition,
     AssetCheckSeverity,
@@ -27,6 +29,7 @@ from laion_pipeline.metadata import markdown_list
 from laion_pipeline.release import current_release
 from laion_pipeline.report import report_problems
 from laion_pipeline.resources import LaionData
+from laion_pipeline.shards import Shard, chosen_shards, shards_of
 from laion_pipeline.staging import schema_problems
 
 # Above this share of images without a host (URLs with no "//"), the domain counts say little.
@@ -36,7 +39,7 @@ NULL_CAPTION_WARN_SHARE = 0.01
 
 
 # The asset that makes each table of the build database.
-MADE_BY = {"domain": "domains", "images": "images", "images_fts_docsize": "images_fts"}
+MADE_BY = {"domain": "images", "images": "images", "images_fts_docsize": "images_fts"}
 
 
 @contextmanager
@@ -44,7 +47,7 @@ def build_database(layout: DataLayout, *tables: str) -> Iterator[sqlite3.Connect
     """The build database, read-only, once it has ``tables`` (else: what to materialize; a
     check may run after another run started a new build database)."""
     if not layout.build_db.exists():
-        raise StaleInputError(f"{layout.build_db} does not exist: materialize domains first")
+        raise StaleInputError(f"{layout.build_db} does not exist: materialize images first")
     conn = sqlite_connect(layout.build_db, read_only=True)
     try:
         conn.execute("BEGIN")  # one snapshot for the whole check: writers wait for it
@@ -54,6 +57,39 @@ def build_database(layout: DataLayout, *tables: str) -> Iterator[sqlite3.Connect
         yield conn
     finally:
         conn.close()
+
+
+@contextmanager
+def shard_databases(
+    context: AssetCheckExecutionContext, layout: DataLayout, *tables: str
+) -> Iterator[list[tuple[Shard, sqlite3.Connection]]]:
+    """The databases of the shards a run built (every shard, for a check executed on its
+    own), read-only, once they have ``tables``, each with its shard."""
+    shards = shards_of(StagingManifest.read(layout))
+    if len(shards) == 1:
+        with build_database(layout, *tables) as conn:
+            yield [(shards[0], conn)]
+        return
+    if context.has_partition_key or context.has_partition_key_range:
+        shards = tuple(chosen_shards(shards, context.partition_keys))
+    with ExitStack() as stack:
+        opened = []
+        for shard in shards:
+            path = layout.shard_db(shard.key)
+            if not path.exists():
+                raise StaleInputError(f"{path} does not exist: materialize images [{shard.key}]")
+            conn = sqlite_connect(path, read_only=True)
+            stack.callback(conn.close)
+            conn.execute("BEGIN")  # one snapshot for the whole check
+            for table in tables:
+                require_table(conn, table, f"{MADE_BY.get(table, table)} [{shard.key}]")
+            opened.append((shard, conn))
+        yield opened
+
+
+def in_shard(shard: Shard, problems: list[str], several: bool) -> list[str]:
+    """Problems of one shard's database, named by the shard when there are several."""
+    return [f"{shard.key}: {p}" for p in problems] if several else problems
 
 
 def share_check(count: int, total: int, limit: float, what: str) -> AssetCheckResult:
@@ -129,9 +165,13 @@ def domain_id_problems(conn: sqlite3.Connection) -> list[str]:
     description="Every image's domain_id is a row of domain, and each domain's image_counts "
     "equals the number of images pointing at it (so they sum to the image count).",
 )
-def domain_ids_valid(laion_data: LaionData) -> AssetCheckResult:
-    with build_database(laion_data.layout, "domain", "images") as conn:
-        return problems_result(domain_id_problems(conn))
+def domain_ids_valid(
+    context: AssetCheckExecutionContext, laion_data: LaionData
+) -> AssetCheckResult:
+    with shard_databases(context, laion_data.layout, "domain", "images") as shards:
+        several = len(shards) > 1
+        found = [p for s, c in shards for p in in_shard(s, domain_id_problems(c), several)]
+    return problems_result(found, shards=len(shards))
 
 
 @asset_check(
@@ -139,11 +179,16 @@ def domain_ids_valid(laion_data: LaionData) -> AssetCheckResult:
     description=f"At most {NULL_CAPTION_WARN_SHARE:.0%} of the images have no caption (a "
     "warning: the build goes on).",
 )
-def few_null_captions(laion_data: LaionData) -> AssetCheckResult:
-    with build_database(laion_data.layout, "images") as conn:
-        images, empty = conn.execute(
-            "SELECT count(*), count(*) FILTER (WHERE text IS NULL) FROM images"
-        ).fetchone()
+def few_null_captions(
+    context: AssetCheckExecutionContext, laion_data: LaionData
+) -> AssetCheckResult:
+    images = empty = 0
+    with shard_databases(context, laion_data.layout, "images") as shards:
+        for _, conn in shards:
+            rows, nulls = conn.execute(
+                "SELECT count(*), count(*) FILTER (WHERE text IS NULL) FROM images"
+            ).fetchone()
+            images, empty = images + rows, empty + nulls
     return share_check(empty, images, NULL_CAPTION_WARN_SHARE, "have no caption")
 
 
@@ -162,12 +207,16 @@ def row_count_problems(conn: sqlite3.Connection, staged: int) -> tuple[list[str]
     blocking=True,
     description="staging_images, images and the caption index hold the same number of rows.",
 )
-def row_counts_match(laion_data: LaionData) -> AssetCheckResult:
-    layout = laion_data.layout
-    staged = StagingManifest.read(layout).rows
-    with build_database(layout, "images", "images_fts_docsize") as conn:
-        problems, counts = row_count_problems(conn, staged)
-    return problems_result(problems, **counts)
+def row_counts_match(
+    context: AssetCheckExecutionContext, laion_data: LaionData
+) -> AssetCheckResult:
+    found, totals = [], collections.Counter()
+    with shard_databases(context, laion_data.layout, "images", "images_fts_docsize") as shards:
+        for shard, conn in shards:
+            problems, counts = row_count_problems(conn, shard.rows)
+            found += in_shard(shard, problems, len(shards) > 1)
+            totals.update(counts)
+    return problems_result(found, **totals)
 
 
 @asset_check(
@@ -178,19 +227,22 @@ def row_counts_match(laion_data: LaionData) -> AssetCheckResult:
     "phrase at that image. An index built from other captions than the images table holds (a "
     "source file changed between the two) fails it.",
 )
-def caption_index_matches_captions(laion_data: LaionData) -> AssetCheckResult:
-    with build_database(laion_data.layout, "images", "images_fts_docsize") as conn:
-        checked, wrong = caption_index_mismatches(conn)
-    problems = (
-        [
-            f"{len(wrong):,} of {checked:,} sampled images have other captions in the index "
-            f"(rowids {', '.join(map(str, wrong[:5]))}...): materialize images and images_fts "
-            "again"
-        ]
-        if wrong
-        else []
-    )
-    return problems_result(problems, checked=checked, mismatched=len(wrong))
+def caption_index_matches_captions(
+    context: AssetCheckExecutionContext, laion_data: LaionData
+) -> AssetCheckResult:
+    problems, checked_in_all, wrong_in_all = [], 0, 0
+    with shard_databases(context, laion_data.layout, "images", "images_fts_docsize") as shards:
+        for shard, conn in shards:
+            checked, wrong = caption_index_mismatches(conn)
+            checked_in_all, wrong_in_all = checked_in_all + checked, wrong_in_all + len(wrong)
+            if wrong:
+                problem = (
+                    f"{len(wrong):,} of {checked:,} sampled images have other captions in the "
+                    f"index (rowids {', '.join(map(str, wrong[:5]))}...): materialize images "
+                    "and images_fts again"
+                )
+                problems += in_shard(shard, [problem], len(shards) > 1)
+    return problems_result(problems, checked=checked_in_all, mismatched=wrong_in_all)
 
 
 def _image_counts_in_range(kind: str) -> AssetChecksDefinition:
@@ -201,8 +253,8 @@ def _image_counts_in_range(kind: str) -> AssetChecksDefinition:
         description="Every name has an image_counts between 0 and the number of images.",
     )
     def check(laion_data: LaionData) -> AssetCheckResult:
-        with build_database(laion_data.layout, "images", kind) as conn:
-            (images,) = conn.execute("SELECT count(*) FROM images").fetchone()
+        images = StagingManifest.read(laion_data.layout).rows  # row_counts_match: the images'
+        with build_database(laion_data.layout, kind) as conn:
             (outside,) = conn.execute(
                 f"SELECT count(*) FROM {quote_identifier(kind)} "
                 "WHERE image_counts IS NULL OR image_counts NOT BETWEEN 0 AND ?",

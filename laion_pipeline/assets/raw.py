@@ -9,17 +9,13 @@ from typing import Any
 from dagster import AssetExecutionContext, DataVersion, MaterializeResult, asset
 
 from laion_pipeline.assets.retries import retry_transient_errors
-from laion_pipeline.assets.sources import (
-    SOURCE_FILES,
-    entity_lists_version,
-    entity_sheets,
-    hf_dataset,
-)
+from laion_pipeline.assets.sources import entity_lists_version, entity_sheets, hf_dataset
 from laion_pipeline.files import write_atomic
 from laion_pipeline.inputs import SourceListing, parse_entity_csv
 from laion_pipeline.layout import ENTITY_KINDS
 from laion_pipeline.lock import data_dir_lock, staged_file_lock
 from laion_pipeline.metadata import StepTimer, file_metadata, table_schema
+from laion_pipeline.partitions import SOURCE_FILES
 from laion_pipeline.resources import EntityLists, LaionData, ParquetSource
 from laion_pipeline.schema import ENTITY_CSV_COLUMNS, STAGED_PARQUET_COLUMNS
 from laion_pipeline.staging import stage_source_file

@@ -1,18 +1,24 @@
-"""Search database layer: the SQLite tables Datasette serves, built in ``build/``.
+"""Search database layer: the SQLite tables Datasette serves, built in `build/`.
 
-``domains`` starts a fresh build database; the other assets add or replace their own tables,
-each in one transaction, so a failed step leaves the previous tables in place.
+`images` (one partition per shard) builds each shard's database afresh; with one shard that
+is the build database, which `domains` and the name tables then complete; with several,
+`domains` starts a fresh catalog database beside them. Every other step adds or replaces its
+own tables, each in one transaction, so a failed step leaves the previous tables in place.
 """
 
 import collections
-import sqlite3
+import functools
+import socket
 from collections.abc import Iterator
+from contextlib import ExitStack
+from pathlib import Path
 from typing import Any
 
 from dagster import (
     AssetExecutionContext,
     AssetKey,
     AssetSpec,
+    BackfillPolicy,
     MaterializeResult,
     MetadataValue,
     asset,
@@ -31,7 +37,7 @@ from laion_pipeline.build_db import (
 from laion_pipeline.db import sqlite_connect
 from laion_pipeline.files import check_free_disk
 from laion_pipeline.fts import build_images_fts
-from laion_pipeline.inputs import parse_entity_csv
+from laion_pipeline.inputs import StagingManifest, parse_entity_csv
 from laion_pipeline.layout import ENTITY_KINDS, DataLayout
 from laion_pipeline.lock import data_dir_lock
 from laion_pipeline.metadata import (
@@ -42,6 +48,7 @@ from laion_pipeline.metadata import (
     markdown_table,
     table_schema,
 )
+from laion_pipeline.partitions import SHARDS
 from laion_pipeline.resources import LaionData
 from laion_pipeline.schema import (
     DOMAIN_COLUMNS,
@@ -49,10 +56,21 @@ from laion_pipeline.schema import (
     IMAGE_COLUMNS,
     IMAGES_FTS_COLUMNS,
 )
+from laion_pipeline.shards import (
+    chosen_shards,
+    count_phrase_in_shards,
+    make_shards,
+    shard_connections,
+    shard_file,
+    shards_of,
+    write_catalog,
+)
+from laion_pipeline.staging import check_files_unchanged
 from laion_pipeline.tables import (
     BUILD_PEAK_PER_DATABASE_BYTE,
     DATABASE_PER_PARQUET_BYTE,
     TOP_DOMAINS_SQL,
+    LoadedImages,
     build_domains,
     build_entity_table,
     load_images_and_index,
@@ -85,75 +103,30 @@ def _table_metadata(layout: DataLayout, table: str) -> dict[str, Any]:
 # Where the columns of the search tables come from.
 DOMAINS_LINEAGE = column_lineage(
     {
-        "id": [("staging_images", "id")],
+        "id": [("images", "domain_id")],
         "domain": [("staging_images", "domain")],
-        "image_counts": [("staging_images", "id")],
+        "image_counts": [("images", "domain_id")],
     }
 )
 IMAGES_LINEAGE = column_lineage(
     {
         **{c: [("staging_images", c)] for c in IMAGE_COLUMNS if c != "domain_id"},
-        "domain_id": [("domains", "id"), ("staging_images", "domain")],
+        "domain_id": [("staging_images", "domain")],
     }
 )
 IMAGES_FTS_LINEAGE = column_lineage({"text": [("images", "text")]})
 
-
-@asset(
-    deps=[staging_images],
-    group_name="search_database",
-    kinds={"sqlite"},
-    code_version="1",
-    metadata={"dagster/column_schema": table_schema(DOMAIN_COLUMNS)},
-)
-def domains(
-    context: AssetExecutionContext, laion_data: LaionData, staging_duckdb: DuckDBResource
-) -> MaterializeResult:
-    """The ``domain`` table: one row per host an image was scraped from (``urlparse(url)
-    .netloc``), with ``image_counts``, the number of images from that host. Starts a fresh
-    build database."""
-    timer = StepTimer()
-    layout = laion_data.layout
-    with data_dir_lock(layout, context.log):
-        files = staged_files(layout)
-        database = DATABASE_PER_PARQUET_BYTE * sum(f.size for f in files)
-        check_free_disk(
-            layout.build_db.parent,
-            int(BUILD_PEAK_PER_DATABASE_BYTE * database),
-            "building the database",
-        )
-        new = fresh_build_db(layout)
-        with staging_duckdb.get_connection() as duck:
-            conn = sqlite_connect(new)
-            try:
-                count = build_domains(duck, conn)
-                top = conn.execute(TOP_DOMAINS_SQL).fetchall()
-                (empty,) = conn.execute(
-                    "SELECT coalesce(sum(image_counts), 0) FROM domain WHERE domain = ''"
-                ).fetchone()
-            finally:
-                conn.close()
-        install_build_db(new, layout)
-        return MaterializeResult(
-            metadata={
-                **_table_metadata(layout, "domain"),
-                **timer.metadata(),
-                "dagster/row_count": count,
-                "dagster/column_lineage": DOMAINS_LINEAGE,
-                "images_without_domain": empty,
-                "top_domains": MetadataValue.md(markdown_table(["domain", "images"], top)),
-            }
-        )
-
-
 IMAGES_DESCRIPTION = (
     "The images table: one row per image in file order (url, caption text, size, CLIP "
     "similarity, unsafe and watermark probabilities, aesthetic score, hash), with domain_id "
-    "pointing at the image's host in domain."
+    "pointing at the image's host in its database's domain table. One partition per shard "
+    "(consecutive staged files of at most `LAION_SHARD_ROWS` rows, each a database of its "
+    "own, built on one core); one shard (the default up to 20M rows) is the build database."
 )
 IMAGES_FTS_DESCRIPTION = (
     "The full-text index of image captions (SQLite FTS5 over images.text) behind the search "
-    "box and the name counts. Built while the images load when both are materialized."
+    "box and the name counts, one per shard. Built while the images load when both are "
+    "materialized."
 )
 
 
@@ -161,11 +134,11 @@ IMAGES_FTS_DESCRIPTION = (
     specs=[
         AssetSpec(
             "images",
-            deps=[domains],
+            deps=[staging_images],
             group_name="search_database",
             kinds={"sqlite"},
             description=IMAGES_DESCRIPTION,
-            code_version="1",
+            code_version="2",
             metadata={"dagster/column_schema": table_schema(IMAGE_COLUMNS)},
             skippable=True,
         ),
@@ -180,60 +153,190 @@ IMAGES_FTS_DESCRIPTION = (
             skippable=True,
         ),
     ],
+    partitions_def=SHARDS,
+    # A backfill of every shard is a run per shard, so a run launcher spreads them over
+    # machines; `make run` builds them in one run, LAION_WORKERS at a time.
+    backfill_policy=BackfillPolicy.multi_run(1),
     can_subset=True,
 )
 def images_and_index(
     context: AssetExecutionContext, laion_data: LaionData, staging_duckdb: DuckDBResource
 ) -> Iterator[MaterializeResult]:
-    """Loads the images while a second process indexes their captions, then adds the index;
-    either asset alone is rebuilt on its own (the index then from the images table)."""
+    """Builds the shards of the run; either asset alone is rebuilt on its own (the index then
+    from the images table)."""
+    timer = StepTimer()
+    layout = laion_data.layout
+    selected = {key.path[-1] for key in context.selected_asset_keys}
+    manifest = StagingManifest.read(layout)
+    shards = shards_of(manifest)
+    wanted = chosen_shards(shards, context.partition_keys)
+    if "images" in selected:
+        check_files_unchanged([f for shard in wanted for f in shard.files])
+    if len(shards) == 1:
+        loaded = _build_the_one_shard(context, laion_data, staging_duckdb, selected)
+    else:
+        context.log.info(
+            f"building {len(wanted)} of {len(shards)} shards, "
+            f"{min(laion_data.parallel_files, len(wanted))} at a time"
+        )
+        built = make_shards(
+            layout,
+            wanted,
+            images="images" in selected,
+            index="images_fts" in selected,
+            workers=laion_data.parallel_files,
+        )
+        loaded = [b for b in built if b is not None]
+    shard_table = MetadataValue.md(
+        markdown_table(
+            ["shard", "files", "first rowid", "last rowid", "images"],
+            [(s.key, len(s.files), s.first_rowid, s.last_rowid, s.rows) for s in wanted],
+        )
+    )
+    where = {"host": socket.gethostname(), "shards": shard_table}
+    files = [shard_file(layout, shards, s.key) for s in wanted]
+    if "images" in selected:
+        yield MaterializeResult(
+            asset_key=AssetKey("images"),
+            metadata={
+                **_shards_metadata(files, "images"),
+                **timer.metadata(),
+                **where,
+                "dagster/row_count": sum(b.rows for b in loaded),
+                "dagster/column_lineage": IMAGES_LINEAGE,
+                "null_captions": sum(b.null_captions for b in loaded),
+                "preview": MetadataValue.md(_images_preview(files[0])),
+            },
+        )
+    if "images_fts" in selected:
+        indexed = 0
+        for path in files:
+            conn = sqlite_connect(path, read_only=True)
+            try:
+                indexed += conn.execute("SELECT count(*) FROM images_fts_docsize").fetchone()[0]
+            finally:
+                conn.close()
+        yield MaterializeResult(
+            asset_key=AssetKey("images_fts"),
+            metadata={
+                **_shards_metadata(files, "images_fts"),
+                **timer.metadata(),
+                **where,
+                "dagster/row_count": indexed,
+                "dagster/column_lineage": IMAGES_FTS_LINEAGE,
+            },
+        )
+
+
+def _build_the_one_shard(
+    context: AssetExecutionContext,
+    laion_data: LaionData,
+    staging_duckdb: DuckDBResource,
+    selected: set[str],
+) -> list[LoadedImages]:
+    """The build database of one shard (the 2022 shape): a fresh file with its domain table and
+    its images, loaded while a second process indexes the captions; or the index alone, again,
+    from the images table."""
+    layout = laion_data.layout
+    with data_dir_lock(layout, context.log):
+        if "images" not in selected:
+            conn = open_build_db(layout, write=True)
+            try:
+                require_table(conn, "images", "images")
+                build_images_fts(conn, context.log)
+            finally:
+                conn.close()
+            return []
+        files = staged_files(layout)
+        database = DATABASE_PER_PARQUET_BYTE * sum(f.size for f in files)
+        check_free_disk(
+            layout.build_db.parent,
+            int(BUILD_PEAK_PER_DATABASE_BYTE * database),
+            "building the database",
+        )
+        new = fresh_build_db(layout)
+        with staging_duckdb.get_connection() as duck:
+            conn = sqlite_connect(new)
+            try:
+                build_domains(duck, conn)
+            finally:
+                conn.close()
+            install_build_db(new, layout)
+            conn = open_build_db(layout, write=True)
+            try:
+                loaded = load_images_and_index(
+                    layout, conn, duck, files, "images_fts" in selected, context.log
+                )
+            finally:
+                conn.close()
+        return [loaded]
+
+
+def _shards_metadata(files: list[Path], table: str) -> dict[str, Any]:
+    if len(files) == 1:
+        return {**file_metadata(files[0]), "dagster/table_name": table}
+    return {
+        "size_bytes": sum(f.stat().st_size for f in files),
+        "path": MetadataValue.path(str(files[0].parent)),
+        "dagster/table_name": table,
+    }
+
+
+def _images_preview(db: Path) -> str:
+    conn = sqlite_connect(db, read_only=True)
+    try:
+        rows = conn.execute(
+            "SELECT i.rowid, d.domain, i.text, i.width, i.height, i.aesthetic "
+            "FROM images i JOIN domain d ON d.id = i.domain_id ORDER BY i.rowid LIMIT 10"
+        ).fetchall()
+    finally:
+        conn.close()
+    return markdown_table(["rowid", "domain", "text", "width", "height", "aesthetic"], rows)
+
+
+@asset(
+    deps=["images"],
+    group_name="search_database",
+    kinds={"sqlite"},
+    code_version="2",
+    metadata={"dagster/column_schema": table_schema(DOMAIN_COLUMNS)},
+)
+def domains(context: AssetExecutionContext, laion_data: LaionData) -> MaterializeResult:
+    """The `domain` table of the release: one row per host an image was scraped from
+    (`urlparse(url).netloc`), with `image_counts`, the number of images from that host, ids
+    in the order hosts first appear. One shard: its own domain table. Several: the totals
+    over every shard, in a fresh catalog database (`build/`) with a `shards` table beside
+    it (each shard's rowids, images and files)."""
     timer = StepTimer()
     layout = laion_data.layout
     with data_dir_lock(layout, context.log):
-        selected = {key.path[-1] for key in context.selected_asset_keys}
-        files = staged_files(layout) if "images" in selected else None
-        conn = open_build_db(layout, write=True)
+        shards = shards_of(StagingManifest.read(layout))
+        if len(shards) > 1:
+            new = fresh_build_db(layout)
+            with shard_connections(layout, shards) as conns:
+                write_catalog(new, shards, conns)
+            install_build_db(new, layout)
+        conn = open_build_db(layout, write=False)
         try:
-            if files is None:
-                require_table(conn, "images", "images")
-                build_images_fts(conn, context.log)
-            else:
-                with staging_duckdb.get_connection() as duck:
-                    loaded = load_images_and_index(
-                        layout, conn, duck, files, "images_fts" in selected, context.log
-                    )
-                yield MaterializeResult(
-                    asset_key=AssetKey("images"),
-                    metadata={
-                        **_table_metadata(layout, "images"),
-                        **timer.metadata(),
-                        "dagster/row_count": loaded.rows,
-                        "dagster/column_lineage": IMAGES_LINEAGE,
-                        "null_captions": loaded.null_captions,
-                        "preview": MetadataValue.md(_images_preview(conn)),
-                    },
-                )
-            if "images_fts" in selected:
-                (indexed,) = conn.execute("SELECT count(*) FROM images_fts_docsize").fetchone()
-                yield MaterializeResult(
-                    asset_key=AssetKey("images_fts"),
-                    metadata={
-                        **_table_metadata(layout, "images_fts"),
-                        **timer.metadata(),
-                        "dagster/row_count": indexed,
-                        "dagster/column_lineage": IMAGES_FTS_LINEAGE,
-                    },
-                )
+            require_table(conn, "domain", "images")
+            (count,) = conn.execute("SELECT count(*) FROM domain").fetchone()
+            top = conn.execute(TOP_DOMAINS_SQL).fetchall()
+            (empty,) = conn.execute(
+                "SELECT coalesce(sum(image_counts), 0) FROM domain WHERE domain = ''"
+            ).fetchone()
         finally:
             conn.close()
-
-
-def _images_preview(conn: sqlite3.Connection) -> str:
-    rows = conn.execute(
-        "SELECT i.rowid, d.domain, i.text, i.width, i.height, i.aesthetic "
-        "FROM images i JOIN domain d ON d.id = i.domain_id ORDER BY i.rowid LIMIT 10"
-    ).fetchall()
-    return markdown_table(["rowid", "domain", "text", "width", "height", "aesthetic"], rows)
+        return MaterializeResult(
+            metadata={
+                **_table_metadata(layout, "domain"),
+                **timer.metadata(),
+                "dagster/row_count": count,
+                "dagster/column_lineage": DOMAINS_LINEAGE,
+                "shard_count": len(shards),
+                "images_without_domain": empty,
+                "top_domains": MetadataValue.md(markdown_table(["domain", "images"], top)),
+            }
+        )
 
 
 ENTITY_DESCRIPTIONS = {
@@ -247,7 +350,7 @@ ENTITY_DESCRIPTIONS = {
     specs=[
         AssetSpec(
             kind,
-            deps=["images_fts", entity_csvs],
+            deps=["images_fts", domains, entity_csvs],
             group_name="search_database",
             kinds={"sqlite", "csv"},
             description=ENTITY_DESCRIPTIONS[kind]
@@ -265,38 +368,42 @@ def entity_tables(
 ) -> Iterator[MaterializeResult]:
     """The name lists as tables, each name counted in the caption index."""
     layout = laion_data.layout
-    with data_dir_lock(layout, context.log):
+    with data_dir_lock(layout, context.log), ExitStack() as stack:
+        shards = shards_of(StagingManifest.read(layout))
         conn = open_build_db(layout, write=True)
-        try:
+        stack.callback(conn.close)
+        if len(shards) == 1:
             require_table(conn, "images_fts", "images_fts")
-            for key in sorted(context.selected_asset_keys):
-                timer = StepTimer()
-                kind = key.path[-1]
-                columns, rows = parse_entity_csv(
-                    layout.entity_csv(kind).read_bytes(), str(layout.entity_csv(kind))
-                )
-                counted = build_entity_table(conn, kind, columns, rows, context.log)
-                top = sorted(counted, key=lambda pair: (-pair[1], pair[0]))[:20]
-                context.log.info(f"{kind}: counted {len(counted)} names")
-                schema = {c: ("TEXT", "From the name list CSV") for c in columns}
-                schema["image_counts"] = ENTITY_COLUMNS["image_counts"]
-                yield MaterializeResult(
-                    asset_key=key,
-                    metadata={
-                        **_table_metadata(layout, kind),
-                        **timer.metadata(),
-                        "dagster/column_schema": table_schema(schema),
-                        "dagster/column_lineage": column_lineage(
-                            {
-                                **{c: [("entity_csvs", c)] for c in columns},
-                                "image_counts": [("entity_csvs", "name"), ("images_fts", "text")],
-                            }
-                        ),
-                        "dagster/row_count": len(counted),
-                        "names_found": sum(1 for _, n in counted if n),
-                        **list_problems(rows, context.log, kind),
-                        "top_names": MetadataValue.md(markdown_table(["name", "images"], top)),
-                    },
-                )
-        finally:
-            conn.close()
+            count = None  # in the build database's own index
+        else:
+            conns = stack.enter_context(shard_connections(layout, shards))
+            count = functools.partial(count_phrase_in_shards, conns)
+        for key in sorted(context.selected_asset_keys):
+            timer = StepTimer()
+            kind = key.path[-1]
+            columns, rows = parse_entity_csv(
+                layout.entity_csv(kind).read_bytes(), str(layout.entity_csv(kind))
+            )
+            counted = build_entity_table(conn, kind, columns, rows, context.log, count)
+            top = sorted(counted, key=lambda pair: (-pair[1], pair[0]))[:20]
+            context.log.info(f"{kind}: counted {len(counted)} names")
+            schema = {c: ("TEXT", "From the name list CSV") for c in columns}
+            schema["image_counts"] = ENTITY_COLUMNS["image_counts"]
+            yield MaterializeResult(
+                asset_key=key,
+                metadata={
+                    **_table_metadata(layout, kind),
+                    **timer.metadata(),
+                    "dagster/column_schema": table_schema(schema),
+                    "dagster/column_lineage": column_lineage(
+                        {
+                            **{c: [("entity_csvs", c)] for c in columns},
+                            "image_counts": [("entity_csvs", "name"), ("images_fts", "text")],
+                        }
+                    ),
+                    "dagster/row_count": len(counted),
+                    "names_found": sum(1 for _, n in counted if n),
+                    **list_problems(rows, context.log, kind),
+                    "top_names": MetadataValue.md(markdown_table(["name", "images"], top)),
+                },
+            )

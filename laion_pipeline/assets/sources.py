@@ -8,7 +8,6 @@ from dagster import (
     BetaWarning,
     DataVersion,
     DataVersionsByPartition,
-    DynamicPartitionsDefinition,
     ObserveResult,
     OpExecutionContext,
     observable_source_asset,
@@ -19,6 +18,7 @@ from laion_pipeline.inputs import SourceEntry
 from laion_pipeline.layout import ENTITY_KINDS
 from laion_pipeline.lock import data_dir_lock
 from laion_pipeline.metadata import table_schema
+from laion_pipeline.partitions import SOURCE_FILES, sync_partitions
 from laion_pipeline.profiles import Profile
 from laion_pipeline.resources import EntityLists, LaionData, ParquetSource
 from laion_pipeline.schema import ENTITY_CSV_COLUMNS, LAION_PARQUET_COLUMNS
@@ -35,11 +35,6 @@ def entity_lists_version(lists: Mapping[str, bytes]) -> str:
     for kind in ENTITY_KINDS:
         digest.update(hashlib.sha256(lists[kind]).digest())
     return digest.hexdigest()[:16]
-
-
-# One partition per source file (its path in the repo or folder), added and removed as the
-# listing of `hf_dataset` changes.
-SOURCE_FILES = DynamicPartitionsDefinition(name="source_files")
 
 
 def partition_version(entry: SourceEntry, profile: Profile) -> str:
@@ -77,11 +72,7 @@ def hf_dataset(
     with data_dir_lock(layout, context.log):
         listing.write(layout)
     keys = [entry.key for entry in listing.entries]
-    instance = context.instance
-    known = set(instance.get_dynamic_partitions(SOURCE_FILES.name))
-    instance.add_dynamic_partitions(SOURCE_FILES.name, [k for k in keys if k not in known])
-    for gone in sorted(known - set(keys)):
-        instance.delete_dynamic_partition(SOURCE_FILES.name, gone)
+    sync_partitions(context.instance, SOURCE_FILES, keys)
     context.log.info(
         f"{listing.source.kind} {listing.source.location} at {listing.source.revision}: "
         f"{len(keys)} files for profile {profile.name}"

@@ -1,5 +1,7 @@
 """Staging layer: every parquet row typed and given its domain, as a DuckDB view."""
 
+import os
+
 from dagster import (
     AssetExecutionContext,
     DataVersion,
@@ -20,7 +22,9 @@ from laion_pipeline.metadata import (
     markdown_table,
     table_schema,
 )
+from laion_pipeline.partitions import SHARDS, sync_partitions
 from laion_pipeline.resources import LaionData
+from laion_pipeline.shards import shards_of
 from laion_pipeline.staging import (
     STAGING_COLUMNS,
     create_staging,
@@ -45,31 +49,31 @@ STAGING_LINEAGE = column_lineage(
     code_version="2",
     metadata={"dagster/column_schema": table_schema(STAGING_COLUMNS)},
 )
-def staging_images(
-    context: AssetExecutionContext, laion_data: LaionData, staging_duckdb: DuckDBResource
-) -> MaterializeResult:
+def staging_images(context: AssetExecutionContext, laion_data: LaionData) -> MaterializeResult:
     """Every kept image row of the staged source files, in file order, numbered 1..N (the
-    SQLite rowid), typed for SQLite (sizes as integers, NaN as NULL, hash as text) with
+    SQLite rowid), typed for SQLite (sizes as integers, NaN as NULL, hash as text), with
     ``domain``: the URL's host exactly as Python's ``urlparse(url).netloc`` gives it. A DuckDB
     view in ``staging/laion.duckdb`` over the staged files of the observed listing: the rows
     stream from parquet to SQLite without a second copy. Fails, naming them, when some source
-    files are not staged at the observed revision."""
+    files are not staged at the observed revision. Plans the shards: consecutive files of at
+    most `LAION_SHARD_ROWS` rows, the partitions of `images` (added and removed here)."""
     timer = StepTimer()
     layout = laion_data.layout
     profile = laion_data.profile
     with data_dir_lock(layout, context.log):
         listing = SourceListing.read(layout)
         files = staged_files_of(layout, listing, profile)
-        manifest = StagingManifest(listing.source, profile.summary, tuple(files))
-        layout.staging_db.parent.mkdir(parents=True, exist_ok=True)
-        # The file holds only this view, made again each time: a file that a killed build left
-        # half-written is deleted, never opened.
-        for path in (
-            layout.staging_db,
-            layout.staging_db.with_name(f"{layout.staging_db.name}.wal"),
-        ):
+        manifest = StagingManifest(
+            listing.source, profile.summary, tuple(files), laion_data.shard_rows
+        )
+        # The file holds only this view: it is made anew beside the old one, then renamed over
+        # it, so a killed build never leaves it half-written and a check reading the old one
+        # (checks take no lock) never finds it missing.
+        new = layout.staging_db.with_name(f"{layout.staging_db.name}.new")
+        for path in (new, new.with_name(f"{new.name}.wal")):
             path.unlink(missing_ok=True)
-        with staging_duckdb.get_connection() as conn:
+        new.parent.mkdir(parents=True, exist_ok=True)
+        with DuckDBResource(database=str(new)).get_connection() as conn:
             rows = create_staging(conn, files)
             problems = schema_problems(conn, files)
             preview = (
@@ -79,7 +83,11 @@ def staging_images(
                     f"SELECT {', '.join(PREVIEW)} FROM staging_images LIMIT 5"
                 ).fetchall()
             )
+        layout.staging_db.with_name(f"{layout.staging_db.name}.wal").unlink(missing_ok=True)
+        os.replace(new, layout.staging_db)
         manifest.write(layout)
+        shards = shards_of(manifest)
+        sync_partitions(context.instance, SHARDS, [s.key for s in shards])
         for gone in remove_unlisted_staged_files(layout, listing):
             context.log.info(f"removed {gone.name}: its source file is no longer listed")
         missing = sorted({c for f in files for c in f.missing_columns})
@@ -95,6 +103,16 @@ def staging_images(
                 "dagster/row_count": rows,
                 "rows_read": manifest.rows_read,
                 "file_count": len(files),
+                "shard_count": len(shards),
+                "shards": MetadataValue.md(
+                    markdown_table(
+                        ["shard", "files", "first rowid", "last rowid", "rows"],
+                        [
+                            (s.key, len(s.files), s.first_rowid, s.last_rowid, s.rows)
+                            for s in shards
+                        ],
+                    )
+                ),
                 "source": listing.source.kind,
                 "location": listing.source.location,
                 "revision": listing.source.revision,
