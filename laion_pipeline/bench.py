@@ -97,6 +97,7 @@ def run_ours(parquet: Path, lists: Path, data: Path) -> dict[str, Any]:
 
     from laion_pipeline.assets.sources import hf_dataset
     from laion_pipeline.definitions import all_asset_checks, all_assets
+    from laion_pipeline.jobs import shard_run_tags
     from laion_pipeline.resources import build_resources
 
     env = {
@@ -132,7 +133,10 @@ def run_ours(parquet: Path, lists: Path, data: Path) -> dict[str, Any]:
             )
         )
     build = AssetSelection.all() - AssetSelection.assets("source_files")
-    runs.append(materialize(definitions, resources=resources, instance=instance, selection=build))
+    tags = shard_run_tags(instance, resources["laion_data"])
+    runs.append(
+        materialize(definitions, resources=resources, instance=instance, selection=build, tags=tags)
+    )
     total = time.time() - started
     stop.set()
     sampler.join()

@@ -1,6 +1,7 @@
 """The Datasette files published beside the database: metadata and the inspect file."""
 
 import sqlite3
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -37,9 +38,23 @@ def _source(source: dict[str, str]) -> tuple[str, str]:
     return (f"LAION parquet files in {source['location']}", "")
 
 
-def datasette_metadata(source: dict[str, str], profile: dict[str, Any]) -> dict[str, Any]:
+# Where the fast search of a release of several shards is served (a route of our plugin).
+SHARD_SEARCH_URL = "/-/search"
+
+IMAGES_TABLE = {
+    "description": "One row per image: its URL, caption and scores. "
+    "hash and __index_level_0__ are hidden (add ?_col=hash to see them).",
+    "sort": "rowid",
+    "columns": {name: text for name, (_, text) in IMAGE_COLUMNS.items()},
+}
+
+
+def datasette_metadata(
+    source: dict[str, str], profile: dict[str, Any], shards: Sequence[str] = ()
+) -> dict[str, Any]:
     """Datasette ``metadata.json`` of a release of ``profile`` (its summary: title, about,
-    database): title, source and licence, and per-table display hints."""
+    database): title, source and licence, and per-table display hints; with ``shards`` (the
+    names of the shard databases of a release of several), theirs too."""
     database = profile.get("database", DEFAULT_DATABASE)
     kept = f" The rows kept: {profile['filter']}." if profile.get("filter") else ""
     source_text, source_url = _source(source)
@@ -51,13 +66,53 @@ def datasette_metadata(source: dict[str, str], profile: dict[str, Any]) -> dict[
         }
         for kind in ENTITY_KINDS
     }
+    search = SHARD_SEARCH_URL if shards else f"/{database}/search"
+    images = f"/{shards[0]}/images" if shards else f"/{database}/images"
+    across = f" (in {len(shards)} shard databases)" if shards else ""
+    catalog: dict[str, Any] = {
+        "tables": {
+            "domain": {
+                "description": "The hosts the images were scraped from.",
+                "label_column": "domain",
+                "sort_desc": "image_counts",
+                "columns": {"image_counts": "Number of images from this host"},
+            },
+            **entity_tables,
+        }
+    }
+    if shards:
+        catalog["tables"]["shards"] = {
+            "description": "The shard databases of the release: each holds the images with "
+            "rowids first_rowid to last_rowid, from the source files listed.",
+        }
+    else:
+        catalog["queries"] = {
+            "search": {
+                "title": "Search the captions",
+                "description": 'Words (each must occur) or "a phrase" in double '
+                f"quotes; {SEARCH_PAGE_ROWS} images a page in file order. For the next "
+                "page, put the last rowid shown in after.",
+                "sql": SEARCH_SQL,
+                "hide_sql": True,
+            }
+        }
+        catalog["tables"]["images"] = IMAGES_TABLE
+    shard_tables = {
+        "images": IMAGES_TABLE,
+        "domain": {
+            "description": "The hosts of this shard's images, with their counts in this shard "
+            "(the catalog has the release's).",
+            "label_column": "domain",
+            "sort_desc": "image_counts",
+        },
+    }
     return {
         "title": profile["title"],
         "description_html": (
             f"<p>{escape(profile.get('about', ''))}{escape(kept)}</p>"
-            f'<p><a href="/{database}/search">Search the captions</a> (fast: words, or '
-            f'"a phrase" in double quotes), browse <a href="/{database}/images">the '
-            "images</a>, see "
+            f'<p><a href="{search}">Search the captions</a> (fast: words, or '
+            f'"a phrase" in double quotes), browse <a href="{images}">the '
+            f"images</a>{escape(across)}, see "
             f'<a href="/{database}/domain">where the images come from</a>, or count the '
             f'<a href="/{database}/artists">artists</a>, '
             f'<a href="/{database}/celebrities">celebrities</a> and '
@@ -70,35 +125,7 @@ def datasette_metadata(source: dict[str, str], profile: dict[str, Any]) -> dict[
         "source_url": source_url,
         "license": "CC-BY 4.0 (LAION metadata; the images keep their own rights)",
         "license_url": "https://creativecommons.org/licenses/by/4.0/",
-        "databases": {
-            database: {
-                "queries": {
-                    "search": {
-                        "title": "Search the captions",
-                        "description": 'Words (each must occur) or "a phrase" in double '
-                        f"quotes; {SEARCH_PAGE_ROWS} images a page in file order. For the next "
-                        "page, put the last rowid shown in after.",
-                        "sql": SEARCH_SQL,
-                        "hide_sql": True,
-                    }
-                },
-                "tables": {
-                    "images": {
-                        "description": "One row per image: its URL, caption and scores. "
-                        "hash and __index_level_0__ are hidden (add ?_col=hash to see them).",
-                        "sort": "rowid",
-                        "columns": {name: text for name, (_, text) in IMAGE_COLUMNS.items()},
-                    },
-                    "domain": {
-                        "description": "The hosts the images were scraped from.",
-                        "label_column": "domain",
-                        "sort_desc": "image_counts",
-                        "columns": {"image_counts": "Number of images from this host"},
-                    },
-                    **entity_tables,
-                },
-            }
-        },
+        "databases": {database: catalog, **{name: {"tables": shard_tables} for name in shards}},
     }
 
 

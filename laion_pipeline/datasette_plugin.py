@@ -22,6 +22,7 @@ import asyncio
 import json
 import os
 import re
+import sys
 import threading
 import urllib.parse
 from pathlib import Path
@@ -31,6 +32,7 @@ from datasette import Response, handle_exception, hookimpl
 from datasette.database import Database
 from markupsafe import Markup, escape
 
+from laion_pipeline.datasette import SHARD_SEARCH_URL
 from laion_pipeline.fts import laion_match
 from laion_pipeline.layout import (
     DEFAULT_DATABASE,
@@ -40,11 +42,13 @@ from laion_pipeline.layout import (
     ReleaseFiles,
 )
 from laion_pipeline.release import RELEASE_ID
+from laion_pipeline.shard_search import SearchedShard, search_page
 
 RELEASE_HEADER = "x-laion-release"
 
 HIDDEN_COLUMNS = ("hash", "__index_level_0__")
 THUMBNAIL_PX = 120
+SEARCH_TEMPLATE = Path(__file__).parent / "templates" / "laion_search.html"
 CONTENT_TYPES = {
     ".html": "text/html; charset=utf-8",
     ".png": "image/png",
@@ -60,9 +64,11 @@ def readable_float(value: float) -> str:
     return text if text not in ("", "-0") else "0"
 
 
-def search_url(database: str, name: str) -> str:
-    """The fast search for ``name`` as a phrase: what the name's image_counts counts."""
-    return f"/{database}/search?" + urllib.parse.urlencode({"q": f'"{name}"'})
+def search_url(database: str, name: str, sharded: bool = False) -> str:
+    """The fast search for ``name`` as a phrase: what the name's image_counts counts (over
+    every shard of a release of several)."""
+    base = SHARD_SEARCH_URL if sharded else f"/{database}/search"
+    return f"{base}?" + urllib.parse.urlencode({"q": f'"{name}"'})
 
 
 def release_database(datasette: Any) -> str | None:
@@ -72,6 +78,34 @@ def release_database(datasette: Any) -> str | None:
     if served is not None:
         return served.database
     return getattr(datasette, "_laion_database", None)
+
+
+def served_databases(datasette: Any) -> list[str]:
+    """Every database of the served release: the one database, or the catalog then the
+    shards."""
+    served = getattr(datasette, "_laion_release", None)
+    if served is not None:
+        return served.names
+    ours = getattr(datasette, "_laion_database", None)
+    return [ours] if ours else []
+
+
+def sharded(datasette: Any) -> bool:
+    """Whether the served release is a catalog and shards (not one database)."""
+    return len(served_databases(datasette)) > 1
+
+
+def searched_shards(datasette: Any) -> list[SearchedShard]:
+    """The databases holding the served release's images, in release order, as the fast
+    search walks them."""
+    served = getattr(datasette, "_laion_release", None)
+    if served is not None:
+        shards = served.shards
+    else:  # a plain folder: the one database, its rowids not known here
+        shards = [(name, sys.maxsize) for name in served_databases(datasette)]
+    return [
+        SearchedShard(name, last, datasette.get_database(name).execute_fn) for name, last in shards
+    ]
 
 
 class ReleaseDatabase(Database):
@@ -107,6 +141,9 @@ class ServedRelease:
         self.pointer = pointer
         self.release_id = ""
         self.database = ""
+        self.names: list[str] = []  # every database of the release, the catalog first
+        # The databases holding images, in release order, each with its last rowid.
+        self.shards: list[tuple[str, int]] = []
         self._in_flight = 0
         self._idle = asyncio.Event()
         self._idle.set()
@@ -120,24 +157,37 @@ class ServedRelease:
             return ""
 
     def load(self, link: str) -> None:
-        """Serve the release ``link`` names: its database, inspect data and metadata."""
+        """Serve the release ``link`` names: its databases (the one database, or the catalog
+        and every shard), inspect data and metadata."""
         release = ReleaseFiles(self.pointer.parent / link)
         name = release.database_name  # a release of another profile has another name
         inspect = json.loads(release.inspect_json.read_text(encoding="utf-8"))
         metadata = json.loads(release.metadata_json.read_text(encoding="utf-8"))
-        db = ReleaseDatabase(self.datasette, release.db)
-        info = inspect[name]
-        db.cached_hash, db.cached_size = info["hash"], info["size"]
-        db._cached_table_counts = {table: t["count"] for table, t in info["tables"].items()}
-        old = self.datasette.databases.get(self.database or name)
-        if old is not None:
-            self.datasette.remove_database(old.name)
-        self.datasette.add_database(db, name=name)
+        manifest = json.loads(release.manifest_json.read_text(encoding="utf-8"))
+        opened = []
+        for path in release.databases:
+            db = ReleaseDatabase(self.datasette, path)
+            info = inspect[path.stem]
+            db.cached_hash, db.cached_size = info["hash"], info["size"]
+            db._cached_table_counts = {table: t["count"] for table, t in info["tables"].items()}
+            opened.append((path.stem, db))
+        # Before the first load, the database Datasette opened itself from the command line.
+        names = self.names or [name]
+        old = [self.datasette.databases[n] for n in names if n in self.datasette.databases]
+        for db in old:
+            self.datasette.remove_database(db.name)
+        for db_name, db in opened:
+            self.datasette.add_database(db, name=db_name)
         self.datasette.inspect_data = inspect
         self.datasette._metadata_local = metadata
         self.release_id, self.database = Path(link).name, name
-        if old is not None:
-            old.close()
+        self.names = [db_name for db_name, _ in opened]
+        images = manifest.get("row_counts", {}).get("images", 0)  # rowids 1..images
+        self.shards = [(s["database"], s["last_rowid"]) for s in manifest.get("shards", ())] or [
+            (name, images)
+        ]
+        for db in old:
+            db.close()
 
     async def enter(self) -> str:
         """Start a request: first switch to a newly published release, if there is one."""
@@ -179,7 +229,7 @@ def startup(datasette: Any) -> None:
     pointer = Path(ours[0].path).parent if ours[0].path else None
     if pointer is not None and pointer.is_symlink():
         served = ServedRelease(datasette, pointer)
-        served.database = ours[0].name
+        served.names = [ours[0].name]
         served.load(served.pointed())
         datasette._laion_release = served
 
@@ -193,7 +243,7 @@ def prepare_connection(conn: Any) -> None:
 def render_cell(
     row: Any, value: Any, column: str, table: str | None, database: str, datasette: Any
 ) -> Any:
-    if database != release_database(datasette):
+    if database not in served_databases(datasette):
         return None
     if column == "url" and isinstance(value, str):
         if not value.lower().startswith(("http://", "https://")):
@@ -205,20 +255,25 @@ def render_cell(
         )
     if isinstance(value, float):
         return readable_float(value)
+    catalog = sharded(datasette) and database == release_database(datasette)
     if table == "domain" and column == "domain" and value is not None:
-        link = f"/{database}/images?" + urllib.parse.urlencode({"domain_id": row["id"]})
+        if catalog:  # its images are in every shard
+            link = SHARD_SEARCH_URL + "?" + urllib.parse.urlencode({"domain": value})
+        else:
+            link = f"/{database}/images?" + urllib.parse.urlencode({"domain_id": row["id"]})
         return Markup(f'<a href="{escape(link)}">{escape(value) or "(no host)"}</a>')
     if table in ENTITY_KINDS and column == "name" and value:
-        link = search_url(database, value)
+        link = search_url(database, value, catalog)
         return Markup(f'<a href="{escape(link)}">{escape(value)}</a>')
     return None
 
 
-def _hide_noise_columns(scope: dict, database: str | None) -> dict:
-    """The images table's page and JSON without the noise columns, unless the request chose
+def _hide_noise_columns(scope: dict, databases: list[str]) -> dict:
+    """The images tables' pages and JSON without the noise columns, unless the request chose
     its columns."""
     path = scope.get("path", "")
-    if not database or not re.fullmatch(rf"/{re.escape(database)}/images(\.json|\.csv)?", path):
+    names = "|".join(re.escape(name) for name in databases)
+    if not names or not re.fullmatch(rf"/({names})/images(\.json|\.csv)?", path):
         return scope
     query = scope.get("query_string", b"").decode("latin-1")
     params = urllib.parse.parse_qsl(query, keep_blank_values=True)
@@ -238,7 +293,7 @@ def asgi_wrapper(datasette: Any) -> Any:
                 return
             # After enter(): a switch to a release of another profile renames the database.
             release_id = (await served.enter()).encode() if served is not None else b""
-            scope = _hide_noise_columns(scope, release_database(datasette))
+            scope = _hide_noise_columns(scope, served_databases(datasette))
             if served is None:
                 await app(scope, receive, send)
                 return
@@ -301,4 +356,45 @@ def register_routes() -> list[tuple[str, Any]]:
             headers={"Cache-Control": "no-cache"},
         )
 
-    return [(rf"^{re.escape(REPORT_URL)}(?:(?P<release>[^/]+)/)?(?P<name>[^/]*)$", report)]
+    async def search(datasette: Any, request: Any) -> Response:
+        """The fast search over every shard of the served release (or its one database):
+        captions matching ``q``, or with ``domain`` the images of that host."""
+        q = request.args.get("q", "")
+        host = request.args.get("domain")
+        try:
+            after = max(0, int(request.args.get("after") or 0))
+        except ValueError:
+            return Response.text("after must be a rowid: a whole number", status=400)
+        page = await search_page(searched_shards(datasette), q, after, host=host)
+        asked = {"q": q} if host is None else {"domain": host}
+        next_url = (
+            f"{SHARD_SEARCH_URL}?" + urllib.parse.urlencode({**asked, "after": page.next_after})
+            if page.next_after is not None
+            else None
+        )
+        if request.url_vars["format"]:
+            return Response.json(
+                {
+                    **asked,
+                    "count": page.count,
+                    "more_than_count": page.more_than_count,
+                    "rows": page.rows,
+                    "next_after": page.next_after,
+                    "next_url": next_url,
+                }
+            )
+        template = datasette.jinja_env.from_string(SEARCH_TEMPLATE.read_text(encoding="utf-8"))
+        context = {
+            "q": q,
+            "host": host,
+            "page": page,
+            "next_url": next_url,
+            "thumbnail_px": THUMBNAIL_PX,
+            "title": datasette.metadata("title") or "LAION",
+        }
+        return Response.html(await datasette.render_template(template, context, request))
+
+    return [
+        (rf"^{re.escape(REPORT_URL)}(?:(?P<release>[^/]+)/)?(?P<name>[^/]*)$", report),
+        (rf"^{re.escape(SHARD_SEARCH_URL)}(?P<format>\.json)?$", search),
+    ]

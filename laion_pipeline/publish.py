@@ -218,7 +218,10 @@ def _publish(
     for f, file_counts in zip(files, per_file, strict=True):
         inspect |= inspect_data(release.folder / f"{f.name}.db", sha256[f.name], file_counts)
     write_json_atomic(release.inspect_json, inspect)
-    write_json_atomic(release.metadata_json, datasette_metadata(manifest["source"], staged.profile))
+    metadata = datasette_metadata(
+        manifest["source"], staged.profile, [s["database"] for s in shard_entries]
+    )
+    write_json_atomic(release.metadata_json, metadata)
     fault("publish-release-half-written")
     write_json_atomic(release.manifest_json, manifest)
     if unchanged and current is not None and all(p.exists() for p in current.report_files):

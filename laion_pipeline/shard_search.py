@@ -58,14 +58,17 @@ COUNT_SQL = (
 )
 
 
-def page_rows(conn: sqlite3.Connection, match: str, after: int, limit: int) -> list[tuple]:
-    """One shard's matches after rowid ``after``, at most ``limit``, in rowid order."""
-    return conn.execute(PAGE_SQL, {"match": match, "after": after, "limit": limit}).fetchall()
-
-
-def count_matches(conn: sqlite3.Connection, match: str, limit: int) -> int:
-    """One shard's number of matches, counted no further than ``limit``."""
-    return conn.execute(COUNT_SQL, {"match": match, "limit": limit}).fetchone()[0]
+HOST_SELECTED = ", ".join(
+    "domain.domain" if c == "domain" else f"images.{c}" for c in RESULT_COLUMNS
+)
+# A host's images in rowid order: its id from the shard's domain table, then the domain_id
+# index (equal keys are in rowid order), so a page of a host costs what a page of words does.
+HOST_PAGE_SQL = f"""select {HOST_SELECTED}
+from domain join images on images.domain_id = domain.id
+where domain.domain = :host and images.rowid > :after
+order by images.rowid
+limit :limit"""
+HOST_COUNT_SQL = "SELECT coalesce(sum(image_counts), 0) FROM domain WHERE domain = :host"
 
 
 Run = Callable[[Callable[[sqlite3.Connection], Any]], Awaitable[Any]]
@@ -94,10 +97,20 @@ async def search_page(
     after: int = 0,
     limit: int = PAGE_ROWS,
     cap: int = COUNT_CAP,
+    host: str | None = None,
 ) -> SearchPage:
     """The page of matches for ``q`` after rowid ``after`` over ``shards`` (in release order),
-    with the number of matches in the release up to ``cap``."""
-    match = laion_match(q)
+    with the number of matches in the release up to ``cap``; with ``host``, instead the
+    images from that host (``domain``), all counted."""
+    params: dict[str, Any] = {"host": host} if host is not None else {"match": laion_match(q)}
+    page_sql, count_sql = (
+        (HOST_PAGE_SQL, HOST_COUNT_SQL)
+        if host is not None
+        else (
+            PAGE_SQL,
+            COUNT_SQL,
+        )
+    )
     rows: list[dict[str, Any]] = []
     for shard in shards:
         if len(rows) > limit:
@@ -107,24 +120,25 @@ async def search_page(
         wanted = limit + 1 - len(rows)  # one more than the page: is there a next one?
 
         def page(conn: sqlite3.Connection, wanted: int = wanted) -> list[tuple]:
-            return page_rows(conn, match, after, wanted)
+            return conn.execute(page_sql, {**params, "after": after, "limit": wanted}).fetchall()
 
         found = await shard.run(page)
         rows += [{**dict(zip(RESULT_COLUMNS, r, strict=True)), "shard": shard.name} for r in found]
     count = 0
     for shard in shards:
-        if count > cap:
+        if count > cap and host is None:
             break
 
         def counted(conn: sqlite3.Connection, left: int = cap + 1 - count) -> int:
-            return count_matches(conn, match, left)
+            return conn.execute(count_sql, {**params, "limit": left}).fetchone()[0]
 
         count += await shard.run(counted)
     more = len(rows) > limit
     rows = rows[:limit]
+    capped = host is None and count > cap
     return SearchPage(
         rows=rows,
-        count=min(count, cap),
-        more_than_count=count > cap,
+        count=min(count, cap) if capped else count,
+        more_than_count=capped,
         next_after=rows[-1]["rowid"] if more else None,
     )

@@ -137,31 +137,60 @@ def build_shard(shard: Shard, db: Path, log: Any = None, *, index: bool = True) 
     return BuiltShard(loaded.rows, domains, loaded.null_captions)
 
 
-def make_shard(layout: DataLayout, shard: Shard, *, images: bool, index: bool) -> BuiltShard | None:
+PREVIEW_SQL = (
+    "SELECT i.rowid, d.domain, i.text, i.width, i.height, i.aesthetic "
+    "FROM images i JOIN domain d ON d.id = i.domain_id ORDER BY i.rowid LIMIT 10"
+)
+
+
+@dataclass(frozen=True)
+class ShardReport:
+    """What a build of one shard's database made, read while its writer still holds it: the
+    images loaded (None when only the index was rebuilt), the captions indexed, the first
+    rows."""
+
+    loaded: BuiltShard | None
+    indexed: int
+    preview: list[tuple]
+
+
+def shard_report(db: Path, loaded: BuiltShard | None) -> ShardReport:
+    conn = sqlite_connect(db, read_only=True)
+    try:
+        indexed = 0
+        if conn.execute("SELECT 1 FROM sqlite_master WHERE name = 'images_fts_docsize'").fetchone():
+            (indexed,) = conn.execute("SELECT count(*) FROM images_fts_docsize").fetchone()
+        return ShardReport(loaded, indexed, conn.execute(PREVIEW_SQL).fetchall())
+    finally:
+        conn.close()
+
+
+def make_shard(layout: DataLayout, shard: Shard, *, images: bool, index: bool) -> ShardReport:
     """Build the database of one shard of several, under its lock: with ``images``, a new file
     (then with ``index`` its caption index too) that replaces the old one at once; else the
-    caption index alone, again, in the existing file. Returns what was loaded, if anything."""
+    caption index alone, again, in the existing file."""
     db = layout.shard_db(shard.key)
     with shard_lock(layout, shard.key):
         if not images:
             conn = open_writable(db, f"images [{shard.key}]")
             try:
+                require_table(conn, "images", f"images [{shard.key}]")
                 build_images_fts(conn)
             finally:
                 conn.close()
-            return None
+            return shard_report(db, None)
         new = db.with_name(db.name + ".new")
         for leftover in (new, *(new.with_name(new.name + s) for s in SIDE_FILES)):
             leftover.unlink(missing_ok=True)  # what a killed build of this shard left
         built = build_shard(shard, new, index=index)
         remove_side_files(db)
         new.replace(db)
-        return built
+        return shard_report(db, built)
 
 
 def make_shards(
     layout: DataLayout, shards: Sequence[Shard], *, images: bool, index: bool, workers: int
-) -> list[BuiltShard | None]:
+) -> list[ShardReport]:
     """``make_shard`` for each of ``shards``, ``workers`` at a time (each a process on one
     core), in their order."""
     build = functools.partial(make_shard, layout, images=images, index=index)

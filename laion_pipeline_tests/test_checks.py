@@ -8,7 +8,7 @@ import sqlite3
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
-from dagster import AssetCheckSeverity
+from dagster import AssetCheckSeverity, build_asset_check_context
 from pytest_httpserver import HTTPServer
 
 from laion_pipeline.assets.checks import caption_index_matches_captions
@@ -76,7 +76,7 @@ def test_the_published_check_finds_a_file_that_does_not_match_its_manifest(tmp_p
     manifest["sha256"] = "0" * 64
     layout.manifest_json.write_text(json.dumps(manifest))
     problems = manifest_problems(layout)
-    assert any(p.startswith("sha256 is ") for p in problems)
+    assert any(p.startswith("laion-aesthetic-6pls.db: sha256 is ") for p in problems)
     assert any(p.startswith("artists has 40 rows, the manifest says 41") for p in problems)
     layout.manifest_json.unlink()
     assert "materialize published_database" in manifest_problems(layout)[0]
@@ -167,11 +167,11 @@ def test_a_build_whose_index_holds_other_captions_fails_the_blocking_check(tmp_p
     assert build(data).success
     layout = DataLayout(data.resolve())
     laion_data = LaionData(data_dir=str(data))
-    assert caption_index_matches_captions(laion_data).passed
+    assert caption_index_matches_captions(build_asset_check_context(), laion_data).passed
     conn = open_build_db(layout, write=True)  # its own copy: the published file stays
     conn.execute("UPDATE images SET text = text || ' extra words' WHERE rowid % 10 = 0")
     conn.close()
-    result = caption_index_matches_captions(laion_data)
+    result = caption_index_matches_captions(build_asset_check_context(), laion_data)
     assert not result.passed
     assert "sampled images have other captions in the index" in result.description
     assert 100 < result.metadata["mismatched"].value < 400  # about a tenth of 2,000

@@ -2,8 +2,11 @@
 images and images_fts, the catalog summed over them, one release of every file; the same
 counts and the same search results as the one-database build of the same files."""
 
+import asyncio
 import json
 import sqlite3
+import urllib.parse
+from html import escape as html_escape
 
 import pytest
 from dagster import DagsterInstance
@@ -12,6 +15,7 @@ from laion_pipeline.layout import DataLayout
 from laion_pipeline.publish import release_problems
 from laion_pipeline.release import current_release
 from laion_pipeline_tests.conftest import build
+from laion_pipeline_tests.test_served_release import served
 
 NAME_TABLES = ("artists", "celebrities", "characters")
 
@@ -100,3 +104,76 @@ def test_the_release_holds_the_catalog_and_every_shard_with_the_counts_of_one_da
     assert analysis["top_domains"] == one["top_domains"]
     inspect = json.loads(release.inspect_json.read_text())
     assert sorted(inspect) == sorted(p.stem for p in release.databases)
+
+
+async def every_page(ds, **asked) -> tuple[list[dict], set[tuple[int, bool]]]:
+    """Every page of the fast search over the served release, following its next links."""
+    rows, counts, url = [], set(), "/-/search.json?" + urllib.parse.urlencode(asked)
+    while url:
+        page = (await ds.client.get(url)).json()
+        rows += page["rows"]
+        counts.add((page["count"], page["more_than_count"]))
+        url = page["next_url"] and page["next_url"].replace("/-/search?", "/-/search.json?")
+    return rows, counts
+
+
+def without_shard(rows: list[dict]) -> list[dict]:
+    return [{k: v for k, v in r.items() if k != "shard"} for r in rows]
+
+
+@pytest.mark.parametrize("q", ["the", '"Alphonse Mucha"', "painting", "zzzznothing"])
+def test_the_site_searches_every_shard_as_one_database(seven_shards, sample_build, q):
+    layout, _, _ = seven_shards
+
+    async def search():
+        sharded, whole = served(layout), served(sample_build)
+        return await every_page(sharded, q=q), await every_page(whole, q=q)
+
+    (rows, counts), (one_rows, one_counts) = asyncio.run(search())
+    assert without_shard(rows) == without_shard(one_rows)
+    assert counts == one_counts
+    if q == "the":
+        assert len(rows) > 2000 and len({r["shard"] for r in rows}) == 4  # every boundary
+    assert {r["shard"] for r in one_rows} <= {"laion-aesthetic-6pls"}
+
+
+def test_the_site_serves_the_catalog_and_every_shard(seven_shards):
+    layout, _, _ = seven_shards
+
+    async def pages():
+        ds = served(layout)
+        databases = (await ds.client.get("/-/databases.json")).json()
+        shard = await ds.client.get("/laion-aesthetic-6pls-shard-00001/images.json?_shape=objects")
+        domain = await ds.client.get("/laion-aesthetic-6pls/domain?_sort_desc=image_counts")
+        top = (
+            await ds.client.get(
+                "/laion-aesthetic-6pls/domain.json?_shape=objects&_size=1&_sort_desc=image_counts"
+            )
+        ).json()["rows"][0]
+        host_rows, host_counts = await every_page(ds, domain=top["domain"])
+        artists = await ds.client.get("/laion-aesthetic-6pls/artists")
+        index = await ds.client.get("/")
+        html = await ds.client.get("/-/search?q=painting")
+        return databases, shard, domain, top, host_rows, host_counts, artists, index, html
+
+    databases, shard, domain, top, host_rows, host_counts, artists, index, html = asyncio.run(
+        pages()
+    )
+    assert [d["name"] for d in databases] == [
+        "laion-aesthetic-6pls",
+        *(f"laion-aesthetic-6pls-shard-0000{n}" for n in range(4)),
+    ]
+    first = shard.json()["rows"][0]
+    assert first["rowid"] == 2001 and "hash" not in first  # the noise columns hidden there too
+    # A host links to its images in every shard: all of them, in release order.
+    link = "/-/search?" + urllib.parse.urlencode({"domain": top["domain"]})
+    assert html_escape(link) in domain.text
+    assert host_counts == {(top["image_counts"], False)}
+    assert len(host_rows) == top["image_counts"]
+    assert {r["domain"] for r in host_rows} == {top["domain"]}
+    assert [r["rowid"] for r in host_rows] == sorted(r["rowid"] for r in host_rows)
+    # A name links to its search over every shard; the index page to the search and images.
+    assert "/-/search?q=%22" in artists.text
+    assert 'href="/-/search"' in index.text
+    assert 'href="/laion-aesthetic-6pls-shard-00000/images"' in index.text
+    assert html.status_code == 200 and "images</p>" in html.text

@@ -57,11 +57,14 @@ from laion_pipeline.schema import (
     IMAGES_FTS_COLUMNS,
 )
 from laion_pipeline.shards import (
+    BuiltShard,
+    ShardReport,
     chosen_shards,
     count_phrase_in_shards,
     make_shards,
     shard_connections,
     shard_file,
+    shard_report,
     shards_of,
     write_catalog,
 )
@@ -70,7 +73,6 @@ from laion_pipeline.tables import (
     BUILD_PEAK_PER_DATABASE_BYTE,
     DATABASE_PER_PARQUET_BYTE,
     TOP_DOMAINS_SQL,
-    LoadedImages,
     build_domains,
     build_entity_table,
     load_images_and_index,
@@ -169,24 +171,26 @@ def images_and_index(
     selected = {key.path[-1] for key in context.selected_asset_keys}
     manifest = StagingManifest.read(layout)
     shards = shards_of(manifest)
-    wanted = chosen_shards(shards, context.partition_keys)
+    # A run of no partition (a subset of the job chosen by hand) builds every shard.
+    partitioned = context.has_partition_key or context.has_partition_key_range
+    wanted = chosen_shards(shards, context.partition_keys) if partitioned else list(shards)
     if "images" in selected:
         check_files_unchanged([f for shard in wanted for f in shard.files])
     if len(shards) == 1:
-        loaded = _build_the_one_shard(context, laion_data, staging_duckdb, selected)
+        reports = [_build_the_one_shard(context, laion_data, staging_duckdb, selected)]
     else:
         context.log.info(
             f"building {len(wanted)} of {len(shards)} shards, "
             f"{min(laion_data.parallel_files, len(wanted))} at a time"
         )
-        built = make_shards(
+        reports = make_shards(
             layout,
             wanted,
             images="images" in selected,
             index="images_fts" in selected,
             workers=laion_data.parallel_files,
         )
-        loaded = [b for b in built if b is not None]
+    loaded = [r.loaded for r in reports if r.loaded is not None]
     shard_table = MetadataValue.md(
         markdown_table(
             ["shard", "files", "first rowid", "last rowid", "images"],
@@ -205,24 +209,22 @@ def images_and_index(
                 "dagster/row_count": sum(b.rows for b in loaded),
                 "dagster/column_lineage": IMAGES_LINEAGE,
                 "null_captions": sum(b.null_captions for b in loaded),
-                "preview": MetadataValue.md(_images_preview(files[0])),
+                "preview": MetadataValue.md(
+                    markdown_table(
+                        ["rowid", "domain", "text", "width", "height", "aesthetic"],
+                        reports[0].preview,
+                    )
+                ),
             },
         )
     if "images_fts" in selected:
-        indexed = 0
-        for path in files:
-            conn = sqlite_connect(path, read_only=True)
-            try:
-                indexed += conn.execute("SELECT count(*) FROM images_fts_docsize").fetchone()[0]
-            finally:
-                conn.close()
         yield MaterializeResult(
             asset_key=AssetKey("images_fts"),
             metadata={
                 **_shards_metadata(files, "images_fts"),
                 **timer.metadata(),
                 **where,
-                "dagster/row_count": indexed,
+                "dagster/row_count": sum(r.indexed for r in reports),
                 "dagster/column_lineage": IMAGES_FTS_LINEAGE,
             },
         )
@@ -233,7 +235,7 @@ def _build_the_one_shard(
     laion_data: LaionData,
     staging_duckdb: DuckDBResource,
     selected: set[str],
-) -> list[LoadedImages]:
+) -> ShardReport:
     """The build database of one shard (the 2022 shape): a fresh file with its domain table and
     its images, loaded while a second process indexes the captions; or the index alone, again,
     from the images table."""
@@ -246,7 +248,7 @@ def _build_the_one_shard(
                 build_images_fts(conn, context.log)
             finally:
                 conn.close()
-            return []
+            return shard_report(layout.build_db, None)
         files = staged_files(layout)
         database = DATABASE_PER_PARQUET_BYTE * sum(f.size for f in files)
         check_free_disk(
@@ -258,7 +260,7 @@ def _build_the_one_shard(
         with staging_duckdb.get_connection() as duck:
             conn = sqlite_connect(new)
             try:
-                build_domains(duck, conn)
+                domains = build_domains(duck, conn)
             finally:
                 conn.close()
             install_build_db(new, layout)
@@ -269,7 +271,9 @@ def _build_the_one_shard(
                 )
             finally:
                 conn.close()
-        return [loaded]
+        # Read before the lock is released: another run may start a new build file after it.
+        built = BuiltShard(loaded.rows, domains, loaded.null_captions)
+        return shard_report(layout.build_db, built)
 
 
 def _shards_metadata(files: list[Path], table: str) -> dict[str, Any]:
@@ -280,18 +284,6 @@ def _shards_metadata(files: list[Path], table: str) -> dict[str, Any]:
         "path": MetadataValue.path(str(files[0].parent)),
         "dagster/table_name": table,
     }
-
-
-def _images_preview(db: Path) -> str:
-    conn = sqlite_connect(db, read_only=True)
-    try:
-        rows = conn.execute(
-            "SELECT i.rowid, d.domain, i.text, i.width, i.height, i.aesthetic "
-            "FROM images i JOIN domain d ON d.id = i.domain_id ORDER BY i.rowid LIMIT 10"
-        ).fetchall()
-    finally:
-        conn.close()
-    return markdown_table(["rowid", "domain", "text", "width", "height", "aesthetic"], rows)
 
 
 @asset(
