@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 export DAGSTER_HOME ?= $(CURDIR)/.dagster_home
 
-.PHONY: install run test test-fast lint dev serve rollback bench bench-staging bench-search bench-tools clean
+.PHONY: install run run-on-workers worker daemon test test-fast lint dev serve rollback bench bench-staging bench-search bench-scale bench-tools clean
 
 install: $(STAMP)
 
@@ -25,6 +25,31 @@ $(DAGSTER_HOME)/dagster.yaml: dagster_home.yaml
 ## and say where the database and its analysis are.
 run: $(STAMP) $(DAGSTER_HOME)/dagster.yaml
 	$(BIN)/python -m laion_pipeline run --job full_build --workspace workspace.yaml
+
+## The distributed engine (docs/scale.md): runs are Celery tasks on LAION_CELERY_BROKER (Redis),
+## taken by `make worker` on any machine that shares the instance and the data folder.
+CELERY_HOME ?= $(CURDIR)/.dagster_home_celery
+WORKER_NAME ?= worker1
+WORKER_CONCURRENCY ?= 1
+
+$(CELERY_HOME)/dagster.yaml: dagster_home.celery.yaml
+	mkdir -p $(CELERY_HOME)
+	cp dagster_home.celery.yaml $@
+
+## The build partition by partition through the Celery run launcher: a run per source file,
+## the shard plan, a run per shard (each on a worker), then the catalog and the publish.
+run-on-workers: $(STAMP) $(CELERY_HOME)/dagster.yaml
+	DAGSTER_HOME=$(CELERY_HOME) $(BIN)/python -m laion_pipeline run-on-workers --workspace workspace.yaml
+
+## One worker: WORKER_CONCURRENCY runs at a time (one core each), under WORKER_NAME.
+worker: $(STAMP) $(CELERY_HOME)/dagster.yaml
+	DAGSTER_HOME=$(CELERY_HOME) PATH=$(CURDIR)/$(BIN):$$PATH $(BIN)/dagster-celery worker start -A dagster_celery.app \
+		-y celery_worker.yaml -n $(WORKER_NAME) -- --concurrency=$(WORKER_CONCURRENCY)
+
+## The daemon of the engine's instance: run monitoring (a run whose worker died is failed) and
+## run retries (it is launched again), the sensor and the schedule.
+daemon: $(STAMP) $(CELERY_HOME)/dagster.yaml
+	DAGSTER_HOME=$(CELERY_HOME) $(BIN)/dagster-daemon run -w workspace.yaml
 
 ## The whole test suite, after the linter (about 12 minutes on 2 cores), TEST_WORKERS tests at
 ## a time (pytest-xdist): most tests wait on a process or a server, so 3 keep 2 cores busy;
@@ -81,4 +106,4 @@ bench-search: $(STAMP)
 		--report docs/benchmarks.md
 
 clean:
-	rm -rf data .dagster_home
+	rm -rf data .dagster_home .dagster_home_celery

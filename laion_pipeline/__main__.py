@@ -12,12 +12,8 @@
 import argparse
 import json
 import os
-import subprocess
 import sys
-import time
-import uuid
 from collections.abc import Sequence
-from pathlib import Path
 
 from laion_pipeline.datasette import SERVE_SETTINGS
 from laion_pipeline.errors import DataDirBusyError, StaleInputError
@@ -27,7 +23,6 @@ from laion_pipeline.release import pointed_release
 from laion_pipeline.release import rollback as restore_previous
 from laion_pipeline.resources import LaionData, build_resources
 
-RUN_POLL_SECONDS = 1.0
 # Below this many bytes to stage in all, one process stages them faster than workers start.
 IN_PROCESS_BYTES = 64 * 1024 * 1024
 
@@ -50,30 +45,6 @@ def where() -> int:
     if report.exists():
         print(f"Analysis: {report} (charts and tables; served at {REPORT_URL})")
     print("Serve it with `make serve` (Datasette on http://127.0.0.1:8001).")
-    return 0
-
-
-def launch(job: str, workspace: str, tags: dict[str, str] | None = None) -> int:
-    """Launch ``job`` with the instance's run launcher, so that the run belongs to the job in
-    the UI (its Runs tab, the Timeline), and wait for it to end."""
-    from dagster import DagsterInstance, DagsterRunStatus
-
-    run_id = str(uuid.uuid4())
-    command = [str(Path(sys.executable).parent / "dagster"), "job", "launch"]
-    command += ["-w", workspace, "-j", job, "--run-id", run_id]
-    if tags:
-        command += ["--tags", json.dumps(tags)]
-    if subprocess.run(command, check=False).returncode != 0:
-        return 1
-    with DagsterInstance.get() as instance:
-        # The launcher's process normally ends with the run; a run launcher that runs it
-        # elsewhere (Celery, Kubernetes) returns at once, and this waits.
-        while not (dagster_run := instance.get_run_by_id(run_id)).is_finished:
-            time.sleep(RUN_POLL_SECONDS)
-    if dagster_run.status != DagsterRunStatus.SUCCESS:
-        print(f"Run {run_id} of {job}: {dagster_run.status.value}", file=sys.stderr)
-        return 1
-    print(f"Run {run_id} of {job}: {dagster_run.status.value}")
     return 0
 
 
@@ -141,7 +112,43 @@ def run(job: str, workspace: str) -> int:
             return 1
         with DagsterInstance.get() as instance:
             tags = shard_run_tags(instance, laion_data)
+    from laion_pipeline.engine import launch
+
     if launch(job, workspace, tags):
+        return 1
+    return where()
+
+
+def run_on_workers(workspace: str) -> int:
+    """The whole build as runs of the instance's run launcher, partition by partition: a run
+    per new or changed source file, the shard plan, a run per shard, then the catalog, the
+    publish and the analysis (each waits for the one before)."""
+    from dagster import DagsterInstance
+
+    from laion_pipeline.definitions import defs
+    from laion_pipeline.engine import backfill, launch
+    from laion_pipeline.jobs import MAKE_RUN_TAGS
+    from laion_pipeline.sensors import stale_partitions
+
+    with DagsterInstance.get() as instance:
+        observed = defs.resolve_job_def("observe_sources").execute_in_process(
+            instance=instance, raise_on_error=False, tags=MAKE_RUN_TAGS
+        )
+        if not observed.success:
+            print(f"Run {observed.run_id} of observe_sources: FAILURE", file=sys.stderr)
+            return 1
+        files = stale_partitions(instance, defs.resolve_asset_graph())
+    print(f"{len(files)} source files to stage, a run each")
+    if backfill("stage_source_files", files, workspace):
+        return 1
+    if launch("plan_shards", workspace, MAKE_RUN_TAGS):
+        return 1
+    with DagsterInstance.get() as instance:
+        shards = instance.get_dynamic_partitions("shards")
+    print(f"{len(shards)} shards to build, a run each")
+    if backfill("build_shards", shards, workspace):
+        return 1
+    if launch("catalog", workspace, MAKE_RUN_TAGS):
         return 1
     return where()
 
@@ -196,6 +203,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     run_parser.add_argument(
         "--workspace", default="workspace.yaml", help="the Dagster workspace file"
     )
+    workers_parser = commands.add_parser(
+        "run-on-workers",
+        help="build partition by partition through the instance's run launcher (Celery workers)",
+    )
+    workers_parser.add_argument(
+        "--workspace", default="workspace.yaml", help="the Dagster workspace file"
+    )
     commands.add_parser("where", help="print where the published database is")
     serve_parser = commands.add_parser("serve", help="serve the published database")
     serve_parser.add_argument("--host", default="127.0.0.1", help="address to listen on")
@@ -211,6 +225,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.command == "run":
         return run(args.job, args.workspace)
+    if args.command == "run-on-workers":
+        return run_on_workers(args.workspace)
     if args.command == "where":
         return where()
     if args.command == "rollback":

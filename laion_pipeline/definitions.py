@@ -13,6 +13,7 @@ from laion_pipeline.jobs import (
     entity_refresh_job,
     full_build_job,
     observe_sources_job,
+    plan_shards_job,
     refresh_stale_job,
     stage_source_files_job,
 )
@@ -34,6 +35,7 @@ def make_definitions(resources: Mapping[str, Any]) -> Definitions:
         jobs=[
             stage_source_files_job,
             full_build_job,
+            plan_shards_job,
             build_shards_job,
             catalog_job,
             entity_refresh_job,

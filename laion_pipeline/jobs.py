@@ -38,6 +38,15 @@ full_build_job = define_asset_job(
     "partition of shards. `make run` runs it once the source files are staged.",
 )
 
+plan_shards_job = define_asset_job(
+    "plan_shards",
+    selection=AssetSelection.assets("staging_images"),
+    executor_def=EXECUTOR,
+    description="The staging view over the staged files and the plan of the shards (the "
+    "partitions of images and images_fts): what `make run-on-workers` runs between the "
+    "staging of the files and the build of the shards.",
+)
+
 build_shards_job = define_asset_job(
     "build_shards",
     selection=SHARD_ASSETS,

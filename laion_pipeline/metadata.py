@@ -1,6 +1,7 @@
 """What materializations tell a person in the Dagster UI: markdown previews, file locations
 and sizes, step times and where each column comes from."""
 
+import socket
 import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -72,3 +73,14 @@ def table_schema(columns: Mapping[str, tuple[str, str]]) -> TableSchema:
             for name, (sql_type, text) in columns.items()
         ]
     )
+
+
+def run_worker() -> str:
+    """Where this run executes: the Celery worker's name (``worker1@host``) when a worker of
+    the Celery run launcher runs it, else this machine's host name."""
+    try:
+        from celery import current_task
+    except ImportError:  # an installation without the distributed engine
+        current_task = None
+    hostname = getattr(getattr(current_task, "request", None), "hostname", None)
+    return hostname or socket.gethostname()

@@ -119,6 +119,7 @@ def test_jobs_schedule_and_sensor():
     assert {job.name for job in defs.resolve_all_job_defs()} >= {
         "stage_source_files",
         "full_build",
+        "plan_shards",
         "build_shards",
         "catalog",
         "entity_refresh",
@@ -157,6 +158,7 @@ DAGSTER_MODULES = {
     "resources",
     "metadata",
     "partitions",
+    "engine",
     "bench",
     "__main__",
 }

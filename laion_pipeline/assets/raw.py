@@ -14,7 +14,7 @@ from laion_pipeline.files import write_atomic
 from laion_pipeline.inputs import SourceListing, parse_entity_csv
 from laion_pipeline.layout import ENTITY_KINDS
 from laion_pipeline.lock import data_dir_lock, staged_file_lock
-from laion_pipeline.metadata import StepTimer, file_metadata, table_schema
+from laion_pipeline.metadata import StepTimer, file_metadata, run_worker, table_schema
 from laion_pipeline.partitions import SOURCE_FILES
 from laion_pipeline.resources import EntityLists, LaionData, ParquetSource
 from laion_pipeline.schema import ENTITY_CSV_COLUMNS, STAGED_PARQUET_COLUMNS
@@ -72,6 +72,7 @@ def source_files(
             "dagster/row_count": staged.rows,
             "rows_read": staged.rows_read,
             "rows_kept": staged.rows,
+            "worker": run_worker(),
             "source_sha256": staged.sha256,
             "profile": profile.name,
             "filter": profile.row_filter.description if profile.row_filter else "none",

@@ -8,7 +8,6 @@ own tables, each in one transaction, so a failed step leaves the previous tables
 
 import collections
 import functools
-import socket
 from collections.abc import Iterator
 from contextlib import ExitStack
 from pathlib import Path
@@ -46,6 +45,7 @@ from laion_pipeline.metadata import (
     file_metadata,
     markdown_list,
     markdown_table,
+    run_worker,
     table_schema,
 )
 from laion_pipeline.partitions import SHARDS
@@ -197,7 +197,7 @@ def images_and_index(
             [(s.key, len(s.files), s.first_rowid, s.last_rowid, s.rows) for s in wanted],
         )
     )
-    where = {"host": socket.gethostname(), "shards": shard_table}
+    where = {"worker": run_worker(), "shards": shard_table}
     files = [shard_file(layout, shards, s.key) for s in wanted]
     if "images" in selected:
         yield MaterializeResult(
