@@ -100,6 +100,12 @@ bench: $(STAMP) bench-tools
 bench-staging: $(STAMP)
 	$(BIN)/python -m laion_pipeline.bench --staging --rows $(ROWS) --report docs/benchmarks.md
 
+## The sharded build through the distributed engine (redis-server and Celery workers on this
+## machine): ROWS_SCALE rows in 8 files, with one worker, then two; into docs/benchmarks.md.
+ROWS_SCALE ?= 16000000
+bench-scale: $(STAMP)
+	$(BIN)/python -m laion_pipeline.bench_scale --rows $(ROWS_SCALE) --files 8 --report docs/benchmarks.md
+
 ## Time searches through Datasette on the database the last `make bench` built (ROWS rows).
 bench-search: $(STAMP)
 	$(BIN)/python -m laion_pipeline.bench_search --data data/bench/data-$(ROWS) \

@@ -24,7 +24,12 @@ from pathlib import Path
 from typing import Any
 
 from laion_pipeline.layout import ENTITY_KINDS, DataLayout
-from laion_pipeline.synthetic import generate, generate_release, sample_entity_names
+from laion_pipeline.synthetic import (
+    FILE_COUNT,
+    generate,
+    generate_release,
+    sample_entity_names,
+)
 
 NAME_LIST_SIZES = {"artists": 2_000, "celebrities": 2_000, "characters": 1_000}
 
@@ -58,14 +63,17 @@ def rss_mb() -> float:
     return _rss_mb("self") + sum(_rss_mb(pid) for pid in children)
 
 
-def prepare_inputs(work: Path, rows: int) -> tuple[Path, Path]:
-    """The parquet folder and the name lists for ``rows`` rows, generated once and reused."""
-    parquet = work / f"parquet-{rows}"
+def prepare_inputs(work: Path, rows: int, files: int = FILE_COUNT) -> tuple[Path, Path]:
+    """The parquet folder and the name lists for ``rows`` rows in ``files`` files, generated
+    once and reused."""
+    parquet = work / (f"parquet-{rows}" if files == FILE_COUNT else f"parquet-{rows}-{files}")
     marker = parquet / ".complete"
     if not marker.exists():
         shutil.rmtree(parquet, ignore_errors=True)
         started = time.monotonic()
-        generate(parquet, rows, names=sample_entity_names(), workers=os.cpu_count() or 1)
+        generate(
+            parquet, rows, names=sample_entity_names(), files=files, workers=os.cpu_count() or 1
+        )
         marker.write_text(f"generated in {time.monotonic() - started:.1f} s\n")
     lists = work / "names"
     lists.mkdir(parents=True, exist_ok=True)

@@ -160,6 +160,7 @@ DAGSTER_MODULES = {
     "partitions",
     "engine",
     "bench",
+    "bench_scale",
     "__main__",
 }
 
