@@ -107,6 +107,7 @@ def main(argv: list[str] | None = None) -> int:
     if shutil.which("redis-server") is None:
         print("make bench-scale needs redis-server: apt-get install redis-server", file=sys.stderr)
         return 1
+    args.work = args.work.resolve()  # the workers and the runs start in folders of their own
     parquet, lists = prepare_inputs(args.work, args.rows, files=args.files)
     shard_rows = -(-args.rows // args.files)  # one file a shard
     results: dict[int, tuple[float, dict[str, float]]] = {}
