@@ -48,18 +48,13 @@ def where() -> int:
     return 0
 
 
-def stage(laion_data: LaionData) -> int:
-    """Observe the sources, then stage every source file that is new or changed since it was
-    last staged (a run of stage_source_files per file, ``LAION_WORKERS`` at a time)."""
-    from concurrent.futures import ProcessPoolExecutor
-    from contextlib import ExitStack
-    from multiprocessing import get_context
-
+def observe() -> tuple[list[str], int] | None:
+    """Observe the sources (a run of observe_sources in this process): the partitions of
+    source_files that are new or changed, and how many there are in all; None if it failed."""
     from dagster import DagsterInstance
 
     from laion_pipeline.definitions import defs
-    from laion_pipeline.inputs import SourceListing
-    from laion_pipeline.jobs import MAKE_RUN_TAGS, stage_partition
+    from laion_pipeline.jobs import MAKE_RUN_TAGS
     from laion_pipeline.sensors import stale_partitions
 
     with DagsterInstance.get() as instance:
@@ -68,9 +63,25 @@ def stage(laion_data: LaionData) -> int:
         )
         if not observed.success:
             print(f"Run {observed.run_id} of observe_sources: FAILURE", file=sys.stderr)
-            return 1
+            return None
         keys = stale_partitions(instance, defs.resolve_asset_graph())
-        total = len(instance.get_dynamic_partitions("source_files"))
+        return keys, len(instance.get_dynamic_partitions("source_files"))
+
+
+def stage(laion_data: LaionData) -> int:
+    """Observe the sources, then stage every source file that is new or changed since it was
+    last staged (a run of stage_source_files per file, ``LAION_WORKERS`` at a time)."""
+    from concurrent.futures import ProcessPoolExecutor
+    from contextlib import ExitStack
+    from multiprocessing import get_context
+
+    from laion_pipeline.inputs import SourceListing
+    from laion_pipeline.jobs import stage_partition
+
+    observed = observe()
+    if observed is None:
+        return 1
+    keys, total = observed
     wanted = set(keys)
     listing = SourceListing.read(laion_data.layout)  # just observed
     size = sum(entry.size or 0 for entry in listing.entries if entry.key in wanted)
@@ -125,19 +136,13 @@ def run_on_workers(workspace: str) -> int:
     publish and the analysis (each waits for the one before)."""
     from dagster import DagsterInstance
 
-    from laion_pipeline.definitions import defs
     from laion_pipeline.engine import backfill, launch
     from laion_pipeline.jobs import MAKE_RUN_TAGS
-    from laion_pipeline.sensors import stale_partitions
 
-    with DagsterInstance.get() as instance:
-        observed = defs.resolve_job_def("observe_sources").execute_in_process(
-            instance=instance, raise_on_error=False, tags=MAKE_RUN_TAGS
-        )
-        if not observed.success:
-            print(f"Run {observed.run_id} of observe_sources: FAILURE", file=sys.stderr)
-            return 1
-        files = stale_partitions(instance, defs.resolve_asset_graph())
+    observed = observe()
+    if observed is None:
+        return 1
+    files, _ = observed
     print(f"{len(files)} source files to stage, a run each")
     if backfill("stage_source_files", files, workspace):
         return 1
