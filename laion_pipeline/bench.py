@@ -112,7 +112,10 @@ def run_ours(parquet: Path, lists: Path, data: Path) -> dict[str, Any]:
         "LAION_SOURCE": "local",
         "LAION_LOCAL_DIR": str(parquet),
         "LAION_DATA_DIR": str(data),
-        "LAION_WORKERS": "1",
+        # One file at a time with both cores; LAION_WORKERS and LAION_SHARD_ROWS, when set,
+        # build the release as shards, that many at once.
+        "LAION_WORKERS": os.environ.get("LAION_WORKERS", "1"),
+        **{k: os.environ[k] for k in ("LAION_SHARD_ROWS",) if os.environ.get(k)},
         **{f"LAION_{k.upper()}_CSV_URL": str(lists / f"{k}.csv") for k in ENTITY_KINDS},
     }
     samples: list[tuple[float, float]] = []
