@@ -163,7 +163,7 @@ class ServedRelease:
         name = release.database_name  # a release of another profile has another name
         inspect = json.loads(release.inspect_json.read_text(encoding="utf-8"))
         metadata = json.loads(release.metadata_json.read_text(encoding="utf-8"))
-        manifest = json.loads(release.manifest_json.read_text(encoding="utf-8"))
+        manifest = release.manifest
         opened = []
         for path in release.databases:
             db = ReleaseDatabase(self.datasette, path)

@@ -48,16 +48,20 @@ class ReleaseFiles:
     folder: Path
     database: str = ""
 
-    @cached_property  # read once per object: ``db`` and the name are asked for often
+    @cached_property  # read once per object: the name and the shards are asked for often
+    def manifest(self) -> dict:
+        """The release's manifest.json (empty while the release is being written)."""
+        try:
+            return json.loads(self.manifest_json.read_text(encoding="utf-8"))
+        except FileNotFoundError:
+            return {}
+
+    @property
     def database_name(self) -> str:
         """The name Datasette serves the database under (``/<name>``): its file's stem."""
         if self.database:
             return self.database
-        try:
-            manifest = json.loads(self.manifest_json.read_text(encoding="utf-8"))
-        except FileNotFoundError:
-            return DEFAULT_DATABASE
-        return str(manifest.get("database", DEFAULT_DATABASE)).removesuffix(".db")
+        return str(self.manifest.get("database", DEFAULT_DATABASE)).removesuffix(".db")
 
     @property
     def db(self) -> Path:
@@ -68,14 +72,10 @@ class ReleaseFiles:
         """One shard's database in a release of several."""
         return self.folder / f"{self.database_name}-{key}.db"
 
-    @cached_property
+    @property
     def shard_keys(self) -> tuple[str, ...]:
         """The shards of the release in their order (none: one database holds everything)."""
-        try:
-            manifest = json.loads(self.manifest_json.read_text(encoding="utf-8"))
-        except FileNotFoundError:
-            return ()
-        return tuple(shard["key"] for shard in manifest.get("shards", ()))
+        return tuple(shard["key"] for shard in self.manifest.get("shards", ()))
 
     @property
     def databases(self) -> tuple[Path, ...]:

@@ -174,11 +174,11 @@ def images_and_index(
     # A run of no partition (a subset of the job chosen by hand) builds every shard.
     partitioned = context.has_partition_key or context.has_partition_key_range
     wanted = chosen_shards(shards, context.partition_keys) if partitioned else list(shards)
-    if "images" in selected:
-        check_files_unchanged([f for shard in wanted for f in shard.files])
-    if len(shards) == 1:
+    if len(shards) == 1:  # its files are checked by staged_files, under the lock
         reports = [_build_the_one_shard(context, laion_data, staging_duckdb, selected)]
     else:
+        if "images" in selected:
+            check_files_unchanged([f for shard in wanted for f in shard.files])
         context.log.info(
             f"building {len(wanted)} of {len(shards)} shards, "
             f"{min(laion_data.parallel_files, len(wanted))} at a time"
@@ -197,33 +197,38 @@ def images_and_index(
             [(s.key, len(s.files), s.first_rowid, s.last_rowid, s.rows) for s in wanted],
         )
     )
-    where = {"worker": run_worker(), "shards": shard_table}
     files = [shard_file(layout, shards, s.key) for s in wanted]
-    if "images" in selected:
-        yield MaterializeResult(
-            asset_key=AssetKey("images"),
+
+    def result(asset: str, **metadata: Any) -> MaterializeResult:
+        """The materialization of ``asset`` for the shards of the run."""
+        return MaterializeResult(
+            asset_key=AssetKey(asset),
             metadata={
-                **_shards_metadata(files, "images"),
+                **_shards_metadata(files, asset),
                 **timer.metadata(),
-                **where,
+                "worker": run_worker(),
+                "shards": shard_table,
+                **metadata,
+            },
+        )
+
+    if "images" in selected:
+        preview = markdown_table(
+            ["rowid", "domain", "text", "width", "height", "aesthetic"], reports[0].preview
+        )
+        yield result(
+            "images",
+            **{
                 "dagster/row_count": sum(b.rows for b in loaded),
                 "dagster/column_lineage": IMAGES_LINEAGE,
                 "null_captions": sum(b.null_captions for b in loaded),
-                "preview": MetadataValue.md(
-                    markdown_table(
-                        ["rowid", "domain", "text", "width", "height", "aesthetic"],
-                        reports[0].preview,
-                    )
-                ),
+                "preview": MetadataValue.md(preview),
             },
         )
     if "images_fts" in selected:
-        yield MaterializeResult(
-            asset_key=AssetKey("images_fts"),
-            metadata={
-                **_shards_metadata(files, "images_fts"),
-                **timer.metadata(),
-                **where,
+        yield result(
+            "images_fts",
+            **{
                 "dagster/row_count": sum(r.indexed for r in reports),
                 "dagster/column_lineage": IMAGES_FTS_LINEAGE,
             },
