@@ -133,28 +133,29 @@ def run(job: str, workspace: str) -> int:
 def run_on_workers(workspace: str) -> int:
     """The whole build as runs of the instance's run launcher, partition by partition: a run
     per new or changed source file, the shard plan, a run per shard, then the catalog, the
-    publish and the analysis (each waits for the one before)."""
+    publish and the analysis (each waits for the one before). The runs are submitted from
+    this process, the workspace loaded once."""
     from dagster import DagsterInstance
 
-    from laion_pipeline.engine import backfill, launch
+    from laion_pipeline.engine import Launcher
     from laion_pipeline.jobs import MAKE_RUN_TAGS
 
     observed = observe()
     if observed is None:
         return 1
     files, _ = observed
-    print(f"{len(files)} source files to stage, a run each")
-    if backfill("stage_source_files", files, workspace):
-        return 1
-    if launch("plan_shards", workspace, MAKE_RUN_TAGS):
-        return 1
-    with DagsterInstance.get() as instance:
+    with DagsterInstance.get() as instance, Launcher(instance, workspace) as launcher:
+        print(f"{len(files)} source files to stage, a run each")
+        if launcher.backfill("stage_source_files", files):
+            return 1
+        if launcher.run("plan_shards", MAKE_RUN_TAGS):
+            return 1
         shards = instance.get_dynamic_partitions("shards")
-    print(f"{len(shards)} shards to build, a run each")
-    if backfill("build_shards", shards, workspace):
-        return 1
-    if launch("catalog", workspace, MAKE_RUN_TAGS):
-        return 1
+        print(f"{len(shards)} shards to build, a run each")
+        if launcher.backfill("build_shards", shards):
+            return 1
+        if launcher.run("catalog", MAKE_RUN_TAGS):
+            return 1
     return where()
 
 

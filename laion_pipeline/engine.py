@@ -12,6 +12,7 @@ import sys
 import time
 import uuid
 from collections.abc import Sequence
+from contextlib import ExitStack
 from pathlib import Path
 
 from dagster import DagsterInstance, DagsterRun, DagsterRunStatus, RunsFilter
@@ -60,42 +61,100 @@ def last_attempts(runs: Sequence[DagsterRun]) -> dict[str, DagsterRun]:
     return latest
 
 
-def backfill(job: str, keys: Sequence[str], workspace: str) -> int:
-    """A run of ``job`` per partition of ``keys`` through the run launcher, then wait until
-    each partition's last attempt succeeded, or failed with no retry to come. Each run is
-    launched on its own (`dagster job launch`, all at once): the runs of a `dagster job
-    backfill` are never retried, since that backfill is over once its runs are launched."""
-    if not keys:
-        return 0
-    batch = str(uuid.uuid4())
-    launches = []
-    for key in keys:
-        tags = {**MAKE_RUN_TAGS, BATCH_TAG: batch, PARTITION_NAME_TAG: key}
-        command = dagster_command("job", "launch", "-w", workspace, "-j", job)
-        launches.append(
-            subprocess.Popen([*command, "--tags", json.dumps(tags)], stdout=subprocess.DEVNULL)
+class Launcher:
+    """Runs submitted to the instance's run launcher from this process, with the workspace
+    loaded once: what `dagster job launch` does for one run, for every run of a build (a
+    `dagster job launch` process per run costs seconds of a core to load the workspace,
+    which the workers then lack). Uses the run creation of Dagster's own CLI (an internal
+    of the pinned version, exercised by test_engine.py)."""
+
+    def __init__(self, instance: DagsterInstance, workspace: str):
+        self.instance = instance
+        self.workspace_file = workspace
+        self._stack = ExitStack()
+
+    def __enter__(self) -> "Launcher":
+        from dagster._cli.workspace.cli_target import (
+            WorkspaceOpts,
+            get_code_location_from_workspace,
+            get_remote_repository_from_code_location,
+            get_workspace_from_cli_opts,
         )
-    if any(process.wait() != 0 for process in launches):
-        return 1
-    failed_since = None
-    with DagsterInstance.get() as instance:
-        while True:
-            runs = instance.get_runs(RunsFilter(tags={BATCH_TAG: batch}))
-            attempts = last_attempts(runs)
-            pending = [
-                r
-                for r in attempts.values()
-                if not r.is_finished or r.tags.get(WILL_RETRY_TAG) == "true"
-            ]
-            failed = sorted(k for k, r in attempts.items() if r.status != DagsterRunStatus.SUCCESS)
-            if len(attempts) == len(keys) and not pending:
-                # The daemon marks a failed run for a retry a moment after it fails.
-                failed_since = failed_since or time.monotonic()
-                if not failed or time.monotonic() - failed_since > RETRY_GRACE_SECONDS:
-                    break
-            else:
-                failed_since = None
+        from dagster.version import __version__
+
+        opts = WorkspaceOpts(workspace=(self.workspace_file,))
+        self.workspace = self._stack.enter_context(
+            get_workspace_from_cli_opts(self.instance, __version__, opts)
+        )
+        self.code_location = get_code_location_from_workspace(self.workspace, None)
+        self.repository = get_remote_repository_from_code_location(self.code_location, None)
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self._stack.close()
+
+    def submit(self, job: str, tags: dict[str, str]) -> str:
+        """Create a run of ``job`` with ``tags`` and hand it to the run launcher (through the
+        run queue when the instance has one); returns its id."""
+        from dagster._cli.job import _create_run
+        from dagster._cli.workspace.cli_target import get_remote_job_from_remote_repo
+
+        remote_job = get_remote_job_from_remote_repo(self.repository, job)
+        dagster_run = _create_run(
+            instance=self.instance,
+            code_location=self.code_location,
+            remote_repo=self.repository,
+            remote_job=remote_job,
+            run_config={},
+            tags=tags,
+            op_selection=None,
+            run_id=None,
+        )
+        self.instance.submit_run(dagster_run.run_id, self.workspace)
+        return dagster_run.run_id
+
+    def run(self, job: str, tags: dict[str, str]) -> int:
+        """One run of ``job``, waited for; 0 when it succeeded."""
+        run_id = self.submit(job, tags)
+        while not (dagster_run := self.instance.get_run_by_id(run_id)).is_finished:
             time.sleep(RUN_POLL_SECONDS)
+        print(f"Run {run_id} of {job}: {dagster_run.status.value}")
+        return 0 if dagster_run.status == DagsterRunStatus.SUCCESS else 1
+
+    def backfill(self, job: str, keys: Sequence[str]) -> int:
+        """A run of ``job`` per partition of ``keys``, all submitted at once, then wait until
+        each partition's last attempt succeeded, or failed with no retry to come. Each run is
+        submitted on its own (not as a backfill): the runs of a `dagster job backfill` are
+        never retried, since that backfill is over once its runs are launched."""
+        if not keys:
+            return 0
+        batch = str(uuid.uuid4())
+        for key in keys:
+            self.submit(job, {**MAKE_RUN_TAGS, BATCH_TAG: batch, PARTITION_NAME_TAG: key})
+        return wait_for_batch(self.instance, job, keys, batch)
+
+
+def wait_for_batch(instance: DagsterInstance, job: str, keys: Sequence[str], batch: str) -> int:
+    """Wait until the last attempt of each partition of ``keys`` in ``batch`` succeeded, or
+    failed with no retry to come (the daemon marks a failed run for a retry a moment after it
+    fails); 0 when every one succeeded."""
+    failed_since = None
+    while True:
+        runs = instance.get_runs(RunsFilter(tags={BATCH_TAG: batch}))
+        attempts = last_attempts(runs)
+        pending = [
+            r
+            for r in attempts.values()
+            if not r.is_finished or r.tags.get(WILL_RETRY_TAG) == "true"
+        ]
+        failed = sorted(k for k, r in attempts.items() if r.status != DagsterRunStatus.SUCCESS)
+        if len(attempts) == len(keys) and not pending:
+            failed_since = failed_since or time.monotonic()
+            if not failed or time.monotonic() - failed_since > RETRY_GRACE_SECONDS:
+                break
+        else:
+            failed_since = None
+        time.sleep(RUN_POLL_SECONDS)
     retries = len(runs) - len(keys)
     print(
         f"{job}: {len(keys) - len(failed)} of {len(keys)} partitions succeeded"
