@@ -8,9 +8,9 @@ import hashlib
 import os
 import shutil
 import sqlite3
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import ExitStack
+from contextlib import ExitStack, contextmanager
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -25,6 +25,7 @@ from laion_pipeline.inputs import StagingManifest
 from laion_pipeline.layout import DEFAULT_DATABASE, ENTITY_KINDS, DataLayout, ReleaseFiles, staged
 from laion_pipeline.lock import shard_lock
 from laion_pipeline.release import current_release, fault, new_release, pointed_release, switch
+from laion_pipeline.seal import Seal, valid_seal
 from laion_pipeline.shards import Shard, shards_of
 
 REQUIRED_TABLES = ("images", "images_fts", "domain", *ENTITY_KINDS)
@@ -48,6 +49,25 @@ def _require_tables(conn: sqlite3.Connection, tables: Sequence[str], what: str) 
 def _agreeing_images(conn: sqlite3.Connection, what: str, hint: str) -> dict[str, int]:
     """The row counts of a database holding images, once its caption index and its domain
     table agree with them."""
+    with _readable(what, hint):
+        return _counted_images(conn, what, hint)
+
+
+@contextmanager
+def _readable(what: str, hint: str) -> Iterator[None]:
+    """Turn SQLite's "database disk image is malformed" (a damaged file) into an error that
+    names the file and says what to build again."""
+    try:
+        yield
+    except sqlite3.OperationalError:
+        raise  # locked, busy, out of disk: not a damaged file
+    except sqlite3.DatabaseError as error:
+        raise PublishCheckError(
+            f"{what} is damaged ({error}): materialize images and images_fts{hint} again"
+        ) from error
+
+
+def _counted_images(conn: sqlite3.Connection, what: str, hint: str) -> dict[str, int]:
     counts = table_counts(conn)
     (indexed,) = conn.execute("SELECT count(*) FROM images_fts_docsize").fetchone()
     if indexed != counts["images"]:
@@ -182,7 +202,12 @@ def _publish(
     counts, per_file, compact = _checked_build(
         layout, shards, files, analyze=not unchanged, log=log
     )
-    release_id, release, sha256 = _release_databases(layout, files, compact, log)
+    release_id, release, sha256, seals = _release_databases(layout, files, compact, log)
+    if log and seals:
+        log.info(
+            f"{len(seals)} of {len(files)} databases sealed by their shard's build "
+            "(integrity_check and sha256 there): not read again"
+        )
     shard_entries = [
         {
             "key": f.shard.key,
@@ -192,6 +217,7 @@ def _publish(
             "first_rowid": f.shard.first_rowid,
             "last_rowid": f.shard.last_rowid,
             "images": f.shard.rows,
+            **({"seal": seals[f.name].as_dict()} if f.name in seals else {}),
         }
         for f in files
         if f.shard is not None
@@ -250,8 +276,10 @@ def _checked_build(
     statistics."""
     with ExitStack() as stack:
         conns = []
-        for f in files:
-            if analyze:
+        # A sealed shard was analyzed by its own build, and is not to be written again.
+        to_analyze = [analyze and valid_seal(f.path) is None for f in files]
+        for f, analyzing in zip(files, to_analyze, strict=True):
+            if analyzing:
                 conn = open_writable(f.path, "images")
             else:
                 if not f.path.exists():
@@ -259,12 +287,13 @@ def _checked_build(
                 conn = sqlite_connect(f.path, read_only=True)
             stack.callback(conn.close)
             conns.append(conn)
-        if analyze:
+        if any(to_analyze):
             if log:
                 log.info("ANALYZE: gathering statistics for the query planner")
-            for conn in conns:
-                conn.execute("PRAGMA analysis_limit = 1000")  # approximate statistics, in ms
-                conn.execute("ANALYZE")
+            for conn, analyzing in zip(conns, to_analyze, strict=True):
+                if analyzing:
+                    conn.execute("PRAGMA analysis_limit = 1000")  # approximate statistics, in ms
+                    conn.execute("ANALYZE")
         if len(files) == 1:
             counts = check_tables(conns[0])
             per_file = [counts]
@@ -283,13 +312,15 @@ def _checked_build(
 
 def _release_databases(
     layout: DataLayout, files: Sequence[BuildFile], compact: Sequence[bool], log: Any
-) -> tuple[str, ReleaseFiles, dict[str, str]]:
+) -> tuple[str, ReleaseFiles, dict[str, str], dict[str, Seal]]:
     """The build's databases in a new release folder: hard links of compact files, else
-    VACUUM INTO copies, written beside the releases, checked (quick_check) and hashed, then
-    moved in. Returns the release id, its files and each database's sha256 by name."""
+    VACUUM INTO copies, written beside the releases, checked (quick_check) and hashed (a link
+    of a sealed shard: its seal's), then moved in. Returns the release id, its files, each
+    database's sha256 by name and the seals taken instead of reading the file."""
     layout.releases_dir.mkdir(parents=True, exist_ok=True)
     candidates = {f.name: staged(layout.published_dir / f"{f.name}.db") for f in files}
     sha256: dict[str, str] = {}
+    seals: dict[str, Seal] = {}
     try:
         for f, is_compact in zip(files, compact, strict=True):
             candidate = candidates[f.name]
@@ -302,6 +333,11 @@ def _release_databases(
                     conn.execute("VACUUM INTO ?", (str(candidate),))
                 finally:
                     conn.close()
+            sealed = valid_seal(f.path)
+            if sealed is not None and sealed.holds_for(candidate):  # a link of the sealed file
+                seals[f.name] = sealed
+                sha256[f.name] = sealed.sha256
+                continue
             if log:
                 log.info(
                     f"checking the candidate {f.name} ({candidate.stat().st_size / 1e6:,.0f} "
@@ -325,7 +361,7 @@ def _release_databases(
     finally:
         for candidate in candidates.values():
             candidate.unlink(missing_ok=True)
-    return release_id, release, sha256
+    return release_id, release, sha256, seals
 
 
 def manifest_problems(layout: DataLayout, log: Any = None) -> list[str]:
@@ -338,18 +374,32 @@ def manifest_problems(layout: DataLayout, log: Any = None) -> list[str]:
     return release_problems(release, log)
 
 
-def release_problems(release: ReleaseFiles, log: Any = None) -> list[str]:
-    """What is wrong with one release: each of its databases against its own manifest."""
+def release_problems(release: ReleaseFiles, log: Any = None, *, full: bool = False) -> list[str]:
+    """What is wrong with one release: each of its databases against its own manifest (SQLite's
+    ``integrity_check``, sha256, row counts). A shard whose file is still the one its build
+    sealed (``laion_pipeline.seal``: same device, inode, size and modification time) is taken
+    at its seal's word, unless ``full``; its tables are still counted."""
     if not release.db.exists() or not release.manifest_json.exists():
         return [f"{release.db} or its manifest is missing: materialize published_database"]
     manifest = read_json(release.manifest_json, "materialize published_database")
-    expected = {release.db: manifest["sha256"]}
-    expected |= {release.shard_db(s["key"]): s["sha256"] for s in manifest.get("shards", ())}
+    expected: dict[Path, tuple[str, Seal | None]] = {release.db: (manifest["sha256"], None)}
+    for entry in manifest.get("shards", ()):
+        sealed = Seal.from_dict(entry["seal"]) if "seal" in entry else None
+        expected[release.shard_db(entry["key"])] = (entry["sha256"], sealed)
     problems = []
     found: list[dict[str, int]] = []
-    for db, recorded in expected.items():
+    trusted = 0
+    for db, (recorded, sealed) in expected.items():
         if not db.exists():
             problems.append(f"{db} is missing")
+            continue
+        if not full and sealed is not None and sealed.sha256 == recorded and sealed.holds_for(db):
+            conn = sqlite_connect(db, read_only=True)
+            try:
+                found.append(table_counts(conn))
+            finally:
+                conn.close()
+            trusted += 1
             continue
         with ThreadPoolExecutor(max_workers=1) as pool:
             hashing = pool.submit(sha256_file, db)
@@ -366,6 +416,11 @@ def release_problems(release: ReleaseFiles, log: Any = None) -> list[str]:
             sha256 = hashing.result()
         if sha256 != recorded:
             problems.append(f"{db.name}: sha256 is {sha256}, the manifest says {recorded}")
+    if log and trusted:
+        log.info(
+            f"{trusted} shard files unchanged since their build's integrity_check and sha256 "
+            "(same inode, size and modification time): not read again"
+        )
     counts = found[0] if found else {}
     if len(found) > 1:  # the images are the shards' together; every other table the catalog's
         counts = {**counts, "images": sum(c.get("images", 0) for c in found[1:])}

@@ -55,6 +55,15 @@ class FetchedFile:
     sha256: str
 
 
+def usable_cores() -> int:
+    """The cores this process may run on: its CPU affinity (a worker started with `taskset`,
+    a container's cpuset), else every core of the machine."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        return os.cpu_count() or 1
+
+
 class LaionData(ConfigurableResource):
     """The data directory (``LAION_DATA_DIR``) and what a build makes of the source files: the
     profile (``LAION_PROFILE``, with ``LAION_PROFILES_FILE``), whether raw files are kept once
@@ -87,7 +96,13 @@ class LaionData(ConfigurableResource):
     @property
     def parallel_files(self) -> int:
         """Files staged at once on this machine: ``LAION_WORKERS``, default one per core."""
-        return self.workers or os.cpu_count() or 1
+        return self.workers or usable_cores()
+
+    @property
+    def threads_per_file(self) -> int:
+        """DuckDB threads of one file's staging: this process's cores shared by the files
+        staged at once."""
+        return max(1, usable_cores() // self.parallel_files)
 
 
 class NetworkResource(ConfigurableResource):

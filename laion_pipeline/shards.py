@@ -32,6 +32,7 @@ from laion_pipeline.inputs import SourceListing, StagedFile, StagingManifest
 from laion_pipeline.layout import DataLayout
 from laion_pipeline.lock import shard_lock
 from laion_pipeline.profiles import Profile
+from laion_pipeline.seal import prepare, seal, unseal
 from laion_pipeline.staging import staged_files_of, staging_view_sql
 from laion_pipeline.tables import DOMAIN_DDL, build_domains, count_phrase, load_images
 
@@ -168,23 +169,30 @@ def shard_report(db: Path, loaded: BuiltShard | None) -> ShardReport:
 def make_shard(layout: DataLayout, shard: Shard, *, images: bool, index: bool) -> ShardReport:
     """Build the database of one shard of several, under its lock: with ``images``, a new file
     (then with ``index`` its caption index too) that replaces the old one at once; else the
-    caption index alone, again, in the existing file."""
+    caption index alone, again, in the existing file (unshared from any release first). Either
+    way the file is then sealed (``laion_pipeline.seal``): analyzed, integrity-checked and
+    hashed here, on this shard's core, so the publish need not read it again."""
     db = layout.shard_db(shard.key)
+    what = f"images [{shard.key}]"
     with shard_lock(layout, shard.key):
+        unseal(db)
         if not images:
-            conn = open_writable(db, f"images [{shard.key}]")
+            conn = open_writable(db, what)
             try:
-                require_table(conn, "images", f"images [{shard.key}]")
+                require_table(conn, "images", what)
                 build_images_fts(conn)
             finally:
                 conn.close()
+            seal(db, *prepare(db, what))
             return shard_report(db, None)
         new = db.with_name(db.name + ".new")
         for leftover in (new, *(new.with_name(new.name + s) for s in SIDE_FILES)):
             leftover.unlink(missing_ok=True)  # what a killed build of this shard left
         built = build_shard(shard, new, index=index)
+        prepared = prepare(new, what)
         remove_side_files(db)
         new.replace(db)
+        seal(db, *prepared)
         return shard_report(db, built)
 
 

@@ -4,6 +4,7 @@ counts and the same search results as the one-database build of the same files."
 
 import asyncio
 import json
+import shutil
 import sqlite3
 import urllib.parse
 from html import escape as html_escape
@@ -11,9 +12,13 @@ from html import escape as html_escape
 import pytest
 from dagster import DagsterInstance
 
-from laion_pipeline.layout import DataLayout
-from laion_pipeline.publish import release_problems
-from laion_pipeline.release import current_release
+from laion_pipeline.errors import PublishCheckError
+from laion_pipeline.files import sha256_file
+from laion_pipeline.layout import DataLayout, ReleaseFiles
+from laion_pipeline.lock import data_dir_lock
+from laion_pipeline.publish import publish, release_problems
+from laion_pipeline.release import current_release, pointed_release
+from laion_pipeline.seal import prepare, seal, valid_seal
 from laion_pipeline_tests.conftest import build
 from laion_pipeline_tests.test_served_release import served
 
@@ -177,3 +182,85 @@ def test_the_site_serves_the_catalog_and_every_shard(seven_shards):
     assert 'href="/-/search"' in index.text
     assert 'href="/laion-aesthetic-6pls-shard-00000/images"' in index.text
     assert html.status_code == 200 and "images</p>" in html.text
+
+
+class Lines:
+    """A log that keeps what it is told (``info``), as the step's logger would show it."""
+
+    def __init__(self) -> None:
+        self.lines: list[str] = []
+
+    def info(self, message: str) -> None:
+        self.lines.append(message)
+
+
+def test_each_shard_is_sealed_by_its_own_build_and_the_release_takes_its_word(seven_shards):
+    layout, _, _ = seven_shards
+    release = current_release(layout)
+    manifest = json.loads(release.manifest_json.read_text())
+    for entry in manifest["shards"]:
+        built = layout.shard_db(entry["key"])
+        sealed = valid_seal(built)
+        assert sealed is not None, entry["key"]
+        assert sealed.integrity_check == "ok"
+        assert sealed.sha256 == sha256_file(built) == entry["sha256"]
+        assert entry["seal"] == sealed.as_dict()
+        assert sealed.holds_for(release.shard_db(entry["key"]))  # the same file, linked
+        # Analyzed by its build: the query planner's statistics are in the file.
+        assert rows(built, "SELECT count(*) FROM sqlite_stat1") != [(0,)]
+    log = Lines()
+    assert release_problems(release, log) == []
+    assert not any("integrity_check on" in line and "-shard-" in line for line in log.lines)
+    assert any("4 shard files unchanged" in line for line in log.lines), log.lines
+    full = Lines()
+    assert release_problems(release, full, full=True) == []
+    assert sum("integrity_check on" in line for line in full.lines) == 5
+
+
+def flip_a_byte_in_a_caption(db) -> None:
+    """Change one byte of a caption inside the file, in place (same size, new modification
+    time): what a stray write does."""
+    data = db.read_bytes()
+    at = data.index(b"painting")
+    with db.open("r+b") as f:
+        f.seek(at)
+        f.write(b"P")
+
+
+def test_a_shard_file_changed_since_its_seal_is_read_in_full(seven_shards, tmp_path):
+    layout, _, _ = seven_shards
+    release = current_release(layout)
+    copy = tmp_path / release.folder.name
+    shutil.copytree(release.folder, copy)  # new files: no seal holds for them
+    copied = ReleaseFiles(copy)
+    log = Lines()
+    assert release_problems(copied, log) == []
+    assert sum("integrity_check on" in line for line in log.lines) == 5
+    flip_a_byte_in_a_caption(copied.shard_db("shard-00002"))
+    problems = release_problems(copied)
+    assert any("shard-00002.db: sha256 is" in p for p in problems), problems
+
+
+def test_a_shard_changed_after_its_build_is_checked_again_by_the_publish(seven_shards, tmp_path):
+    layout = DataLayout(tmp_path / "data")
+    shutil.copytree(seven_shards[0].root, layout.root, symlinks=True)
+    shard = layout.shard_db("shard-00001")
+    # The copy's files are not the ones sealed: the publish reads each (quick_check, sha256),
+    # and the manifest records no seal for them.
+    with data_dir_lock(layout):
+        manifest = publish(layout)
+    assert not any("seal" in entry for entry in manifest["shards"])
+    assert manifest["shards"][1]["sha256"] == sha256_file(shard)
+    # A shard sealed again, then damaged in place: its seal no longer holds, and the publish
+    # refuses it instead of taking its word.
+    seal(shard, *prepare(shard, "shard-00001"))
+    conn = sqlite3.connect(shard)
+    (page_size,) = conn.execute("PRAGMA page_size").fetchone()
+    conn.close()
+    with shard.open("r+b") as f:
+        f.seek(page_size * 3)
+        f.write(b"\xff" * page_size)
+    served = pointed_release(layout, "current")
+    with data_dir_lock(layout), pytest.raises(PublishCheckError, match="shard-00001"):
+        publish(layout)
+    assert pointed_release(layout, "current") == served

@@ -2,7 +2,6 @@
 lists, fetched and checked."""
 
 import hashlib
-import os
 from pathlib import Path
 from typing import Any
 
@@ -48,7 +47,7 @@ def source_files(
     with staged_file_lock(layout, key, context.log):
         with retry_transient_errors(context, parquet_source):
             fetched = parquet_source.fetch(layout, profile, listing, entry, context.log)
-        threads = max(1, (os.cpu_count() or 1) // laion_data.parallel_files)
+        threads = laion_data.threads_per_file
         staged = stage_source_file(
             layout, profile, listing, entry, fetched.path, fetched.sha256, threads
         )
