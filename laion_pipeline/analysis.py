@@ -195,6 +195,10 @@ def top_names(conn: sqlite3.Connection, kind: str) -> dict[str, Any]:
     }
 
 
+# Names matched in one FTS5 query (``"a" OR "b" OR ...``), so that no query grows without bound.
+NAMES_PER_QUERY = 1_000
+
+
 def named_images(
     conn: sqlite3.Connection,
     log: Any = None,
@@ -214,6 +218,7 @@ def named_images(
         }
     )
     indexes = list(shards) or [conn]
+    groups = [names[i : i + NAMES_PER_QUERY] for i in range(0, len(names), NAMES_PER_QUERY)]
     progress = Progress(
         log, "names matched for the share of named images", len(names) * len(indexes), unit="names"
     )
@@ -221,12 +226,16 @@ def named_images(
     for number, index in enumerate(indexes):
         index.execute("CREATE TEMP TABLE named (rowid INTEGER PRIMARY KEY)")
         try:
-            for done, name in enumerate(names, 1):
+            done = 0
+            for group in groups:
+                # One query for many names: FTS5 merges their matches in one pass, in rowid
+                # order, each image once.
                 index.execute(
                     "INSERT OR IGNORE INTO temp.named SELECT rowid FROM images_fts "
-                    "WHERE images_fts MATCH ?",
-                    (fts_phrase(name),),
+                    "WHERE images_fts MATCH ? ORDER BY rowid",
+                    (" OR ".join(fts_phrase(name) for name in group),),
                 )
+                done += len(group)
                 progress.update(number * len(names) + done)
             count += index.execute("SELECT count(*) FROM temp.named").fetchone()[0]
         finally:

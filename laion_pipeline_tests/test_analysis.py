@@ -13,6 +13,7 @@ import pytest
 from dagster import DagsterInstance, materialize
 from PIL import Image
 
+from laion_pipeline import analysis as analysis_module
 from laion_pipeline.analysis import NUMBERS
 from laion_pipeline.definitions import all_asset_checks, all_assets
 from laion_pipeline.layout import ENTITY_KINDS, REPORT_CHARTS, REPORT_FILES, DataLayout
@@ -85,6 +86,14 @@ def test_the_share_of_captions_naming_anyone_is_counted_without_sqlite(analysis,
         named += bool(names & spans)
     assert analysis["named_images"] == named > 0
     assert analysis["named_share"] == named / 7000
+
+
+@pytest.mark.parametrize("per_query", [1, 7, 1_000])
+def test_the_named_images_do_not_depend_on_how_many_names_one_query_matches(
+    analysis, db, monkeypatch, per_query
+):
+    monkeypatch.setattr(analysis_module, "NAMES_PER_QUERY", per_query)
+    assert analysis_module.named_images(db) == analysis["named_images"]
 
 
 def _histogram(values: list, bin_of) -> tuple[dict[int, int], int]:
