@@ -1,6 +1,7 @@
 """`make bench-scale`: the sharded build through the distributed engine on this machine, with
-one worker and then two (one run at a time each, so each uses one core): `--rows` rows in
-`--files` files, `LAION_SHARD_ROWS` = one file a shard. Starts `redis-server` on 127.0.0.1
+one worker and then two (one run at a time each, each pinned to a core of its own with
+`taskset`, as machines of one core): `--rows` rows in `--files` files, `LAION_SHARD_ROWS` =
+one file a shard. Starts `redis-server` on 127.0.0.1
 (Debian's package), the workers and `make run-on-workers`'s command; reports the wall time of
 each, the speed-up, and the per-core rates of the runs (from the instance's run records),
 which docs/scale.md's model uses.
@@ -46,7 +47,7 @@ def run_through_workers(work: Path, parquet: Path, lists: Path, workers: int, sh
         "LAION_SOURCE": "local",
         "LAION_LOCAL_DIR": str(parquet),
         "LAION_SHARD_ROWS": str(shard_rows),
-        "LAION_WORKERS": "1",  # one core a run
+        "LAION_WORKERS": "1",  # one run at a time on each worker
         "LAION_CELERY_BROKER": f"redis://127.0.0.1:{port}/0",
         "PATH": f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}",
         **{f"LAION_{k.upper()}_CSV_URL": str(lists / f"{k}.csv") for k in ENTITY_KINDS},
@@ -64,14 +65,20 @@ def run_through_workers(work: Path, parquet: Path, lists: Path, workers: int, sh
                              start_new_session=True)
         )  # fmt: skip
 
+    taskset = shutil.which("taskset")
+    cores = sorted(os.sched_getaffinity(0))
     try:
         redis = shutil.which("redis-server") or "redis-server"
         start(redis, "--port", str(port), "--bind", "127.0.0.1", "--save", "",
               "--appendonly", "no", log="redis.log")  # fmt: skip
         for n in range(workers):
-            start(str(BIN / "dagster-celery"), "worker", "start", "-A", "dagster_celery.app",
-                  "-y", str(REPO_ROOT / "celery_worker.yaml"), "-n", f"worker{n + 1}", "--",
-                  "--concurrency=1", log=f"worker{n + 1}.log")  # fmt: skip
+            # One core each, as a machine of one core would have: its runs stage and build
+            # with one thread (they size themselves by the process's CPU affinity).
+            pin = [taskset, "-c", str(cores[n % len(cores)])] if taskset else []
+            start(*pin, str(BIN / "dagster-celery"), "worker", "start", "-A",
+                  "dagster_celery.app", "-y", str(REPO_ROOT / "celery_worker.yaml"),
+                  "-n", f"worker{n + 1}", "--", "--concurrency=1",
+                  log=f"worker{n + 1}.log")  # fmt: skip
         from celery import Celery
 
         app = Celery(broker=env["LAION_CELERY_BROKER"])
