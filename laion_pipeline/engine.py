@@ -11,6 +11,7 @@ import subprocess
 import sys
 import time
 import uuid
+import warnings
 from collections.abc import Sequence
 from contextlib import ExitStack
 from pathlib import Path
@@ -110,7 +111,10 @@ class Launcher:
             op_selection=None,
             run_id=None,
         )
-        self.instance.submit_run(dagster_run.run_id, self.workspace)
+        with warnings.catch_warnings():
+            # dagster-celery defines its task again for each run it launches: the same task.
+            warnings.filterwarnings("ignore", message="Task name 'execute_job' is already")
+            self.instance.submit_run(dagster_run.run_id, self.workspace)
         return dagster_run.run_id
 
     def run(self, job: str, tags: dict[str, str]) -> int:
