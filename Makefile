@@ -90,10 +90,13 @@ $(SEED_VENV)/bin/parquet-tools:
 
 ## Benchmark ROWS rows against the 2022 recipe; the tables go into docs/benchmarks.md.
 ## `make bench ROWS=12000000 BENCH_FLAGS=` skips the recipe (it takes about 15 minutes there).
+## As shards: `make bench ROWS=12000000 FILES=8 LAION_SHARD_ROWS=6000000 BENCH_FLAGS=`.
 ROWS ?= 1000000
+FILES ?= 7
 BENCH_FLAGS ?= --seed-recipe
 bench: $(STAMP) bench-tools
-	$(BIN)/python -m laion_pipeline.bench --rows $(ROWS) $(BENCH_FLAGS) --report docs/benchmarks.md
+	$(BIN)/python -m laion_pipeline.bench --rows $(ROWS) --files $(FILES) $(BENCH_FLAGS) \
+		--report docs/benchmarks.md
 
 ## The filter and staging step alone, one core, on ROWS rows shaped like today's releases
 ## (aesthetics v2 before the 6+ filter, Re-LAION 2B): rows per second per core.
@@ -106,9 +109,10 @@ ROWS_SCALE ?= 16000000
 bench-scale: $(STAMP)
 	$(BIN)/python -m laion_pipeline.bench_scale --rows $(ROWS_SCALE) --files 8 --report docs/benchmarks.md
 
-## Time searches through Datasette on the database the last `make bench` built (ROWS rows).
+## Time searches through Datasette on the release the last `make bench` of ROWS rows in FILES
+## files built (one database, or shards).
 bench-search: $(STAMP)
-	$(BIN)/python -m laion_pipeline.bench_search --data data/bench/data-$(ROWS) \
+	$(BIN)/python -m laion_pipeline.bench_search --data data/bench/data-$(ROWS)$(if $(filter-out 7,$(FILES)),-$(FILES)) \
 		--report docs/benchmarks.md
 
 clean:

@@ -168,6 +168,8 @@ def run_ours(parquet: Path, lists: Path, data: Path) -> dict[str, Any]:
     ]
     layout = DataLayout(data)
     staged = sum(p.stat().st_size for p in layout.staged_dir.glob("*.parquet"))
+    shards = layout.current.shard_keys
+    built = [layout.shard_db(key) for key in shards] or [layout.build_db]
     return {
         "total_seconds": total,
         # When readers have the new database: the end of the publish step (the checks of the
@@ -175,10 +177,16 @@ def run_ours(parquet: Path, lists: Path, data: Path) -> dict[str, Any]:
         "published_seconds": steps["published_database"][1] - started,
         "peak_rss_mb": max(r for _, r in samples),
         "stages": [stage.__dict__ for stage in stages],
+        "shards": len(shards),
         "sizes": {
             "staged parquet": staged,
-            "build db": layout.build_db.stat().st_size,
-            "published db": layout.published_db.stat().st_size,
+            # A build of several shards: every shard's database; the catalog is published.
+            "build db" if not shards else f"{len(shards)} shard dbs": sum(
+                p.stat().st_size for p in built
+            ),
+            "published db" if not shards else "published dbs": sum(
+                p.stat().st_size for p in layout.current.databases
+            ),
         },
     }
 
@@ -331,7 +339,16 @@ def machine() -> str:
 
 
 def format_report(rows: int, ours: dict[str, Any], seed: dict[str, Any] | None) -> str:
-    lines = [f"### {rows:,} rows", "", f"Machine: {machine()}", ""]
+    shards = ours.get("shards", 0)
+    heading = f"### {rows:,} rows" + (f" as {shards} shards" if shards else "")
+    lines = [heading, "", f"Machine: {machine()}", ""]
+    if shards:
+        lines += [
+            f"`LAION_SHARD_ROWS={os.environ.get('LAION_SHARD_ROWS')}`, "
+            f"`LAION_WORKERS={os.environ.get('LAION_WORKERS', '1')}`: the build_shards stage is "
+            "the shards' partitions, from the first start to the last end.",
+            "",
+        ]
 
     def table(title: str, run: dict[str, Any]) -> None:
         lines.extend(
@@ -411,6 +428,9 @@ def main(argv: list[str] | None = None) -> int:
         default=Path(".venv-seed/bin"),
         help="folder with parquet-tools and sqlite-utils for --seed-recipe",
     )
+    parser.add_argument(
+        "--files", type=int, default=FILE_COUNT, help="parquet files the rows are split over"
+    )
     parser.add_argument("--report", type=Path, help="markdown file to write the results into")
     parser.add_argument(
         "--staging",
@@ -426,12 +446,14 @@ def main(argv: list[str] | None = None) -> int:
         if args.report:
             update_report(args.report, args.rows, report)
         return 0
-    parquet, lists = prepare_inputs(work, args.rows)
+    parquet, lists = prepare_inputs(work, args.rows, args.files)
     if args.child:  # the build, alone in its process so its memory is measured alone
         result = run_ours(parquet, lists, args.child)
         print(json.dumps(result))
         return 0
-    data = work / f"data-{args.rows}"
+    data = work / (
+        f"data-{args.rows}" if args.files == FILE_COUNT else f"data-{args.rows}-{args.files}"
+    )
     shutil.rmtree(data, ignore_errors=True)
     child = subprocess.run(
         [
@@ -440,6 +462,8 @@ def main(argv: list[str] | None = None) -> int:
             "laion_pipeline.bench",
             "--rows",
             str(args.rows),
+            "--files",
+            str(args.files),
             "--work",
             str(work),
             "--child",

@@ -22,11 +22,14 @@ import time
 import urllib.error
 import urllib.parse
 import urllib.request
+from collections.abc import Sequence
 from pathlib import Path
 
 from laion_pipeline.bench import SEARCH_MARKER
+from laion_pipeline.datasette import SHARD_SEARCH_URL
 from laion_pipeline.datasette_plugin import laion_match
 from laion_pipeline.layout import DataLayout
+from laion_pipeline.shard_search import COUNT_CAP
 
 # What is searched: the generator's captions use "the" in over half of them, rare made-up
 # words, and the names of the sample lists.
@@ -47,19 +50,26 @@ def _timed_get(url: str) -> float:
     return (time.perf_counter() - started) * 1000
 
 
-def matches(db: Path, q: str) -> int:
-    conn = sqlite3.connect(f"{db.resolve().as_uri()}?mode=ro", uri=True)
-    try:
-        return conn.execute(
-            "SELECT count(*) FROM images_fts WHERE images_fts MATCH ?", (laion_match(q),)
-        ).fetchone()[0]
-    finally:
-        conn.close()
+def matches(databases: Sequence[Path], q: str) -> int:
+    """The captions matching ``q`` in every database holding images (the one database, or
+    every shard)."""
+    total = 0
+    for db in databases:
+        conn = sqlite3.connect(f"{db.resolve().as_uri()}?mode=ro", uri=True)
+        try:
+            total += conn.execute(
+                "SELECT count(*) FROM images_fts WHERE images_fts MATCH ?", (laion_match(q),)
+            ).fetchone()[0]
+        finally:
+            conn.close()
+    return total
 
 
 def measure(data: Path, repeats: int) -> tuple[int, list[dict]]:
     layout = DataLayout(data.resolve())
     rows = json.loads(layout.manifest_json.read_text())["row_counts"]["images"]
+    release = layout.current
+    shards = [release.shard_db(key) for key in release.shard_keys]
     port = _free_port()
     server = subprocess.Popen(
         [sys.executable, "-m", "laion_pipeline", "serve", "--port", str(port)],
@@ -68,7 +78,8 @@ def measure(data: Path, repeats: int) -> tuple[int, list[dict]]:
         stderr=subprocess.DEVNULL,
         start_new_session=True,
     )
-    base = f"http://127.0.0.1:{port}/{layout.current.database_name}"
+    site = f"http://127.0.0.1:{port}"
+    base = f"{site}/{release.database_name}"
     try:
         deadline = time.monotonic() + 60
         while True:
@@ -81,11 +92,17 @@ def measure(data: Path, repeats: int) -> tuple[int, list[dict]]:
                 time.sleep(0.2)
         results = []
         for label, q in [*QUERIES.items(), PHRASE]:
+            # The site's search (every shard, with the count); with one database also the
+            # database's own canned query and Datasette's table search, which a release of
+            # shards has no single table for.
             ways = {
-                "fast search": f"{base}/search.json?" + urllib.parse.urlencode({"q": q}),
-                "Datasette table search": f"{base}/images.json?"
-                + urllib.parse.urlencode({"_search": q, "_searchmode": "raw"}),
+                "site search": f"{site}{SHARD_SEARCH_URL}.json?" + urllib.parse.urlencode({"q": q})
             }
+            if not shards:
+                ways["fast search"] = f"{base}/search.json?" + urllib.parse.urlencode({"q": q})
+                ways["Datasette table search"] = f"{base}/images.json?" + urllib.parse.urlencode(
+                    {"_search": q, "_searchmode": "raw"}
+                )
             for way, url in ways.items():
                 try:
                     _timed_get(url)  # warm-up
@@ -107,20 +124,22 @@ def measure(data: Path, repeats: int) -> tuple[int, list[dict]]:
                     }
                 )
         for result in results:
-            result["matches"] = matches(layout.published_db, result["q"])
-        return rows, results
+            result["matches"] = matches(shards or [release.db], result["q"])
+        return rows, len(shards), results
     finally:
         os.killpg(server.pid, signal.SIGTERM)
         server.wait(timeout=10)
 
 
-def format_report(rows: int, results: list[dict], repeats: int) -> str:
+def format_report(rows: int, shards: int, results: list[dict], repeats: int) -> str:
+    held = f"{shards} shards" if shards else "one database"
     lines = [
-        SEARCH_MARKER,
-        f"### Search, {rows:,} rows (first page through `make serve`)",
+        f"### Search, {rows:,} rows in {held} (first page through `make serve`)",
         "",
         f"Each search {repeats} times after a warm-up, one request at a time, on this machine; "
-        "`python -m laion_pipeline.bench_search`.",
+        "`python -m laion_pipeline.bench_search`. The site search (`/-/search`) also counts "
+        f"the matches (exactly up to {COUNT_CAP:,}); the fast search is the database's "
+        "`search` query (one database only).",
         "",
         "| search | q | captions matching | way | p50 ms | p95 ms |",
         "|---|---|---:|---|---:|---:|",
@@ -131,19 +150,22 @@ def format_report(rows: int, results: list[dict], repeats: int) -> str:
         lines.append(
             f"| {r['search']} | `{r['q']}` | {r['matches']:,} | {r['way']} | {p50} | {p95} |"
         )
-    lines += ["", SEARCH_MARKER]
     return "\n".join(lines)
 
 
 def update_report(path: Path, section: str) -> None:
+    """Put ``section`` between the search markers of the report at ``path``, replacing the
+    section of the same heading (one database and shards keep a section each)."""
     text = path.read_text() if path.exists() else "# Benchmarks\n"
-    if SEARCH_MARKER in text:
-        before, _, rest = text.partition(SEARCH_MARKER)
-        _, _, after = rest.partition(SEARCH_MARKER)
-        text = before + section + after
-    else:
-        text = text.rstrip() + "\n\n" + section + "\n"
-    path.write_text(text)
+    before, marker, rest = text.partition(SEARCH_MARKER)
+    inside, _, after = rest.partition(SEARCH_MARKER)
+    if not marker:
+        before, after = text.rstrip() + "\n\n", "\n"
+    heading = section.splitlines()[0]
+    sections = [s for s in ("\n" + inside).split("\n### ")[1:] if s.strip()]
+    sections = ["### " + s.strip() for s in sections if not ("### " + s).startswith(heading)]
+    body = "\n\n".join([*sections, section.strip()])
+    path.write_text(f"{before}{SEARCH_MARKER}\n{body}\n\n{SEARCH_MARKER}{after}")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -158,8 +180,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--repeats", type=int, default=30, help="timed requests per search")
     parser.add_argument("--report", type=Path, help="markdown file to write the table into")
     args = parser.parse_args(argv)
-    rows, results = measure(args.data, args.repeats)
-    report = format_report(rows, results, args.repeats)
+    rows, shards, results = measure(args.data, args.repeats)
+    report = format_report(rows, shards, results, args.repeats)
     print(report)
     if args.report:
         update_report(args.report, report)

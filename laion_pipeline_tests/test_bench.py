@@ -101,7 +101,8 @@ def test_search_bench_times_both_searches_through_datasette(tmp_path, sample_bui
         assert done.returncode == 0, done.stderr[-3000:]
     text = report.read_text()
     assert text.startswith("# Benchmarks\n\nkept\n")
-    assert text.count("### Search, 7,000 rows") == 1
+    assert text.count("### Search, 7,000 rows in one database") == 1
     for line in ("| a rare word | `zorakalo` | 3 | fast search |", "| 3,957 | fast search |"):
         assert line in text
+    assert "| a rare word | `zorakalo` | 3 | site search |" in text
     assert text.count("Datasette table search") == 3

@@ -6,12 +6,15 @@ import asyncio
 import json
 import shutil
 import sqlite3
+import subprocess
+import sys
 import urllib.parse
 from html import escape as html_escape
 
 import pytest
 from dagster import DagsterInstance
 
+from laion_pipeline.bench import SEARCH_MARKER
 from laion_pipeline.errors import PublishCheckError
 from laion_pipeline.files import sha256_file
 from laion_pipeline.layout import DataLayout, ReleaseFiles
@@ -264,3 +267,25 @@ def test_a_shard_changed_after_its_build_is_checked_again_by_the_publish(seven_s
     with data_dir_lock(layout), pytest.raises(PublishCheckError, match="shard-00001"):
         publish(layout)
     assert pointed_release(layout, "current") == served
+
+
+def test_the_search_bench_times_the_site_search_over_every_shard(seven_shards, tmp_path):
+    layout, _, _ = seven_shards
+    report = tmp_path / "bench.md"
+    one = "### Search, 7,000 rows in one database (first page)\n\nkept"
+    report.write_text(f"# Benchmarks\n\n{SEARCH_MARKER}\n{one}\n\n{SEARCH_MARKER}\n")
+    command = [sys.executable, "-m", "laion_pipeline.bench_search", "--data", str(layout.root)]
+    done = subprocess.run(
+        [*command, "--repeats", "2", "--report", str(report)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    text = report.read_text()
+    # Beside the one database's section; the matches summed over the 4 shards.
+    assert one in text
+    assert text.count("### Search, 7,000 rows in 4 shards") == 1
+    assert "| a rare word | `zorakalo` | 3 | site search |" in text
+    assert "| 3,957 | site search |" in text
+    assert "Datasette table search" not in text and "| fast search |" not in text
