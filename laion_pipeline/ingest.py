@@ -157,8 +157,11 @@ def stage_file(
         partial = target.with_name(f".{target.name}.{os.getpid()}.tmp")
         try:
             (kept,) = duck.execute(
+                # zstd at level 1: a quarter faster than DuckDB's default level 3 for 10% more
+                # bytes (1.5M rows of the 2022 shape, one core: 2.3 s and 124 MB against
+                # 3.0 s and 113 MB; snappy 2.1 s and 170 MB).
                 f"COPY ({select}) TO {_literal(str(partial))} "
-                "(FORMAT parquet, COMPRESSION zstd, ROW_GROUP_SIZE 100000)"
+                "(FORMAT parquet, COMPRESSION zstd, COMPRESSION_LEVEL 1, ROW_GROUP_SIZE 100000)"
             ).fetchone()
             os.replace(partial, target)
         finally:

@@ -40,7 +40,9 @@ def bench(tmp_path: Path, *extra: str) -> subprocess.CompletedProcess:
 
 def test_bench_reports_every_stage_of_our_build(tmp_path):
     search = f"{SEARCH_MARKER}\n### Search, 3,000 rows\n\nkept as it is\n\n{SEARCH_MARKER}\n"
-    (tmp_path / "bench.md").write_text(f"# Benchmarks\n\n### 3,000 rows\n\nold\n\n{search}")
+    (tmp_path / "bench.md").write_text(
+        f"# Benchmarks\n\n### 3,000 rows\n\nthe previous run's table\n\n{search}"
+    )
     done = bench(tmp_path)
     assert done.returncode == 0, done.stderr[-3000:]
     report = (tmp_path / "bench.md").read_text()
@@ -57,7 +59,7 @@ def test_bench_reports_every_stage_of_our_build(tmp_path):
     ):
         assert f"| {stage} |" in report, stage
     # The section for this size is replaced, before the search benchmark's, which stays.
-    assert "old" not in report and report.count("### 3,000 rows") == 1
+    assert "the previous run's table" not in report and report.count("### 3,000 rows") == 1
     assert report.endswith(search) and report.index("### 3,000 rows") < report.index(search)
     assert "published db" in report
     assert "Published (the new database served) after " in report
