@@ -15,7 +15,11 @@
   pointer: when a publish or a rollback switches it, the next request waits for the requests
   in flight to finish, then the server opens the new release; every response says which
   release answered it (``X-Laion-Release``);
-- a mistyped address answers 404, not 500 (see ``startup``).
+- a mistyped address answers 404, not 500 (see ``startup``); a table page sorted by a column
+  it lacks answers 400 saying which it has, and one sorted by a hidden column shows it;
+- every connection has the limits of ``laion_pipeline.limits`` (what one statement may
+  allocate); every response carries ``X-Content-Type-Options: nosniff``; a query string over
+  64 KB is refused with 414.
 """
 
 import asyncio
@@ -33,7 +37,7 @@ from datasette.database import Database
 from markupsafe import Markup, escape
 
 from laion_pipeline.datasette import SHARD_SEARCH_URL
-from laion_pipeline.fts import laion_match
+from laion_pipeline.fts import MAX_QUERY_CHARS, QueryTooLong, laion_match
 from laion_pipeline.layout import (
     DEFAULT_DATABASE,
     ENTITY_KINDS,
@@ -41,6 +45,7 @@ from laion_pipeline.layout import (
     REPORT_URL,
     ReleaseFiles,
 )
+from laion_pipeline.limits import limit_connection
 from laion_pipeline.release import RELEASE_ID
 from laion_pipeline.shard_search import SearchedShard, search_page
 
@@ -237,6 +242,7 @@ def startup(datasette: Any) -> None:
 @hookimpl
 def prepare_connection(conn: Any) -> None:
     conn.create_function("laion_match", 1, laion_match, deterministic=True)
+    limit_connection(conn)
 
 
 @hookimpl
@@ -268,19 +274,79 @@ def render_cell(
     return None
 
 
+def _table_of(scope: dict, databases: list[str]) -> tuple[str, str] | None:
+    """The database and table of a table page (``/<database>/<table>``, ``.json`` or
+    ``.csv``) of one of ``databases``, else None."""
+    names = "|".join(re.escape(name) for name in databases)
+    found = names and re.fullmatch(
+        rf"/({names})/([^/]+?)(?:\.json|\.csv)?", urllib.parse.unquote(scope.get("path", ""))
+    )
+    return (found.group(1), found.group(2)) if found else None
+
+
+def _params(scope: dict) -> list[tuple[str, str]]:
+    query = scope.get("query_string", b"").decode("latin-1")
+    return urllib.parse.parse_qsl(query, keep_blank_values=True)
+
+
 def _hide_noise_columns(scope: dict, databases: list[str]) -> dict:
     """The images tables' pages and JSON without the noise columns, unless the request chose
-    its columns."""
-    path = scope.get("path", "")
-    names = "|".join(re.escape(name) for name in databases)
-    if not names or not re.fullmatch(rf"/({names})/images(\.json|\.csv)?", path):
+    its columns; a column the page is sorted by stays."""
+    table = _table_of(scope, databases)
+    if table is None or table[1] != "images":
         return scope
-    query = scope.get("query_string", b"").decode("latin-1")
-    params = urllib.parse.parse_qsl(query, keep_blank_values=True)
+    params = _params(scope)
     if any(key in ("_col", "_nocol") for key, _ in params):
         return scope
-    params += [("_nocol", column) for column in HIDDEN_COLUMNS]
+    sorted_by = {value for key, value in params if key in ("_sort", "_sort_desc")}
+    params += [("_nocol", column) for column in HIDDEN_COLUMNS if column not in sorted_by]
     return {**scope, "query_string": urllib.parse.urlencode(params).encode("latin-1")}
+
+
+async def _checked_sort(datasette: Any, scope: dict, databases: list[str]) -> tuple[dict, str]:
+    """A table page's ``_sort`` or ``_sort_desc`` made one Datasette can do (``rowid`` of a
+    table with a primary key is that key), or the reason it cannot (Datasette answers those
+    with a 500): the request's scope, and the problem or ``""``."""
+    table = _table_of(scope, databases)
+    params = _params(scope)
+    sorts = [(k, v) for k, v in params if k in ("_sort", "_sort_desc")]
+    if table is None or not sorts:
+        return scope, ""
+    if len(sorts) > 1:
+        return scope, "sort by one column: give _sort or _sort_desc once"
+    database, name = table
+    db = datasette.databases.get(database)
+    if db is None or not await db.table_exists(name):
+        return scope, ""  # Datasette's own 404
+    columns = await db.table_columns(name)
+    keys = await db.primary_keys(name)
+    key, column = sorts[0]
+    if column == "rowid" and len(keys) == 1:
+        params = [(k, keys[0] if k == key else v) for k, v in params]
+        query = urllib.parse.urlencode(params).encode("latin-1")
+        return {**scope, "query_string": query}, ""
+    sortable = {*columns, *(() if keys else ("rowid",))}
+    if column not in sortable:
+        return scope, (
+            f"{key}={column}: {name} has no such column (it has {', '.join(sorted(sortable))})"
+        )
+    return scope, ""
+
+
+# A longer query string is no search or page of ours: 414 before any work is done for it.
+MAX_QUERY_STRING_BYTES = 65_536
+SECURITY_HEADERS = [(b"x-content-type-options", b"nosniff")]
+
+
+async def _refuse(send: Any, status: int, text: str) -> None:
+    await send(
+        {
+            "type": "http.response.start",
+            "status": status,
+            "headers": [(b"content-type", b"text/plain; charset=utf-8"), *SECURITY_HEADERS],
+        }
+    )
+    await send({"type": "http.response.body", "body": text.encode()})
 
 
 @hookimpl
@@ -291,23 +357,33 @@ def asgi_wrapper(datasette: Any) -> Any:
             if scope.get("type") != "http":
                 await app(scope, receive, send)
                 return
+            if len(scope.get("query_string", b"")) > MAX_QUERY_STRING_BYTES:
+                await _refuse(
+                    send, 414, f"the query string is over {MAX_QUERY_STRING_BYTES:,} bytes"
+                )
+                return
             # After enter(): a switch to a release of another profile renames the database.
             release_id = (await served.enter()).encode() if served is not None else b""
-            scope = _hide_noise_columns(scope, served_databases(datasette))
-            if served is None:
-                await app(scope, receive, send)
-                return
+            extra = [
+                *SECURITY_HEADERS,
+                *([(RELEASE_HEADER.encode(), release_id)] if served else []),
+            ]
 
-            async def send_with_release(message: dict) -> None:
+            async def send_with_headers(message: dict) -> None:
                 if message["type"] == "http.response.start":
-                    headers = [*message.get("headers", []), (RELEASE_HEADER.encode(), release_id)]
-                    message = {**message, "headers": headers}
+                    message = {**message, "headers": [*message.get("headers", []), *extra]}
                 await send(message)
 
             try:
-                await app(scope, receive, send_with_release)
+                databases = served_databases(datasette)
+                scope, problem = await _checked_sort(datasette, scope, databases)
+                if problem:
+                    await _refuse(send_with_headers, 400, problem)
+                    return
+                await app(_hide_noise_columns(scope, databases), receive, send_with_headers)
             finally:
-                served.leave()
+                if served is not None:
+                    served.leave()
 
         return one_release
 
@@ -329,8 +405,19 @@ def _report_file(datasette: Any, release: str | None, name: str) -> Path | None:
         if not (RELEASE_ID.match(release) and RELEASE_ID.match(folder.name)):
             return None
         folder = folder.parent / release
-    file = folder / "report" / name
-    return None if file.is_symlink() else file
+    report = folder / "report"
+    file = report / name
+    return None if any(p.is_symlink() for p in (folder, report, file)) else file
+
+
+def _read_no_link(path: Path) -> bytes | None:
+    """The bytes of ``path``, None if it is missing or a link (planted after the check)."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW)
+    except OSError:
+        return None
+    with os.fdopen(fd, "rb") as f:
+        return f.read()
 
 
 @hookimpl
@@ -345,13 +432,14 @@ def register_routes() -> list[tuple[str, Any]]:
                 f"{REPORT_URL}{served.release_id}/", headers={"Cache-Control": "no-cache"}
             )
         path = _report_file(datasette, release, name)
-        if path is None or not path.is_file():
+        body = None if path is None else _read_no_link(path)
+        if body is None:
             return Response.text(
                 "No such file in the report: materialize the analysis asset to publish it.",
                 status=404,
             )
         return Response(
-            path.read_bytes(),
+            body,
             content_type=CONTENT_TYPES[path.suffix],
             headers={"Cache-Control": "no-cache"},
         )
@@ -365,6 +453,8 @@ def register_routes() -> list[tuple[str, Any]]:
             after = max(0, int(request.args.get("after") or 0))
         except ValueError:
             return Response.text("after must be a rowid: a whole number", status=400)
+        if len(q) > MAX_QUERY_CHARS:
+            return Response.text(str(QueryTooLong(len(q))), status=400)
         page = await search_page(searched_shards(datasette), q, after, host=host)
         asked = {"q": q} if host is None else {"domain": host}
         next_url = (

@@ -48,13 +48,30 @@ def fts_phrase(name: str) -> str:
     Inside a phrase every character is literal text for the tokenizer, so names with ``'``,
     ``*``, ``-``, ``:`` or FTS keywords (AND, OR, NOT, NEAR) match as words, never as syntax.
     """
-    return '"' + name.replace('"', '""') + '"'
+    # A NUL would end the query string for SQLite ("unterminated string"); the tokenizer
+    # separates words at a NUL as at a space, so a space matches the same captions.
+    return '"' + name.replace('"', '""').replace("\x00", " ") + '"'
+
+
+# The longest text a search takes: a long caption pasted whole fits; a megabyte of text
+# would cost the server seconds and memory for a query no caption matches.
+MAX_QUERY_CHARS = 2_000
+
+
+class QueryTooLong(ValueError):
+    def __init__(self, length: int) -> None:
+        super().__init__(
+            f"the search text is {length:,} characters long: at most {MAX_QUERY_CHARS:,}"
+        )
 
 
 def laion_match(text: str | None) -> str:
     """An FTS5 query for what a person typed: ``"a phrase"`` in double quotes is matched as a
     phrase, anything else word by word (every word must occur). FTS5 operators and
-    punctuation are plain text, so no input is a syntax error."""
+    punctuation are plain text, so no input is a syntax error; a text over
+    ``MAX_QUERY_CHARS`` characters raises ``QueryTooLong``."""
+    if text is not None and len(text) > MAX_QUERY_CHARS:
+        raise QueryTooLong(len(text))
     text = (text or "").strip()
     if len(text) >= 2 and text[0] == text[-1] == '"':
         return fts_phrase(text[1:-1])

@@ -22,8 +22,9 @@ DB = "laion-aesthetic-6pls"
 class Site:
     """A served published database and a small client for its pages and JSON."""
 
-    def __init__(self, base: str) -> None:
+    def __init__(self, base: str, pid: int = 0) -> None:
         self.base = base
+        self.pid = pid  # the serving process (Datasette, exec'd by `serve`)
 
     def get(self, path: str, **params: str) -> str:
         url = f"{self.base}{path}" + (f"?{urllib.parse.urlencode(params)}" if params else "")
@@ -57,7 +58,7 @@ def served(data_dir: Path) -> Iterator[Site]:
         start_new_session=True,
     )
     try:
-        site = Site(f"http://127.0.0.1:{port}")
+        site = Site(f"http://127.0.0.1:{port}", server.pid)
         deadline = time.monotonic() + 30
         while True:
             try:

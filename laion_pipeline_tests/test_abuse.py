@@ -1,0 +1,162 @@
+"""A hostile visitor through a real Datasette (`python -m laion_pipeline serve`): every URL
+answers 4xx or the page, never 500; no request makes the server allocate past the limits of
+`laion_pipeline.limits`; a NUL is text like any other; the report is served without following
+a link planted in its folder, and every response says `nosniff`."""
+
+import json
+import os
+import shutil
+import urllib.error
+import urllib.parse
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+from laion_pipeline.fts import MAX_QUERY_CHARS
+from laion_pipeline.layout import REPORT_URL, DataLayout
+from laion_pipeline_tests.datasette_site import DB, served
+
+
+@pytest.fixture(scope="module")
+def site(sample_build):
+    with served(sample_build.root) as site:
+        yield site
+
+
+def status(site, path: str, **params: str) -> tuple[int, str]:
+    url = f"{site.base}{path}" + (f"?{urllib.parse.urlencode(params)}" if params else "")
+    try:
+        with urllib.request.urlopen(url, timeout=60) as response:
+            return response.status, response.read().decode()
+    except urllib.error.HTTPError as error:
+        return error.code, error.read().decode()
+
+
+def query_error(site, sql: str) -> str | None:
+    code, body = status(site, f"/{DB}.json", sql=sql)
+    assert code in (200, 400), (code, body[:300])
+    return json.loads(body).get("error")
+
+
+def peak_rss_mb(site) -> float:
+    """The serving process's peak resident memory (VmHWM), from /proc."""
+    for line in Path(f"/proc/{site.pid}/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    raise AssertionError("no VmHWM")
+
+
+@pytest.mark.parametrize(
+    "table", ["images", "domain", "artists", "celebrities", "characters", "images_fts"]
+)
+def test_sorting_by_any_column_of_any_table_answers_the_page(site, published, table):
+    columns = [r[1] for r in published.execute(f"PRAGMA table_info({table})")] or ["text"]
+    for column in ["rowid", *columns]:
+        for key in ("_sort", "_sort_desc"):
+            code, body = status(site, f"/{DB}/{table}", **{key: column})
+            assert code == 200, (table, key, column, body[:300])
+            code, _ = status(site, f"/{DB}/{table}.json", **{key: column})
+            assert code == 200, (table, key, column)
+
+
+def test_a_page_sorted_by_a_hidden_column_shows_that_column(site):
+    rows = json.loads(status(site, f"/{DB}/images.json", _sort="hash", _shape="array")[1])
+    assert "hash" in rows[0] and "__index_level_0__" not in rows[0]
+
+
+@pytest.mark.parametrize(
+    ("params", "said"),
+    [
+        ({"_sort": "no_such_column"}, "images has no such column"),
+        ({"_sort_desc": "no_such_column"}, "images has no such column"),
+        ({"_sort": "url", "_sort_desc": "text"}, "give _sort or _sort_desc once"),
+    ],
+)
+def test_a_sort_that_cannot_be_done_is_a_400_that_says_why(site, params, said):
+    for suffix in ("", ".json"):
+        code, body = status(site, f"/{DB}/images{suffix}", **params)
+        assert code == 400 and said in body
+
+
+@pytest.mark.parametrize("q", ["\x00", "a\x00", "\x00painting", '"a\x00b"'])
+def test_a_nul_in_the_search_is_text_like_any_other(site, q):
+    code, _ = status(site, "/-/search", q=q)
+    assert code == 200
+    code, body = status(site, "/-/search.json", q=q)
+    spaced = json.loads(status(site, "/-/search.json", q=q.replace("\x00", " "))[1])
+    assert code == 200 and json.loads(body)["count"] == spaced["count"]
+    code, _ = status(site, f"/{DB}/search", q=q)
+    assert code == 200
+
+
+def test_a_search_text_over_the_cap_is_a_400_not_seconds_of_work(site):
+    code, body = status(site, "/-/search.json", q="a " * MAX_QUERY_CHARS)
+    assert code == 400 and f"at most {MAX_QUERY_CHARS:,}" in body
+    # Through SQL too: laion_match refuses it before any work.
+    sql = f"select laion_match(printf('%.*c', {MAX_QUERY_CHARS + 1}, 'a'))"
+    assert query_error(site, sql) == "user-defined function raised exception"
+    assert query_error(site, f"select laion_match(printf('%.*c', {MAX_QUERY_CHARS}, 'a'))") is None
+
+
+def test_no_query_makes_the_server_allocate_past_its_limits(site):
+    hostile = {
+        # One value of 100 MB: past SQLite's length limit.
+        "select zeroblob(100000000)": "string or blob too big",
+        "select replace(printf('%.*c', 10000000, 'x'), 'x', 'abcdefgh')": "string or blob too big",
+        # Many values just under it: past the result's budget, counted as rows are fetched.
+        "select zeroblob(15000000) from images limit 50": "the result is over 64 MB",
+        "select zeroblob(1000000) a, zeroblob(1000000) b from images limit 1000": (
+            "the result is over 64 MB"
+        ),
+        # A sort of 200 MB of rows in SQLite's memory: past the heap limit, or spilled.
+        "select group_concat(x) from (select zeroblob(10000000) x from images limit 20)": (
+            "string or blob too big"
+        ),
+    }
+    for sql, said in hostile.items():
+        error = query_error(site, sql)
+        assert error is not None and said in error, (sql, error)
+    assert peak_rss_mb(site) < 512
+    # The site still answers, and arbitrary SQL stays open to everyone.
+    assert query_error(site, "select count(*) from images") is None
+    assert status(site, "/-/search.json", q="painting")[0] == 200
+
+
+def test_an_overlong_query_string_is_refused(site):
+    code, _ = status(site, "/-/search", q="a" * 70_000)
+    assert code in (400, 414)
+
+
+def test_every_response_says_nosniff(site):
+    for path in ("/", f"/{DB}/images", "/-/search?q=a", REPORT_URL, "/no/such/page"):
+        try:
+            with urllib.request.urlopen(f"{site.base}{path}", timeout=30) as response:
+                headers = response.headers
+        except urllib.error.HTTPError as error:
+            headers = error.headers
+        assert headers["x-content-type-options"] == "nosniff", path
+
+
+def test_the_report_follows_no_link_planted_in_its_folder(sample_build, tmp_path):
+    data = tmp_path / "data"
+    shutil.copytree(sample_build.root, data, symlinks=True)
+    layout = DataLayout(data)
+    release = layout.current.folder.resolve()
+    report = release / "report"
+    # A chart replaced by a link to a secret, and a whole report folder that is a link.
+    (report / "top_domains.png").unlink()
+    os.symlink("/etc/passwd", report / "top_domains.png")
+    other = layout.releases_dir / "20990101T000000Z-000000000000"
+    other.mkdir()
+    os.symlink("/etc", other / "report")
+    with served(data) as site:
+        for path in (
+            f"{REPORT_URL}{release.name}/top_domains.png",
+            f"{REPORT_URL}{other.name}/index.html",
+            f"{REPORT_URL}{other.name}/analysis.json",
+        ):
+            code, body = status(site, path)
+            assert code == 404 and "root:" not in body, path
+        code, _ = status(site, f"{REPORT_URL}{release.name}/index.html")
+        assert code == 200
