@@ -29,6 +29,7 @@ import re
 import sys
 import threading
 import urllib.parse
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -108,23 +109,37 @@ def searched_shards(datasette: Any) -> list[SearchedShard]:
         shards = served.shards
     else:  # a plain folder: the one database, its rowids not known here
         shards = [(name, sys.maxsize) for name in served_databases(datasette)]
+    databases = [datasette.get_database(name) for name, _ in shards]
     return [
-        SearchedShard(name, last, datasette.get_database(name).execute_fn) for name, last in shards
+        SearchedShard(name, last, getattr(db, "search_fn", db.execute_fn))
+        for (name, last), db in zip(shards, databases, strict=True)
     ]
+
+
+# Threads of the fast search's own: it never waits behind the arbitrary SQL that Datasette's
+# threads (``num_sql_threads``) run for up to ``sql_time_limit_ms``.
+SEARCH_THREADS = 2
+
+
+def search_executor(datasette: Any) -> ThreadPoolExecutor:
+    """The fast search's threads of this server (made on first use)."""
+    executor = getattr(datasette, "_laion_search_executor", None)
+    if executor is None:
+        executor = ThreadPoolExecutor(SEARCH_THREADS, thread_name_prefix="laion-search")
+        datasette._laion_search_executor = executor
+    return executor
 
 
 class ReleaseDatabase(Database):
     """A release's database file, immutable. Datasette keeps each thread's connection under the
-    database's name, which every release shares: a release keeps its own instead."""
+    database's name, which every release shares: a release keeps its own instead, and runs
+    the fast search's queries on threads of their own (``search_fn``)."""
 
     def __init__(self, datasette: Any, path: Path) -> None:
         super().__init__(datasette, path=str(path), is_mutable=False)
         self._connections = threading.local()
 
-    async def execute_fn(self, fn: Any) -> Any:
-        if self.ds.executor is None:
-            return await super().execute_fn(fn)
-
+    def _run_in(self, executor: Any, fn: Any) -> Any:
         def in_thread() -> Any:
             conn = getattr(self._connections, "conn", None)
             if conn is None:
@@ -133,7 +148,18 @@ class ReleaseDatabase(Database):
                 self._connections.conn = conn
             return fn(conn)
 
-        return await asyncio.get_running_loop().run_in_executor(self.ds.executor, in_thread)
+        return asyncio.get_running_loop().run_in_executor(executor, in_thread)
+
+    async def execute_fn(self, fn: Any) -> Any:
+        if self.ds.executor is None:
+            return await super().execute_fn(fn)
+        return await self._run_in(self.ds.executor, fn)
+
+    async def search_fn(self, fn: Any) -> Any:
+        """``execute_fn`` on the fast search's own threads."""
+        if self.ds.executor is None:
+            return await super().execute_fn(fn)
+        return await self._run_in(search_executor(self.ds), fn)
 
 
 class ServedRelease:

@@ -6,13 +6,16 @@ a link planted in its folder, and every response says `nosniff`."""
 import json
 import os
 import shutil
+import time
 import urllib.error
 import urllib.parse
 import urllib.request
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
 
+from laion_pipeline.datasette import SERVE_SETTINGS
 from laion_pipeline.fts import MAX_QUERY_CHARS
 from laion_pipeline.layout import REPORT_URL, DataLayout
 from laion_pipeline_tests.datasette_site import DB, served
@@ -160,3 +163,33 @@ def test_the_report_follows_no_link_planted_in_its_folder(sample_build, tmp_path
             assert code == 404 and "root:" not in body, path
         code, _ = status(site, f"{REPORT_URL}{release.name}/index.html")
         assert code == 200
+
+
+SLOW_SQL = "with recursive c(x) as (select 1 union all select x + 1 from c) select count(*) from c"
+
+
+def test_the_search_never_waits_behind_arbitrary_sql(site):
+    """Three clients run queries until the 10 s time limit stops them, which takes every one
+    of Datasette's SQL threads; the site's search answers meanwhile (on its own threads), as
+    it would not if it queued behind them."""
+    limit = SERVE_SETTINGS["sql_time_limit_ms"] / 1000
+
+    def slow() -> tuple[float, str | None]:
+        started = time.monotonic()
+        error = query_error(site, SLOW_SQL)
+        return time.monotonic() - started, error
+
+    with ThreadPoolExecutor(3) as pool:
+        running = [pool.submit(slow) for _ in range(3)]
+        time.sleep(1)  # the three are running
+        waits = []
+        for q in ["painting", '"Alphonse Mucha"', "the", "zorakalo"] * 3:
+            started = time.monotonic()
+            assert status(site, "/-/search.json", q=q)[0] == 200
+            waits.append(time.monotonic() - started)
+        still_running = sum(not f.done() for f in running)
+        slowest = [f.result() for f in running]
+    assert still_running == 3  # the searches all ran while the three held every thread
+    assert max(waits) < limit / 3, waits
+    for took, error in slowest:
+        assert "too long" in (error or "") and took < limit + 5
