@@ -66,7 +66,7 @@ def datasette_metadata(
         }
         for kind in ENTITY_KINDS
     }
-    search = SHARD_SEARCH_URL if shards else f"/{database}/search"
+    search = SHARD_SEARCH_URL  # the search page, over the one database or every shard
     images = f"/{shards[0]}/images" if shards else f"/{database}/images"
     across = f" (in {len(shards)} shard databases)" if shards else ""
     catalog: dict[str, Any] = {
@@ -91,7 +91,8 @@ def datasette_metadata(
                 "title": "Search the captions",
                 "description": 'Words (each must occur) or "a phrase" in double '
                 f"quotes; {SEARCH_PAGE_ROWS} images a page in file order. For the next "
-                "page, put the last rowid shown in after.",
+                "page, put the last rowid shown in after. The same search with the "
+                f"number of matches and page links: {SHARD_SEARCH_URL}.",
                 "sql": SEARCH_SQL,
                 "hide_sql": True,
             }

@@ -26,6 +26,7 @@ import asyncio
 import json
 import os
 import re
+import sqlite3
 import sys
 import threading
 import urllib.parse
@@ -48,7 +49,7 @@ from laion_pipeline.layout import (
 )
 from laion_pipeline.limits import limit_connection
 from laion_pipeline.release import RELEASE_ID
-from laion_pipeline.shard_search import SearchedShard, search_page
+from laion_pipeline.shard_search import FOUND_END, FOUND_START, SearchedShard, search_page
 
 RELEASE_HEADER = "x-laion-release"
 
@@ -70,11 +71,10 @@ def readable_float(value: float) -> str:
     return text if text not in ("", "-0") else "0"
 
 
-def search_url(database: str, name: str, sharded: bool = False) -> str:
-    """The fast search for ``name`` as a phrase: what the name's image_counts counts (over
+def search_url(name: str) -> str:
+    """The search page for ``name`` as a phrase: what the name's image_counts counts (over
     every shard of a release of several)."""
-    base = SHARD_SEARCH_URL if sharded else f"/{database}/search"
-    return f"{base}?" + urllib.parse.urlencode({"q": f'"{name}"'})
+    return f"{SHARD_SEARCH_URL}?" + urllib.parse.urlencode({"q": f'"{name}"'})
 
 
 def release_database(datasette: Any) -> str | None:
@@ -295,7 +295,7 @@ def render_cell(
             link = f"/{database}/images?" + urllib.parse.urlencode({"domain_id": row["id"]})
         return Markup(f'<a href="{escape(link)}">{escape(value) or "(no host)"}</a>')
     if table in ENTITY_KINDS and column == "name" and value:
-        link = search_url(database, value, catalog)
+        link = search_url(value)
         return Markup(f'<a href="{escape(link)}">{escape(value)}</a>')
     return None
 
@@ -446,6 +446,46 @@ def _read_no_link(path: Path) -> bytes | None:
         return f.read()
 
 
+def marked_caption(text: str | None, found: str | None) -> Markup:
+    """The caption as HTML, the words the search found in ``<mark>`` (from FTS5's
+    highlight(); a caption that holds the marker characters itself is shown unmarked)."""
+    if text is None:
+        return Markup("")
+    if found is None or FOUND_START in text or FOUND_END in text:
+        return escape(text)
+    return Markup(str(escape(found)).replace(FOUND_START, "<mark>").replace(FOUND_END, "</mark>"))
+
+
+def count_text(count: int, more_than: bool) -> str:
+    """``712 images``, ``1 image``, ``No images``, ``More than 10,000 images``."""
+    if more_than:
+        return f"More than {count:,} images"
+    return "No images" if not count else f"{count:,} image{'s' if count != 1 else ''}"
+
+
+EXAMPLE_NAMES = 6
+
+
+async def example_names(datasette: Any) -> list[str]:
+    """The most named artists of the served release, as examples of a search."""
+    database = release_database(datasette)
+    if database is None or database not in datasette.databases:
+        return []
+    db = datasette.get_database(database)
+    run = getattr(db, "search_fn", db.execute_fn)
+
+    def top(conn: Any) -> list[str]:
+        try:
+            rows = conn.execute(
+                "SELECT name FROM artists ORDER BY image_counts DESC LIMIT ?", (EXAMPLE_NAMES,)
+            ).fetchall()
+        except sqlite3.OperationalError:  # a database without the lists
+            return []
+        return [row[0] for row in rows]
+
+    return await run(top)
+
+
 @hookimpl
 def register_routes() -> list[tuple[str, Any]]:
     async def report(datasette: Any, request: Any) -> Response:
@@ -472,21 +512,29 @@ def register_routes() -> list[tuple[str, Any]]:
 
     async def search(datasette: Any, request: Any) -> Response:
         """The fast search over every shard of the served release (or its one database):
-        captions matching ``q``, or with ``domain`` the images of that host."""
+        captions matching ``q``, or with ``domain`` the images of that host; a page after
+        rowid ``after``, or the page before rowid ``before``."""
         q = request.args.get("q", "")
         host = request.args.get("domain")
         try:
             after = max(0, int(request.args.get("after") or 0))
+            before = request.args.get("before")
+            before = max(1, int(before)) if before else None
         except ValueError:
-            return Response.text("after must be a rowid: a whole number", status=400)
-        if len(q) > MAX_QUERY_CHARS:
-            return Response.text(str(QueryTooLong(len(q))), status=400)
-        page = await search_page(searched_shards(datasette), q, after, host=host)
+            return Response.text("after and before must be rowids: whole numbers", status=400)
+        for asked_text in (q, host or ""):
+            if len(asked_text) > MAX_QUERY_CHARS:
+                return Response.text(str(QueryTooLong(len(asked_text))), status=400)
+        shards = searched_shards(datasette)
+        page = await search_page(shards, q, after, host=host, before=before)
         asked = {"q": q} if host is None else {"domain": host}
-        next_url = (
-            f"{SHARD_SEARCH_URL}?" + urllib.parse.urlencode({**asked, "after": page.next_after})
-            if page.next_after is not None
-            else None
+
+        def page_url(**key: int) -> str:
+            return f"{SHARD_SEARCH_URL}?" + urllib.parse.urlencode({**asked, **key})
+
+        next_url = page_url(after=page.next_after) if page.next_after is not None else None
+        previous_url = (
+            page_url(before=page.previous_before) if page.previous_before is not None else None
         )
         if request.url_vars["format"]:
             return Response.json(
@@ -494,17 +542,25 @@ def register_routes() -> list[tuple[str, Any]]:
                     **asked,
                     "count": page.count,
                     "more_than_count": page.more_than_count,
-                    "rows": page.rows,
+                    "rows": [{k: v for k, v in r.items() if k != "found"} for r in page.rows],
                     "next_after": page.next_after,
                     "next_url": next_url,
+                    "previous_before": page.previous_before,
+                    "previous_url": previous_url,
                 }
             )
         template = datasette.jinja_env.from_string(SEARCH_TEMPLATE.read_text(encoding="utf-8"))
+        images = shards[-1].last_rowid if shards and shards[-1].last_rowid < sys.maxsize else None
         context = {
             "q": q,
             "host": host,
             "page": page,
+            "rows": [{**r, "caption": marked_caption(r["text"], r["found"])} for r in page.rows],
+            "count_text": count_text(page.count, page.more_than_count),
             "next_url": next_url,
+            "previous_url": previous_url,
+            "images": images,
+            "examples": await example_names(datasette),
             "thumbnail_px": THUMBNAIL_PX,
             "title": datasette.metadata("title") or "LAION",
         }

@@ -34,15 +34,21 @@ RESULT_COLUMNS = (
 )
 
 
-def search_sql(match: str, after: str, limit: str) -> str:
+# The caption with the words the query found between these two characters (FTS5's
+# highlight()), for the search page to mark; a caption holding either is shown unmarked.
+FOUND_START, FOUND_END = "\x01", "\x02"
+FOUND_SQL = "highlight(images_fts, 0, char(1), char(2))"
+
+
+def search_sql(match: str, after: str, limit: str, found: bool = False) -> str:
     """The fast search query, given the SQL of its FTS5 query, its ``after`` rowid and its
     page size: from the FTS index in rowid order (FTS5 walks its doclist in that order and
     stops at the LIMIT), joined to images and domain by their keys; the next page starts after
     the last rowid shown (keyset paging), so every page costs the same however common the
-    words are."""
+    words are. With ``found``, also the caption with the words found marked, as ``found``."""
     selected = ", ".join(
         "domain.domain" if c == "domain" else f"images.{c}" for c in RESULT_COLUMNS
-    )
+    ) + (f", {FOUND_SQL} as found" if found else "")
     return f"""select {selected}
 from images_fts
   join images on images.rowid = images_fts.rowid
@@ -52,7 +58,10 @@ order by images_fts.rowid
 limit {limit}"""
 
 
-PAGE_SQL = search_sql(":match", ":after", ":limit")
+PAGE_SQL = search_sql(":match", ":after", ":limit", found=True)
+# What each row of a page holds: the result's columns and the marked caption (None for the
+# images of a host, where no words are searched).
+PAGE_COLUMNS = (*RESULT_COLUMNS, "found")
 COUNT_SQL = (
     "SELECT count(*) FROM (SELECT 1 FROM images_fts WHERE images_fts MATCH :match LIMIT :limit)"
 )
@@ -63,12 +72,20 @@ HOST_SELECTED = ", ".join(
 )
 # A host's images in rowid order: its id from the shard's domain table, then the domain_id
 # index (equal keys are in rowid order), so a page of a host costs what a page of words does.
-HOST_PAGE_SQL = f"""select {HOST_SELECTED}
+HOST_PAGE_SQL = f"""select {HOST_SELECTED}, null as found
 from domain join images on images.domain_id = domain.id
 where domain.domain = :host and images.rowid > :after
 order by images.rowid
 limit :limit"""
 HOST_COUNT_SQL = "SELECT coalesce(sum(image_counts), 0) FROM domain WHERE domain = :host"
+
+# The page before a rowid: the same walks backwards (FTS5 and the index read either way).
+PAGE_BEFORE_SQL = PAGE_SQL.replace(
+    "images_fts.rowid > :after", "images_fts.rowid < :before"
+).replace("order by images_fts.rowid", "order by images_fts.rowid desc")
+HOST_PAGE_BEFORE_SQL = HOST_PAGE_SQL.replace(
+    "images.rowid > :after", "images.rowid < :before"
+).replace("order by images.rowid", "order by images.rowid desc")
 
 
 Run = Callable[[Callable[[sqlite3.Connection], Any]], Awaitable[Any]]
@@ -89,6 +106,40 @@ class SearchPage:
     count: int  # matches in the release, exact up to the cap
     more_than_count: bool  # the release has more matches than ``count`` (the cap)
     next_after: int | None  # the ``after`` of the next page; None on the last page
+    previous_before: int | None = None  # the ``before`` of the previous page; None on the first
+
+
+async def _walk(
+    shards: Sequence[SearchedShard],
+    sql: str,
+    params: dict[str, Any],
+    wanted: int,
+    *,
+    after: int | None = None,
+    before: int | None = None,
+) -> list[dict[str, Any]]:
+    """Up to ``wanted`` matches after rowid ``after`` (in rowid order), or before rowid
+    ``before`` (nearest first), asking the shards in that order and only those holding such
+    rowids."""
+    rows: list[dict[str, Any]] = []
+    firsts = [1, *(shard.last_rowid + 1 for shard in shards[:-1])]
+    order = list(zip(firsts, shards, strict=True))
+    bound = {"before": before} if before is not None else {"after": after}
+    for first, shard in reversed(order) if before is not None else order:
+        if len(rows) >= wanted:
+            break
+        if (before is not None and first >= before) or (
+            after is not None and shard.last_rowid <= after
+        ):
+            continue
+        asked = {**params, **bound, "limit": wanted - len(rows)}
+
+        def page(conn: sqlite3.Connection, asked: dict[str, Any] = asked) -> list[tuple]:
+            return conn.execute(sql, asked).fetchall()
+
+        found = await shard.run(page)
+        rows += [{**dict(zip(PAGE_COLUMNS, r, strict=True)), "shard": shard.name} for r in found]
+    return rows
 
 
 async def search_page(
@@ -98,32 +149,36 @@ async def search_page(
     limit: int = PAGE_ROWS,
     cap: int = COUNT_CAP,
     host: str | None = None,
+    before: int | None = None,
 ) -> SearchPage:
-    """The page of matches for ``q`` after rowid ``after`` over ``shards`` (in release order),
-    with the number of matches in the release up to ``cap``; with ``host``, instead the
-    images from that host (``domain``), all counted."""
+    """The page of matches for ``q`` after rowid ``after`` (or, with ``before``, the page
+    that ends just before that rowid) over ``shards`` (in release order), with the number of
+    matches in the release up to ``cap``; with ``host``, instead the images from that host
+    (``domain``), all counted. Pages are keyed by rowid, so the page before a page is the
+    page a reader came from."""
     params: dict[str, Any] = {"host": host} if host is not None else {"match": laion_match(q)}
-    page_sql, count_sql = (
-        (HOST_PAGE_SQL, HOST_COUNT_SQL)
+    forward, backward, count_sql = (
+        (HOST_PAGE_SQL, HOST_PAGE_BEFORE_SQL, HOST_COUNT_SQL)
         if host is not None
-        else (
-            PAGE_SQL,
-            COUNT_SQL,
-        )
+        else (PAGE_SQL, PAGE_BEFORE_SQL, COUNT_SQL)
     )
-    rows: list[dict[str, Any]] = []
-    for shard in shards:
-        if len(rows) > limit:
-            break
-        if shard.last_rowid <= after:
-            continue
-        wanted = limit + 1 - len(rows)  # one more than the page: is there a next one?
-
-        def page(conn: sqlite3.Connection, wanted: int = wanted) -> list[tuple]:
-            return conn.execute(page_sql, {**params, "after": after, "limit": wanted}).fetchall()
-
-        found = await shard.run(page)
-        rows += [{**dict(zip(RESULT_COLUMNS, r, strict=True)), "shard": shard.name} for r in found]
+    if before is None:
+        rows = await _walk(shards, forward, params, limit + 1, after=after)
+        more_after = len(rows) > limit
+        rows = rows[:limit]
+        # A page further on has pages before it when a match comes before its first row.
+        edge = rows[0]["rowid"] if rows else after + 1
+        earlier = after > 0 and bool(await _walk(shards, backward, params, 1, before=edge))
+        next_after = rows[-1]["rowid"] if more_after else None
+        previous_before = edge if earlier else None
+    else:
+        rows = await _walk(shards, backward, params, limit + 1, before=before)
+        more_before = len(rows) > limit
+        rows = rows[:limit][::-1]
+        edge = rows[-1]["rowid"] if rows else before - 1
+        later = bool(await _walk(shards, forward, params, 1, after=edge))
+        next_after = edge if later else None
+        previous_before = rows[0]["rowid"] if more_before else None
     count = 0
     for shard in shards:
         if count > cap and host is None:
@@ -133,12 +188,11 @@ async def search_page(
             return conn.execute(count_sql, {**params, "limit": left}).fetchone()[0]
 
         count += await shard.run(counted)
-    more = len(rows) > limit
-    rows = rows[:limit]
     capped = host is None and count > cap
     return SearchPage(
         rows=rows,
         count=min(count, cap) if capped else count,
         more_than_count=capped,
-        next_after=rows[-1]["rowid"] if more else None,
+        next_after=next_after,
+        previous_before=previous_before,
     )

@@ -51,30 +51,55 @@ def page(sample_build):
             browser.close()
 
 
-def test_search_a_name_see_thumbnails_and_open_a_domain(page):
+def test_search_see_the_count_the_words_found_and_the_urls_with_the_images_blocked(page, published):
     page.get_by_role("link", name="Search the captions").click()
-    page.wait_for_url(f"**/{DB}/search**")
+    page.wait_for_url("**/-/search")
+    assert page.title().startswith("Search the captions")
+    assert "Only the captions are searched" in page.locator("section.content").inner_text()
     page.locator("input[name=q]").fill('"Alphonse Mucha"')
-    page.locator("input[name=after]").fill("")
     page.locator("form input[type=submit]").first.click()
     page.wait_for_url("**q=%22Alphonse+Mucha%22**")
-    rows = page.locator("table.rows-and-columns tbody tr")
-    assert rows.count() > 0
-    assert all("mucha" in text.lower() for text in rows.locator("td.col-text").all_inner_texts())
-    thumbnails = page.locator("td.col-url img[loading=lazy]")
-    assert thumbnails.count() == rows.count()
-    assert thumbnails.first.get_attribute("src").startswith("http")
+    (count,) = published.execute(
+        "SELECT count(*) FROM images_fts WHERE images_fts MATCH '\"Alphonse Mucha\"'"
+    ).fetchone()
+    said = f"{count:,} image{'s' if count != 1 else ''}"
+    assert page.locator(".laion-count").inner_text().startswith(said)
+    assert page.title().startswith(f'"Alphonse Mucha": {said}')
+    rows = page.locator("table.laion-results tbody tr")
+    assert rows.count() == min(count, 50) > 0
+    # The phrase found is marked in each caption.
+    for caption in page.locator("table.laion-results tbody tr td:nth-child(2)").all():
+        assert "alphonse mucha" in [m.lower() for m in caption.locator("mark").all_inner_texts()]
+    # Every thumbnail's host is blocked here, yet each image's URL is there as text.
+    urls = page.locator("td.laion-url").all_inner_texts()
+    assert len(urls) == rows.count() and all(u.startswith("http") for u in urls)
     page.screenshot(path=OUTPUT / "search.png", full_page=True)
+    assert (OUTPUT / "search.png").stat().st_size > 10_000
 
-    page.goto(page.url.split(f"/{DB}/")[0] + f"/{DB}/domain")
-    first = page.locator("td.col-domain a").first
+
+def test_page_forward_and_back_through_a_search(page):
+    page.goto(page.url.rstrip("/") + "/-/search?q=painting")
+    first = page.locator("td.laion-url").all_inner_texts()
+    assert len(first) == 50 and page.get_by_role("link", name="Previous page").count() == 0
+    page.get_by_role("link", name="Next page").first.click()
+    page.wait_for_url("**after=**")
+    second = page.locator("td.laion-url").all_inner_texts()
+    assert second and second[0] not in first
+    page.get_by_role("link", name="Previous page").first.click()
+    page.wait_for_url("**before=**")
+    assert page.locator("td.laion-url").all_inner_texts() == first
+    assert page.get_by_role("link", name="Previous page").count() == 0
+
+
+def test_open_a_domain_from_the_results(page):
+    page.goto(page.url.rstrip("/") + "/-/search?q=painting")
+    first = page.locator("table.laion-results tbody tr td:nth-child(4) a").first
     domain = first.inner_text()
     first.click()
-    page.wait_for_url("**/images?domain_id=**")
-    assert page.locator("td.col-url img[loading=lazy]").count() > 0
-    assert domain in page.locator("td.col-domain_id").first.inner_text()
+    page.wait_for_url("**domain=**")
+    assert page.locator("h1").inner_text() == f"Images from {domain}"
+    assert page.locator("td.laion-url").count() > 0
     page.screenshot(path=OUTPUT / "domain.png", full_page=True)
-    assert (OUTPUT / "search.png").stat().st_size > 10_000
 
 
 def test_open_the_report_from_the_index_and_see_its_charts(page):

@@ -69,8 +69,8 @@ def test_the_search_query_language():
     assert laion_match("") == '""'
 
 
-def test_the_index_page_links_to_the_fast_search(site):
-    assert f'href="/{DB}/search"' in site.get("/")
+def test_the_index_page_links_to_the_search_page(site):
+    assert 'href="/-/search"' in site.get("/")
 
 
 def test_images_show_thumbnails_and_hide_the_noise_columns(site):
@@ -99,7 +99,7 @@ def test_domains_are_labelled_and_link_to_their_images(site, published):
 def test_each_name_links_to_the_search_that_counts_it(site, published):
     html = site.get(f"/{DB}/celebrities")
     for name, count in published.execute("SELECT name, image_counts FROM celebrities LIMIT 5"):
-        link = f"/{DB}/search?" + urllib.parse.urlencode({"q": f'"{name}"'})
+        link = "/-/search?" + urllib.parse.urlencode({"q": f'"{name}"'})
         assert f'href="{link.replace("&", "&amp;")}"' in html
         assert len(site.search(f'"{name}"')) == count
 
@@ -158,3 +158,21 @@ def test_an_address_that_matches_no_page_is_a_404(site, path):
         urllib.request.urlopen(f"{site.base}{path}", timeout=30)
     assert refused.value.code == 404
     assert "<h1>Error 404</h1>" in refused.value.read().decode()  # Datasette's own error page
+
+
+def test_the_search_page_counts_and_links_the_next_and_previous_pages(site, captions):
+    first = site.json("/-/search.json", q="painting")
+    expected = sum("painting" in tokens(text) for text in captions.values())
+    assert (first["count"], first["more_than_count"]) == (expected, False)
+    assert first["previous_url"] is None and len(first["rows"]) == SEARCH_PAGE_ROWS
+    second = site.json(first["next_url"].replace("/-/search?", "/-/search.json?"))
+    assert second["rows"][0]["rowid"] > first["rows"][-1]["rowid"]
+    back = site.json(second["previous_url"].replace("/-/search?", "/-/search.json?"))
+    assert back["rows"] == first["rows"] and back["next_url"] == first["next_url"]
+    html = site.get("/-/search", q="painting")
+    assert f"<title>painting: {expected:,} images |" in html
+    assert "<mark>painting</mark>" in html.lower()
+    # No words: what to type, and examples, not "0 results".
+    empty = site.get("/-/search")
+    assert "Only the captions are searched" in empty and "0 results" not in empty
+    assert "The most named artists: <a href=" in empty

@@ -3,6 +3,7 @@ its own, and the catalog's totals summed over them, exactly what one database of
 release holds (the bundled sample, staged for real, built as 1 shard and as several)."""
 
 import asyncio
+import itertools
 import sqlite3
 
 import pytest
@@ -166,3 +167,48 @@ def test_a_search_pages_across_shards_as_through_one_database(shard_databases, q
         assert capped.rows == asyncio.run(search_page(shards, q, cap=100_000)).rows
     if q == "zzzznothing":
         assert rows == [] and counts == [(0, False)]
+
+
+def pages_forward(shards: list[SearchedShard], q: str, host: str | None = None) -> list:
+    pages, after = [], 0
+    while True:
+        page = asyncio.run(search_page(shards, q, after, limit=50, host=host))
+        pages.append(page)
+        if page.next_after is None:
+            return pages
+        after = page.next_after
+
+
+@pytest.mark.parametrize("host", [None, "i.pinimg.com"])
+@pytest.mark.parametrize("max_rows", [20_000_000, 1000])
+def test_the_previous_page_is_the_page_before_over_shards_and_one_database(
+    shard_databases, max_rows, host
+):
+    shards = searched(shard_databases(max_rows))
+    forward = pages_forward(shards, "the", host=host)
+    assert len(forward) > 3
+    assert forward[0].previous_before is None  # the first page has none
+    for earlier, later in itertools.pairwise(forward):
+        # Each page's previous link leads to the page before it, with the same links.
+        assert later.previous_before == later.rows[0]["rowid"]
+        back = asyncio.run(
+            search_page(shards, "the", before=later.previous_before, limit=50, host=host)
+        )
+        assert back.rows == earlier.rows
+        assert (back.next_after, back.previous_before) == (
+            earlier.next_after,
+            earlier.previous_before,
+        )
+        assert (back.count, back.more_than_count) == (earlier.count, earlier.more_than_count)
+    # Paging forward from a page reached backwards goes on as before.
+    again = asyncio.run(search_page(shards, "the", forward[1].next_after, limit=50, host=host))
+    assert again.rows == forward[2].rows
+
+
+def test_a_page_past_every_match_links_back_to_the_last_matches(shard_databases):
+    shards = searched(shard_databases(1000))
+    last = pages_forward(shards, '"Alphonse Mucha"')[-1]
+    beyond = asyncio.run(search_page(shards, '"Alphonse Mucha"', after=10**9))
+    assert beyond.rows == [] and beyond.next_after is None
+    back = asyncio.run(search_page(shards, '"Alphonse Mucha"', before=beyond.previous_before))
+    assert back.rows[-1] == last.rows[-1]
