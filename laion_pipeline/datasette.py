@@ -38,8 +38,10 @@ def _source(source: dict[str, str]) -> tuple[str, str]:
     return (f"LAION parquet files in {source['location']}", "")
 
 
-# Where the fast search of a release of several shards is served (a route of our plugin).
+# Where the search page is served, over the one database or every shard (a route of ours).
 SHARD_SEARCH_URL = "/-/search"
+# "Is my work in it?": an image URL or a host looked up (a route of ours).
+LOOKUP_URL = "/-/lookup"
 
 IMAGES_TABLE = {
     "description": "One row per image: its URL, caption and scores. "
@@ -78,6 +80,8 @@ def datasette_metadata(
                 "columns": {"image_counts": "Number of images from this host"},
             },
             **entity_tables,
+            # The lookups' indexes (laion_pipeline.lookup): tables for the site, not to browse.
+            "domain_search": {"hidden": True},
         }
     }
     if shards:
@@ -98,8 +102,10 @@ def datasette_metadata(
             }
         }
         catalog["tables"]["images"] = IMAGES_TABLE
+        catalog["tables"]["image_urls"] = {"hidden": True}
     shard_tables = {
         "images": IMAGES_TABLE,
+        "image_urls": {"hidden": True},
         "domain": {
             "description": "The hosts of this shard's images, with their counts in this shard "
             "(the catalog has the release's).",
@@ -111,6 +117,8 @@ def datasette_metadata(
         "title": profile["title"],
         "description_html": (
             f"<p>{escape(profile.get('about', ''))}{escape(kept)}</p>"
+            f'<p><a href="{LOOKUP_URL}">Is your work in it?</a> Look up an image by its URL, '
+            "or a website by any part of its name.</p>"
             f'<p><a href="{search}">Search the captions</a> (fast: words, or '
             f'"a phrase" in double quotes), browse <a href="{images}">the '
             f"images</a>{escape(across)}, see "

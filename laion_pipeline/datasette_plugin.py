@@ -38,7 +38,7 @@ from datasette import Response, handle_exception, hookimpl
 from datasette.database import Database
 from markupsafe import Markup, escape
 
-from laion_pipeline.datasette import SHARD_SEARCH_URL
+from laion_pipeline.datasette import LOOKUP_URL, SHARD_SEARCH_URL
 from laion_pipeline.fts import MAX_QUERY_CHARS, QueryTooLong, laion_match
 from laion_pipeline.layout import (
     DEFAULT_DATABASE,
@@ -48,6 +48,13 @@ from laion_pipeline.layout import (
     ReleaseFiles,
 )
 from laion_pipeline.limits import limit_connection
+from laion_pipeline.lookup import (
+    MIN_HOST_CHARS,
+    host_of,
+    hosts_containing,
+    images_with_url,
+    looks_like_url,
+)
 from laion_pipeline.release import RELEASE_ID
 from laion_pipeline.shard_search import FOUND_END, FOUND_START, SearchedShard, search_page
 
@@ -56,6 +63,7 @@ RELEASE_HEADER = "x-laion-release"
 HIDDEN_COLUMNS = ("hash", "__index_level_0__")
 THUMBNAIL_PX = 120
 SEARCH_TEMPLATE = Path(__file__).parent / "templates" / "laion_search.html"
+LOOKUP_TEMPLATE = Path(__file__).parent / "templates" / "laion_lookup.html"
 CONTENT_TYPES = {
     ".html": "text/html; charset=utf-8",
     ".png": "image/png",
@@ -486,6 +494,68 @@ async def example_names(datasette: Any) -> list[str]:
     return await run(top)
 
 
+async def lookup(datasette: Any, request: Any) -> Response:
+    """ "Is my work in it?": ``q`` an image URL (its images, found by the URL exactly, in every
+    shard, and its host), or a host or part of one (the hosts containing it, biggest first,
+    each with its images)."""
+    text = request.args.get("q", "").strip()
+    if len(text) > MAX_QUERY_CHARS:
+        return Response.text(str(QueryTooLong(len(text))), status=400)
+    is_url = looks_like_url(text)
+    part = host_of(text) if is_url else text
+    images: list[dict[str, Any]] = []
+    hosts: list[tuple[str, int]] = []
+    host_count, more_hosts, problem = 0, False, ""
+    try:
+        if is_url:
+            for shard in searched_shards(datasette):
+
+                def found(conn: Any, shard: str = shard.name) -> list[dict[str, Any]]:
+                    return [{**row, "shard": shard} for row in images_with_url(conn, text)]
+
+                images += await shard.run(found)
+        database = release_database(datasette)
+        if part and database in datasette.databases:
+            db = datasette.get_database(database)
+            run = getattr(db, "search_fn", db.execute_fn)
+            hosts, host_count, more_hosts = await run(lambda conn: hosts_containing(conn, part))
+    except sqlite3.OperationalError as error:
+        if "no such table" not in str(error):
+            raise
+        problem = (
+            "This release was built before lookups by URL and host: build it again "
+            "(`make run`) to look them up here."
+        )
+    if request.url_vars["format"]:
+        return Response.json(
+            {
+                "q": text,
+                "url": is_url,
+                "images": images,
+                "host": part if is_url else None,
+                "hosts": [{"domain": d, "image_counts": n} for d, n in hosts],
+                "hosts_count": host_count,
+                "more_hosts": more_hosts,
+                "problem": problem or None,
+            }
+        )
+    template = datasette.jinja_env.from_string(LOOKUP_TEMPLATE.read_text(encoding="utf-8"))
+    context = {
+        "q": text,
+        "is_url": is_url,
+        "part": part,
+        "images": images,
+        "hosts": hosts,
+        "hosts_count": host_count,
+        "more_hosts": more_hosts,
+        "min_chars": MIN_HOST_CHARS,
+        "problem": problem,
+        "thumbnail_px": THUMBNAIL_PX,
+        "title": datasette.metadata("title") or "LAION",
+    }
+    return Response.html(await datasette.render_template(template, context, request))
+
+
 @hookimpl
 def register_routes() -> list[tuple[str, Any]]:
     async def report(datasette: Any, request: Any) -> Response:
@@ -561,6 +631,8 @@ def register_routes() -> list[tuple[str, Any]]:
             "previous_url": previous_url,
             "images": images,
             "examples": await example_names(datasette),
+            "looks_like_url": looks_like_url(q),
+            "lookup_url": LOOKUP_URL,
             "thumbnail_px": THUMBNAIL_PX,
             "title": datasette.metadata("title") or "LAION",
         }
@@ -569,4 +641,5 @@ def register_routes() -> list[tuple[str, Any]]:
     return [
         (rf"^{re.escape(REPORT_URL)}(?:(?P<release>[^/]+)/)?(?P<name>[^/]*)$", report),
         (rf"^{re.escape(SHARD_SEARCH_URL)}(?P<format>\.json)?$", search),
+        (rf"^{re.escape(LOOKUP_URL)}(?P<format>\.json)?$", lookup),
     ]

@@ -31,6 +31,7 @@ from laion_pipeline.fts import build_images_fts
 from laion_pipeline.inputs import SourceListing, StagedFile, StagingManifest
 from laion_pipeline.layout import DataLayout
 from laion_pipeline.lock import shard_lock
+from laion_pipeline.lookup import build_host_search
 from laion_pipeline.profiles import Profile
 from laion_pipeline.seal import prepare, seal, unseal
 from laion_pipeline.staging import staged_files_of, staging_view_sql
@@ -210,13 +211,15 @@ def make_shards(
 
 def write_catalog(db: Path, shards: Sequence[Shard], conns: Sequence[sqlite3.Connection]) -> int:
     """Write the catalog tables of a release of several shards into the new file ``db``: the
-    ``domain`` table over every shard and the ``shards`` table. Returns the number of hosts."""
+    ``domain`` table over every shard (with its ``domain_search``) and the ``shards`` table.
+    Returns the number of hosts."""
     domains = catalog_domains(conns)
     conn = sqlite_connect(db)
     try:
         with sqlite_transaction(conn):
             conn.execute(DOMAIN_DDL)
             conn.executemany("INSERT INTO domain VALUES (?, ?, ?)", domains)
+            build_host_search(conn)
             conn.execute(SHARDS_DDL)
             conn.executemany(
                 "INSERT INTO shards VALUES (?, ?, ?, ?, ?)",

@@ -16,6 +16,7 @@ from laion_pipeline.errors import StaleInputError
 from laion_pipeline.fts import SideIndex, fts_phrase, install_side_index
 from laion_pipeline.inputs import StagedFile, StagingManifest
 from laion_pipeline.layout import DataLayout
+from laion_pipeline.lookup import load_image_urls
 from laion_pipeline.progress import Progress
 from laion_pipeline.schema import IMAGE_COLUMNS
 from laion_pipeline.staging import check_files_unchanged, staging_view_sql
@@ -111,12 +112,13 @@ def load_images(
     first_rowid: int = 1,
 ) -> LoadedImages:
     """Replace the SQLite ``images`` table with the staged rows in file order, rowid = staging
-    id (from ``first_rowid``), each with the ``domain_id`` of its host. Drops the now stale
-    ``images_fts``."""
+    id (from ``first_rowid``), each with the ``domain_id`` of its host, and ``image_urls``
+    (``laion_pipeline.lookup``). Drops the now stale ``images_fts``."""
     lookup = DomainIds(conn)
     progress, done, null_captions = Progress(log, "images loaded", total), 0, 0
     with sqlite_transaction(conn):
         conn.execute("DROP TABLE IF EXISTS images_fts")
+        conn.execute("DROP TABLE IF EXISTS image_urls")
         conn.execute("DROP TABLE IF EXISTS images")
         conn.execute(IMAGES_DDL)
         for batch in duck.sql(STAGED_IMAGES_SQL).to_arrow_reader(BATCH_ROWS):
@@ -137,6 +139,7 @@ def load_images(
                 f"staging_images gave {done:,} rows, not {total:,}: materialize it again"
             )
         conn.execute("CREATE INDEX idx_images_domain_id ON images (domain_id)")
+        load_image_urls(duck, conn)  # the lookup of an image by its URL
     return LoadedImages(done, null_captions)
 
 

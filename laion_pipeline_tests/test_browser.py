@@ -119,3 +119,27 @@ def test_open_the_report_from_the_index_and_see_its_charts(page):
     page.get_by_role("link", name="i.pinimg.com").first.click()
     page.wait_for_url(f"**/{DB}/domain?domain=i.pinimg.com")
     assert "i.pinimg.com" in page.locator("table.rows-and-columns").inner_text()
+
+
+def test_look_up_an_image_url_and_a_website(page, published):
+    (url,) = published.execute("SELECT url FROM images WHERE rowid = 321").fetchone()
+    page.get_by_role("link", name="Is your work in it?").click()
+    page.wait_for_url("**/-/lookup")
+    page.locator("input[name=q]").fill(url)
+    page.locator("form input[type=submit]").first.click()
+    page.wait_for_url("**/-/lookup?q=**")
+    assert page.locator("h2.laion-url-found").inner_text() == "1 image with exactly this URL"
+    assert page.locator("table.laion-results td.laion-url").all_inner_texts() == [url]
+    page.screenshot(path=OUTPUT / "lookup-url.png", full_page=True)
+
+    page.locator("input[name=q]").fill("pinimg")
+    page.locator("form input[type=submit]").first.click()
+    page.wait_for_url("**q=pinimg**")
+    top = page.locator("table.laion-hosts tbody tr td a").first
+    host = top.inner_text()
+    assert host.lower().endswith("pinimg.com")
+    top.click()
+    page.wait_for_url("**/-/search?domain=**")
+    assert page.locator("h1").inner_text() == f"Images from {host}"
+    assert page.locator("td.laion-url").count() > 0
+    page.screenshot(path=OUTPUT / "lookup-host.png", full_page=True)

@@ -20,10 +20,14 @@ def content(db: Path) -> dict[str, list[tuple]]:
                 "SELECT name FROM sqlite_master WHERE type = 'table' AND name NOT LIKE 'sqlite_%'"
             )
         ]
+        # Every row of every table with its rowid; a WITHOUT ROWID table's in its key order.
+        keyed = {n for (n,) in conn.execute("SELECT name FROM pragma_table_list WHERE wr = 1")}
         return {
-            t: conn.execute(f'SELECT rowid, * FROM "{t}" ORDER BY rowid').fetchall()
-            if not t.startswith("images_fts")
-            else conn.execute(f'SELECT * FROM "{t}"').fetchall()
+            t: conn.execute(
+                f'SELECT * FROM "{t}"'
+                if t in keyed or t.startswith("images_fts")
+                else f'SELECT rowid, * FROM "{t}" ORDER BY rowid'
+            ).fetchall()
             for t in tables
         }
     finally:

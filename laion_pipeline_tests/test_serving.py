@@ -176,3 +176,40 @@ def test_the_search_page_counts_and_links_the_next_and_previous_pages(site, capt
     empty = site.get("/-/search")
     assert "Only the captions are searched" in empty and "0 results" not in empty
     assert "The most named artists: <a href=" in empty
+
+
+def test_is_my_work_in_it_finds_an_image_by_its_exact_url(site, published):
+    rowid, url, domain = published.execute(
+        "SELECT images.rowid, url, domain.domain FROM images JOIN domain "
+        "ON domain.id = images.domain_id WHERE url LIKE 'http%' ORDER BY images.rowid LIMIT 1 "
+        "OFFSET 4321"
+    ).fetchone()
+    found = site.json("/-/lookup.json", q=url)
+    assert found["url"] is True and [r["rowid"] for r in found["images"]] == [rowid]
+    assert found["images"][0]["url"] == url and found["host"] == domain
+    html = site.get("/-/lookup", q=url)
+    assert "1 image with exactly this URL" in html and f"#{rowid}<" in html
+    # One character off: no image, and the website's images are one click away.
+    missing = site.json("/-/lookup.json", q=url + "x")
+    assert missing["images"] == [] and domain in [h["domain"] for h in missing["hosts"]]
+    assert "No image has exactly this URL" in site.get("/-/lookup", q=url + "x")
+
+
+def test_is_my_work_in_it_finds_websites_by_any_part_of_their_name(site, published):
+    expected = published.execute(
+        "SELECT domain, image_counts FROM domain WHERE lower(domain) LIKE '%pinimg%' "
+        "ORDER BY image_counts DESC, id"
+    ).fetchall()
+    found = site.json("/-/lookup.json", q="PinImg")
+    assert [(h["domain"], h["image_counts"]) for h in found["hosts"]] == expected
+    assert found["hosts_count"] == len(expected) > 0 and found["images"] == []
+    html = site.get("/-/lookup", q="pinimg")
+    assert "/-/search?domain=" + urllib.parse.quote(expected[0][0]) in html
+    assert "at least 3 characters" in site.get("/-/lookup", q="pi")
+
+
+def test_a_search_for_an_address_points_to_the_lookup(site):
+    assert 'href="/-/lookup"' in site.get("/")
+    html = site.get("/-/search", q="https://i.pinimg.com/originals/a.jpg")
+    assert "This looks like an address" in html
+    assert "/-/lookup?q=https%3A%2F%2Fi.pinimg.com%2Foriginals%2Fa.jpg" in html

@@ -289,3 +289,24 @@ def test_the_search_bench_times_the_site_search_over_every_shard(seven_shards, t
     assert "| a rare word | `zorakalo` | 3 | site search |" in text
     assert "| 3,957 | site search |" in text
     assert "Datasette table search" not in text and "| fast search |" not in text
+
+
+def test_the_lookups_answer_over_shards_as_over_one_database(seven_shards, sample_build):
+    layout, _, _ = seven_shards
+    # An image in the third shard, by its URL; and a website by part of its name.
+    (url,) = rows(layout.shard_db("shard-00002"), "SELECT url FROM images WHERE rowid = 4500")[0]
+
+    async def lookups():
+        sharded, whole = served(layout), served(sample_build)
+        answers = []
+        for ds in (sharded, whole):
+            by_url = await ds.client.get("/-/lookup.json?" + urllib.parse.urlencode({"q": url}))
+            by_host = await ds.client.get("/-/lookup.json?q=123rf")
+            answers.append((by_url.json(), by_host.json()))
+        return answers
+
+    (url_found, host_found), (one_url, one_host) = asyncio.run(lookups())
+    assert [r["rowid"] for r in url_found["images"]] == [4500]
+    assert url_found["images"][0]["shard"] == "laion-aesthetic-6pls-shard-00002"
+    assert without_shard(url_found["images"]) == without_shard(one_url["images"])
+    assert host_found["hosts"] == one_host["hosts"] and host_found["hosts"]

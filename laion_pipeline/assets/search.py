@@ -33,12 +33,13 @@ from laion_pipeline.build_db import (
     open_build_db,
     require_table,
 )
-from laion_pipeline.db import sqlite_connect
+from laion_pipeline.db import sqlite_connect, sqlite_transaction
 from laion_pipeline.files import check_free_disk
 from laion_pipeline.fts import build_images_fts
 from laion_pipeline.inputs import StagingManifest, parse_entity_csv
 from laion_pipeline.layout import ENTITY_KINDS, DataLayout
 from laion_pipeline.lock import data_dir_lock
+from laion_pipeline.lookup import build_host_search
 from laion_pipeline.metadata import (
     StepTimer,
     column_lineage,
@@ -121,7 +122,8 @@ IMAGES_FTS_LINEAGE = column_lineage({"text": [("images", "text")]})
 IMAGES_DESCRIPTION = (
     "The images table: one row per image in file order (url, caption text, size, CLIP "
     "similarity, unsafe and watermark probabilities, aesthetic score, hash), with domain_id "
-    "pointing at the image's host in its database's domain table. One partition per shard "
+    "pointing at the image's host in its database's domain table, and beside it image_urls "
+    "(a key of each URL, for finding an image by its URL in milliseconds). One partition per shard "
     "(consecutive staged files of at most `LAION_SHARD_ROWS` rows, each a database of its "
     "own, built on one core); one shard (the default up to 20M rows) is the build database."
 )
@@ -140,7 +142,7 @@ IMAGES_FTS_DESCRIPTION = (
             group_name="search_database",
             kinds={"sqlite"},
             description=IMAGES_DESCRIPTION,
-            code_version="2",
+            code_version="3",  # 3: with image_urls, the lookup of an image by its URL
             metadata={"dagster/column_schema": table_schema(IMAGE_COLUMNS)},
             skippable=True,
         ),
@@ -295,7 +297,7 @@ def _shards_metadata(files: list[Path], table: str) -> dict[str, Any]:
     deps=["images"],
     group_name="search_database",
     kinds={"sqlite"},
-    code_version="2",
+    code_version="3",  # 3: with domain_search, hosts found by any part of their name
     metadata={"dagster/column_schema": table_schema(DOMAIN_COLUMNS)},
 )
 def domains(context: AssetExecutionContext, laion_data: LaionData) -> MaterializeResult:
@@ -313,6 +315,14 @@ def domains(context: AssetExecutionContext, laion_data: LaionData) -> Materializ
             with shard_connections(layout, shards) as conns:
                 write_catalog(new, shards, conns)
             install_build_db(new, layout)
+        else:  # the one database: its hosts made searchable by any part of their name
+            conn = open_build_db(layout, write=True)
+            try:
+                require_table(conn, "domain", "images")
+                with sqlite_transaction(conn):
+                    build_host_search(conn)
+            finally:
+                conn.close()
         conn = open_build_db(layout, write=False)
         try:
             require_table(conn, "domain", "images")
