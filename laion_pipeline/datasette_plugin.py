@@ -36,6 +36,7 @@ from typing import Any
 
 from datasette import Response, handle_exception, hookimpl
 from datasette.database import Database
+from datasette.utils import to_css_class
 from markupsafe import Markup, escape
 
 from laion_pipeline.datasette import LOOKUP_URL, SHARD_SEARCH_URL
@@ -279,6 +280,28 @@ def prepare_connection(conn: Any) -> None:
     limit_connection(conn)
 
 
+def _domain_cell(datasette: Any, database: str, value: Any) -> Any:
+    """An image's host by name, linking to all its images (over every shard), its id after:
+    from the label Datasette looked up on a table page, or looked up here (a row page)."""
+
+    def cell(name: str | None, domain_id: Any) -> Markup:
+        link = f"{SHARD_SEARCH_URL}?" + urllib.parse.urlencode({"domain": name or ""})
+        return Markup(
+            f'<a href="{escape(link)}">{escape(name) or "(no host)"}</a> '
+            f'<span class="laion-id">{escape(domain_id)}</span>'
+        )
+
+    if isinstance(value, dict):  # an expanded foreign key
+        return cell(value.get("label"), value.get("value"))
+
+    async def looked_up() -> Markup:
+        db = datasette.get_database(database)
+        rows = (await db.execute("SELECT domain FROM domain WHERE id = ?", [value])).rows
+        return cell(rows[0][0] if rows else None, value)
+
+    return looked_up
+
+
 @hookimpl
 def render_cell(
     row: Any, value: Any, column: str, table: str | None, database: str, datasette: Any
@@ -289,12 +312,18 @@ def render_cell(
         if not value.lower().startswith(("http://", "https://")):
             return None  # shown as text: never a link to javascript: or data:
         url = escape(value)
+        # The address as text under the thumbnail: what an artist came for, there whether or
+        # not the image loads (dead links, hotlink blocking, no network).
         return Markup(
-            f'<a href="{url}"><img src="{url}" loading="lazy" referrerpolicy="no-referrer" '
-            f'alt="" style="max-width:{THUMBNAIL_PX}px;max-height:{THUMBNAIL_PX}px"></a>'
+            f'<a href="{url}" rel="noreferrer"><img src="{url}" loading="lazy" '
+            f'referrerpolicy="no-referrer" alt="" '
+            f'style="max-width:{THUMBNAIL_PX}px;max-height:{THUMBNAIL_PX}px"></a>'
+            f'<div class="laion-url" style="word-break: break-all; font-size: 0.8em">{url}</div>'
         )
     if isinstance(value, float):
         return readable_float(value)
+    if table == "images" and column == "domain_id" and value is not None:
+        return _domain_cell(datasette, database, value)
     catalog = sharded(datasette) and database == release_database(datasette)
     if table == "domain" and column == "domain" and value is not None:
         if catalog:  # its images are in every shard
@@ -494,6 +523,26 @@ async def example_names(datasette: Any) -> list[str]:
     return await run(top)
 
 
+# A row page has no ``_nocol``: the images' noise columns are hidden there by a style sheet.
+ROW_CSS_URL = "/-/laion-row.css"
+
+
+@hookimpl
+def extra_css_urls(view_name: str, table: str | None, database: str | None, datasette: Any) -> Any:
+    if view_name == "row" and table == "images" and database in served_databases(datasette):
+        return [ROW_CSS_URL]
+    return []
+
+
+async def row_css(datasette: Any, request: Any) -> Response:
+    hidden = ", ".join(f".col-{to_css_class(column)}" for column in HIDDEN_COLUMNS)
+    return Response(
+        f"{hidden} {{ display: none; }}\n",
+        content_type="text/css; charset=utf-8",
+        headers={"Cache-Control": "max-age=3600"},
+    )
+
+
 async def lookup(datasette: Any, request: Any) -> Response:
     """ "Is my work in it?": ``q`` an image URL (its images, found by the URL exactly, in every
     shard, and its host), or a host or part of one (the hosts containing it, biggest first,
@@ -642,4 +691,5 @@ def register_routes() -> list[tuple[str, Any]]:
         (rf"^{re.escape(REPORT_URL)}(?:(?P<release>[^/]+)/)?(?P<name>[^/]*)$", report),
         (rf"^{re.escape(SHARD_SEARCH_URL)}(?P<format>\.json)?$", search),
         (rf"^{re.escape(LOOKUP_URL)}(?P<format>\.json)?$", lookup),
+        (rf"^{re.escape(ROW_CSS_URL)}$", row_css),
     ]

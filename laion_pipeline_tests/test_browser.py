@@ -143,3 +143,19 @@ def test_look_up_an_image_url_and_a_website(page, published):
     assert page.locator("h1").inner_text() == f"Images from {host}"
     assert page.locator("td.laion-url").count() > 0
     page.screenshot(path=OUTPUT / "lookup-host.png", full_page=True)
+
+
+def test_an_image_page_shows_its_address_and_its_domain_not_the_noise(page):
+    page.goto(page.url.rstrip("/") + "/-/search?q=painting")
+    row = page.locator("table.laion-results tbody tr").first
+    url = row.locator("td.laion-url").inner_text()
+    domain = row.locator("td:nth-child(4) a").inner_text()
+    row.locator("td:nth-child(2) a").first.click()
+    page.wait_for_url("**/images/**")
+    assert page.locator("td.col-url .laion-url").inner_text() == url  # the image is blocked
+    assert page.locator("td.col-domain_id a").inner_text() == domain
+    assert not page.locator("td.col-hash").is_visible()
+    assert page.locator("th", has_text="__index_level_0__").count() == 0 or not (
+        page.locator("th", has_text="__index_level_0__").first.is_visible()
+    )
+    page.screenshot(path=OUTPUT / "image.png", full_page=True)

@@ -5,6 +5,7 @@ pages."""
 
 import asyncio
 import collections
+import re
 import sqlite3
 import urllib.error
 import urllib.parse
@@ -213,3 +214,23 @@ def test_a_search_for_an_address_points_to_the_lookup(site):
     html = site.get("/-/search", q="https://i.pinimg.com/originals/a.jpg")
     assert "This looks like an address" in html
     assert "/-/lookup?q=https%3A%2F%2Fi.pinimg.com%2Foriginals%2Fa.jpg" in html
+
+
+def test_an_image_row_page_names_its_domain_and_hides_the_noise_columns(site, published):
+    rowid, url, domain = published.execute(
+        "SELECT images.rowid, url, domain.domain FROM images JOIN domain "
+        "ON domain.id = images.domain_id WHERE url LIKE 'http%' LIMIT 1 OFFSET 99"
+    ).fetchone()
+    html = site.get(f"/{DB}/images/{rowid}")
+    link = "/-/search?" + urllib.parse.urlencode({"domain": domain})
+    assert f'<a href="{link}">{domain}</a>' in html
+    assert (
+        f'<div class="laion-url" style="word-break: break-all; font-size: 0.8em">{url}</div>'
+        in (html.replace("&amp;", "&"))
+    )
+    # The noise columns: hidden by the style sheet the page links, by their cells' classes.
+    assert '<link rel="stylesheet" href="/-/laion-row.css">' in html
+    css = site.get("/-/laion-row.css")
+    for column in ("hash", "__index_level_0__"):
+        (cls,) = re.findall(rf'class="(col-[^"]+)" scope="col" data-column="{column}"', html)
+        assert f".{cls}" in css and "display: none" in css
