@@ -39,6 +39,14 @@ from datasette.database import Database
 from datasette.utils import to_css_class
 from markupsafe import Markup, escape
 
+from laion_pipeline.cache import (
+    CACHE_HEADER,
+    CachedResponse,
+    ResponseCache,
+    cache_headers,
+    cacheable,
+    not_modified,
+)
 from laion_pipeline.datasette import LOOKUP_URL, SHARD_SEARCH_URL
 from laion_pipeline.fts import MAX_QUERY_CHARS, QueryTooLong, laion_match
 from laion_pipeline.layout import (
@@ -412,6 +420,60 @@ async def _refuse(send: Any, status: int, text: str) -> None:
     await send({"type": "http.response.body", "body": text.encode()})
 
 
+async def _cached(
+    datasette: Any,
+    app: Any,
+    scope: dict,
+    receive: Any,
+    send: Any,
+    release: str,
+    extra: list[tuple[bytes, bytes]],
+) -> None:
+    """Answer a GET from the release's response cache (``laion_pipeline.cache``): 304 when the
+    client holds this release's page, the cached response when there is one, else the app's,
+    kept for the next time."""
+    cache = getattr(datasette, "_laion_cache", None)
+    if cache is None:
+        cache = datasette._laion_cache = ResponseCache()
+    if not_modified(scope, release):
+        headers = [*cache_headers(release), *extra]
+        await send({"type": "http.response.start", "status": 304, "headers": headers})
+        await send({"type": "http.response.body", "body": b""})
+        return
+    hit = cache.get(release, scope)
+    if hit is not None:
+        headers = [*hit.headers, (CACHE_HEADER, b"hit")]
+        await send({"type": "http.response.start", "status": hit.status, "headers": headers})
+        await send({"type": "http.response.body", "body": hit.body})
+        return
+    started: dict[str, Any] = {}
+    chunks: list[bytes] = []
+    kept = 0
+
+    async def keep(message: dict) -> None:
+        nonlocal kept
+        if message["type"] == "http.response.start":
+            headers = list(message.get("headers", []))
+            if message["status"] == 200:  # the release's page: the release's cache headers
+                headers = [h for h in headers if h[0].lower() not in (b"cache-control", b"etag")]
+                headers += cache_headers(release)
+            headers += extra
+            started.update(status=message["status"], headers=headers)
+            message = {**message, "headers": [*headers, (CACHE_HEADER, b"miss")]}
+        elif message["type"] == "http.response.body" and kept <= cache.max_entry:
+            chunks.append(message.get("body", b""))
+            kept += len(chunks[-1])
+            started["complete"] = not message.get("more_body", False)
+        await send(message)
+
+    await app(scope, receive, keep)
+    if started.get("complete") and kept <= cache.max_entry:
+        body = b"".join(chunks)
+        cache.put(
+            release, scope, CachedResponse(started["status"], tuple(started["headers"]), body)
+        )
+
+
 @hookimpl
 def asgi_wrapper(datasette: Any) -> Any:
     def wrap(app: Any) -> Any:
@@ -443,7 +505,11 @@ def asgi_wrapper(datasette: Any) -> Any:
                 if problem:
                     await _refuse(send_with_headers, 400, problem)
                     return
-                await app(_hide_noise_columns(scope, databases), receive, send_with_headers)
+                scope = _hide_noise_columns(scope, databases)
+                if served is None or not cacheable(scope):
+                    await app(scope, receive, send_with_headers)
+                else:
+                    await _cached(datasette, app, scope, receive, send, served.release_id, extra)
             finally:
                 if served is not None:
                     served.leave()

@@ -1,0 +1,91 @@
+"""Press traffic: the pages of a release are answered again from memory, carry an ETag naming
+the release and a Cache-Control a CDN can use, and a client holding the page gets a 304; the
+server's own pages and errors are never kept; the cache stays within its bytes."""
+
+import json
+import urllib.error
+import urllib.request
+from email.message import Message
+
+import pytest
+
+from laion_pipeline.cache import MAX_AGE_SECONDS, CachedResponse, ResponseCache
+from laion_pipeline_tests.datasette_site import DB, served
+
+
+@pytest.fixture(scope="module")
+def site(sample_build):
+    with served(sample_build.root) as site:
+        yield site
+
+
+def get(site, path: str, **headers: str) -> tuple[int, Message, bytes]:
+    """Status, headers (any case) and body."""
+    request = urllib.request.Request(f"{site.base}{path}", headers=headers)
+    try:
+        with urllib.request.urlopen(request, timeout=30) as response:
+            return response.status, response.headers, response.read()
+    except urllib.error.HTTPError as error:
+        return error.code, error.headers, error.read()
+
+
+@pytest.mark.parametrize(
+    "path",
+    [
+        "/-/search?q=painting",
+        "/-/search.json?q=%22Alphonse+Mucha%22",
+        "/-/lookup?q=pinimg",
+        f"/{DB}/artists?_sort_desc=image_counts",
+        f"/{DB}.json?sql=select+count(*)+from+images",
+        "/",
+    ],
+)
+def test_a_page_is_answered_again_from_memory_with_the_release_etag(site, sample_build, path):
+    release = json.loads(sample_build.manifest_json.read_text())["release"]
+    status, first_headers, first = get(site, path)
+    assert status == 200 and first_headers["x-laion-cache"] == "miss"
+    status, headers, again = get(site, path)
+    assert status == 200 and headers["x-laion-cache"] == "hit" and again == first
+    assert headers["ETag"] == first_headers["ETag"] == f'W/"{release}"'
+    assert headers["Cache-Control"] == f"public, max-age={MAX_AGE_SECONDS}"
+    assert headers["x-laion-release"] == release
+    assert headers["X-Content-Type-Options"] == "nosniff"
+    # A browser or a CDN that holds the release's page is told it is still good.
+    status, headers, body = get(site, path, **{"If-None-Match": f'W/"{release}"'})
+    assert (status, body) == (304, b"") and headers["ETag"] == f'W/"{release}"'
+    status, _, body = get(site, path, **{"If-None-Match": 'W/"another-release"'})
+    assert status == 200 and body
+
+
+def test_errors_and_the_servers_own_pages_are_not_kept(site):
+    for path in ("/no/such/page", f"/{DB}/images?_sort=nope", "/-/threads.json"):
+        get(site, path)
+        _, headers, _ = get(site, path)
+        assert headers.get("x-laion-cache") != "hit", path
+    _, headers, _ = get(site, "/-/threads.json")
+    assert headers["ETag"] is None
+
+
+def response(size: int) -> CachedResponse:
+    return CachedResponse(200, ((b"content-type", b"text/plain"),), b"x" * size)
+
+
+def scope(path: str) -> dict:
+    return {"path": path, "query_string": b"", "method": "GET"}
+
+
+def test_the_cache_stays_within_its_bytes_dropping_the_least_recently_used():
+    cache = ResponseCache(max_bytes=1000, max_entry=400)
+    for n in range(5):
+        cache.put("r1", scope(f"/{n}"), response(300))
+    assert cache.bytes <= 1000 and len(cache) == 3
+    assert cache.get("r1", scope("/0")) is None and cache.get("r1", scope("/4")) is not None
+    cache.get("r1", scope("/2"))  # used: kept over /3 when the next one comes
+    cache.put("r1", scope("/5"), response(300))
+    assert cache.get("r1", scope("/2")) is not None and cache.get("r1", scope("/3")) is None
+    cache.put("r1", scope("/big"), response(401))  # over one entry's bound: not kept
+    assert cache.get("r1", scope("/big")) is None
+    cache.put("r1", scope("/error"), CachedResponse(500, (), b"no"))
+    assert cache.get("r1", scope("/error")) is None
+    # The next release serves nothing of the last one.
+    assert cache.get("r2", scope("/5")) is None and len(cache) == 0 and cache.bytes == 0
