@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 export DAGSTER_HOME ?= $(CURDIR)/.dagster_home
 
-.PHONY: install run run-on-workers worker daemon test test-fast lint dev serve rollback bench bench-staging bench-search bench-scale bench-tools clean
+.PHONY: install run run-on-workers worker daemon test test-fast lint dev serve rollback bench bench-staging bench-search bench-scale bench-load bench-tools clean
 
 install: $(STAMP)
 
@@ -108,6 +108,15 @@ bench-staging: $(STAMP)
 ROWS_SCALE ?= 16000000
 bench-scale: $(STAMP)
 	$(BIN)/python -m laion_pipeline.bench_scale --rows $(ROWS_SCALE) --files 8 --report docs/benchmarks.md
+
+## Press traffic (Zipf) and all-distinct searches, 50 clients for 60 s each, then the abuse,
+## against the release `make bench ROWS=$(ROWS_LOAD) BENCH_FLAGS=` built; into docs/benchmarks.md.
+ROWS_LOAD ?= 12000000
+bench-load: $(STAMP)
+	@test -e data/bench/data-$(ROWS_LOAD)/published/current || { \
+		echo "no release at data/bench/data-$(ROWS_LOAD): run make bench ROWS=$(ROWS_LOAD) BENCH_FLAGS= first"; exit 2; }
+	$(BIN)/python -m laion_pipeline.bench_load --data data/bench/data-$(ROWS_LOAD) \
+		--report docs/benchmarks.md
 
 ## Time searches through Datasette on the release the last `make bench` of ROWS rows in FILES
 ## files built (one database, or shards).

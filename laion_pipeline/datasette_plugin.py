@@ -59,6 +59,7 @@ from laion_pipeline.layout import (
 from laion_pipeline.limits import limit_connection
 from laion_pipeline.lookup import (
     MIN_HOST_CHARS,
+    host_named,
     host_of,
     hosts_containing,
     images_with_url,
@@ -549,6 +550,16 @@ def _read_no_link(path: Path) -> bytes | None:
         return f.read()
 
 
+def compiled_template(datasette: Any, path: Path) -> Any:
+    """One of our page templates, compiled once per server (compiling costs milliseconds)."""
+    compiled = getattr(datasette, "_laion_templates", None)
+    if compiled is None:
+        compiled = datasette._laion_templates = {}
+    if path not in compiled:
+        compiled[path] = datasette.jinja_env.from_string(path.read_text(encoding="utf-8"))
+    return compiled[path]
+
+
 def marked_caption(text: str | None, found: str | None) -> Markup:
     """The caption as HTML, the words the search found in ``<mark>`` (from FTS5's
     highlight(); a caption that holds the marker characters itself is shown unmarked)."""
@@ -633,7 +644,11 @@ async def lookup(datasette: Any, request: Any) -> Response:
         if part and database in datasette.databases:
             db = datasette.get_database(database)
             run = getattr(db, "search_fn", db.execute_fn)
-            hosts, host_count, more_hosts = await run(lambda conn: hosts_containing(conn, part))
+            if is_url:  # the image's own host, by the domain table's index
+                hosts = await run(lambda conn: host_named(conn, part))
+                host_count = len(hosts)
+            if not hosts:
+                hosts, host_count, more_hosts = await run(lambda conn: hosts_containing(conn, part))
     except sqlite3.OperationalError as error:
         if "no such table" not in str(error):
             raise
@@ -654,7 +669,7 @@ async def lookup(datasette: Any, request: Any) -> Response:
                 "problem": problem or None,
             }
         )
-    template = datasette.jinja_env.from_string(LOOKUP_TEMPLATE.read_text(encoding="utf-8"))
+    template = compiled_template(datasette, LOOKUP_TEMPLATE)
     context = {
         "q": text,
         "is_url": is_url,
@@ -734,7 +749,7 @@ def register_routes() -> list[tuple[str, Any]]:
                     "previous_url": previous_url,
                 }
             )
-        template = datasette.jinja_env.from_string(SEARCH_TEMPLATE.read_text(encoding="utf-8"))
+        template = compiled_template(datasette, SEARCH_TEMPLATE)
         images = shards[-1].last_rowid if shards and shards[-1].last_rowid < sys.maxsize else None
         context = {
             "q": q,
@@ -745,7 +760,7 @@ def register_routes() -> list[tuple[str, Any]]:
             "next_url": next_url,
             "previous_url": previous_url,
             "images": images,
-            "examples": await example_names(datasette),
+            "examples": await example_names(datasette) if not q and host is None else [],
             "looks_like_url": looks_like_url(q),
             "lookup_url": LOOKUP_URL,
             "thumbnail_px": THUMBNAIL_PX,

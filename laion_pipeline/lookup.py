@@ -125,6 +125,18 @@ def hosts_containing(
     return [(d, n) for d, n in rows], min(count, cap), count > cap
 
 
+def host_named(conn: sqlite3.Connection, host: str) -> list[tuple[str, int]]:
+    """The host ``host`` itself (any case) with its count, from ``domain``'s unique index."""
+    names = dict.fromkeys((host, host.lower()))
+    return [
+        (d, n)
+        for name in names
+        for d, n in conn.execute(
+            "SELECT domain, image_counts FROM domain WHERE domain = ?", (name,)
+        ).fetchall()
+    ]
+
+
 def host_of(text: str) -> str:
     """The host of a URL a person pasted (``https://www.x.com/a.jpg`` -> ``www.x.com``), or
     the text itself when it is no URL (``x.com/a`` -> ``x.com``)."""
