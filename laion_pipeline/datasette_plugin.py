@@ -441,12 +441,42 @@ async def _cached(
         await send({"type": "http.response.start", "status": 304, "headers": headers})
         await send({"type": "http.response.body", "body": b""})
         return
-    hit = cache.get(release, scope)
-    if hit is not None:
-        headers = [*hit.headers, (CACHE_HEADER, b"hit")]
-        await send({"type": "http.response.start", "status": hit.status, "headers": headers})
-        await send({"type": "http.response.body", "body": hit.body})
-        return
+    # Many readers asking for the same new page at once (a story's name) wait for the one
+    # that computes it, then are answered from the cache.
+    in_flight: dict[tuple, asyncio.Future] = datasette.__dict__.setdefault("_laion_in_flight", {})
+    key = (release, *ResponseCache.key(scope))
+    while True:
+        hit = cache.get(release, scope)
+        if hit is not None:
+            headers = [*hit.headers, (CACHE_HEADER, b"hit")]
+            await send({"type": "http.response.start", "status": hit.status, "headers": headers})
+            await send({"type": "http.response.body", "body": hit.body})
+            return
+        computing = in_flight.get(key)
+        if computing is None:
+            break
+        await asyncio.shield(computing)
+        if cache.get(release, scope) is None:
+            break  # not kept (an error, or too big): compute it here too
+    done = in_flight[key] = asyncio.get_running_loop().create_future()
+    try:
+        await _computed(app, scope, receive, send, cache, release, extra)
+    finally:
+        if in_flight.get(key) is done:
+            del in_flight[key]
+        done.set_result(None)
+
+
+async def _computed(
+    app: Any,
+    scope: dict,
+    receive: Any,
+    send: Any,
+    cache: ResponseCache,
+    release: str,
+    extra: list[tuple[bytes, bytes]],
+) -> None:
+    """The app's answer, sent on with the release's cache headers, and kept when it may be."""
     started: dict[str, Any] = {}
     chunks: list[bytes] = []
     kept = 0

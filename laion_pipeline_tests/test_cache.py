@@ -5,6 +5,7 @@ server's own pages and errors are never kept; the cache stays within its bytes."
 import json
 import urllib.error
 import urllib.request
+from concurrent.futures import ThreadPoolExecutor
 from email.message import Message
 
 import pytest
@@ -89,3 +90,14 @@ def test_the_cache_stays_within_its_bytes_dropping_the_least_recently_used():
     assert cache.get("r1", scope("/error")) is None
     # The next release serves nothing of the last one.
     assert cache.get("r2", scope("/5")) is None and len(cache) == 0 and cache.bytes == 0
+
+
+def test_many_readers_of_one_new_page_wait_for_one_computation(site):
+    """Twenty readers ask for the same page at once: one computes it (a miss), the others
+    are answered from the cache when it is done."""
+    path = "/-/search?q=%22Alphonse+Mucha%22+painting"
+    with ThreadPoolExecutor(20) as pool:
+        answers = list(pool.map(lambda _: get(site, path), range(20)))
+    assert {status for status, _, _ in answers} == {200}
+    assert len({body for _, _, body in answers}) == 1
+    assert [h["x-laion-cache"] for _, h, _ in answers].count("miss") == 1
