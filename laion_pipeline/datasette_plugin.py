@@ -421,6 +421,10 @@ async def _refuse(send: Any, status: int, text: str) -> None:
     await send({"type": "http.response.body", "body": text.encode()})
 
 
+# How long a request waits for the same request in flight before computing it itself.
+SINGLE_FLIGHT_WAIT_SECONDS = 1.0
+
+
 async def _cached(
     datasette: Any,
     app: Any,
@@ -455,7 +459,10 @@ async def _cached(
         computing = in_flight.get(key)
         if computing is None:
             break
-        await asyncio.shield(computing)
+        try:  # a page takes milliseconds; a slow query is not waited for past a second
+            await asyncio.wait_for(asyncio.shield(computing), SINGLE_FLIGHT_WAIT_SECONDS)
+        except TimeoutError:
+            break
         if cache.get(release, scope) is None:
             break  # not kept (an error, or too big): compute it here too
     done = in_flight[key] = asyncio.get_running_loop().create_future()
