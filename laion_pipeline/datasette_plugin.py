@@ -422,7 +422,7 @@ async def _refuse(send: Any, status: int, text: str) -> None:
 
 
 # How long a request waits for the same request in flight before computing it itself.
-SINGLE_FLIGHT_WAIT_SECONDS = 1.0
+SINGLE_FLIGHT_WAIT_SECONDS = 0.5
 
 
 async def _cached(
@@ -459,7 +459,7 @@ async def _cached(
         computing = in_flight.get(key)
         if computing is None:
             break
-        try:  # a page takes milliseconds; a slow query is not waited for past a second
+        try:  # a page takes milliseconds; a slow query is not waited for past half a second
             await asyncio.wait_for(asyncio.shield(computing), SINGLE_FLIGHT_WAIT_SECONDS)
         except TimeoutError:
             break
