@@ -28,7 +28,7 @@ from pathlib import Path
 
 from laion_pipeline.bench import SEARCH_MARKER
 from laion_pipeline.datasette import SHARD_SEARCH_URL
-from laion_pipeline.datasette_plugin import laion_match
+from laion_pipeline.fts import laion_match
 from laion_pipeline.layout import DataLayout
 from laion_pipeline.shard_search import COUNT_CAP
 

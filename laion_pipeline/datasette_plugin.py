@@ -811,3 +811,20 @@ def register_routes() -> list[tuple[str, Any]]:
         (rf"^{re.escape(LOOKUP_URL)}(?P<format>\.json)?$", lookup),
         (rf"^{re.escape(ROW_CSS_URL)}$", row_css),
     ]
+
+
+def _register_whole_module() -> None:
+    """Register this module with Datasette's plugin manager once it is whole. Importing it
+    before Datasette (``from laion_pipeline.datasette_plugin import ...`` in a script) makes
+    ``import datasette`` above load the plugins' entry points while this module is half
+    defined, and pluggy records only the hooks defined by then: no routes, no wrapper."""
+    from datasette.plugins import pm
+
+    module = sys.modules[__name__]
+    name = pm.get_name(module)
+    if name is not None:
+        pm.unregister(module)
+        pm.register(module, name)
+
+
+_register_whole_module()

@@ -7,6 +7,8 @@ import asyncio
 import collections
 import re
 import sqlite3
+import subprocess
+import sys
 import urllib.error
 import urllib.parse
 import urllib.request
@@ -234,3 +236,17 @@ def test_an_image_row_page_names_its_domain_and_hides_the_noise_columns(site, pu
     for column in ("hash", "__index_level_0__"):
         (cls,) = re.findall(rf'class="(col-[^"]+)" scope="col" data-column="{column}"', html)
         assert f".{cls}" in css and "display: none" in css
+
+
+def test_the_plugin_has_every_hook_when_imported_before_datasette():
+    """A script that imports the plugin first makes `import datasette` load the entry points
+    while the plugin is half defined; it registers itself again once whole."""
+    code = (
+        "import laion_pipeline.datasette_plugin as plugin\n"
+        "from datasette.plugins import pm\n"
+        "print(sorted(h.name for h in pm.get_hookcallers(plugin)))\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr[-2000:]
+    for hook in ("asgi_wrapper", "register_routes", "render_cell", "startup", "prepare_connection"):
+        assert hook in done.stdout, (hook, done.stdout)

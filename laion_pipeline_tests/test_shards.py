@@ -8,7 +8,7 @@ import sqlite3
 
 import pytest
 
-from laion_pipeline.datasette_plugin import laion_match
+from laion_pipeline.fts import laion_match
 from laion_pipeline.ingest import stage_file
 from laion_pipeline.inputs import StagedFile
 from laion_pipeline.profiles import choose_profile
