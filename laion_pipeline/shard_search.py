@@ -180,7 +180,9 @@ async def search_page(
         next_after = edge if later else None
         previous_before = rows[0]["rowid"] if more_before else None
     count = 0
-    for shard in shards:
+    # The first page that holds every match (a rare word, a rare phrase) has counted them.
+    whole = host is None and before is None and after == 0 and next_after is None
+    for shard in () if whole else shards:
         if count > cap and host is None:
             break
 
@@ -188,6 +190,8 @@ async def search_page(
             return conn.execute(count_sql, {**params, "limit": left}).fetchone()[0]
 
         count += await shard.run(counted)
+    if whole:
+        count = len(rows)
     capped = host is None and count > cap
     return SearchPage(
         rows=rows,
