@@ -127,11 +127,14 @@ def searched_shards(datasette: Any) -> list[SearchedShard]:
         shards = served.shards
     else:  # a plain folder: the one database, its rowids not known here
         shards = [(name, sys.maxsize) for name in served_databases(datasette)]
-    databases = [datasette.get_database(name) for name, _ in shards]
-    return [
-        SearchedShard(name, last, getattr(db, "search_fn", db.execute_fn))
-        for (name, last), db in zip(shards, databases, strict=True)
-    ]
+    return [SearchedShard(name, last, search_runner(datasette, name)) for name, last in shards]
+
+
+def search_runner(datasette: Any, name: str) -> Any:
+    """How the site's own pages run a query on database ``name``: on the search's threads
+    (``ReleaseDatabase.search_fn``), or Datasette's for a database not of a release."""
+    db = datasette.get_database(name)
+    return getattr(db, "search_fn", db.execute_fn)
 
 
 # Threads of the fast search's own: it never waits behind the arbitrary SQL that Datasette's
@@ -622,8 +625,7 @@ async def example_names(datasette: Any) -> list[str]:
     database = release_database(datasette)
     if database is None or database not in datasette.databases:
         return []
-    db = datasette.get_database(database)
-    run = getattr(db, "search_fn", db.execute_fn)
+    run = search_runner(datasette, database)
 
     def top(conn: Any) -> list[str]:
         try:
@@ -679,8 +681,7 @@ async def lookup(datasette: Any, request: Any) -> Response:
                 images += await shard.run(found)
         database = release_database(datasette)
         if part and database in datasette.databases:
-            db = datasette.get_database(database)
-            run = getattr(db, "search_fn", db.execute_fn)
+            run = search_runner(datasette, database)
             if is_url:  # the image's own host, by the domain table's index
                 hosts = await run(lambda conn: host_named(conn, part))
                 host_count = len(hosts)
