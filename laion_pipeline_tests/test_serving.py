@@ -17,7 +17,13 @@ import pytest
 from datasette.app import Datasette
 
 from laion_pipeline.datasette import SEARCH_PAGE_ROWS
-from laion_pipeline.datasette_plugin import laion_match, readable_float, render_cell
+from laion_pipeline.datasette_plugin import (
+    images_table,
+    laion_match,
+    marked_caption,
+    readable_float,
+    render_cell,
+)
 from laion_pipeline.layout import REPORT_FILES, REPORT_URL
 from laion_pipeline_tests.conftest import phrase_count, tokens
 from laion_pipeline_tests.datasette_site import DB, served
@@ -119,6 +125,38 @@ def test_cells_render_safely(tmp_path):
     assert readable_float(1.3e-07) == "0.00000013"
     assert readable_float(6.5) == "6.5"
     assert readable_float(0.0) == "0"
+
+
+@pytest.mark.fast
+def test_the_table_of_images_shows_hostile_rows_as_text(tmp_path):
+    sqlite3.connect(tmp_path / f"{DB}.db").close()
+    ds = Datasette([str(tmp_path / f"{DB}.db")], settings={"base_url": "/site/"})
+    row = {
+        "rowid": 7,
+        "shard": DB,
+        "width": 640,
+        "height": 480,
+        "aesthetic": 6.4567,
+        "punsafe": None,
+        "pwatermark": 0.1,
+    }
+    hostile = {
+        **row,
+        "url": 'https://x.example/a.jpg?"><script>alert(1)</script>',
+        "caption": marked_caption("<b>oil</b> & paint", "<b>\x01oil\x02</b> & paint"),
+        "domain": "<i>x.example</i>",
+    }
+    html = str(images_table(ds, [hostile, {**row, "url": "javascript:alert(1)", "caption": "",
+                                           "domain": None}]))  # fmt: skip
+    assert "<script>" not in html and "<b>" not in html and "<i>" not in html
+    assert "&lt;b&gt;<mark>oil</mark>&lt;/b&gt; &amp; paint" in html  # the words found marked
+    assert 'href="/site/-/search?domain=%3Ci%3Ex.example%3C%2Fi%3E"' in html
+    assert 'href="/site/laion-aesthetic-6pls/images/7"' in html  # under Datasette's base_url
+    assert "aesthetic 6.46<br>unsafe -<br>watermark 0.10" in html
+    assert "640 &times; 480" in html
+    assert 'href="javascript' not in html and 'src="javascript' not in html
+    assert '<td class="laion-url">javascript:alert(1)</td>' in html  # shown, not linked
+    assert "(no host)" in html
 
 
 def test_the_index_page_links_the_report_served_with_its_charts(site, sample_build):
