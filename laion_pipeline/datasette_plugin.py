@@ -652,7 +652,7 @@ def images_table(datasette: Any, rows: list[dict[str, Any]]) -> Markup:
             f'<td class="laion-url">{address}</td>'
             f'<td><a href="{host_link}">{escape(domain) if domain else "(no host)"}</a></td>'
             f'<td class="laion-scores">aesthetic {_score(row["aesthetic"])}<br>'
-            f'unsafe {_score(row["punsafe"])}<br>watermark {_score(row["pwatermark"])}<br>'
+            f"unsafe {_score(row['punsafe'])}<br>watermark {_score(row['pwatermark'])}<br>"
             f"{size}</td></tr>\n"
         )
     html.append("</tbody>\n</table>")
