@@ -22,6 +22,7 @@ from laion_pipeline.lock import data_dir_lock
 from laion_pipeline.release import pointed_release
 from laion_pipeline.release import rollback as restore_previous
 from laion_pipeline.resources import LaionData, build_resources
+from laion_pipeline.shard_search import count_cap
 
 # Below this many bytes to stage in all, one process stages them faster than workers start.
 IN_PROCESS_BYTES = 64 * 1024 * 1024
@@ -191,6 +192,11 @@ def datasette_command(host: str, port: int) -> list[str]:
 
 
 def serve(host: str, port: int) -> int:
+    try:
+        count_cap()  # refused here, with the variable's name, rather than by the server
+    except ValueError as error:
+        print(error, file=sys.stderr)
+        return 1
     layout = _layout()
     if not layout.published_db.exists():
         print(f"{layout.published_db} does not exist: run `make run` first.", file=sys.stderr)

@@ -66,7 +66,14 @@ from laion_pipeline.lookup import (
     looks_like_url,
 )
 from laion_pipeline.release import RELEASE_ID
-from laion_pipeline.shard_search import FOUND_END, FOUND_START, SearchedShard, search_page
+from laion_pipeline.shard_search import (
+    COUNT_CAP,
+    FOUND_END,
+    FOUND_START,
+    SearchedShard,
+    count_cap,
+    search_page,
+)
 
 RELEASE_HEADER = "x-laion-release"
 
@@ -139,8 +146,9 @@ def search_runner(datasette: Any, name: str) -> Any:
 
 
 # Threads of the fast search's own: it never waits behind the arbitrary SQL that Datasette's
-# threads (``num_sql_threads``) run for up to ``sql_time_limit_ms``.
-SEARCH_THREADS = 2
+# threads (``num_sql_threads``) run for up to ``sql_time_limit_ms``. SQLite releases the GIL
+# while it searches, so one thread a core keeps every core searching.
+SEARCH_THREADS = max(2, os.cpu_count() or 1)
 
 
 def search_executor(datasette: Any) -> ThreadPoolExecutor:
@@ -270,6 +278,7 @@ def startup(datasette: Any) -> None:
     # and for an address that matches no page rich raises outside an except block, turning the
     # 404 into a 500. Without rich, Datasette prints tracebacks the plain way.
     handle_exception.rich = None
+    datasette._laion_count_cap = count_cap()
     # Ours is the database beside a release manifest (or, in a plain folder, the 2022 name).
     ours = [
         db
@@ -279,6 +288,9 @@ def startup(datasette: Any) -> None:
     if not ours:
         return
     datasette._laion_database = ours[0].name
+    # The server's templates do not change while it serves a release: without this, Jinja
+    # reads the time of every template file a page extends or includes, on every page.
+    datasette.jinja_env.auto_reload = False
     pointer = Path(ours[0].path).parent if ours[0].path else None
     if pointer is not None and pointer.is_symlink():
         served = ServedRelease(datasette, pointer)
@@ -815,7 +827,8 @@ def register_routes() -> list[tuple[str, Any]]:
             if len(asked_text) > MAX_QUERY_CHARS:
                 return Response.text(str(QueryTooLong(len(asked_text))), status=400)
         shards = searched_shards(datasette)
-        page = await search_page(shards, q, after, host=host, before=before)
+        cap = getattr(datasette, "_laion_count_cap", COUNT_CAP)
+        page = await search_page(shards, q, after, host=host, before=before, cap=cap)
         asked = {"q": q} if host is None else {"domain": host}
 
         def page_url(**key: int) -> str:

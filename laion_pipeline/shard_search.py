@@ -10,8 +10,9 @@ a benchmark), so one walk serves every caller.
 
 from __future__ import annotations
 
+import os
 import sqlite3
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -20,6 +21,28 @@ from laion_pipeline.fts import laion_match
 PAGE_ROWS = 50
 # Matches are counted exactly up to here; beyond it a search says "more than 10,000".
 COUNT_CAP = 10_000
+COUNT_CAP_VARIABLE = "LAION_SEARCH_COUNT_CAP"
+
+
+def count_cap(environ: Mapping[str, str] = os.environ) -> int:
+    """The cap of the search's count the server uses: ``LAION_SEARCH_COUNT_CAP``, or
+    ``COUNT_CAP``. Counting two common words or a phrase to the cap is most of what an
+    uncached search costs; a lower cap serves more distinct searches a second."""
+    text = environ.get(COUNT_CAP_VARIABLE, "").strip()
+    if not text:
+        return COUNT_CAP
+    try:
+        cap = int(text.replace(",", "").replace("_", ""))
+    except ValueError:
+        cap = 0
+    if cap < PAGE_ROWS:
+        raise ValueError(
+            f"{COUNT_CAP_VARIABLE}={text!r}: the number of matches a search counts exactly "
+            f"must be a whole number of at least {PAGE_ROWS} (one page); unset it for "
+            f"{COUNT_CAP:,}"
+        )
+    return cap
+
 
 RESULT_COLUMNS = (
     "rowid",

@@ -5,6 +5,7 @@ pages."""
 
 import asyncio
 import collections
+import os
 import re
 import sqlite3
 import subprocess
@@ -25,6 +26,7 @@ from laion_pipeline.datasette_plugin import (
     render_cell,
 )
 from laion_pipeline.layout import REPORT_FILES, REPORT_URL
+from laion_pipeline.shard_search import COUNT_CAP, COUNT_CAP_VARIABLE, count_cap
 from laion_pipeline_tests.conftest import phrase_count, tokens
 from laion_pipeline_tests.datasette_site import DB, served
 
@@ -217,6 +219,32 @@ def test_the_search_page_counts_and_links_the_next_and_previous_pages(site, capt
     empty = site.get("/-/search")
     assert "Only the captions are searched" in empty and "0 results" not in empty
     assert "The most named artists: <a href=" in empty
+
+
+def test_the_server_counts_to_the_cap_it_is_given(sample_build, captions, monkeypatch):
+    expected = sum("painting" in tokens(text) for text in captions.values())
+    assert expected > 100
+    monkeypatch.setenv(COUNT_CAP_VARIABLE, "100")
+    with served(sample_build.root) as site:
+        page = site.json("/-/search.json", q="painting")
+        assert (page["count"], page["more_than_count"]) == (100, True)
+        assert "More than 100 images" in site.get("/-/search", q="painting")
+
+
+@pytest.mark.fast
+def test_a_count_cap_that_is_not_a_number_of_rows_is_refused_by_name(tmp_path):
+    assert count_cap({}) == COUNT_CAP and count_cap({COUNT_CAP_VARIABLE: "2,000"}) == 2_000
+    for bad in ("ten", "10", "-5"):
+        with pytest.raises(ValueError, match=f"{COUNT_CAP_VARIABLE}='{bad}'.*at least 50"):
+            count_cap({COUNT_CAP_VARIABLE: bad})
+    refused = subprocess.run(
+        [sys.executable, "-m", "laion_pipeline", "serve"],
+        env={**os.environ, COUNT_CAP_VARIABLE: "ten", "LAION_DATA_DIR": str(tmp_path)},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert refused.returncode == 1 and COUNT_CAP_VARIABLE in refused.stderr
 
 
 def test_is_my_work_in_it_finds_an_image_by_its_exact_url(site, published):
