@@ -45,7 +45,7 @@ LOOKUP_URL = "/-/lookup"
 
 IMAGES_TABLE = {
     "description": "One row per image: its URL, caption and scores. "
-    "hash and __index_level_0__ are hidden (add ?_col=hash to see them).",
+    "hash, __index_level_0__ and url_key are hidden (add ?_col=hash to see them).",
     "sort": "rowid",
     "columns": {name: text for name, (_, text) in IMAGE_COLUMNS.items()},
 }
@@ -102,10 +102,8 @@ def datasette_metadata(
             }
         }
         catalog["tables"]["images"] = IMAGES_TABLE
-        catalog["tables"]["image_urls"] = {"hidden": True}
     shard_tables = {
         "images": IMAGES_TABLE,
-        "image_urls": {"hidden": True},
         "domain": {
             "description": "The hosts of this shard's images, with their counts in this shard "
             "(the catalog has the release's).",

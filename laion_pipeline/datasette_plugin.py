@@ -4,7 +4,7 @@
 - image URLs as lazy-loaded thumbnails that link to the image;
 - small floats written out (``0.00000013``, not ``1.3e-07``);
 - each domain links to its images, each name of a list to the search for it;
-- ``hash`` and ``__index_level_0__`` hidden from the images table unless asked for with
+- ``hash``, ``__index_level_0__`` and ``url_key`` hidden from the images table unless asked for with
   ``_col``/``_nocol``;
 - ``laion_match(text)``, the SQL function behind the fast search query: any text a person
   types becomes a valid FTS5 query;
@@ -77,7 +77,7 @@ from laion_pipeline.shard_search import (
 
 RELEASE_HEADER = "x-laion-release"
 
-HIDDEN_COLUMNS = ("hash", "__index_level_0__")
+HIDDEN_COLUMNS = ("hash", "__index_level_0__", "url_key")
 THUMBNAIL_PX = 120
 TEMPLATES = Path(__file__).parent / "templates"
 SEARCH_TEMPLATE = TEMPLATES / "laion_search.html"
@@ -377,7 +377,18 @@ def _params(scope: dict) -> list[tuple[str, str]]:
     return urllib.parse.parse_qsl(query, keep_blank_values=True)
 
 
-def _hide_noise_columns(scope: dict, databases: list[str]) -> dict:
+async def _noise_columns(datasette: Any, database: str) -> list[str]:
+    """The noise columns (``HIDDEN_COLUMNS``) that ``database``'s images table has: a database
+    built before ``url_key`` lacks it. Read once per database (a release never changes)."""
+    db = datasette.databases[database]
+    noise = getattr(db, "_laion_noise_columns", None)
+    if noise is None:
+        columns = await db.table_columns("images") if await db.table_exists("images") else []
+        noise = db._laion_noise_columns = [c for c in HIDDEN_COLUMNS if c in columns]
+    return noise
+
+
+async def _hide_noise_columns(datasette: Any, scope: dict, databases: list[str]) -> dict:
     """The images tables' pages and JSON without the noise columns, unless the request chose
     its columns; a column the page is sorted by stays."""
     table = _table_of(scope, databases)
@@ -387,7 +398,8 @@ def _hide_noise_columns(scope: dict, databases: list[str]) -> dict:
     if any(key in ("_col", "_nocol") for key, _ in params):
         return scope
     sorted_by = {value for key, value in params if key in ("_sort", "_sort_desc")}
-    params += [("_nocol", column) for column in HIDDEN_COLUMNS if column not in sorted_by]
+    noise = await _noise_columns(datasette, table[0])
+    params += [("_nocol", column) for column in noise if column not in sorted_by]
     return {**scope, "query_string": urllib.parse.urlencode(params).encode("latin-1")}
 
 
@@ -559,7 +571,7 @@ def asgi_wrapper(datasette: Any) -> Any:
                 if problem:
                     await _refuse(send_with_headers, 400, problem)
                     return
-                scope = _hide_noise_columns(scope, databases)
+                scope = await _hide_noise_columns(datasette, scope, databases)
                 if served is None or not cacheable(scope):
                     await app(scope, receive, send_with_headers)
                 else:
@@ -749,7 +761,7 @@ async def lookup(datasette: Any, request: Any) -> Response:
             if not hosts:
                 hosts, host_count, more_hosts = await run(lambda conn: hosts_containing(conn, part))
     except sqlite3.OperationalError as error:
-        if "no such table" not in str(error):
+        if "no such table" not in str(error) and "no such column" not in str(error):
             raise
         problem = (
             "This release was built before lookups by URL and host: build it again "

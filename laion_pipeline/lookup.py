@@ -2,10 +2,10 @@
 name, both in milliseconds however big the release.
 
 - **An image URL.** Indexing ``images.url`` itself would add about 100 bytes a row; instead
-  each database holding images has ``image_urls``: a 60-bit key of each URL (the first 15 hex
-  digits of its MD5) and the image's rowid, a ``WITHOUT ROWID`` table in key order (about 20
-  bytes a row). A lookup reads the key's rows, then compares the URL itself, so a key shared
-  by two URLs never answers the wrong image.
+  each image has ``url_key``, a 60-bit key of its URL (the first 15 hex digits of its MD5,
+  computed by DuckDB as the rows load), and an index of it (about 20 bytes a row). A lookup
+  reads the key's rows, then compares the URL itself, so a key shared by two URLs never
+  answers the wrong image.
 - **A host, or part of one** (``artstation``, ``pinimg.com``): the release's ``domain`` table
   (the catalog's, with shards) has ``domain_search`` beside it, an FTS5 trigram index of every
   host whose rowid is the host's rank by images (1 = the most), so the hosts containing a text
@@ -19,54 +19,22 @@ import sqlite3
 import urllib.parse
 from typing import Any
 
-import duckdb
-import pyarrow as pa
-
 from laion_pipeline.fts import fts_phrase
 
-# The key of a URL in DuckDB (the shard's rows are read there) and in Python (the lookup).
+# The key of a URL in DuckDB (the staged rows are read there) and in Python (the lookup).
 URL_KEY_SQL = "CAST(('0x' || md5({url})[1:15]) AS BIGINT)"
 
 
 def url_key(url: str) -> int:
-    """The key ``image_urls`` holds for ``url``: the first 60 bits of its UTF-8 MD5."""
+    """The ``images.url_key`` of ``url``: the first 60 bits of its UTF-8 MD5."""
     return int(hashlib.md5(url.encode("utf-8", "surrogatepass")).hexdigest()[:15], 16)
-
-
-IMAGE_URLS_DDL = (
-    "CREATE TABLE image_urls (url_key INTEGER NOT NULL, image INTEGER NOT NULL, "
-    "PRIMARY KEY (url_key, image)) WITHOUT ROWID"
-)
-IMAGE_URLS_ROWS_SQL = (
-    f"SELECT {URL_KEY_SQL.format(url='url')} AS url_key, id FROM staging_images "
-    "WHERE url IS NOT NULL ORDER BY url_key, id"
-)
-BATCH_ROWS = 200_000
-
-
-def load_image_urls(duck: duckdb.DuckDBPyConnection, conn: sqlite3.Connection) -> int:
-    """Write ``image_urls`` for the staged rows (``staging_images`` in ``duck``) into ``conn``,
-    inside the caller's transaction: the keys sorted by DuckDB, so SQLite appends them in
-    order. Returns the rows written."""
-    conn.execute("DROP TABLE IF EXISTS image_urls")
-    conn.execute(IMAGE_URLS_DDL)
-    written = 0
-    for batch in duck.sql(IMAGE_URLS_ROWS_SQL).to_arrow_reader(BATCH_ROWS):
-        keys: pa.Array = batch.column(0)
-        conn.executemany(
-            "INSERT INTO image_urls VALUES (?, ?)",
-            zip(keys.to_pylist(), batch.column(1).to_pylist(), strict=True),
-        )
-        written += batch.num_rows
-    return written
 
 
 IMAGE_BY_URL_SQL = """select images.rowid, images.url, images.text, domain.domain,
   images.width, images.height, images.aesthetic, images.punsafe, images.pwatermark
-from image_urls
-  join images on images.rowid = image_urls.image
+from images
   join domain on domain.id = images.domain_id
-where image_urls.url_key = :key and images.url = :url
+where images.url_key = :key and images.url = :url
 order by images.rowid"""
 
 

@@ -35,7 +35,7 @@ LAION_PARQUET_COLUMNS: dict[str, tuple[str, str]] = {
 }
 
 # The `images` table's columns (the 2022 database's names), each with its SQLite type and what
-# it means; `domain_id` is added by the build.
+# it means; `domain_id` and `url_key` are added by the build (`BUILT_IMAGE_COLUMNS`).
 IMAGE_COLUMNS: dict[str, tuple[str, str]] = {
     "url": ("TEXT", "Address of the image (parquet URL)"),
     "text": ("TEXT", "Caption scraped with the image (parquet TEXT)"),
@@ -48,7 +48,9 @@ IMAGE_COLUMNS: dict[str, tuple[str, str]] = {
     "hash": ("TEXT", "LAION's 64-bit hash of the row, as text"),
     "__index_level_0__": ("INTEGER", "Row index of the parent dataset"),
     "domain_id": ("INTEGER", "The image's host, a reference to domain(id)"),
+    "url_key": ("INTEGER", "The first 60 bits of the URL's MD5, indexed: a lookup by URL"),
 }
+BUILT_IMAGE_COLUMNS = ("domain_id", "url_key")
 
 DOMAIN_COLUMNS: dict[str, tuple[str, str]] = {
     "id": ("INTEGER", "Domain id, in the order domains first appear in the files"),
@@ -70,7 +72,9 @@ IMAGES_FTS_COLUMNS: dict[str, tuple[str, str]] = {
 }
 
 # The columns of the images table a source file gives (the profile says under which names).
-STAGED_SOURCE_COLUMNS: tuple[str, ...] = tuple(c for c in IMAGE_COLUMNS if c != "domain_id")
+STAGED_SOURCE_COLUMNS: tuple[str, ...] = tuple(
+    c for c in IMAGE_COLUMNS if c not in BUILT_IMAGE_COLUMNS
+)
 
 # Our staged parquet files: one per source file, the rows a profile keeps, typed for SQLite,
 # with the URL's domain and the row's number in its source file (DuckDB types).
@@ -92,7 +96,7 @@ STAGED_PARQUET_COLUMNS: dict[str, tuple[str, str]] = {
     **{
         name: (STAGED_FILE_COLUMNS[name], text)
         for name, (_, text) in IMAGE_COLUMNS.items()
-        if name != "domain_id"
+        if name not in BUILT_IMAGE_COLUMNS
     },
     "domain": ("VARCHAR", "Host of the URL: urlparse(url).netloc; '' when there is none"),
     "source_row": (

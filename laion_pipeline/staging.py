@@ -11,14 +11,14 @@ from laion_pipeline.ingest import stage_file
 from laion_pipeline.inputs import SourceEntry, SourceListing, StagedFile
 from laion_pipeline.layout import DataLayout
 from laion_pipeline.profiles import Profile
-from laion_pipeline.schema import IMAGE_COLUMNS, STAGED_FILE_COLUMNS
+from laion_pipeline.schema import BUILT_IMAGE_COLUMNS, IMAGE_COLUMNS, STAGED_FILE_COLUMNS
 
 STAGING_COLUMNS: dict[str, tuple[str, str]] = {
     "id": ("BIGINT", "Row number in file order, 1..N: the SQLite rowid of the image"),
     **{
         name: (STAGED_FILE_COLUMNS[name], text)
         for name, (_, text) in IMAGE_COLUMNS.items()
-        if name != "domain_id"
+        if name not in BUILT_IMAGE_COLUMNS
     },
     "domain": ("VARCHAR", "Host of the URL: urlparse(url).netloc; '' when there is none"),
 }

@@ -16,9 +16,9 @@ from laion_pipeline.errors import StaleInputError
 from laion_pipeline.fts import SideIndex, fts_phrase, install_side_index
 from laion_pipeline.inputs import StagedFile, StagingManifest
 from laion_pipeline.layout import DataLayout
-from laion_pipeline.lookup import load_image_urls
+from laion_pipeline.lookup import URL_KEY_SQL
 from laion_pipeline.progress import Progress
-from laion_pipeline.schema import IMAGE_COLUMNS
+from laion_pipeline.schema import BUILT_IMAGE_COLUMNS, IMAGE_COLUMNS
 from laion_pipeline.staging import check_files_unchanged, staging_view_sql
 
 BATCH_ROWS = 50_000
@@ -72,10 +72,12 @@ IMAGES_INSERT = (
     f"VALUES ({', '.join('?' * (len(IMAGE_COLUMNS) + 1))})"
 )
 
-STAGED_COLUMNS = ["id", *(c for c in IMAGE_COLUMNS if c != "domain_id"), "domain"]
-
+# The staged rows as the images table takes them: the host (for domain_id) and the URL's key
+# (computed by DuckDB, on its threads, as the rows stream to SQLite) last.
+STAGED_COLUMNS = ["id", *(c for c in IMAGE_COLUMNS if c not in BUILT_IMAGE_COLUMNS), "domain"]
 STAGED_IMAGES_SQL = (
-    f"SELECT {', '.join(quote_identifier(c) for c in STAGED_COLUMNS)} FROM staging_images"
+    f"SELECT {', '.join(quote_identifier(c) for c in STAGED_COLUMNS)}, "
+    f"{URL_KEY_SQL.format(url='url')} AS url_key FROM staging_images"
 )
 
 
@@ -112,8 +114,9 @@ def load_images(
     first_rowid: int = 1,
 ) -> LoadedImages:
     """Replace the SQLite ``images`` table with the staged rows in file order, rowid = staging
-    id (from ``first_rowid``), each with the ``domain_id`` of its host, and ``image_urls``
-    (``laion_pipeline.lookup``). Drops the now stale ``images_fts``."""
+    id (from ``first_rowid``), each with the ``domain_id`` of its host and the ``url_key`` of
+    its URL (``laion_pipeline.lookup``). Drops the now stale ``images_fts`` (and the
+    ``image_urls`` of builds before ``url_key``)."""
     lookup = DomainIds(conn)
     progress, done, null_captions = Progress(log, "images loaded", total), 0, 0
     with sqlite_transaction(conn):
@@ -128,8 +131,9 @@ def load_images(
             first = first_rowid + done
             if ids[0].as_py() != first or ids[-1].as_py() != first + batch.num_rows - 1:
                 raise RuntimeError("staging_images did not deliver its rows in file order")
-            columns = [c.to_pylist() for c in batch.columns[:-1]]
-            columns.append(lookup.of(batch.column(batch.num_columns - 1)))
+            *staged, domains, keys = batch.columns
+            columns = [c.to_pylist() for c in staged]
+            columns += [lookup.of(domains), keys.to_pylist()]
             conn.executemany(IMAGES_INSERT, zip(*columns, strict=True))
             done += batch.num_rows
             null_captions += batch.column(STAGED_COLUMNS.index("text")).null_count
@@ -139,7 +143,7 @@ def load_images(
                 f"staging_images gave {done:,} rows, not {total:,}: materialize it again"
             )
         conn.execute("CREATE INDEX idx_images_domain_id ON images (domain_id)")
-        load_image_urls(duck, conn)  # the lookup of an image by its URL
+        conn.execute("CREATE INDEX idx_images_url_key ON images (url_key)")
     return LoadedImages(done, null_captions)
 
 

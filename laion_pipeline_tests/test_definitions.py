@@ -64,8 +64,8 @@ def test_every_asset_says_what_its_data_is():
 def test_tables_publish_their_column_schema():
     graph = defs.resolve_asset_graph()
     schema = graph.get(AssetKey("images")).metadata["dagster/column_schema"]
-    assert [c.name for c in schema.columns][-1] == "domain_id"
-    assert len(schema.columns) == 11
+    assert [c.name for c in schema.columns][-2:] == ["domain_id", "url_key"]
+    assert len(schema.columns) == 12
 
 
 KINDS = {"huggingface", "parquet", "duckdb", "sqlite", "csv", "datasette", "html"}

@@ -130,6 +130,32 @@ def test_cells_render_safely(tmp_path):
 
 
 @pytest.mark.fast
+def test_a_database_built_before_url_key_is_served_and_its_lookup_says_why_not(tmp_path):
+    conn = sqlite3.connect(tmp_path / f"{DB}.db")
+    conn.executescript(
+        "CREATE TABLE domain (id INTEGER PRIMARY KEY, domain TEXT UNIQUE, image_counts INT);"
+        "CREATE TABLE images (url TEXT, text TEXT, hash TEXT, domain_id INTEGER);"
+        "INSERT INTO domain VALUES (1, 'x.example', 1);"
+        "INSERT INTO images VALUES ('https://x.example/a.jpg', 'a cat', '12', 1);"
+    )
+    conn.commit()
+    conn.close()
+    ds = Datasette([str(tmp_path / f"{DB}.db")])
+
+    async def pages():
+        await ds.invoke_startup()
+        return [
+            await ds.client.get(f"/{DB}/images.json?_shape=objects"),
+            await ds.client.get("/-/lookup.json?q=https://x.example/a.jpg"),
+        ]
+
+    table, lookup = asyncio.run(pages())
+    assert table.status_code == 200
+    assert list(table.json()["rows"][0]) == ["rowid", "url", "text", "domain_id"]  # no hash
+    assert lookup.status_code == 200 and "built before lookups" in lookup.json()["problem"]
+
+
+@pytest.mark.fast
 def test_the_table_of_images_shows_hostile_rows_as_text(tmp_path):
     sqlite3.connect(tmp_path / f"{DB}.db").close()
     ds = Datasette([str(tmp_path / f"{DB}.db")], settings={"base_url": "/site/"})

@@ -52,6 +52,7 @@ from laion_pipeline.metadata import (
 from laion_pipeline.partitions import SHARDS
 from laion_pipeline.resources import LaionData
 from laion_pipeline.schema import (
+    BUILT_IMAGE_COLUMNS,
     DOMAIN_COLUMNS,
     ENTITY_COLUMNS,
     IMAGE_COLUMNS,
@@ -113,8 +114,9 @@ DOMAINS_LINEAGE = column_lineage(
 )
 IMAGES_LINEAGE = column_lineage(
     {
-        **{c: [("staging_images", c)] for c in IMAGE_COLUMNS if c != "domain_id"},
+        **{c: [("staging_images", c)] for c in IMAGE_COLUMNS if c not in BUILT_IMAGE_COLUMNS},
         "domain_id": [("staging_images", "domain")],
+        "url_key": [("staging_images", "url")],
     }
 )
 IMAGES_FTS_LINEAGE = column_lineage({"text": [("images", "text")]})
@@ -122,8 +124,8 @@ IMAGES_FTS_LINEAGE = column_lineage({"text": [("images", "text")]})
 IMAGES_DESCRIPTION = (
     "The images table: one row per image in file order (url, caption text, size, CLIP "
     "similarity, unsafe and watermark probabilities, aesthetic score, hash), with domain_id "
-    "pointing at the image's host in its database's domain table, and beside it image_urls "
-    "(a key of each URL, for finding an image by its URL in milliseconds). One partition per shard "
+    "pointing at the image's host in its database's domain table, and url_key (a key of the "
+    "URL, indexed, for finding an image by its URL in milliseconds). One partition per shard "
     "(consecutive staged files of at most `LAION_SHARD_ROWS` rows, each a database of its "
     "own, built on one core); one shard (the default up to 20M rows) is the build database."
 )
@@ -142,7 +144,7 @@ IMAGES_FTS_DESCRIPTION = (
             group_name="search_database",
             kinds={"sqlite"},
             description=IMAGES_DESCRIPTION,
-            code_version="3",  # 3: with image_urls, the lookup of an image by its URL
+            code_version="4",  # 4: url_key, the lookup of an image by its URL
             metadata={"dagster/column_schema": table_schema(IMAGE_COLUMNS)},
             skippable=True,
         ),
