@@ -12,7 +12,9 @@ drives it from this process (one core: asyncio on keep-alive HTTP/1.1 connection
   pages of images, lookups of image URLs and of websites), chosen Zipf-distributed (s = 1.1),
   so a few popular names take most of the traffic, as when a story goes viral;
 - **distinct**: every request new: a common word, a rare word, a two-word phrase from a
-  caption, an image URL lookup, in turn, none asked twice.
+  caption, an image URL lookup, in turn, none asked twice;
+- the distinct mix again (other requests) against a server started with
+  ``LAION_SEARCH_COUNT_CAP=1000`` (``LOWER_CAP``): what counting less buys.
 
 Then the abuse: three clients running SQL until the 10 s time limit stops it, while one client
 searches (distinct), and the hostile requests of the tests (large values and results).
@@ -39,10 +41,12 @@ from pathlib import Path
 from laion_pipeline.bench import machine
 from laion_pipeline.bench_search import _timed_get, serving
 from laion_pipeline.layout import ENTITY_KINDS, DataLayout
+from laion_pipeline.shard_search import COUNT_CAP, COUNT_CAP_VARIABLE
 
 LOAD_MARKER = "<!-- load benchmark -->"
 PRESS_REQUESTS = 1_000
 ZIPF_S = 1.1
+LOWER_CAP = 1_000
 SLOW_SQL = "with recursive c(x) as (select 1 union all select x + 1 from c) select count(*) from c"
 
 
@@ -221,7 +225,7 @@ def measure(data: Path, clients: int, seconds: float) -> dict:
     rows = json.loads(layout.manifest_json.read_text())["row_counts"]["images"]
     rng = random.Random(20221201)
     press = press_requests(layout, rng)
-    distinct = distinct_requests(layout, rng, int(seconds * 1_500) + 1_000)
+    distinct = distinct_requests(layout, rng, 2 * int(seconds * 1_500) + 1_000)
     weights = [1 / (rank**ZIPF_S) for rank in range(1, len(press) + 1)]
     with serving(layout) as (port, server):
         loop = asyncio.new_event_loop()
@@ -271,8 +275,12 @@ def measure(data: Path, clients: int, seconds: float) -> dict:
             took.append(time.perf_counter() - started)
         results["hostile"] = {"requests": len(hostile), "max_s": max(took)}
         results["peak_rss_mb"] = _rss_mb(server.pid, "VmHWM")
-        loop.close()
-        return results
+    with serving(layout, {COUNT_CAP_VARIABLE: str(LOWER_CAP)}) as (port, server):
+        tally = loop.run_until_complete(drive(port, clients, seconds, distinct_pick))
+        mix = f"distinct, {COUNT_CAP_VARIABLE}={LOWER_CAP}"
+        results["mixes"][mix] = {**tally.summary(seconds), "rss_mb": _rss_mb(server.pid, "VmRSS")}
+    loop.close()
+    return results
 
 
 def format_report(r: dict) -> str:
@@ -284,7 +292,8 @@ def format_report(r: dict) -> str:
         f"{r['clients']} clients on keep-alive connections from one process on the same "
         f"machine, {r['seconds']:.0f} s a mix. Press: {r['press_requests']:,} distinct "
         f"requests, Zipf-distributed (s = {ZIPF_S}); distinct: every request new "
-        f"({r['distinct_requests']:,} prepared: common and rare words, phrases, URL lookups).",
+        f"({r['distinct_requests']:,} prepared: common and rare words, phrases, URL lookups), "
+        f"the search counting to {COUNT_CAP:,} (the default) or to {LOWER_CAP:,}.",
         "",
         "| mix | requests | requests/s | p50 ms | p95 ms | p99 ms | errors | server RSS MB |",
         "|---|---:|---:|---:|---:|---:|---:|---:|",

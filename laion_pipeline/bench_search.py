@@ -52,13 +52,21 @@ def _timed_get(url: str) -> float:
 
 
 @contextmanager
-def serving(layout: DataLayout) -> Iterator[tuple[int, subprocess.Popen]]:
+def serving(
+    layout: DataLayout, env: dict[str, str] | None = None
+) -> Iterator[tuple[int, subprocess.Popen]]:
     """`python -m laion_pipeline serve` on the release of ``layout``, on a free port of
-    127.0.0.1, once it answers; stopped with its process group after."""
+    127.0.0.1 (with the variables ``env`` besides this process's), once it answers; stopped
+    with its process group after."""
     port = _free_port()
     server = subprocess.Popen(
         [sys.executable, "-m", "laion_pipeline", "serve", "--port", str(port)],
-        env={**os.environ, "LAION_DATA_DIR": str(layout.root), "NO_PROXY": "127.0.0.1"},
+        env={
+            **os.environ,
+            **(env or {}),
+            "LAION_DATA_DIR": str(layout.root),
+            "NO_PROXY": "127.0.0.1",
+        },
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
         start_new_session=True,
