@@ -11,7 +11,7 @@ from typing import Any
 
 import duckdb
 
-from laion_pipeline.charts import distribution_chart, ranking_chart
+from laion_pipeline.charts import distribution_figure, png, ranking_figure, undrawable
 from laion_pipeline.db import quote_identifier, sqlite_connect
 from laion_pipeline.errors import StaleInputError
 from laion_pipeline.files import json_bytes, read_json, write_atomic
@@ -301,27 +301,57 @@ def analyze(
         }
 
 
+class ChartError(RuntimeError):
+    """A chart of the report could not be drawn: which, of which list, and the label."""
+
+
 def charts(analysis: dict[str, Any]) -> dict[str, bytes]:
     """Every chart of the report as PNG, by name (``REPORT_CHARTS``)."""
+    pngs = {}
+    for name, (draw, labels, source) in chart_figures(analysis).items():
+        try:
+            pngs[name] = png(draw())
+        except Exception as error:
+            label = undrawable(labels)
+            which = f" on the label {label!r}" if label is not None else ""
+            raise ChartError(
+                f"the report's chart {name}.png ({source}) could not be drawn{which}: {error}"
+            ) from error
+    return pngs
+
+
+def chart_figures(analysis: dict[str, Any]) -> dict[str, tuple[Any, list[str], str]]:
+    """Every chart of the report by name (``REPORT_CHARTS``): how to draw its figure, the
+    labels it shows from the data, and where they come from."""
     domains = analysis["top_domains"]
-    pngs = {
-        "top_domains": ranking_chart(
-            "Domains with the most images",
-            f"images (these {len(domains)} domains: {percent(analysis['top_20_domains_share'])} "
-            f"of all {analysis['images']:,})",
-            [d["domain"] or "(no host)" for d in domains],
-            [d["images"] for d in domains],
-            [f"{d['images']:,} ({percent(d['share'])})" for d in domains],
-        )
+    hosts = [d["domain"] or "(no host)" for d in domains]
+    pngs: dict[str, tuple[Any, list[str], str]] = {
+        "top_domains": (
+            lambda: ranking_figure(
+                "Domains with the most images",
+                f"images (these {len(domains)} domains: "
+                f"{percent(analysis['top_20_domains_share'])} of all {analysis['images']:,})",
+                hosts,
+                [d["images"] for d in domains],
+                [f"{d['images']:,} ({percent(d['share'])})" for d in domains],
+            ),
+            hosts,
+            "the top domains of the images table",
+        ),
     }
     for kind in ENTITY_KINDS:
         names = analysis["names"][kind]
-        pngs[f"top_{kind}"] = ranking_chart(
-            f"{kind.capitalize()} named in the most captions",
-            f"images whose caption names them ({names['names_found']:,} of the "
-            f"{names['names']:,} listed {kind} are named at least once)",
-            [n["name"] for n in names["top"]],
-            [n["images"] for n in names["top"]],
+        top = [n["name"] for n in names["top"]]
+        pngs[f"top_{kind}"] = (
+            lambda names=names, top=top, kind=kind: ranking_figure(
+                f"{kind.capitalize()} named in the most captions",
+                f"images whose caption names them ({names['names_found']:,} of the "
+                f"{names['names']:,} listed {kind} are named at least once)",
+                top,
+                [n["images"] for n in names["top"]],
+            ),
+            top,
+            f"the most named of the {kind} list",
         )
 
     def panel(column: str, label: str) -> tuple[str, list[str], list[int]]:
@@ -329,25 +359,37 @@ def charts(analysis: dict[str, Any]) -> dict[str, bytes]:
         return label, [b["label"] for b in bins], [b["images"] for b in bins]
 
     mean = analysis["aesthetic_mean"]
-    pngs["aesthetic"] = distribution_chart(
-        "Aesthetic score" + (f" (mean {mean:.2f})" if mean is not None else ""),
-        [panel("aesthetic", f"aesthetic score (bins of {1 / AESTHETIC_BINS_PER_UNIT})")],
+    pngs["aesthetic"] = (
+        lambda: distribution_figure(
+            "Aesthetic score" + (f" (mean {mean:.2f})" if mean is not None else ""),
+            [panel("aesthetic", f"aesthetic score (bins of {1 / AESTHETIC_BINS_PER_UNIT})")],
+        ),
+        [],
+        "the aesthetic scores",
     )
-    pngs["image_sizes"] = distribution_chart(
-        "Image sizes in pixels",
-        [
-            panel("width", f"width (bins of {PIXEL_BIN} px)"),
-            panel("height", f"height (bins of {PIXEL_BIN} px)"),
-        ],
+    pngs["image_sizes"] = (
+        lambda: distribution_figure(
+            "Image sizes in pixels",
+            [
+                panel("width", f"width (bins of {PIXEL_BIN} px)"),
+                panel("height", f"height (bins of {PIXEL_BIN} px)"),
+            ],
+        ),
+        [],
+        "the image sizes",
     )
-    pngs["unsafe_watermark"] = distribution_chart(
-        f"Probability unsafe ({percent(analysis['unsafe_share'])} above {FLAG_THRESHOLD}) and "
-        f"watermarked ({percent(analysis['watermarked_share'])} above {FLAG_THRESHOLD})",
-        [
-            panel("punsafe", f"punsafe (bins of {1 / PROBABILITY_BINS})"),
-            panel("pwatermark", f"pwatermark (bins of {1 / PROBABILITY_BINS})"),
-        ],
-        mark=f"{FLAG_THRESHOLD:.2f}",
+    pngs["unsafe_watermark"] = (
+        lambda: distribution_figure(
+            f"Probability unsafe ({percent(analysis['unsafe_share'])} above {FLAG_THRESHOLD}) and "
+            f"watermarked ({percent(analysis['watermarked_share'])} above {FLAG_THRESHOLD})",
+            [
+                panel("punsafe", f"punsafe (bins of {1 / PROBABILITY_BINS})"),
+                panel("pwatermark", f"pwatermark (bins of {1 / PROBABILITY_BINS})"),
+            ],
+            mark=f"{FLAG_THRESHOLD:.2f}",
+        ),
+        [],
+        "the unsafe and watermark probabilities",
     )
     return {name: pngs[name] for name in REPORT_CHARTS}
 

@@ -2,11 +2,14 @@
 distributions. Drawn with matplotlib's object API (no pyplot state, no display needed)."""
 
 import io
+import textwrap
 import warnings
 from collections.abc import Sequence
 
 from matplotlib import font_manager, rc_context
+from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
+from matplotlib.text import Text
 from matplotlib.ticker import FuncFormatter
 
 COLOR = "#3b6ea5"
@@ -14,6 +17,8 @@ MARK_COLOR = "#c0392b"
 WIDTH_INCHES = 8.0
 DPI = 100
 LABEL_CHARS = 42
+# An axis label wraps at this many characters (it is centred on the axes, not the figure).
+AXIS_LABEL_CHARS = 60
 # Fonts tried in turn for each character: names in the lists can be in any script. Those not
 # installed are skipped; a character no font has is drawn as a box.
 FONT_FAMILIES = ("DejaVu Sans", "Noto Sans CJK JP", "Noto Sans")
@@ -25,6 +30,8 @@ def _fonts() -> list[str]:
 
 
 STYLE = {
+    # Labels are names and hosts from the data: plain text, never mathtext (`$\\foo$`).
+    "text.parse_math": False,
     "font.size": 10,
     "axes.spines.top": False,
     "axes.spines.right": False,
@@ -39,32 +46,87 @@ def _short(label: str) -> str:
     return label if len(label) <= LABEL_CHARS else label[: LABEL_CHARS - 1] + "…"
 
 
+def _axis_label(text: str) -> str:
+    return "\n".join(textwrap.wrap(text, AXIS_LABEL_CHARS)) or text
+
+
 def _thousands(value: float, _position: int) -> str:
     return f"{value:,.0f}"
 
 
-def _png(figure: Figure) -> bytes:
-    buffer = io.BytesIO()
+def _drawn_texts(figure: Figure) -> list[Text]:
+    """The texts ``figure`` draws: titles, axis labels, the tick labels within the axes' view
+    and the texts on the axes (bar labels)."""
+    texts = list(figure.texts)
+    for axes in figure.axes:
+        texts += [*axes.texts, axes.title, axes.xaxis.label, axes.yaxis.label]
+        for axis in (axes.xaxis, axes.yaxis):
+            low, high = sorted(axis.get_view_interval())
+            texts += [t.label1 for t in axis.get_major_ticks() if low <= t.get_loc() <= high]
+    return [t for t in texts if t.get_visible() and t.get_text()]
+
+
+def texts_outside(figure: Figure) -> list[str]:
+    """The texts of ``figure``, as drawn, that reach past its edges (cut off in the PNG)."""
     with warnings.catch_warnings():
-        # A glyph no installed font has is drawn as a box; the warning says no more than that.
         warnings.filterwarnings("ignore", message="Glyph .* missing from")
-        figure.savefig(buffer, format="png", dpi=DPI, metadata={"Software": None})
-    return buffer.getvalue()
+        figure.canvas.draw()
+    renderer = figure.canvas.get_renderer()
+    edge = figure.bbox.padded(1)
+    outside = []
+    for text in _drawn_texts(figure):
+        box = text.get_window_extent(renderer)
+        if not (edge.x0 <= box.x0 <= box.x1 <= edge.x1 and edge.y0 <= box.y0 <= box.y1 <= edge.y1):
+            outside.append(text.get_text())
+    return outside
+
+
+def _fitted(figure: Figure) -> Figure:
+    """``figure`` made wide enough for every text it draws (a long name, a long label)."""
+    for _ in range(3):
+        if not texts_outside(figure):
+            break
+        tight = figure.get_tightbbox()
+        figure.set_figwidth(max(figure.get_figwidth(), tight.width + 0.2))
+    return figure
+
+
+def png(figure: Figure) -> bytes:
+    """``figure`` as a PNG image, first made wide enough for every text it draws."""
+    with rc_context({**STYLE, "font.family": _fonts()}):
+        figure = _fitted(figure)
+        buffer = io.BytesIO()
+        with warnings.catch_warnings():
+            # A glyph no installed font has is drawn as a box; the warning says no more.
+            warnings.filterwarnings("ignore", message="Glyph .* missing from")
+            figure.savefig(buffer, format="png", dpi=DPI, metadata={"Software": None})
+        return buffer.getvalue()
+
+
+def undrawable(labels: Sequence[str]) -> str | None:
+    """The first of ``labels`` that cannot be drawn alone (why a chart failed), or None."""
+    for label in labels:
+        try:
+            png(ranking_figure("", "", [label], [1]))
+        except Exception:
+            return label
+    return None
 
 
 def _figure(title: str, height: float) -> Figure:
     figure = Figure(figsize=(WIDTH_INCHES, height), layout="constrained")
+    FigureCanvasAgg(figure)  # drawn to measure its texts (texts_outside), then saved
     figure.suptitle(title, x=0.01, ha="left", fontsize=12, fontweight="bold")
     return figure
 
 
-def ranking_chart(
+def ranking_figure(
     title: str,
     xlabel: str,
     labels: Sequence[str],
     values: Sequence[int],
     notes: Sequence[str] | None = None,
-) -> bytes:
+) -> Figure:
     """Horizontal bars, the largest on top, each labelled with its value (or its note)."""
     with rc_context({**STYLE, "font.family": _fonts()}):
         figure = _figure(title, 1.4 + 0.28 * max(len(labels), 1))
@@ -74,20 +136,20 @@ def ranking_chart(
         axes.set_yticks(list(positions), [_short(label) for label in labels])
         axes.grid(axis="y", visible=False)
         axes.xaxis.set_major_formatter(FuncFormatter(_thousands))
-        axes.set_xlabel(xlabel)
+        axes.set_xlabel(_axis_label(xlabel))
         texts = notes if notes is not None else [f"{v:,}" for v in values]
         axes.bar_label(bars, labels=list(texts), padding=3, fontsize=8)
         axes.margins(x=0.15)
         if not labels:
             axes.text(0.5, 0.5, "nothing to show", transform=axes.transAxes, ha="center")
-        return _png(figure)
+        return figure
 
 
-def distribution_chart(
+def distribution_figure(
     title: str,
     panels: Sequence[tuple[str, Sequence[str], Sequence[int]]],
     mark: str | None = None,
-) -> bytes:
+) -> Figure:
     """One column chart per panel ``(axis label, bin labels, counts)``, side by side; ``mark``
     names a bin whose left edge gets a dashed line (such as the 0.5 threshold)."""
     with rc_context({**STYLE, "font.family": _fonts()}):
@@ -99,8 +161,8 @@ def distribution_chart(
             axes.set_xticks(range(0, len(bins), step), list(bins)[::step], rotation=45, ha="right")
             axes.grid(axis="x", visible=False)
             axes.yaxis.set_major_formatter(FuncFormatter(_thousands))
-            axes.set_xlabel(xlabel)
+            axes.set_xlabel(_axis_label(xlabel))
             axes.set_ylabel("images")
             if mark is not None and mark in bins:
                 axes.axvline(list(bins).index(mark) - 0.5, color=MARK_COLOR, linestyle="--")
-        return _png(figure)
+        return figure
