@@ -312,8 +312,8 @@ def charts(analysis: dict[str, Any]) -> dict[str, bytes]:
         try:
             pngs[name] = png(draw())
         except Exception as error:
-            label = undrawable(labels)
-            which = f" on the label {label!r}" if label is not None else ""
+            index = undrawable(labels)
+            which = f" on the label {labels[index]!r}" if index is not None else ""
             raise ChartError(
                 f"the report's chart {name}.png ({source}) could not be drawn{which}: {error}"
             ) from error

@@ -103,13 +103,14 @@ def png(figure: Figure) -> bytes:
         return buffer.getvalue()
 
 
-def undrawable(labels: Sequence[str]) -> str | None:
-    """The first of ``labels`` that cannot be drawn alone (why a chart failed), or None."""
-    for label in labels:
+def undrawable(labels: Sequence[str]) -> int | None:
+    """The index of the first of ``labels`` that cannot be drawn alone (why a chart failed),
+    or None."""
+    for index, label in enumerate(labels):
         try:
             png(ranking_figure("", "", [label], [1]))
         except Exception:
-            return label
+            return index
     return None
 
 
