@@ -55,12 +55,12 @@ def observe() -> tuple[list[str], int] | None:
     from dagster import DagsterInstance
 
     from laion_pipeline.definitions import defs
-    from laion_pipeline.jobs import MAKE_RUN_TAGS
+    from laion_pipeline.jobs import CONSOLE_AT_INFO, MAKE_RUN_TAGS
     from laion_pipeline.sensors import stale_partitions
 
     with DagsterInstance.get() as instance:
         observed = defs.resolve_job_def("observe_sources").execute_in_process(
-            instance=instance, raise_on_error=False, tags=MAKE_RUN_TAGS
+            instance=instance, raise_on_error=False, tags=MAKE_RUN_TAGS, run_config=CONSOLE_AT_INFO
         )
         if not observed.success:
             print(f"Run {observed.run_id} of observe_sources: FAILURE", file=sys.stderr)

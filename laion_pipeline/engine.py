@@ -19,7 +19,7 @@ from pathlib import Path
 from dagster import DagsterInstance, DagsterRun, DagsterRunStatus, RunsFilter
 from dagster._core.storage.tags import PARTITION_NAME_TAG, WILL_RETRY_TAG
 
-from laion_pipeline.jobs import MAKE_RUN_TAGS
+from laion_pipeline.jobs import CONSOLE_AT_INFO, MAKE_RUN_TAGS
 
 RUN_POLL_SECONDS = 1.0
 # How long a failed run is given to be marked for a retry (by the daemon's run retries).
@@ -37,6 +37,7 @@ def launch(job: str, workspace: str, tags: dict[str, str] | None = None) -> int:
     the UI (its Runs tab, the Timeline), and wait for it to end."""
     run_id = str(uuid.uuid4())
     command = dagster_command("job", "launch", "-w", workspace, "-j", job, "--run-id", run_id)
+    command += ["--config-json", json.dumps(CONSOLE_AT_INFO)]
     if tags:
         command += ["--tags", json.dumps(tags)]
     if subprocess.run(command, check=False).returncode != 0:

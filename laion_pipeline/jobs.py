@@ -10,6 +10,9 @@ from laion_pipeline.shards import plan_of_staged_files
 SOURCES = AssetSelection.assets("hf_dataset", "entity_sheets")
 # The tag of the runs `make run` starts itself, which the refresh sensor leaves alone.
 MAKE_RUN_TAGS = {"laion/started_by": "make run"}
+# The runs `make run` starts print their progress and results (INFO) on the terminal; each
+# step's DEBUG events stay in the run's event log, which the UI shows.
+CONSOLE_AT_INFO = {"loggers": {"console": {"config": {"log_level": "INFO"}}}}
 # The per-file partitions; the per-shard ones; every other asset is one for the whole build.
 SOURCE_FILES = AssetSelection.assets("source_files")
 SHARD_ASSETS = AssetSelection.assets("images", "images_fts")
@@ -111,6 +114,10 @@ def stage_partition(key: str) -> tuple[str, str, bool]:
 
     with DagsterInstance.get() as instance:
         result = defs.resolve_job_def("stage_source_files").execute_in_process(
-            partition_key=key, instance=instance, raise_on_error=False, tags=MAKE_RUN_TAGS
+            partition_key=key,
+            instance=instance,
+            raise_on_error=False,
+            tags=MAKE_RUN_TAGS,
+            run_config=CONSOLE_AT_INFO,
         )
     return key, result.run_id, result.success

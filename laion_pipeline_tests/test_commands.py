@@ -1,6 +1,7 @@
 """The commands the README gives: `make run`'s Dagster CLI call, `where`, and `make serve`."""
 
 import json
+import logging
 import os
 import re
 import signal
@@ -38,14 +39,16 @@ def test_make_run_stages_each_file_then_builds_in_one_run_and_says_where(tmp_pat
         timeout=300,
     )
     assert done.returncode == 0, done.stderr[-3000:]
-    # The observation, a run per source file, then full_build.
-    assert done.stderr.count("RUN_SUCCESS") == 1 + 7 + 1
+    # A run per source file, then full_build, each with its progress, and no DEBUG line.
+    assert (
+        len(re.findall(r"Run [0-9a-f-]{36} of stage_source_files \[.+\]: SUCCESS", done.stdout))
+        == 7
+    )
     assert "7 of 7 source files to stage, 2 at a time" in done.stdout
-    # in two worker processes, neither of them make run's own
-    stagers = set(re.findall(r" - stage_source_files - [0-9a-f-]{36} - (\d+) - ", done.stderr))
-    observer = re.search(r" - observe_sources - [0-9a-f-]{36} - (\d+) - ", done.stderr)[1]
-    assert len(stagers) == 2 and observer not in stagers
-    assert "superseded" not in done.stderr + done.stdout  # no notice to puzzle a newcomer
+    assert " - INFO - stage_source_files - " in done.stderr and "kept 1,000 of 1,000" in done.stderr
+    printed = done.stderr + done.stdout
+    assert "DEBUG" not in printed and "Warning" not in printed, printed[-3000:]
+    assert "superseded" not in printed  # no notice to puzzle a newcomer
     # The run belongs to the job of the code location, as the UI lists a job's runs.
     with DagsterInstance.from_config(str(tmp_path / "dagster_home")) as instance:
         runs = instance.get_runs(
@@ -57,6 +60,11 @@ def test_make_run_stages_each_file_then_builds_in_one_run_and_says_where(tmp_pat
     assert [r.status for r in runs] == [DagsterRunStatus.SUCCESS]
     with DagsterInstance.from_config(str(tmp_path / "dagster_home")) as instance:
         staged = instance.get_runs(RunsFilter(job_name="stage_source_files"))
+        (observed,) = instance.get_runs(RunsFilter(job_name="observe_sources"))
+        # in two worker processes, neither of them make run's own; the DEBUG events are kept
+        stagers = {pid for run in staged for pid in _pids(instance, run.run_id)}
+        assert len(stagers) == 2 and not stagers & _pids(instance, observed.run_id)
+        assert any(e.level == logging.DEBUG for e in instance.all_logs(runs[0].run_id))
     assert len({r.tags["dagster/partition"] for r in staged}) == 7
     assert {r.status for r in staged} == {DagsterRunStatus.SUCCESS}
     assert f"Run {runs[0].run_id} of full_build: SUCCESS" in done.stdout
@@ -64,6 +72,15 @@ def test_make_run_stages_each_file_then_builds_in_one_run_and_says_where(tmp_pat
     assert f"Published database: {layout.published_db}" in done.stdout
     assert "images 7,000" in done.stdout
     assert f"Analysis: {layout.report_dir / 'index.html'}" in done.stdout
+
+
+def _pids(instance: DagsterInstance, run_id: str) -> set[int]:
+    """The processes that recorded the events of a run."""
+    return {
+        e.dagster_event.pid
+        for e in instance.all_logs(run_id)
+        if e.dagster_event and e.dagster_event.pid is not None
+    }
 
 
 def free_port() -> int:

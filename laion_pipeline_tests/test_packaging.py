@@ -10,9 +10,10 @@ PROJECT = Path(__file__).resolve().parents[1]
 
 
 def test_the_wheel_holds_every_file_of_the_package_and_builds_without_a_warning(tmp_path):
+    command = [sys.executable, "-m", "pip", "wheel", str(PROJECT), "--no-deps", "--no-index"]
+    command += ["--no-build-isolation", "--wheel-dir", str(tmp_path), "--verbose"]
     built = subprocess.run(
-        [sys.executable, "-m", "pip", "wheel", str(PROJECT), "--no-deps", "--no-index"]
-        + ["--no-build-isolation", "--wheel-dir", str(tmp_path), "--verbose"],
+        command,
         capture_output=True,
         text=True,
         timeout=300,

@@ -25,7 +25,9 @@ from laion_pipeline.schema import ENTITY_CSV_COLUMNS, LAION_PARQUET_COLUMNS
 
 # Observable source assets are the documented way to version external data; the beta notice
 # would otherwise repeat in every run's logs.
-warnings.filterwarnings("ignore", message=".*observable_source_asset.*", category=BetaWarning)
+warnings.filterwarnings(
+    "ignore", message=".*(observable_source_asset|DataVersionsByPartition).*", category=BetaWarning
+)
 
 
 def entity_lists_version(lists: Mapping[str, bytes]) -> str:
@@ -78,9 +80,8 @@ def hf_dataset(
         f"{len(keys)} files for profile {profile.name}"
         + (f" (keeping {profile.row_filter.description})" if profile.row_filter else "")
     )
-    return DataVersionsByPartition(
-        {entry.key: partition_version(entry, profile) for entry in listing.entries}
-    )
+    versions = {entry.key: partition_version(entry, profile) for entry in listing.entries}
+    return DataVersionsByPartition(versions)
 
 
 @observable_source_asset(
