@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 export DAGSTER_HOME ?= $(CURDIR)/.dagster_home
 
-.PHONY: install run run-on-workers worker daemon test test-fast lint dev serve rollback bench bench-staging bench-search bench-scale bench-load bench-tools clean
+.PHONY: install run run-on-workers worker daemon test test-fast lint dev serve where rollback bench bench-staging bench-search bench-scale bench-load bench-tools clean
 
 install: $(STAMP)
 
@@ -24,7 +24,8 @@ $(DAGSTER_HOME)/dagster.yaml: dagster_home.yaml
 ## check) as a Dagster run of the instance in $(DAGSTER_HOME), as the UI would, wait for it,
 ## and say where the database and its analysis are.
 run: $(STAMP) $(DAGSTER_HOME)/dagster.yaml
-	$(BIN)/python -m laion_pipeline run --job full_build --workspace workspace.yaml
+	$(BIN)/python -m laion_pipeline run --job full_build --workspace workspace.yaml \
+		--host $(HOST) --port $(PORT)
 
 ## The distributed engine (docs/scale.md): runs are Celery tasks on LAION_CELERY_BROKER (Redis),
 ## taken by `make worker` on any machine that shares the instance and the data folder.
@@ -71,9 +72,17 @@ lint: $(STAMP)
 dev: $(STAMP) $(DAGSTER_HOME)/dagster.yaml
 	VIRTUAL_ENV=$(CURDIR)/$(VENV) $(BIN)/dg dev -h 127.0.0.1 -p 3000
 
-## Datasette on the published database, http://127.0.0.1:8001
+## Datasette on the published database, http://$(HOST):$(PORT) (`make serve PORT=8123`;
+## HOST=0.0.0.0 listens on every address of the machine; a HOST in the environment is not read,
+## since some shells set it to the machine's name).
+HOST = 127.0.0.1
+PORT = 8001
 serve: $(STAMP)
-	$(BIN)/python -m laion_pipeline serve --host 127.0.0.1 --port 8001
+	$(BIN)/python -m laion_pipeline serve --host $(HOST) --port $(PORT)
+
+## Which release is served: its database, when and from what it was built, its rows.
+where: $(STAMP)
+	$(BIN)/python -m laion_pipeline where --host $(HOST) --port $(PORT)
 
 ## Publish the previous version again (run it twice to undo).
 rollback: $(STAMP)

@@ -32,20 +32,34 @@ def _layout():
     return build_resources()["laion_data"].layout
 
 
-def where() -> int:
+DEFAULT_HOST, DEFAULT_PORT = "127.0.0.1", 8001
+
+
+def where(host: str = DEFAULT_HOST, port: int = DEFAULT_PORT) -> int:
+    """Say which release is served (`make where`): its database, when and from what it was
+    built, its rows and report, and the address `make serve` serves it at."""
     layout = _layout()
     if not layout.manifest_json.exists():
         print(f"Nothing published yet in {layout.published_dir}: run `make run` first.")
         return 1
     manifest = json.loads(layout.manifest_json.read_text(encoding="utf-8"))
     counts = ", ".join(f"{table} {n:,}" for table, n in manifest["row_counts"].items())
+    source = manifest.get("source", {})
     print(f"Published database: {layout.published_db}")
-    print(f"Release: {manifest['release']} (built at {manifest['built_at']})")
+    print(f"Release: {manifest['release']} (the current one), built at {manifest['built_at']}")
+    if source:
+        print(
+            f"Source: {source.get('kind')} {source.get('location')} at revision "
+            f"{source.get('revision')}, profile {manifest.get('profile', {}).get('name', '?')}"
+        )
     print(f"Rows: {counts}")
     report = layout.report_dir / "index.html"
     if report.exists():
         print(f"Analysis: {report} (charts and tables; served at {REPORT_URL})")
-    print("Serve it with `make serve` (Datasette on http://127.0.0.1:8001).")
+    options = (f" HOST={host}" if host != DEFAULT_HOST else "") + (
+        f" PORT={port}" if port != DEFAULT_PORT else ""
+    )
+    print(f"Serve it with `make serve{options}` (Datasette on http://{host}:{port}).")
     return 0
 
 
@@ -110,7 +124,7 @@ def stage(laion_data: LaionData) -> int:
     return 0
 
 
-def run(job: str, workspace: str) -> int:
+def run(job: str, workspace: str, host: str = DEFAULT_HOST, port: int = DEFAULT_PORT) -> int:
     """``full_build`` (what `make run` runs): stage the new or changed source files, then
     launch full_build over every shard they make; any other job: launch it."""
     tags = None
@@ -128,7 +142,7 @@ def run(job: str, workspace: str) -> int:
 
     if launch(job, workspace, tags):
         return 1
-    return where()
+    return where(host, port)
 
 
 def run_on_workers(workspace: str) -> int:
@@ -222,10 +236,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     workers_parser.add_argument(
         "--workspace", default="workspace.yaml", help="the Dagster workspace file"
     )
-    commands.add_parser("where", help="print where the published database is")
+    where_parser = commands.add_parser(
+        "where", help="print which release is published, and where (make where)"
+    )
     serve_parser = commands.add_parser("serve", help="serve the published database")
-    serve_parser.add_argument("--host", default="127.0.0.1", help="address to listen on")
-    serve_parser.add_argument("--port", type=int, default=8001, help="port to listen on")
+    for command_parser in (run_parser, where_parser, serve_parser):
+        command_parser.add_argument(
+            "--host", default=DEFAULT_HOST, help="the address `make serve` listens on (HOST)"
+        )
+        command_parser.add_argument(
+            "--port", type=int, default=DEFAULT_PORT, help="the port `make serve` listens on (PORT)"
+        )
     rollback_parser = commands.add_parser(
         "rollback", help="serve the previous release again (run it twice to undo)"
     )
@@ -236,11 +257,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     args = parser.parse_args(argv)
     if args.command == "run":
-        return run(args.job, args.workspace)
+        return run(args.job, args.workspace, args.host, args.port)
     if args.command == "run-on-workers":
         return run_on_workers(args.workspace)
     if args.command == "where":
-        return where()
+        return where(args.host, args.port)
     if args.command == "rollback":
         return rollback(args.wait)
     return serve(args.host, args.port)

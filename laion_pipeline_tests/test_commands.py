@@ -101,11 +101,29 @@ def get_json(url: str, timeout: float = 30.0):
             time.sleep(0.2)
 
 
+def test_where_says_which_release_is_served_and_at_which_address(tmp_path, sample_build):
+    env = env_for(tmp_path, sample_build.root)
+    done = subprocess.run(
+        ["make", "where", "PORT=8123", f"BIN={BIN}", "STAMP="],
+        cwd=PROJECT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 0, done.stderr
+    manifest = json.loads(sample_build.manifest_json.read_text())
+    assert f"Release: {manifest['release']} (the current one), built at " in done.stdout
+    source = manifest["source"]
+    assert f"Source: sample {source['location']} at revision {source['revision']}" in done.stdout
+    assert "`make serve PORT=8123` (Datasette on http://127.0.0.1:8123)" in done.stdout
+
+
 def test_serve_runs_datasette_on_the_published_database(tmp_path, sample_build):
     env = env_for(tmp_path, sample_build.root)
     port = free_port()
-    server = subprocess.Popen(
-        [sys.executable, "-m", "laion_pipeline", "serve", "--port", str(port)],
+    server = subprocess.Popen(  # the port of make's command line
+        ["make", "serve", f"PORT={port}", f"BIN={BIN}", "STAMP="],
         cwd=PROJECT,
         env=env,
         stdout=subprocess.DEVNULL,
