@@ -8,7 +8,6 @@ from typing import Any
 from markupsafe import escape
 
 from laion_pipeline.db import quote_identifier
-from laion_pipeline.hub import DEFAULT_HF_REPO
 from laion_pipeline.layout import DEFAULT_DATABASE, ENTITY_KINDS, REPORT_URL
 from laion_pipeline.schema import IMAGE_COLUMNS
 from laion_pipeline.shard_search import PAGE_ROWS, search_sql
@@ -30,11 +29,8 @@ def _source(source: dict[str, str]) -> tuple[str, str]:
             f"{source['location']} at {source['revision'][:12]}",
             f"https://huggingface.co/datasets/{source['location']}",
         )
-    if source["kind"] == "sample":
-        return (
-            "Synthetic LAION-shaped sample bundled with laion-pipeline (not real images)",
-            f"https://huggingface.co/datasets/{DEFAULT_HF_REPO}",
-        )
+    if source["kind"] == "sample":  # no page to link: the 2022 dataset was taken down
+        return ("Synthetic LAION-shaped sample bundled with laion-pipeline (not real images)", "")
     return (f"LAION parquet files in {source['location']}", "")
 
 
