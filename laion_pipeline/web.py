@@ -13,25 +13,46 @@ MAX_BYTES = 64 * 1024 * 1024
 TIMEOUT_SECONDS = 60
 
 
-SECRET_PARAMETERS = ("token", "key", "sig", "signature", "password", "secret", "auth")
+# Query parameters whose values are credentials, by a part of their name (any case): tokens,
+# keys, signatures and passwords, cloud storage's signed URLs (``X-Amz-Credential``,
+# ``X-Amz-Signature``, ``sv``/``sig``), OAuth codes and sessions.
+SECRET_PARAMETERS = (
+    "token",
+    "key",
+    "sig",
+    "password",
+    "passwd",
+    "pwd",
+    "pass",
+    "secret",
+    "auth",
+    "credential",
+    "code",
+    "session",
+    "jwt",
+)
+MASK = "***"
 
 
 def public_url(url: str) -> str:
-    """``url`` fit for logs and metadata: a password in it, and the values of query parameters
-    that look like credentials (``token``, ``key``, ``sig``...), become ``***``."""
+    """``url`` fit for logs, metadata and messages: the user part (a user name alone is often
+    a token), the values of query parameters that look like credentials (``token``, ``sig``,
+    ``X-Amz-Credential``, ``pwd``, ``code``...) and the fragment become ``***``."""
     parts = urllib.parse.urlsplit(url)
     netloc = parts.netloc
     if "@" in netloc:
         userinfo, host = netloc.rsplit("@", 1)
-        netloc = f"{userinfo.split(':', 1)[0]}:***@{host}" if ":" in userinfo else netloc
+        user, has_password, _ = userinfo.partition(":")
+        netloc = f"{user}:{MASK}@{host}" if has_password and user else f"{MASK}@{host}"
     query = urllib.parse.urlencode(
         [
-            (k, "***" if any(word in k.lower() for word in SECRET_PARAMETERS) else v)
+            (k, MASK if any(word in k.lower() for word in SECRET_PARAMETERS) else v)
             for k, v in urllib.parse.parse_qsl(parts.query, keep_blank_values=True)
         ],
         safe="*",
     )
-    return urllib.parse.urlunsplit(parts._replace(netloc=netloc, query=query))
+    fragment = MASK if parts.fragment else ""
+    return urllib.parse.urlunsplit(parts._replace(netloc=netloc, query=query, fragment=fragment))
 
 
 class FetchError(SourceError):

@@ -49,25 +49,45 @@ def test_no_code_from_inputs_is_evaluated():
             "https://docs.google.com/x/export?format=csv&gid=0",
             "https://docs.google.com/x/export?format=csv&gid=0",
         ),
+        ("https://ghp_TOKEN@host.example/a.csv", "https://***@host.example/a.csv"),
+        ("https://:s3cret@host.example/a.csv", "https://***@host.example/a.csv"),
+        (
+            "https://b.s3.example/a.csv?X-Amz-Credential=AKIA%2F1&X-Amz-Security-Token=t&n=1",
+            "https://b.s3.example/a.csv?X-Amz-Credential=***&X-Amz-Security-Token=***&n=1",
+        ),
+        (
+            "https://host.example/a.csv?pwd=1&code=2&sig=3&sv=2024#access_token=4",
+            "https://host.example/a.csv?pwd=***&code=***&sig=***&sv=2024#***",
+        ),
     ],
 )
 def test_urls_are_shown_without_their_credentials(url, shown):
     assert public_url(url) == shown
 
 
-def test_credentials_in_a_list_url_reach_no_log_metadata_or_file(tmp_path, httpserver):
-    basic = "Basic " + base64.b64encode(b"reader:pw-67890").decode()
+@pytest.mark.parametrize(
+    ("userinfo", "query", "secrets"),
+    [
+        ("reader:pw-67890", "token=tok-12345", ("tok-12345", "pw-67890")),
+        ("ghp-user-token-555", "code=code-777", ("ghp-user-token-555", "code-777")),
+    ],
+)
+def test_credentials_in_a_list_url_reach_no_log_metadata_or_file(
+    tmp_path, httpserver, userinfo, query, secrets
+):
+    user, _, password = userinfo.partition(":")
+    basic = "Basic " + base64.b64encode(f"{user}:{password}".encode()).decode()
     httpserver.expect_request(
-        "/artists.csv", headers={"Authorization": basic}, query_string="token=tok-12345"
+        "/artists.csv", headers={"Authorization": basic}, query_string=query
     ).respond_with_data((SAMPLE_DIR / "artists.csv").read_bytes(), content_type="text/csv")
-    url = f"http://reader:pw-67890@127.0.0.1:{httpserver.port}/artists.csv?token=tok-12345"
+    url = f"http://{userinfo}@127.0.0.1:{httpserver.port}/artists.csv?{query}#frag-secret-9"
     instance = DagsterInstance.ephemeral()
     result = build(tmp_path, {"LAION_ARTISTS_CSV_URL": url}, instance=instance)
     assert result.success
     text = "\n".join(str(entry) for entry in instance.all_logs(result.run_id))
     files = [p for p in tmp_path.rglob("*") if p.is_file()]
     assert "artists" in text and files
-    for secret in ("tok-12345", "pw-67890"):
+    for secret in (*secrets, "frag-secret-9"):
         assert secret not in text
         assert not [p for p in files if secret.encode() in p.read_bytes()]
 
