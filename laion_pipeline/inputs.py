@@ -190,11 +190,18 @@ def _unique_columns(columns: list[str]) -> list[str]:
     return unique
 
 
-def parse_entity_csv(data: bytes, source: str) -> tuple[list[str], list[dict[str, str]]]:
+# A name table holds the list's columns and image_counts, within SQLite's 2,000 columns.
+MAX_LIST_COLUMNS = 1_999
+
+
+def parse_entity_csv(
+    data: bytes, source: str, notes: list[str] | None = None
+) -> tuple[list[str], list[dict[str, str]]]:
     """Parse a name list: returns (columns, rows). The list must be CSV with a ``name`` column.
 
     A UTF-8 byte order mark and CRLF line ends are accepted; the column called ``name`` (any
-    case, spaces around it ignored) is renamed ``name``.
+    case, spaces around it ignored) is renamed ``name``. NUL characters (left by some exports)
+    are removed, and said in ``notes``.
     """
     try:
         text = data.decode("utf-8-sig")
@@ -206,22 +213,43 @@ def parse_entity_csv(data: bytes, source: str) -> tuple[list[str], list[dict[str
             f"{source} is an HTML page, not CSV (a private or missing Google Sheet answers so): "
             "check the sheet is shared and the URL ends in export?format=csv"
         )
+    if "\x00" in text:
+        lines = [n for n, line in enumerate(text.splitlines(), 1) if "\x00" in line]
+        text = text.replace("\x00", "")
+        if notes is not None:
+            shown = ", ".join(str(n) for n in lines[:10]) + (" ..." if len(lines) > 10 else "")
+            notes.append(f"{source}: NUL characters removed from line {shown}")
     reader = csv.reader(io.StringIO(text, newline=""))
-    header = next(reader, None)
-    if not header:
-        raise InvalidInputError(f"{source} is empty: it needs a header row with a name column")
-    columns = [c.strip() for c in header]
-    lowered = [c.lower() for c in columns]
-    if "name" not in lowered:
+    try:
+        header = next(reader, None)
+        if not header:
+            raise InvalidInputError(f"{source} is empty: it needs a header row with a name column")
+        if len(header) > MAX_LIST_COLUMNS:
+            raise InvalidInputError(
+                f"{source} has {len(header):,} columns: a name list keeps at most "
+                f"{MAX_LIST_COLUMNS:,} (SQLite's limit, with image_counts); remove the columns "
+                "you do not need"
+            )
+        columns = [c.strip() for c in header]
+        lowered = [c.lower() for c in columns]
+        if "name" not in lowered:
+            raise InvalidInputError(
+                f"{source} has no name column (its columns are: {', '.join(columns)}): "
+                "add a column called name"
+            )
+        columns[lowered.index("name")] = "name"
+        columns = _unique_columns([c or f"column_{i + 1}" for i, c in enumerate(columns)])
+        rows = [
+            dict(zip(columns, values + [""] * (len(columns) - len(values)), strict=False))
+            for values in reader
+            if any(v.strip() for v in values)
+        ]
+    except csv.Error as error:
         raise InvalidInputError(
-            f"{source} has no name column (its columns are: {', '.join(columns)}): "
-            "add a column called name"
-        )
-    columns[lowered.index("name")] = "name"
-    columns = _unique_columns([c or f"column_{i + 1}" for i, c in enumerate(columns)])
-    rows = [
-        dict(zip(columns, values + [""] * (len(columns) - len(values)), strict=False))
-        for values in reader
-        if any(v.strip() for v in values)
-    ]
+            f"{source}, line {reader.line_num}: {error} (csv.field_size_limit() is "
+            f"{csv.field_size_limit():,} characters): no name is that long; fix or remove the "
+            "row"
+            if "field larger" in str(error)
+            else f"{source}, line {reader.line_num}: not CSV ({error}): export the list as CSV"
+        ) from error
     return columns, rows

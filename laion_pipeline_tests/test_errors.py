@@ -71,6 +71,14 @@ def test_csv_with_bom_and_crlf_parses():
 
 
 @pytest.mark.fast
+def test_nul_characters_are_removed_from_a_name_list_and_said():
+    notes: list[str] = []
+    columns, rows = parse_entity_csv(b"name,note\nHoku\x00sai,a\nBanksy,b\x00\n", "x", notes)
+    assert rows == [{"name": "Hokusai", "note": "a"}, {"name": "Banksy", "note": "b"}]
+    assert notes == ["x: NUL characters removed from line 2, 3"]
+
+
+@pytest.mark.fast
 def test_repeated_and_reserved_csv_columns_get_unique_names():
     columns, rows = parse_entity_csv(b"name,Note,note,image_counts,\nHokusai,a,b,7,c\n", "x")
     assert columns == ["name", "Note", "note_2", "image_counts_2", "column_5"]
@@ -87,6 +95,14 @@ def test_repeated_and_reserved_csv_columns_get_unique_names():
         (b"", "is empty"),
         (b"\xff\xfe\x00n", "is not UTF-8"),
         (b"title\nx\n", "has no name column (its columns are: title)"),
+        (
+            b"name\nHokusai\n" + b"x" * 200_000 + b"\n",
+            "the list, line 3: field larger than field limit",
+        ),
+        (
+            b"name," + b",".join(b"c%d" % i for i in range(2_000)) + b"\nHokusai\n",
+            "the list has 2,001 columns: a name list keeps at most 1,999",
+        ),
     ],
 )
 def test_bad_name_lists_are_refused_clearly(data, message):

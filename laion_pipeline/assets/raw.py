@@ -102,8 +102,13 @@ def entity_csvs(
         with retry_transient_errors(context, entity_lists):
             for kind in ENTITY_KINDS:
                 data = entity_lists.read(kind)
-                columns, rows = parse_entity_csv(data, entity_lists.display_url(kind))
+                notes: list[str] = []
+                columns, rows = parse_entity_csv(data, entity_lists.display_url(kind), notes)
                 context.log.info(f"{kind}: {len(rows)} names, columns {columns}")
+                for note in notes:
+                    context.log.warning(note)
+                if notes:
+                    metadata[f"{kind}_cleaned"] = "; ".join(notes)
                 fetched[kind] = data
                 metadata[f"{kind}_rows"] = len(rows)
                 metadata[f"{kind}_sha256"] = hashlib.sha256(data).hexdigest()
