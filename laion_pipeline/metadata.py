@@ -1,6 +1,7 @@
 """What materializations tell a person in the Dagster UI: markdown previews, file locations
 and sizes, step times and where each column comes from."""
 
+import re
 import socket
 import time
 from collections.abc import Mapping, Sequence
@@ -16,23 +17,32 @@ from dagster import (
     TableSchema,
 )
 
+# Every character Markdown (and the HTML it allows) gives a meaning: captions, names and hosts
+# are shown as typed, so `![x](http://host/a.png)` is no image the UI would fetch.
+MARKDOWN_SPECIAL = re.compile(r"([\\`*_{}\[\]()#+\-.!|<>~&:])")
+
+
+def markdown_text(value: Any) -> str:
+    """``value`` as plain text in Markdown: one line, every special character escaped."""
+    text = "" if value is None else f"{value:,}" if isinstance(value, int) else str(value)
+    return MARKDOWN_SPECIAL.sub(r"\\\1", " ".join(text.split()))
+
 
 def markdown_table(columns: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
-    """A small markdown table; long cells are shortened and pipes escaped."""
+    """A small markdown table of values shown as text; long cells are shortened."""
 
     def cell(value: Any) -> str:
         text = "" if value is None else f"{value:,}" if isinstance(value, int) else str(value)
-        text = text.replace("|", "\\|").replace("\n", " ")
-        return text if len(text) <= 80 else text[:77] + "..."
+        return markdown_text(text if len(text) <= 80 else text[:77] + "...")
 
     lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
     lines += ["| " + " | ".join(cell(v) for v in row) + " |" for row in rows]
     return "\n".join(lines)
 
 
-def markdown_list(items: Sequence[str]) -> str:
-    """A markdown bullet list ("" for no items)."""
-    return "\n".join(f"- {item}" for item in items)
+def markdown_list(items: Sequence[Any]) -> str:
+    """A markdown bullet list of values shown as text ("" for no items)."""
+    return "\n".join(f"- {markdown_text(item)}" for item in items)
 
 
 def file_metadata(path: Path) -> dict[str, Any]:

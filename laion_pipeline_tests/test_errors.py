@@ -73,7 +73,7 @@ def test_csv_with_bom_and_crlf_parses():
 @pytest.mark.fast
 def test_nul_characters_are_removed_from_a_name_list_and_said():
     notes: list[str] = []
-    columns, rows = parse_entity_csv(b"name,note\nHoku\x00sai,a\nBanksy,b\x00\n", "x", notes)
+    _, rows = parse_entity_csv(b"name,note\nHoku\x00sai,a\nBanksy,b\x00\n", "x", notes)
     assert rows == [{"name": "Hokusai", "note": "a"}, {"name": "Banksy", "note": "b"}]
     assert notes == ["x: NUL characters removed from line 2, 3"]
 

@@ -13,6 +13,7 @@ import pytest
 from dagster import DagsterInstance
 
 from laion_pipeline.layout import DataLayout
+from laion_pipeline.metadata import markdown_list, markdown_table
 from laion_pipeline.synthetic import SAMPLE_DIR
 from laion_pipeline.web import public_url
 from laion_pipeline_tests.conftest import build
@@ -63,6 +64,23 @@ def test_no_code_from_inputs_is_evaluated():
 )
 def test_urls_are_shown_without_their_credentials(url, shown):
     assert public_url(url) == shown
+
+
+@pytest.mark.fast
+def test_captions_and_names_in_metadata_previews_are_text_not_markdown():
+    hostile = [
+        "![x](http://127.0.0.1:9/p.png)",
+        '<img src="http://127.0.0.1:9/q.png">',
+        "[click](javascript:alert(1))",
+        "*bold* _it_ `code` # head | pipe",
+    ]
+    table = markdown_table(["caption", "n"], [[text, 1] for text in hostile])
+    listed = markdown_list(hostile)
+    for text in (table, listed):
+        unescaped = re.findall(r"(?<!\\)[!\[\]()<>*_`#]", text.split("\n", 2)[-1])
+        assert unescaped == [], text
+    assert "\\!\\[x\\]\\(http\\://127\\.0\\.0\\.1\\:9/p\\.png\\)" in table
+    assert "| \\*bold\\* \\_it\\_ \\`code\\` \\# head \\| pipe | 1 |" in table
 
 
 @pytest.mark.parametrize(
