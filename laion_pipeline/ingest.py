@@ -111,6 +111,21 @@ def find_columns(profile: Profile, label: str, found: dict[str, str]) -> FileCol
     return FileColumns(sources)
 
 
+def _refuse_ambiguous_columns(label: str, names: list[str]) -> None:
+    """A file whose columns repeat a name, or differ only in case (``url`` and ``URL``: DuckDB
+    reads names case-insensitively), fails naming them: which one holds the data is a guess."""
+    by_lower: dict[str, list[str]] = {}
+    for name in names:
+        by_lower.setdefault(name.lower(), []).append(name)
+    clashes = [same for same in by_lower.values() if len(same) > 1]
+    if clashes:
+        shown = "; ".join(" and ".join(same) for same in clashes)
+        raise InvalidInputError(
+            f"{label} has columns of the same name ({shown}; names are compared ignoring "
+            "case): which one holds the data is a guess, so write the file with one of each"
+        )
+
+
 def _kind(target: str) -> str:
     return {"url": "text", "text": "text", "hash": "an integer or text"}.get(target, "a number")
 
@@ -128,9 +143,11 @@ def stage_file(
     """Write the rows of ``raw`` that ``profile`` keeps to ``target`` (our staged parquet: the
     columns of ``STAGED_FILE_COLUMNS``, in file order), atomically."""
     try:
-        rows_read = pq.ParquetFile(raw).metadata.num_rows
+        parquet = pq.ParquetFile(raw)
+        rows_read, names = parquet.metadata.num_rows, parquet.schema_arrow.names
     except Exception as error:
         raise InvalidInputError(f"{label} is not a readable parquet file: {error}") from error
+    _refuse_ambiguous_columns(label, names)
     duck = duckdb.connect()
     try:
         if threads:

@@ -145,6 +145,16 @@ def _folder_entries(folder: Path, variable: str, profile: Profile) -> list[tuple
         for p in folder.rglob("*.parquet")
         if p.is_file() and profile.wants(p.relative_to(folder).as_posix())
     )
+    # A link to a file of the folder (or two links to one file) would load its rows twice.
+    seen: dict[Path, str] = {}
+    for key, path in files:
+        real = path.resolve()
+        if real in seen:
+            raise ConfigurationError(
+                f"{variable}: {path} is the same file as {folder / seen[real]} (a link): its "
+                "rows would be loaded twice; remove the link"
+            )
+        seen[real] = key
     if not files:
         raise ConfigurationError(
             f"{folder} holds no *.parquet files matching {profile.files}: set {variable} to a "

@@ -8,6 +8,7 @@ import urllib.parse
 from pathlib import Path
 
 import pyarrow as pa
+import pyarrow.parquet as pq
 import pytest
 
 from laion_pipeline.layout import DataLayout
@@ -37,12 +38,29 @@ def missing_column(path: Path) -> None:
     write(path, [{k: v for k, v in row(1).items() if k != "AESTHETIC_SCORE"}], schema)
 
 
+def two_text_columns(path: Path) -> None:
+    table = pa.Table.from_pylist([row(1)], LAION_ARROW_SCHEMA)
+    pq.write_table(table.append_column("TEXT", pa.array(["another caption"])), path)
+
+
+def url_and_lower_url(path: Path) -> None:
+    table = pa.Table.from_pylist([row(1)], LAION_ARROW_SCHEMA)
+    pq.write_table(table.append_column("url", pa.array(["https://other.example/x.jpg"])), path)
+
+
+def link_to_a_file_of_the_folder(path: Path) -> None:
+    path.symlink_to(path.with_name("a.parquet"))
+
+
 @pytest.mark.parametrize(
     ("make_bad", "problem"),
     [
         (truncated, "is not a readable parquet file"),
         (not_parquet, "is not a readable parquet file"),
         (missing_column, "lacks the LAION columns AESTHETIC_SCORE"),
+        (two_text_columns, "has columns of the same name (TEXT and TEXT;"),
+        (url_and_lower_url, "has columns of the same name (URL and url;"),
+        (link_to_a_file_of_the_folder, "is the same file as"),
     ],
 )
 def test_a_broken_file_fails_naming_it_and_the_published_database_stays(
