@@ -3,6 +3,7 @@ from dagster-duckdb's resource)."""
 
 from __future__ import annotations
 
+import errno
 import sqlite3
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -38,6 +39,18 @@ def sqlite_transaction(
     try:
         yield conn
     except BaseException:
-        conn.execute("ROLLBACK")
+        # After some errors (a full disk: SQLITE_FULL) SQLite has already rolled back, and a
+        # ROLLBACK would replace the real error by "no transaction is active".
+        if conn.in_transaction:
+            conn.execute("ROLLBACK")
         raise
     conn.execute("COMMIT")
+
+
+def is_disk_full(error: BaseException) -> bool:
+    """``error`` is SQLite's or the system's "the disk is full"."""
+    if isinstance(error, sqlite3.OperationalError):
+        return "database or disk is full" in str(error) or getattr(
+            error, "sqlite_errorname", ""
+        ) in ("SQLITE_FULL", "SQLITE_IOERR_WRITE")
+    return isinstance(error, OSError) and error.errno == errno.ENOSPC

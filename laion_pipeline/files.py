@@ -4,10 +4,14 @@ import hashlib
 import json
 import os
 import shutil
+import sqlite3
 import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+from laion_pipeline.db import is_disk_full
 from laion_pipeline.errors import NotEnoughDiskError
 
 HASH_CHUNK = 8 * 1024 * 1024
@@ -75,6 +79,28 @@ def read_json(path: Path, missing_hint: str) -> Any:
     return json.loads(path.read_text(encoding="utf-8"))
 
 
+def disk_size(size: float) -> str:
+    """``2.5 GB``, or ``340 MB`` under a gigabyte (a small shortfall is not ``0.0 GB``)."""
+    return f"{size / 1e9:,.1f} GB" if size >= 1e9 else f"{max(size / 1e6, 1):,.0f} MB"
+
+
+@contextmanager
+def disk_full_said(folder: Path, needed: int, what: str) -> Iterator[None]:
+    """Within the block, a full disk (SQLite's "database or disk is full", or ENOSPC) fails as
+    itself: which folder, and about how much ``what`` needs there."""
+    try:
+        yield
+    except (sqlite3.OperationalError, OSError) as error:
+        if not is_disk_full(error):
+            raise
+        free = shutil.disk_usage(folder).free
+        raise NotEnoughDiskError(
+            f"the disk filled up while {what} in {folder} ({error}): it needs about "
+            f"{disk_size(needed)} free there, and {disk_size(free)} are now; free some space or "
+            "set LAION_DATA_DIR to a larger disk, then run the step again"
+        ) from error
+
+
 def check_free_disk(folder: Path, needed: int, what: str) -> None:
     """Fail before starting ``what`` if ``folder``'s file system has less than ``needed`` bytes
     free."""
@@ -82,6 +108,6 @@ def check_free_disk(folder: Path, needed: int, what: str) -> None:
     free = shutil.disk_usage(folder).free
     if free < needed:
         raise NotEnoughDiskError(
-            f"{what} needs about {needed / 1e9:,.1f} GB free in {folder}, and only "
-            f"{free / 1e9:,.1f} GB are: free some space or set LAION_DATA_DIR to a larger disk"
+            f"{what} needs about {disk_size(needed)} free in {folder}, and only "
+            f"{disk_size(free)} are: free some space or set LAION_DATA_DIR to a larger disk"
         )

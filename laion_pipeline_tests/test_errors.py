@@ -117,8 +117,8 @@ def test_too_little_disk_is_refused_before_the_build_starts(tmp_path, monkeypatc
     layout = DataLayout(tmp_path.resolve())
     before = layout.published_db.read_bytes()
     build_before = layout.build_db.stat().st_mtime_ns
-    # As if the parquet files were a million times larger than this disk can hold.
-    monkeypatch.setattr(search, "DATABASE_PER_PARQUET_BYTE", 1e12)
+    # As if the build needed a million million times its database.
+    monkeypatch.setattr(search, "BUILD_PEAK_PER_DATABASE_BYTE", 1e12)
     result = build(tmp_path, raise_on_error=False)
     text = failure_text(result)
     assert "building the database needs about" in text and "set LAION_DATA_DIR" in text
@@ -135,3 +135,77 @@ def test_check_free_disk_measures_the_real_file_system(tmp_path):
     check_free_disk(tmp_path, free // 2, "a small step")
     with pytest.raises(NotEnoughDiskError, match="a huge step needs about"):
         check_free_disk(tmp_path, free * 10, "a huge step")
+
+
+@pytest.mark.fast
+def test_small_sizes_are_said_in_megabytes():
+    from laion_pipeline.files import disk_size
+
+    assert [disk_size(n) for n in (1, 3_400_000, 999_000_000, 2_500_000_000)] == [
+        "1 MB",
+        "3 MB",
+        "999 MB",
+        "2.5 GB",
+    ]
+
+
+@pytest.mark.fast
+def test_a_disk_that_fills_up_is_said_as_such_with_the_folder_and_the_space(tmp_path):
+    from laion_pipeline.db import sqlite_connect, sqlite_transaction
+    from laion_pipeline.errors import NotEnoughDiskError
+    from laion_pipeline.files import disk_full_said
+
+    conn = sqlite_connect(tmp_path / "full.db")
+    conn.execute("CREATE TABLE t (x)")
+    conn.execute("PRAGMA max_page_count = 20")  # as full as a disk, to SQLite
+    with (
+        pytest.raises(NotEnoughDiskError) as refused,
+        disk_full_said(tmp_path, 5_000_000, "building the database"),
+        sqlite_transaction(conn),
+    ):
+        conn.executemany("INSERT INTO t VALUES (?)", [("x" * 1000,)] * 1000)
+    said = str(refused.value)
+    assert f"the disk filled up while building the database in {tmp_path}" in said
+    assert "database or disk is full" in said and "needs about 5 MB free there" in said
+    assert "no transaction is active" not in said
+    conn.close()
+
+
+@pytest.mark.fast
+def test_the_disk_a_build_needs_is_estimated_from_its_rows_not_its_compression(tmp_path):
+    import sqlite3
+
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from laion_pipeline.fts import FTS_DDL
+    from laion_pipeline.inputs import StagedFile
+    from laion_pipeline.tables import estimated_database_bytes
+
+    rows = 20_000
+    caption = "an oil painting of a lighthouse by the sea at dusk, " * 6  # compresses away
+    table = pa.table(
+        {
+            "url": [f"https://cdn.example/{i}.jpg" for i in range(rows)],
+            "text": [caption] * rows,
+            "domain": ["cdn.example"] * rows,
+        }
+    )
+    staged = tmp_path / "staged.parquet"
+    pq.write_table(table, staged, compression="zstd")
+    conn = sqlite3.connect(tmp_path / "real.db")
+    conn.execute("CREATE TABLE images (url TEXT, text TEXT, domain_id INTEGER, url_key INTEGER)")
+    conn.executemany(
+        "INSERT INTO images VALUES (?, ?, 1, ?)",
+        [(url, caption, i) for i, url in enumerate(table["url"].to_pylist())],
+    )
+    conn.execute(FTS_DDL)
+    conn.execute("INSERT INTO images_fts (images_fts) VALUES ('rebuild')")
+    conn.execute("CREATE INDEX a ON images (domain_id)")
+    conn.execute("CREATE INDEX b ON images (url_key)")
+    conn.commit()
+    conn.close()
+    real = (tmp_path / "real.db").stat().st_size
+    file = StagedFile("a", str(staged), staged.stat().st_size, 0, rows, rows, "", "", "")
+    assert real > 10 * staged.stat().st_size  # the parquet says little about the database
+    assert real <= estimated_database_bytes([file]) <= 3 * real

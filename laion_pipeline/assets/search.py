@@ -8,7 +8,7 @@ own tables, each in one transaction, so a failed step leaves the previous tables
 
 import collections
 import functools
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import ExitStack
 from pathlib import Path
 from typing import Any
@@ -34,9 +34,9 @@ from laion_pipeline.build_db import (
     require_table,
 )
 from laion_pipeline.db import sqlite_connect, sqlite_transaction
-from laion_pipeline.files import check_free_disk
+from laion_pipeline.files import check_free_disk, disk_full_said
 from laion_pipeline.fts import build_images_fts
-from laion_pipeline.inputs import StagingManifest, parse_entity_csv
+from laion_pipeline.inputs import StagedFile, StagingManifest, parse_entity_csv
 from laion_pipeline.layout import ENTITY_KINDS, DataLayout
 from laion_pipeline.lock import data_dir_lock
 from laion_pipeline.lookup import build_host_search
@@ -73,10 +73,10 @@ from laion_pipeline.shards import (
 from laion_pipeline.staging import check_files_unchanged
 from laion_pipeline.tables import (
     BUILD_PEAK_PER_DATABASE_BYTE,
-    DATABASE_PER_PARQUET_BYTE,
     TOP_DOMAINS_SQL,
     build_domains,
     build_entity_table,
+    estimated_database_bytes,
     load_images_and_index,
     staged_files,
 )
@@ -259,30 +259,39 @@ def _build_the_one_shard(
                 conn.close()
             return shard_report(layout.build_db, None)
         files = staged_files(layout)
-        database = DATABASE_PER_PARQUET_BYTE * sum(f.size for f in files)
-        check_free_disk(
-            layout.build_db.parent,
-            int(BUILD_PEAK_PER_DATABASE_BYTE * database),
-            "building the database",
-        )
-        new = fresh_build_db(layout)
-        with staging_duckdb.get_connection() as duck:
-            conn = sqlite_connect(new)
-            try:
-                domains = build_domains(duck, conn)
-            finally:
-                conn.close()
-            install_build_db(new, layout)
-            conn = open_build_db(layout, write=True)
-            try:
-                loaded = load_images_and_index(
-                    layout, conn, duck, files, "images_fts" in selected, context.log
-                )
-            finally:
-                conn.close()
-        # Read before the lock is released: another run may start a new build file after it.
-        built = BuiltShard(loaded.rows, domains, loaded.null_captions)
-        return shard_report(layout.build_db, built)
+        needed = int(BUILD_PEAK_PER_DATABASE_BYTE * estimated_database_bytes(files))
+        check_free_disk(layout.build_db.parent, needed, "building the database")
+        with disk_full_said(layout.build_db.parent, needed, "building the database"):
+            return _build_images(context, layout, staging_duckdb, files, selected)
+
+
+def _build_images(
+    context: AssetExecutionContext,
+    layout: DataLayout,
+    staging_duckdb: DuckDBResource,
+    files: Sequence[StagedFile],
+    selected: set[str],
+) -> ShardReport:
+    """Load the images of ``files`` into a fresh build database (with the caption index
+    when ``images_fts`` is selected), under the caller's lock."""
+    new = fresh_build_db(layout)
+    with staging_duckdb.get_connection() as duck:
+        conn = sqlite_connect(new)
+        try:
+            domains = build_domains(duck, conn)
+        finally:
+            conn.close()
+        install_build_db(new, layout)
+        conn = open_build_db(layout, write=True)
+        try:
+            loaded = load_images_and_index(
+                layout, conn, duck, files, "images_fts" in selected, context.log
+            )
+        finally:
+            conn.close()
+    # Read before the lock is released: another run may start a new build file after it.
+    built = BuiltShard(loaded.rows, domains, loaded.null_captions)
+    return shard_report(layout.build_db, built)
 
 
 def _shards_metadata(files: list[Path], table: str) -> dict[str, Any]:
