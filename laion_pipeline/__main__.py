@@ -3,7 +3,8 @@
 - `run` observes the sources, stages each new or changed source file (one run of
   `stage_source_files` per file, `LAION_WORKERS` at a time), then launches the `full_build`
   job through the Dagster instance (`$DAGSTER_HOME`), as the UI does, and waits for it;
-- `where` prints the published database, its release and its row counts;
+- `where` prints the current release: its database, when and from what it was built, its
+  row counts and the address `make serve` serves it at;
 - `serve` runs Datasette on the current release (immutable, with the inspect file and the
   2022 deployment's settings), following each publish;
 - `rollback` serves the previously published release again (run it twice to undo).
@@ -85,7 +86,7 @@ def observe() -> tuple[list[str], int] | None:
 
 def stage(laion_data: LaionData) -> int:
     """Observe the sources, then stage every source file that is new or changed since it was
-    last staged (a run of stage_source_files per file, ``LAION_WORKERS`` at a time)."""
+    last staged (a run of stage_source_files per file, `LAION_WORKERS` at a time)."""
     from concurrent.futures import ProcessPoolExecutor
     from contextlib import ExitStack
     from multiprocessing import get_context
@@ -125,7 +126,7 @@ def stage(laion_data: LaionData) -> int:
 
 
 def run(job: str, workspace: str, host: str = DEFAULT_HOST, port: int = DEFAULT_PORT) -> int:
-    """``full_build`` (what `make run` runs): stage the new or changed source files, then
+    """`full_build` (what `make run` runs): stage the new or changed source files, then
     launch full_build over every shard they make; any other job: launch it."""
     tags = None
     if job == "full_build":
@@ -220,7 +221,11 @@ def serve(host: str, port: int) -> int:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m laion_pipeline", description=__doc__)
+    parser = argparse.ArgumentParser(
+        prog="python -m laion_pipeline",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,  # the list as written
+    )
     commands = parser.add_subparsers(dest="command", required=True)
     run_parser = commands.add_parser(
         "run", help="launch a job through the Dagster instance and wait for it (make run)"

@@ -27,7 +27,7 @@ all_asset_checks = load_asset_checks_from_modules([*ASSET_MODULES, checks])
 
 
 def make_definitions(resources: Mapping[str, Any]) -> Definitions:
-    """The pipeline with the given resources: ``build_resources()`` of this environment here,
+    """The pipeline with the given resources: `build_resources()` of this environment here,
     of a temporary one in the tests."""
     return Definitions(
         assets=all_assets,

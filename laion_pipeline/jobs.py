@@ -107,8 +107,8 @@ def shard_run_tags(instance: DagsterInstance, laion_data: LaionData) -> dict[str
 
 
 def stage_partition(key: str) -> tuple[str, str, bool]:
-    """One run of stage_source_files for the partition ``key``, in this process, recorded in
-    the instance of ``$DAGSTER_HOME`` (`make run` calls it in worker processes); returns the
+    """One run of stage_source_files for the partition `key`, in this process, recorded in
+    the instance of `$DAGSTER_HOME` (`make run` calls it in worker processes); returns the
     key, the run id and whether it succeeded."""
     from laion_pipeline.definitions import defs  # the definitions import this module
 

@@ -65,10 +65,10 @@ def usable_cores() -> int:
 
 
 class LaionData(ConfigurableResource):
-    """The data directory (``LAION_DATA_DIR``) and what a build makes of the source files: the
-    profile (``LAION_PROFILE``, with ``LAION_PROFILES_FILE``), whether raw files are kept once
-    staged (``LAION_KEEP_RAW``), how many files are staged (and shards built) at once
-    (``LAION_WORKERS``) and the most rows a shard database holds (``LAION_SHARD_ROWS``)."""
+    """The data directory (`LAION_DATA_DIR`) and what a build makes of the source files: the
+    profile (`LAION_PROFILE`, with `LAION_PROFILES_FILE`), whether raw files are kept once
+    staged (`LAION_KEEP_RAW`), how many files are staged (and shards built) at once
+    (`LAION_WORKERS`) and the most rows a shard database holds (`LAION_SHARD_ROWS`)."""
 
     data_dir: str
     profile_name: str = ""
@@ -95,7 +95,7 @@ class LaionData(ConfigurableResource):
 
     @property
     def parallel_files(self) -> int:
-        """Files staged at once on this machine: ``LAION_WORKERS``, default one per core."""
+        """Files staged at once on this machine: `LAION_WORKERS`, default one per core."""
         return self.workers or usable_cores()
 
     @property
@@ -106,9 +106,9 @@ class LaionData(ConfigurableResource):
 
 
 class NetworkResource(ConfigurableResource):
-    """A resource that may meet a network outage: each request is retried ``attempts`` times
-    within the step, then the step itself is retried ``step_retries`` times, waiting about
-    ``step_retry_seconds`` doubled each time (30 s, 60 s, 120 s)."""
+    """A resource that may meet a network outage: each request is retried `attempts` times
+    within the step, then the step itself is retried `step_retries` times, waiting about
+    `step_retry_seconds` doubled each time (30 s, 60 s, 120 s)."""
 
     step_retries: int = 3
     step_retry_seconds: float = 30.0
@@ -129,7 +129,7 @@ class ParquetSource(NetworkResource):
         entry: SourceEntry,
         log: Any = None,
     ) -> FetchedFile:
-        """Make one file of ``listing`` available in the data folder, verified."""
+        """Make one file of `listing` available in the data folder, verified."""
         raise NotImplementedError
 
 
@@ -178,7 +178,7 @@ def _stamp(path: Path) -> str:
 
 class FolderSource(ParquetSource):
     """Parquet files in a folder outside the data folder: each is copied into
-    ``raw/snapshot/`` while it is hashed, and staged from that copy, so a file changed during
+    `raw/snapshot/` while it is hashed, and staged from that copy, so a file changed during
     a build never reaches it."""
 
     def folder(self) -> Path:
@@ -222,7 +222,7 @@ class FolderSource(ParquetSource):
 
 
 class SampleParquetSource(FolderSource):
-    """The bundled 7,000-row sample: offline, the default (``LAION_SOURCE=sample``)."""
+    """The bundled 7,000-row sample: offline, the default (`LAION_SOURCE=sample`)."""
 
     kind: ClassVar[str] = "sample"
     variable: ClassVar[str] = "LAION_SOURCE"
@@ -238,7 +238,7 @@ class SampleParquetSource(FolderSource):
 
 
 class LocalParquetSource(FolderSource):
-    """Any folder of LAION parquet files (``LAION_SOURCE=local``, ``LAION_LOCAL_DIR``)."""
+    """Any folder of LAION parquet files (`LAION_SOURCE=local`, `LAION_LOCAL_DIR`)."""
 
     local_dir: str
 
@@ -252,9 +252,9 @@ class LocalParquetSource(FolderSource):
 
 
 class HuggingFaceSource(ParquetSource):
-    """A dataset repo on the Hugging Face Hub (``LAION_SOURCE=huggingface``): ``LAION_HF_REPO``
-    (default: the profile's) at ``LAION_HF_REVISION``, from ``HF_ENDPOINT``. ``HF_TOKEN`` is
-    read by huggingface_hub itself and never stored here. With ``HF_HUB_OFFLINE=1`` the files
+    """A dataset repo on the Hugging Face Hub (`LAION_SOURCE=huggingface`): `LAION_HF_REPO`
+    (default: the profile's) at `LAION_HF_REVISION`, from `HF_ENDPOINT`. `HF_TOKEN` is
+    read by huggingface_hub itself and never stored here. With `HF_HUB_OFFLINE=1` the files
     of the last listing fetched into the data directory are used, without asking the hub."""
 
     repo_id: str = ""
@@ -360,7 +360,7 @@ class MisconfiguredSource(ParquetSource):
 
 class EntityLists(NetworkResource):
     """The three name lists (artists, celebrities, characters) as CSV: an http(s) URL, a
-    ``file://`` URL or a path."""
+    `file://` URL or a path."""
 
     artists_csv_url: str
     celebrities_csv_url: str
@@ -401,7 +401,7 @@ def _truthy(value: str | None) -> bool:
 
 
 def _count(name: str, value: str | None, default: int, meaning: str) -> int:
-    """A positive whole number setting, ``default`` when unset."""
+    """A positive whole number setting, `default` when unset."""
     if not (value or "").strip():
         return default
     text = value.strip().replace("_", "")
@@ -411,7 +411,7 @@ def _count(name: str, value: str | None, default: int, meaning: str) -> int:
 
 
 def build_resources(environ: Mapping[str, str] | None = None) -> dict[str, Any]:
-    """The resources for one environment, chosen by ``LAION_SOURCE`` (default ``sample``)."""
+    """The resources for one environment, chosen by `LAION_SOURCE` (default `sample`)."""
     env = os.environ if environ is None else environ
     data_dir = env.get("LAION_DATA_DIR") or "data"
     source_kind = (env.get("LAION_SOURCE") or "sample").strip().lower()

@@ -61,6 +61,27 @@ def test_every_asset_says_what_its_data_is():
 
 
 @pytest.mark.fast
+def test_what_the_ui_shows_is_markdown_not_rst():
+    graph = defs.resolve_asset_graph()
+    shown = {key.to_user_string(): graph.get(key).description for key in graph.get_all_asset_keys()}
+    for check in graph.asset_check_keys:
+        shown[check.to_user_string()] = graph.get(check).description
+    for name, resource in defs.resources.items():
+        shown[f"resource {name}"] = type(resource).__doc__
+    for job in defs.resolve_all_job_defs():
+        shown[f"job {job.name}"] = job.description
+    rst = {name: text for name, text in shown.items() if text and "``" in text}
+    assert rst == {}
+    help_text = subprocess.run(
+        [sys.executable, "-m", "laion_pipeline", "--help"],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    assert "``" not in help_text and "\n- `run` observes" in help_text
+
+
+@pytest.mark.fast
 def test_tables_publish_their_column_schema():
     graph = defs.resolve_asset_graph()
     schema = graph.get(AssetKey("images")).metadata["dagster/column_schema"]

@@ -44,7 +44,7 @@ MADE_BY = {"domain": "images", "images": "images", "images_fts_docsize": "images
 
 @contextmanager
 def build_database(layout: DataLayout, *tables: str) -> Iterator[sqlite3.Connection]:
-    """The build database, read-only, once it has ``tables`` (else: what to materialize; a
+    """The build database, read-only, once it has `tables` (else: what to materialize; a
     check may run after another run started a new build database)."""
     if not layout.build_db.exists():
         raise StaleInputError(f"{layout.build_db} does not exist: materialize images first")
@@ -64,7 +64,7 @@ def shard_databases(
     context: AssetCheckExecutionContext, layout: DataLayout, *tables: str
 ) -> Iterator[list[tuple[Shard, sqlite3.Connection]]]:
     """The databases of the shards a run built (every shard, for a check executed on its
-    own), read-only, once they have ``tables``, each with its shard."""
+    own), read-only, once they have `tables`, each with its shard."""
     shards = shards_of(StagingManifest.read(layout))
     if len(shards) == 1:
         with build_database(layout, *tables) as conn:
@@ -93,7 +93,7 @@ def in_shard(shard: Shard, problems: list[str], several: bool) -> list[str]:
 
 
 def share_check(count: int, total: int, limit: float, what: str) -> AssetCheckResult:
-    """A warning when more than ``limit`` of the ``total`` images are ``what`` says."""
+    """A warning when more than `limit` of the `total` images are `what` says."""
     share = count / total if total else 0.0
     return AssetCheckResult(
         passed=share <= limit,

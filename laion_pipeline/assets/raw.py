@@ -92,7 +92,7 @@ def entity_csvs(
     context: AssetExecutionContext, laion_data: LaionData, entity_lists: EntityLists
 ) -> MaterializeResult:
     """The three name lists of the 2022 analysis (artists, celebrities, characters) as CSV
-    files with a ``name`` column, copied into ``raw/entities/`` after a format check. Its data
+    files with a `name` column, copied into `raw/entities/` after a format check. Its data
     version is a hash of the three files, so an unchanged list re-counts nothing."""
     timer = StepTimer()
     layout = laion_data.layout

@@ -29,7 +29,7 @@ _PERMANENT = (
 
 
 def step_retry_delay(base_seconds: float, retry_number: int) -> float:
-    """Seconds before the next attempt: ``base_seconds`` doubled for each retry so far, give or
+    """Seconds before the next attempt: `base_seconds` doubled for each retry so far, give or
     take a quarter, so that several runs waiting for the same outage do not retry together."""
     return base_seconds * 2**retry_number * random.uniform(0.75, 1.25)
 
@@ -39,7 +39,7 @@ def retry_transient_errors(
     context: AssetExecutionContext, resource: NetworkResource
 ) -> Iterator[None]:
     """Ask Dagster to retry the step on a transient error (with backoff, up to the resource's
-    ``step_retries``); turn every other error of ours into a ``Failure`` that is not retried."""
+    `step_retries`); turn every other error of ours into a `Failure` that is not retried."""
     try:
         yield
     except SourceError as error:

@@ -204,7 +204,7 @@ def images_and_index(
     files = [shard_file(layout, shards, s.key) for s in wanted]
 
     def result(asset: str, **metadata: Any) -> MaterializeResult:
-        """The materialization of ``asset`` for the shards of the run."""
+        """The materialization of `asset` for the shards of the run."""
         return MaterializeResult(
             asset_key=AssetKey(asset),
             metadata={
@@ -272,8 +272,8 @@ def _build_images(
     files: Sequence[StagedFile],
     selected: set[str],
 ) -> ShardReport:
-    """Load the images of ``files`` into a fresh build database (with the caption index
-    when ``images_fts`` is selected), under the caller's lock."""
+    """Load the images of `files` into a fresh build database (with the caption index
+    when `images_fts` is selected), under the caller's lock."""
     new = fresh_build_db(layout)
     with staging_duckdb.get_connection() as duck:
         conn = sqlite_connect(new)

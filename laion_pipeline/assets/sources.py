@@ -32,7 +32,7 @@ warnings.filterwarnings(
 
 def entity_lists_version(lists: Mapping[str, bytes]) -> str:
     """The data version of the name lists: a hash of the three CSVs' bytes, the same as the
-    ``entity_sheets`` observation gives for them."""
+    `entity_sheets` observation gives for them."""
     digest = hashlib.sha256()
     for kind in ENTITY_KINDS:
         digest.update(hashlib.sha256(lists[kind]).digest())

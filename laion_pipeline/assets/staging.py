@@ -52,8 +52,8 @@ STAGING_LINEAGE = column_lineage(
 def staging_images(context: AssetExecutionContext, laion_data: LaionData) -> MaterializeResult:
     """Every kept image row of the staged source files, in file order, numbered 1..N (the
     SQLite rowid), typed for SQLite (sizes as integers, NaN as NULL, hash as text), with
-    ``domain``: the URL's host exactly as Python's ``urlparse(url).netloc`` gives it. A DuckDB
-    view in ``staging/laion.duckdb`` over the staged files of the observed listing: the rows
+    `domain`: the URL's host exactly as Python's `urlparse(url).netloc` gives it. A DuckDB
+    view in `staging/laion.duckdb` over the staged files of the observed listing: the rows
     stream from parquet to SQLite without a second copy. Fails, naming them, when some source
     files are not staged at the observed revision. Plans the shards: consecutive files of at
     most `LAION_SHARD_ROWS` rows, the partitions of `images` (added and removed here)."""
