@@ -82,7 +82,9 @@ SELECT
     grouping(pwatermark),
     aesthetic, width, height, punsafe, pwatermark,
     count(*),
-    avg(score),
+    -- Summed as decimals: exact in any order, so byte-identical builds have the same mean
+    -- (a parallel sum of doubles differs in the last digits from run to run).
+    CAST(sum(CAST(score AS DECIMAL(38, 12))) / nullif(count(score), 0) AS DOUBLE),
     coalesce(count_if(unsafe > {FLAG_THRESHOLD}), 0),
     coalesce(count_if(watermark > {FLAG_THRESHOLD}), 0)
 FROM binned

@@ -17,6 +17,8 @@ from dagster import (
     TableSchema,
 )
 
+from laion_pipeline.files import disk_size
+
 # Every character Markdown (and the HTML it allows) gives a meaning: captions, names and hosts
 # are shown as typed, so `![x](http://host/a.png)` is no image the UI would fetch.
 MARKDOWN_SPECIAL = re.compile(r"([\\`*_{}\[\]()#+\-.!|<>~&:])")
@@ -49,9 +51,11 @@ def file_metadata(path: Path) -> dict[str, Any]:
     """``dagster/uri`` (a file:// URI the UI shows and links) and the size of a file or of the
     files in a folder."""
     files = [p for p in path.rglob("*") if p.is_file()] if path.is_dir() else [path]
+    size = sum(p.stat().st_size for p in files)
     return {
         "dagster/uri": MetadataValue.url(path.resolve().as_uri()),
-        "size_bytes": sum(p.stat().st_size for p in files),
+        "size_bytes": size,  # a number, which the UI plots across materializations
+        "size": disk_size(size),
     }
 
 

@@ -219,12 +219,31 @@ def test_a_chart_that_cannot_be_drawn_names_its_list_and_label(analysis):
         charts(broken)
 
 
+@pytest.mark.fast
+def test_the_mean_aesthetic_score_does_not_depend_on_the_threads_that_sum_it():
+    import duckdb
+
+    from laion_pipeline.analysis import distributions
+
+    duck = duckdb.connect()
+    duck.execute(
+        "CREATE TABLE staging_images AS SELECT random() * 10 AS aesthetic, random() AS punsafe, "
+        "random() AS pwatermark, 640 AS width, 480 AS height FROM range(3000000)"
+    )
+    means = set()
+    for threads in (1, 2, 4, 8):
+        duck.execute(f"SET threads = {threads}")
+        means.add(distributions(duck)["aesthetic_mean"])
+    assert len(means) == 1
+
+
 def test_each_build_records_the_numbers_and_shows_the_charts(built, analysis):
     result, _ = built
     (materialization,) = result.asset_materializations_for_node("analysis")
     metadata = materialization.metadata
     for name, (sql_type, _) in NUMBERS.items():
-        assert metadata[name].value == pytest.approx(analysis[name]), name
+        assert metadata[name].value == pytest.approx(analysis[name], abs=5e-5), name
+        assert metadata[name].value == round(metadata[name].value, 4), name  # readable
         assert isinstance(metadata[name].value, int if sql_type == "INTEGER" else float)
     for name in REPORT_CHARTS:
         assert metadata[f"chart_{name}"].value.startswith("![")
@@ -237,6 +256,10 @@ def test_each_build_records_the_numbers_and_shows_the_charts(built, analysis):
         e for e in result.get_asset_check_evaluations() if e.check_name == "report_complete"
     ]
     assert check.passed
+    assert metadata["size"].value.endswith(" MB") and isinstance(metadata["size_bytes"].value, int)
+    for evaluation in result.get_asset_check_evaluations():  # a number the UI plots, each
+        numbers = [v for v in evaluation.metadata.values() if type(v.value) in (int, float)]
+        assert numbers, evaluation.check_name
 
 
 def _lists(folder: Path, celebrities: str) -> dict[str, str]:

@@ -20,6 +20,9 @@ from laion_pipeline.release import current_release
 from laion_pipeline.report import percent
 from laion_pipeline.resources import LaionData
 
+# Shares and means as the UI shows and plots them: 0.0849, not 0.08485714285714285.
+METADATA_DECIMALS = 4
+
 
 def _chart_markdown(title: str, png: bytes) -> MetadataValue:
     # The UI renders markdown images; a data: URI keeps the chart inside the event log.
@@ -63,7 +66,7 @@ def analysis(
             **{
                 name: MetadataValue.int(result[name])
                 if sql_type == "INTEGER"
-                else MetadataValue.float(result[name] or 0.0)
+                else MetadataValue.float(round(result[name] or 0.0, METADATA_DECIMALS))
                 for name, (sql_type, _) in NUMBERS.items()
             },
             "top_domains": MetadataValue.md(markdown_table(["domain", "images", "share"], top)),

@@ -105,9 +105,12 @@ def share_check(count: int, total: int, limit: float, what: str) -> AssetCheckRe
 
 
 def problems_result(found: list[str], **metadata: Any) -> AssetCheckResult:
-    """Passed when nothing was found wrong; else each problem in the description."""
+    """Passed when nothing was found wrong; else each problem in the description. The number
+    of problems is numeric metadata, which the UI plots across runs."""
     return AssetCheckResult(
-        passed=not found, description="; ".join(found) or None, metadata=metadata
+        passed=not found,
+        description="; ".join(found) or None,
+        metadata={"problems_found": len(found), **metadata},
     )
 
 
