@@ -27,6 +27,7 @@ import duckdb
 from laion_pipeline.build_db import SIDE_FILES, open_writable, remove_side_files, require_table
 from laion_pipeline.db import sqlite_connect, sqlite_transaction
 from laion_pipeline.errors import StaleInputError
+from laion_pipeline.files import check_free_disk, disk_full_said
 from laion_pipeline.fts import build_images_fts
 from laion_pipeline.inputs import SourceListing, StagedFile, StagingManifest
 from laion_pipeline.layout import DataLayout
@@ -35,7 +36,14 @@ from laion_pipeline.lookup import build_host_search
 from laion_pipeline.profiles import Profile
 from laion_pipeline.seal import prepare, seal, unseal
 from laion_pipeline.staging import staged_files_of, staging_view_sql
-from laion_pipeline.tables import DOMAIN_DDL, build_domains, count_phrase, load_images
+from laion_pipeline.tables import (
+    BUILD_PEAK_PER_DATABASE_BYTE,
+    DOMAIN_DDL,
+    build_domains,
+    count_phrase,
+    estimated_database_bytes,
+    load_images,
+)
 
 
 @dataclass(frozen=True)
@@ -189,7 +197,10 @@ def make_shard(layout: DataLayout, shard: Shard, *, images: bool, index: bool) -
         new = db.with_name(db.name + ".new")
         for leftover in (new, *(new.with_name(new.name + s) for s in SIDE_FILES)):
             leftover.unlink(missing_ok=True)  # what a killed build of this shard left
-        built = build_shard(shard, new, index=index)
+        needed = int(BUILD_PEAK_PER_DATABASE_BYTE * estimated_database_bytes(shard.files))
+        check_free_disk(db.parent, needed, f"building shard {shard.key}")
+        with disk_full_said(db.parent, needed, f"building shard {shard.key}"):
+            built = build_shard(shard, new, index=index)
         prepared = prepare(new, what)
         remove_side_files(db)
         new.replace(db)
