@@ -83,8 +83,11 @@ SELECT
     aesthetic, width, height, punsafe, pwatermark,
     count(*),
     -- Summed as decimals: exact in any order, so byte-identical builds have the same mean
-    -- (a parallel sum of doubles differs in the last digits from run to run).
-    CAST(sum(CAST(score AS DECIMAL(38, 12))) / nullif(count(score), 0) AS DOUBLE),
+    -- (a parallel sum of doubles differs in the last digits from run to run); scores past
+    -- what a decimal holds (1e26, no real score) are averaged as doubles.
+    CASE WHEN count(TRY_CAST(score AS DECIMAL(38, 12))) = count(score)
+        THEN CAST(sum(TRY_CAST(score AS DECIMAL(38, 12))) / nullif(count(score), 0) AS DOUBLE)
+        ELSE avg(score) END,
     coalesce(count_if(unsafe > {FLAG_THRESHOLD}), 0),
     coalesce(count_if(watermark > {FLAG_THRESHOLD}), 0)
 FROM binned
