@@ -12,7 +12,9 @@ install: $(STAMP)
 $(STAMP): setup.cfg pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	@# -qq: errors only. setuptools prints an "Editable installation" notice for any editable
+	@# install of a project whose folder holds more than its package (our tests).
+	$(BIN)/python -m pip install -qq -e '.[dev]'
 	touch $@
 
 $(DAGSTER_HOME)/dagster.yaml: dagster_home.yaml
