@@ -30,6 +30,7 @@ from laion_pipeline.hub import (
 from laion_pipeline.inputs import DEFAULT_SHARD_ROWS, SourceEntry, SourceListing, SourceRevision
 from laion_pipeline.layout import ENTITY_KINDS, DataLayout
 from laion_pipeline.profiles import Profile, choose_profile, load_profiles
+from laion_pipeline.settings import truthy, whole_number
 from laion_pipeline.synthetic import SAMPLE_DIR
 from laion_pipeline.web import fetch_url, public_url
 
@@ -396,20 +397,6 @@ class EntityLists(NetworkResource):
         return path.read_bytes()
 
 
-def _truthy(value: str | None) -> bool:
-    return (value or "").strip().lower() in ("1", "true", "yes", "on")
-
-
-def _count(name: str, value: str | None, default: int, meaning: str) -> int:
-    """A positive whole number setting, `default` when unset."""
-    if not (value or "").strip():
-        return default
-    text = value.strip().replace("_", "")
-    if not text.isdigit() or int(text) < 1:
-        raise ConfigurationError(f"{name}={value!r}: set it to {meaning}")
-    return int(text)
-
-
 def build_resources(environ: Mapping[str, str] | None = None) -> dict[str, Any]:
     """The resources for one environment, chosen by `LAION_SOURCE` (default `sample`)."""
     env = os.environ if environ is None else environ
@@ -425,7 +412,7 @@ def build_resources(environ: Mapping[str, str] | None = None) -> dict[str, Any]:
             repo_id=env.get("LAION_HF_REPO") or "",
             revision=env.get("LAION_HF_REVISION") or "",
             endpoint=env.get("HF_ENDPOINT") or DEFAULT_ENDPOINT,
-            offline=_truthy(env.get("HF_HUB_OFFLINE")),
+            offline=truthy(env.get("HF_HUB_OFFLINE")),
         )
     else:
         source = MisconfiguredSource(
@@ -457,14 +444,14 @@ def build_resources(environ: Mapping[str, str] | None = None) -> dict[str, Any]:
         profiles_file=profiles_file,
         filter_settings={v: env[v] for v in sorted(variables) if env.get(v)},
         source_kind=source_kind,
-        keep_raw=_truthy(env.get("LAION_KEEP_RAW") or "1"),
-        workers=_count(
+        keep_raw=truthy(env.get("LAION_KEEP_RAW") or "1"),
+        workers=whole_number(
             "LAION_WORKERS",
             env.get("LAION_WORKERS"),
             0,
             "how many files to stage at once, such as 2",
         ),
-        shard_rows=_count(
+        shard_rows=whole_number(
             "LAION_SHARD_ROWS",
             env.get("LAION_SHARD_ROWS"),
             DEFAULT_SHARD_ROWS,

@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from laion_pipeline.fts import laion_match
+from laion_pipeline.settings import whole_number
 
 PAGE_ROWS = 50
 # Matches are counted exactly up to here; beyond it a search says "more than 10,000".
@@ -28,20 +29,14 @@ def count_cap(environ: Mapping[str, str] = os.environ) -> int:
     """The cap of the search's count the server uses: ``LAION_SEARCH_COUNT_CAP``, or
     ``COUNT_CAP``. Counting two common words or a phrase to the cap is most of what an
     uncached search costs; a lower cap serves more distinct searches a second."""
-    text = environ.get(COUNT_CAP_VARIABLE, "").strip()
-    if not text:
-        return COUNT_CAP
-    try:
-        cap = int(text.replace(",", "").replace("_", ""))
-    except ValueError:
-        cap = 0
-    if cap < PAGE_ROWS:
-        raise ValueError(
-            f"{COUNT_CAP_VARIABLE}={text!r}: the number of matches a search counts exactly "
-            f"must be a whole number of at least {PAGE_ROWS} (one page); unset it for "
-            f"{COUNT_CAP:,}"
-        )
-    return cap
+    return whole_number(
+        COUNT_CAP_VARIABLE,
+        environ.get(COUNT_CAP_VARIABLE),
+        COUNT_CAP,
+        f"the number of matches a search counts exactly, a whole number of at least "
+        f"{PAGE_ROWS} (one page); unset it for {COUNT_CAP:,}",
+        at_least=PAGE_ROWS,
+    )
 
 
 RESULT_COLUMNS = (
