@@ -85,9 +85,11 @@ def disk_size(size: float) -> str:
 
 
 @contextmanager
-def disk_full_said(folder: Path, needed: int, what: str) -> Iterator[None]:
-    """Within the block, a full disk (SQLite's "database or disk is full", or ENOSPC) fails as
-    itself: which folder, and about how much ``what`` needs there."""
+def disk_for(folder: Path, needed: int, what: str) -> Iterator[None]:
+    """``what`` (the block) with about ``needed`` bytes of ``folder``'s disk: refused before
+    it starts with less free (``check_free_disk``), and a disk that fills up anyway (SQLite's
+    "database or disk is full", or ENOSPC) fails as itself, with the folder and the space."""
+    check_free_disk(folder, needed, what)
     try:
         yield
     except (sqlite3.OperationalError, OSError) as error:

@@ -27,7 +27,7 @@ import duckdb
 from laion_pipeline.build_db import SIDE_FILES, open_writable, remove_side_files, require_table
 from laion_pipeline.db import sqlite_connect, sqlite_transaction
 from laion_pipeline.errors import StaleInputError
-from laion_pipeline.files import check_free_disk, disk_full_said
+from laion_pipeline.files import disk_for
 from laion_pipeline.fts import build_images_fts
 from laion_pipeline.inputs import SourceListing, StagedFile, StagingManifest
 from laion_pipeline.layout import DataLayout
@@ -198,8 +198,7 @@ def make_shard(layout: DataLayout, shard: Shard, *, images: bool, index: bool) -
         for leftover in (new, *(new.with_name(new.name + s) for s in SIDE_FILES)):
             leftover.unlink(missing_ok=True)  # what a killed build of this shard left
         needed = int(BUILD_PEAK_PER_DATABASE_BYTE * estimated_database_bytes(shard.files))
-        check_free_disk(db.parent, needed, f"building shard {shard.key}")
-        with disk_full_said(db.parent, needed, f"building shard {shard.key}"):
+        with disk_for(db.parent, needed, f"building shard {shard.key}"):
             built = build_shard(shard, new, index=index)
         prepared = prepare(new, what)
         remove_side_files(db)

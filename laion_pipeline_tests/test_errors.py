@@ -153,14 +153,14 @@ def test_small_sizes_are_said_in_megabytes():
 def test_a_disk_that_fills_up_is_said_as_such_with_the_folder_and_the_space(tmp_path):
     from laion_pipeline.db import sqlite_connect, sqlite_transaction
     from laion_pipeline.errors import NotEnoughDiskError
-    from laion_pipeline.files import disk_full_said
+    from laion_pipeline.files import disk_for
 
     conn = sqlite_connect(tmp_path / "full.db")
     conn.execute("CREATE TABLE t (x)")
     conn.execute("PRAGMA max_page_count = 20")  # as full as a disk, to SQLite
     with (
         pytest.raises(NotEnoughDiskError) as refused,
-        disk_full_said(tmp_path, 5_000_000, "building the database"),
+        disk_for(tmp_path, 5_000_000, "building the database"),
         sqlite_transaction(conn),
     ):
         conn.executemany("INSERT INTO t VALUES (?)", [("x" * 1000,)] * 1000)

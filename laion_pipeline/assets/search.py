@@ -34,7 +34,7 @@ from laion_pipeline.build_db import (
     require_table,
 )
 from laion_pipeline.db import sqlite_connect, sqlite_transaction
-from laion_pipeline.files import check_free_disk, disk_full_said
+from laion_pipeline.files import disk_for
 from laion_pipeline.fts import build_images_fts
 from laion_pipeline.inputs import StagedFile, StagingManifest, parse_entity_csv
 from laion_pipeline.layout import ENTITY_KINDS, DataLayout
@@ -260,8 +260,7 @@ def _build_the_one_shard(
             return shard_report(layout.build_db, None)
         files = staged_files(layout)
         needed = int(BUILD_PEAK_PER_DATABASE_BYTE * estimated_database_bytes(files))
-        check_free_disk(layout.build_db.parent, needed, "building the database")
-        with disk_full_said(layout.build_db.parent, needed, "building the database"):
+        with disk_for(layout.build_db.parent, needed, "building the database"):
             return _build_images(context, layout, staging_duckdb, files, selected)
 
 
