@@ -29,6 +29,12 @@ def quote_identifier(name: str) -> str:
     return '"' + name.replace('"', '""') + '"'
 
 
+def quote_string(text: str) -> str:
+    """A SQL string literal (SQLite's and DuckDB's) in single quotes, inner ones doubled: for
+    what cannot be a parameter, such as the file names of DuckDB's read_parquet."""
+    return "'" + text.replace("'", "''") + "'"
+
+
 @contextmanager
 def sqlite_transaction(
     conn: sqlite3.Connection, *, immediate: bool = True

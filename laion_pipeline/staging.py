@@ -6,6 +6,7 @@ from pathlib import Path
 
 import duckdb
 
+from laion_pipeline.db import quote_string
 from laion_pipeline.errors import StaleInputError
 from laion_pipeline.ingest import stage_file
 from laion_pipeline.inputs import SourceEntry, SourceListing, StagedFile
@@ -24,22 +25,18 @@ STAGING_COLUMNS: dict[str, tuple[str, str]] = {
 }
 
 
-def _literal(text: str) -> str:
-    return "'" + text.replace("'", "''") + "'"
-
-
 def staging_view_sql(files: Sequence[StagedFile], first_rowid: int = 1) -> str:
     """`staging_images` as a view over the staged files. Row `id` numbers rows in file order
     from ``first_rowid`` (1, or where a shard starts in the release); it becomes the SQLite
     rowid."""
     offsets, cases = first_rowid - 1, []
     for f in files:
-        cases.append(f"WHEN {_literal(f.path)} THEN {offsets}")
+        cases.append(f"WHEN {quote_string(f.path)} THEN {offsets}")
         offsets += f.rows
     names = [name for name in STAGING_COLUMNS if name != "id"]
     columns = ", ".join(f'"{name}"' for name in STAGING_COLUMNS)
     select = ", ".join(f'"{name}"' for name in names)
-    paths = ", ".join(_literal(f.path) for f in files)
+    paths = ", ".join(quote_string(f.path) for f in files)
     offset = f"CASE filename {' '.join(cases)} END" if files else str(first_rowid - 1)
     source = (
         f"read_parquet([{paths}], file_row_number = true, filename = true)"
@@ -64,7 +61,7 @@ def schema_problems(conn: duckdb.DuckDBPyConnection, files: Sequence[StagedFile]
         found = [
             tuple(row[:2])
             for row in conn.execute(
-                f"DESCRIBE SELECT * FROM read_parquet({_literal(f.path)})"
+                f"DESCRIBE SELECT * FROM read_parquet({quote_string(f.path)})"
             ).fetchall()
         ]
         if found != expected_file:

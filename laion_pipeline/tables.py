@@ -11,7 +11,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from laion_pipeline.build_db import require_table
-from laion_pipeline.db import quote_identifier, sqlite_transaction
+from laion_pipeline.db import quote_identifier, quote_string, sqlite_transaction
 from laion_pipeline.errors import StaleInputError
 from laion_pipeline.fts import SideIndex, fts_phrase, install_side_index
 from laion_pipeline.inputs import StagedFile, StagingManifest
@@ -42,7 +42,7 @@ def estimated_database_bytes(files: Sequence[StagedFile]) -> int:
     few bytes of parquet, and its full length in the database)."""
     if not files:
         return 0
-    paths = ", ".join("'" + f.path.replace("'", "''") + "'" for f in files)
+    paths = ", ".join(quote_string(f.path) for f in files)
     lengths = " + ".join(f"coalesce(sum(strlen({c})), 0)" for c in TEXT_COLUMNS)
     duck = duckdb.connect()
     try:
