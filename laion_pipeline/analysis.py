@@ -70,6 +70,10 @@ WITH finite AS (
 ), binned AS (
     SELECT
         score, unsafe, watermark,
+        -- Summed as a decimal: exact in any order, so byte-identical builds have the same
+        -- mean (a parallel sum of doubles differs in its last digits from run to run); NULL
+        -- past what a decimal holds (1e26, no real score).
+        TRY_CAST(score AS DECIMAL(38, 12)) AS exact_score,
         {_clamped(f"floor(score * {AESTHETIC_BINS_PER_UNIT})", AESTHETIC_BINS)} AS aesthetic,
         {_clamped(f"w // {PIXEL_BIN}", PIXEL_BINS)} AS width,
         {_clamped(f"h // {PIXEL_BIN}", PIXEL_BINS)} AS height,
@@ -82,11 +86,8 @@ SELECT
     grouping(pwatermark),
     aesthetic, width, height, punsafe, pwatermark,
     count(*),
-    -- Summed as decimals: exact in any order, so byte-identical builds have the same mean
-    -- (a parallel sum of doubles differs in the last digits from run to run); scores past
-    -- what a decimal holds (1e26, no real score) are averaged as doubles.
-    CASE WHEN count(TRY_CAST(score AS DECIMAL(38, 12))) = count(score)
-        THEN CAST(sum(TRY_CAST(score AS DECIMAL(38, 12))) / nullif(count(score), 0) AS DOUBLE)
+    CASE WHEN count(exact_score) = count(score)
+        THEN CAST(sum(exact_score) / nullif(count(score), 0) AS DOUBLE)
         ELSE avg(score) END,
     coalesce(count_if(unsafe > {FLAG_THRESHOLD}), 0),
     coalesce(count_if(watermark > {FLAG_THRESHOLD}), 0)
