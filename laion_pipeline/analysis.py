@@ -4,12 +4,13 @@ scores, sizes and unsafe and watermark probabilities are spread. Numbers, charts
 report, published in the release they describe (`published/current/report/`)."""
 
 import sqlite3
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import ExitStack
-from typing import Any
+from typing import Any, NamedTuple
 
 import duckdb
+from matplotlib.figure import Figure
 
 from laion_pipeline.charts import distribution_figure, png, ranking_figure, undrawable
 from laion_pipeline.db import quote_identifier, sqlite_connect
@@ -311,28 +312,36 @@ class ChartError(RuntimeError):
     """A chart of the report could not be drawn: which, of which list, and the label."""
 
 
+class Chart(NamedTuple):
+    """A chart of the report: how to draw its figure, the labels it shows from the data (names,
+    hosts), and where they come from."""
+
+    draw: Callable[[], Figure]
+    labels: list[str]
+    source: str
+
+
 def charts(analysis: dict[str, Any]) -> dict[str, bytes]:
     """Every chart of the report as PNG, by name (``REPORT_CHARTS``)."""
     pngs = {}
-    for name, (draw, labels, source) in chart_figures(analysis).items():
+    for name, chart in chart_figures(analysis).items():
         try:
-            pngs[name] = png(draw())
+            pngs[name] = png(chart.draw())
         except Exception as error:
-            index = undrawable(labels)
-            which = f" on the label {labels[index]!r}" if index is not None else ""
+            index = undrawable(chart.labels)
+            which = f" on the label {chart.labels[index]!r}" if index is not None else ""
             raise ChartError(
-                f"the report's chart {name}.png ({source}) could not be drawn{which}: {error}"
+                f"the report's chart {name}.png ({chart.source}) could not be drawn{which}: {error}"
             ) from error
     return pngs
 
 
-def chart_figures(analysis: dict[str, Any]) -> dict[str, tuple[Any, list[str], str]]:
-    """Every chart of the report by name (``REPORT_CHARTS``): how to draw its figure, the
-    labels it shows from the data, and where they come from."""
+def chart_figures(analysis: dict[str, Any]) -> dict[str, Chart]:
+    """Every chart of the report by name (``REPORT_CHARTS``)."""
     domains = analysis["top_domains"]
     hosts = [d["domain"] or "(no host)" for d in domains]
-    pngs: dict[str, tuple[Any, list[str], str]] = {
-        "top_domains": (
+    pngs = {
+        "top_domains": Chart(
             lambda: ranking_figure(
                 "Domains with the most images",
                 f"images (these {len(domains)} domains: "
@@ -348,7 +357,7 @@ def chart_figures(analysis: dict[str, Any]) -> dict[str, tuple[Any, list[str], s
     for kind in ENTITY_KINDS:
         names = analysis["names"][kind]
         top = [n["name"] for n in names["top"]]
-        pngs[f"top_{kind}"] = (
+        pngs[f"top_{kind}"] = Chart(
             lambda names=names, top=top, kind=kind: ranking_figure(
                 f"{kind.capitalize()} named in the most captions",
                 f"images whose caption names them ({names['names_found']:,} of the "
@@ -365,7 +374,7 @@ def chart_figures(analysis: dict[str, Any]) -> dict[str, tuple[Any, list[str], s
         return label, [b["label"] for b in bins], [b["images"] for b in bins]
 
     mean = analysis["aesthetic_mean"]
-    pngs["aesthetic"] = (
+    pngs["aesthetic"] = Chart(
         lambda: distribution_figure(
             "Aesthetic score" + (f" (mean {mean:.2f})" if mean is not None else ""),
             [panel("aesthetic", f"aesthetic score (bins of {1 / AESTHETIC_BINS_PER_UNIT})")],
@@ -373,7 +382,7 @@ def chart_figures(analysis: dict[str, Any]) -> dict[str, tuple[Any, list[str], s
         [],
         "the aesthetic scores",
     )
-    pngs["image_sizes"] = (
+    pngs["image_sizes"] = Chart(
         lambda: distribution_figure(
             "Image sizes in pixels",
             [
@@ -384,7 +393,7 @@ def chart_figures(analysis: dict[str, Any]) -> dict[str, tuple[Any, list[str], s
         [],
         "the image sizes",
     )
-    pngs["unsafe_watermark"] = (
+    pngs["unsafe_watermark"] = Chart(
         lambda: distribution_figure(
             f"Probability unsafe ({percent(analysis['unsafe_share'])} above {FLAG_THRESHOLD}) and "
             f"watermarked ({percent(analysis['watermarked_share'])} above {FLAG_THRESHOLD})",

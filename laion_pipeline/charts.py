@@ -4,7 +4,9 @@ distributions. Drawn with matplotlib's object API (no pyplot state, no display n
 import io
 import textwrap
 import warnings
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from typing import Any
 
 from matplotlib import font_manager, rc_context
 from matplotlib.backends.backend_agg import FigureCanvasAgg
@@ -46,6 +48,19 @@ def _short(label: str) -> str:
     return label if len(label) <= LABEL_CHARS else label[: LABEL_CHARS - 1] + "…"
 
 
+def _style() -> Any:
+    """The charts' style, for drawing and saving alike."""
+    return rc_context({**STYLE, "font.family": _fonts()})
+
+
+@contextmanager
+def _missing_glyphs_quiet() -> Iterator[None]:
+    # A glyph no installed font has is drawn as a box; the warning says no more than that.
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="Glyph .* missing from")
+        yield
+
+
 def _axis_label(text: str) -> str:
     return "\n".join(textwrap.wrap(text, AXIS_LABEL_CHARS)) or text
 
@@ -68,8 +83,7 @@ def _drawn_texts(figure: Figure) -> list[Text]:
 
 def texts_outside(figure: Figure) -> list[str]:
     """The texts of ``figure``, as drawn, that reach past its edges (cut off in the PNG)."""
-    with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", message="Glyph .* missing from")
+    with _missing_glyphs_quiet():
         figure.canvas.draw()
     renderer = figure.canvas.get_renderer()
     edge = figure.bbox.padded(1)
@@ -93,12 +107,10 @@ def _fitted(figure: Figure) -> Figure:
 
 def png(figure: Figure) -> bytes:
     """``figure`` as a PNG image, first made wide enough for every text it draws."""
-    with rc_context({**STYLE, "font.family": _fonts()}):
+    with _style():
         figure = _fitted(figure)
         buffer = io.BytesIO()
-        with warnings.catch_warnings():
-            # A glyph no installed font has is drawn as a box; the warning says no more.
-            warnings.filterwarnings("ignore", message="Glyph .* missing from")
+        with _missing_glyphs_quiet():
             figure.savefig(buffer, format="png", dpi=DPI, metadata={"Software": None})
         return buffer.getvalue()
 
@@ -129,7 +141,7 @@ def ranking_figure(
     notes: Sequence[str] | None = None,
 ) -> Figure:
     """Horizontal bars, the largest on top, each labelled with its value (or its note)."""
-    with rc_context({**STYLE, "font.family": _fonts()}):
+    with _style():
         figure = _figure(title, 1.4 + 0.28 * max(len(labels), 1))
         axes = figure.add_subplot()
         positions = range(len(labels))[::-1]
@@ -153,7 +165,7 @@ def distribution_figure(
 ) -> Figure:
     """One column chart per panel ``(axis label, bin labels, counts)``, side by side; ``mark``
     names a bin whose left edge gets a dashed line (such as the 0.5 threshold)."""
-    with rc_context({**STYLE, "font.family": _fonts()}):
+    with _style():
         figure = _figure(title, 3.6)
         for index, (xlabel, bins, counts) in enumerate(panels, 1):
             axes = figure.add_subplot(1, len(panels), index)
