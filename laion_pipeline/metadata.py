@@ -24,21 +24,22 @@ from laion_pipeline.files import disk_size
 MARKDOWN_SPECIAL = re.compile(r"([\\`*_{}\[\]()#+\-.!|<>~&:])")
 
 
-def markdown_text(value: Any) -> str:
-    """``value`` as plain text in Markdown: one line, every special character escaped."""
+def markdown_text(value: Any, most_chars: int | None = None) -> str:
+    """``value`` as plain text in Markdown: one line (shortened to ``most_chars``), every
+    special character escaped."""
     text = "" if value is None else f"{value:,}" if isinstance(value, int) else str(value)
+    if most_chars is not None and len(text) > most_chars:
+        text = text[: most_chars - 3] + "..."
     return MARKDOWN_SPECIAL.sub(r"\\\1", " ".join(text.split()))
 
 
 def markdown_table(columns: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
     """A small markdown table of values shown as text; long cells are shortened."""
 
-    def cell(value: Any) -> str:
-        text = "" if value is None else f"{value:,}" if isinstance(value, int) else str(value)
-        return markdown_text(text if len(text) <= 80 else text[:77] + "...")
-
     lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
-    lines += ["| " + " | ".join(cell(v) for v in row) + " |" for row in rows]
+    lines += [
+        "| " + " | ".join(markdown_text(v, most_chars=80) for v in row) + " |" for row in rows
+    ]
     return "\n".join(lines)
 
 
