@@ -103,6 +103,11 @@ def search_url(name: str) -> str:
     return f"{SHARD_SEARCH_URL}?" + urllib.parse.urlencode({"q": f'"{name}"'})
 
 
+def host_url(domain: str | None) -> str:
+    """The search page of a host's images (over every shard of a release of several)."""
+    return f"{SHARD_SEARCH_URL}?" + urllib.parse.urlencode({"domain": domain or ""})
+
+
 def release_database(datasette: Any) -> str | None:
     """The name of our database among those Datasette serves (the profile's, such as
     ``laion-aesthetic-6pls``): the served release's, else the one found at startup."""
@@ -310,9 +315,8 @@ def _domain_cell(datasette: Any, database: str, value: Any) -> Any:
     from the label Datasette looked up on a table page, or looked up here (a row page)."""
 
     def cell(name: str | None, domain_id: Any) -> Markup:
-        link = f"{SHARD_SEARCH_URL}?" + urllib.parse.urlencode({"domain": name or ""})
         return Markup(
-            f'<a href="{escape(link)}">{escape(name) or "(no host)"}</a> '
+            f'<a href="{escape(host_url(name))}">{escape(name) or "(no host)"}</a> '
             f'<span class="laion-id">{escape(domain_id)}</span>'
         )
 
@@ -352,7 +356,7 @@ def render_cell(
     catalog = sharded(datasette) and database == release_database(datasette)
     if table == "domain" and column == "domain" and value is not None:
         if catalog:  # its images are in every shard
-            link = SHARD_SEARCH_URL + "?" + urllib.parse.urlencode({"domain": value})
+            link = host_url(value)
         else:
             link = f"/{database}/images?" + urllib.parse.urlencode({"domain_id": row["id"]})
         return Markup(f'<a href="{escape(link)}">{escape(value) or "(no host)"}</a>')
@@ -644,8 +648,8 @@ def images_table(datasette: Any, rows: list[dict[str, Any]]) -> Markup:
     HTML), link to its row page, URL as text, host linking to its images, and scores."""
     # Written in Python, not a template: Jinja costs about 10 ms for a page of 50 rows (an
     # escape and a generator step per expression), most of what an uncached search page cost.
-    root = datasette.urls.path("/")
-    search = datasette.urls.path(SHARD_SEARCH_URL)
+    # Datasette's base_url without its last slash, worked out once for the rows' links.
+    prefix = datasette.urls.path("/")[:-1]
     image_style = f"max-width:{THUMBNAIL_PX}px;max-height:{THUMBNAIL_PX}px"
     html = [
         '<table class="rows-and-columns laion-results">\n<thead><tr><th>image</th>'
@@ -663,7 +667,7 @@ def images_table(datasette: Any, rows: list[dict[str, Any]]) -> Markup:
         )
         address = f'<a href="{shown}" rel="noreferrer">{shown}</a>' if web else shown
         domain = row["domain"]
-        host_link = escape(f"{search}?" + urllib.parse.urlencode({"domain": domain or ""}))
+        host_link = escape(prefix + host_url(domain))
         size = (
             f"{escape(row['width'])} &times; {escape(row['height'])}"
             if row["width"] and row["height"]
@@ -671,7 +675,7 @@ def images_table(datasette: Any, rows: list[dict[str, Any]]) -> Markup:
         )
         html.append(
             f"<tr><td>{image}</td>"
-            f'<td>{row["caption"]}<br><a href="{escape(root)}{escape(row["shard"])}/images/'
+            f'<td>{row["caption"]}<br><a href="{escape(prefix)}/{escape(row["shard"])}/images/'
             f'{row["rowid"]}" title="this image\'s row">#{row["rowid"]}</a></td>'
             f'<td class="laion-url">{address}</td>'
             f'<td><a href="{host_link}">{escape(domain) if domain else "(no host)"}</a></td>'
@@ -789,7 +793,9 @@ async def lookup(datasette: Any, request: Any) -> Response:
         "images_table": images_table(
             datasette, [{**row, "caption": escape(row["text"] or "")} for row in images]
         ),
-        "hosts": hosts,
+        "hosts": [
+            (domain, count, datasette.urls.path(host_url(domain))) for domain, count in hosts
+        ],
         "hosts_count": host_count,
         "more_hosts": more_hosts,
         "min_chars": MIN_HOST_CHARS,
