@@ -405,6 +405,29 @@ def format_report(rows: int, ours: dict[str, Any], seed: dict[str, Any] | None) 
 SEARCH_MARKER = "<!-- search benchmark -->"
 
 
+def update_marked_section(path: Path, marker: str, section: str) -> None:
+    """Put ``section`` between the two ``marker`` lines of the report at ``path`` (added at
+    its end the first time), replacing the section of the same heading there: the search and
+    load benchmarks keep a section per layout or size."""
+    text = path.read_text() if path.exists() else "# Benchmarks\n"
+    before, found, rest = text.partition(marker)
+    inside, _, after = rest.partition(marker)
+    if not found:
+        before, after = text.rstrip() + "\n\n", "\n"
+    heading = section.splitlines()[0]
+    sections = [s for s in ("\n" + inside).split("\n### ")[1:] if s.strip()]
+    sections = ["### " + s.strip() for s in sections if not ("### " + s).startswith(heading)]
+    body = "\n\n".join([*sections, section.strip()])
+    path.write_text(f"{before}{marker}\n{body}\n\n{marker}{after}")
+
+
+def print_and_record(section: str, path: Path | None, marker: str) -> None:
+    """A benchmark's section on the terminal, and into the report at ``path`` if given."""
+    print(section)
+    if path:
+        update_marked_section(path, marker, section)
+
+
 def update_report(path: Path, rows: int, section: str) -> None:
     """Replace (or add) the section with ``section``'s heading (for ``rows``) in the markdown
     report at ``path``, the sections in order of size, before the search benchmark's

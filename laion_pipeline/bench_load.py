@@ -38,7 +38,7 @@ import urllib.parse
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from laion_pipeline.bench import machine
+from laion_pipeline.bench import machine, print_and_record
 from laion_pipeline.bench_search import _timed_get, serving
 from laion_pipeline.layout import ENTITY_KINDS, DataLayout
 from laion_pipeline.shard_search import COUNT_CAP, COUNT_CAP_VARIABLE
@@ -285,7 +285,6 @@ def measure(data: Path, clients: int, seconds: float) -> dict:
 
 def format_report(r: dict) -> str:
     lines = [
-        LOAD_MARKER,
         f"### Load, {r['rows']:,} rows (`make bench-load`)",
         "",
         f"{machine()}; {time.strftime('%Y-%m-%d')}. The site as `make serve` runs it; "
@@ -312,21 +311,8 @@ def format_report(r: dict) -> str:
         f"{a['search']['errors']} errors. {r['hostile']['requests']} hostile queries (100 MB "
         f"values, 750 MB results) refused, the slowest in {r['hostile']['max_s']:.2f} s. "
         f"Server peak RSS over the whole run: {r['peak_rss_mb']:,.0f} MB.",
-        "",
-        LOAD_MARKER,
     ]
     return "\n".join(lines)
-
-
-def update_report(path: Path, section: str) -> None:
-    text = path.read_text() if path.exists() else "# Benchmarks\n"
-    if LOAD_MARKER in text:
-        before, _, rest = text.partition(LOAD_MARKER)
-        _, _, after = rest.partition(LOAD_MARKER)
-        text = before + section + after
-    else:
-        text = text.rstrip() + "\n\n" + section + "\n"
-    path.write_text(text)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -347,10 +333,7 @@ def main(argv: list[str] | None = None) -> int:
     except ImportError:
         pass
     results = measure(args.data, args.clients, args.seconds)
-    report = format_report(results)
-    print(report)
-    if args.report:
-        update_report(args.report, report)
+    print_and_record(format_report(results), args.report, LOAD_MARKER)
     return 0
 
 

@@ -26,7 +26,7 @@ from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 
-from laion_pipeline.bench import SEARCH_MARKER
+from laion_pipeline.bench import SEARCH_MARKER, print_and_record
 from laion_pipeline.datasette import SHARD_SEARCH_URL
 from laion_pipeline.fts import laion_match
 from laion_pipeline.layout import DataLayout
@@ -172,21 +172,6 @@ def format_report(rows: int, shards: int, results: list[dict], repeats: int) -> 
     return "\n".join(lines)
 
 
-def update_report(path: Path, section: str) -> None:
-    """Put ``section`` between the search markers of the report at ``path``, replacing the
-    section of the same heading (one database and shards keep a section each)."""
-    text = path.read_text() if path.exists() else "# Benchmarks\n"
-    before, marker, rest = text.partition(SEARCH_MARKER)
-    inside, _, after = rest.partition(SEARCH_MARKER)
-    if not marker:
-        before, after = text.rstrip() + "\n\n", "\n"
-    heading = section.splitlines()[0]
-    sections = [s for s in ("\n" + inside).split("\n### ")[1:] if s.strip()]
-    sections = ["### " + s.strip() for s in sections if not ("### " + s).startswith(heading)]
-    body = "\n\n".join([*sections, section.strip()])
-    path.write_text(f"{before}{SEARCH_MARKER}\n{body}\n\n{SEARCH_MARKER}{after}")
-
-
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m laion_pipeline.bench_search",
@@ -200,10 +185,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--report", type=Path, help="markdown file to write the table into")
     args = parser.parse_args(argv)
     rows, shards, results = measure(args.data, args.repeats)
-    report = format_report(rows, shards, results, args.repeats)
-    print(report)
-    if args.report:
-        update_report(args.report, report)
+    print_and_record(format_report(rows, shards, results, args.repeats), args.report, SEARCH_MARKER)
     return 0
 
 
