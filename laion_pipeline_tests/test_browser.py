@@ -91,15 +91,21 @@ def test_page_forward_and_back_through_a_search(page):
     assert page.get_by_role("link", name="Previous page").count() == 0
 
 
+def open_host(page, link, shot: str) -> None:
+    """Click a host's link: its page lists that host's images."""
+    host = link.inner_text()
+    link.click()
+    page.wait_for_url("**/-/search?domain=**")
+    assert page.locator("h1").inner_text() == f"Images from {host}"
+    assert page.locator("td.laion-url").count() > 0
+    page.screenshot(path=OUTPUT / shot, full_page=True)
+
+
 def test_open_a_domain_from_the_results(page):
     page.goto(page.url.rstrip("/") + "/-/search?q=painting")
-    first = page.locator("table.laion-results tbody tr td:nth-child(4) a").first
-    domain = first.inner_text()
-    first.click()
-    page.wait_for_url("**domain=**")
-    assert page.locator("h1").inner_text() == f"Images from {domain}"
-    assert page.locator("td.laion-url").count() > 0
-    page.screenshot(path=OUTPUT / "domain.png", full_page=True)
+    open_host(
+        page, page.locator("table.laion-results tbody tr td:nth-child(4) a").first, "domain.png"
+    )
 
 
 def test_open_the_report_from_the_index_and_see_its_charts(page):
@@ -136,13 +142,8 @@ def test_look_up_an_image_url_and_a_website(page, published):
     page.locator("form input[type=submit]").first.click()
     page.wait_for_url("**q=pinimg**")
     top = page.locator("table.laion-hosts tbody tr td a").first
-    host = top.inner_text()
-    assert host.lower().endswith("pinimg.com")
-    top.click()
-    page.wait_for_url("**/-/search?domain=**")
-    assert page.locator("h1").inner_text() == f"Images from {host}"
-    assert page.locator("td.laion-url").count() > 0
-    page.screenshot(path=OUTPUT / "lookup-host.png", full_page=True)
+    assert top.inner_text().lower().endswith("pinimg.com")
+    open_host(page, top, "lookup-host.png")
 
 
 def test_an_image_page_shows_its_address_and_its_domain_not_the_noise(page):
