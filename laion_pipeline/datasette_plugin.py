@@ -874,7 +874,6 @@ def register_routes() -> list[tuple[str, Any]]:
         context = {
             "q": q,
             "host": host,
-            "page": page,
             "rows": page.rows,
             "images_table": images_table(
                 datasette,
