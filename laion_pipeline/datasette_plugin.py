@@ -66,6 +66,7 @@ from laion_pipeline.lookup import (
     looks_like_url,
 )
 from laion_pipeline.release import RELEASE_ID
+from laion_pipeline.settings import usable_cores
 from laion_pipeline.shard_search import (
     COUNT_CAP,
     FOUND_END,
@@ -153,7 +154,7 @@ def search_runner(datasette: Any, name: str) -> Any:
 # Threads of the fast search's own: it never waits behind the arbitrary SQL that Datasette's
 # threads (``num_sql_threads``) run for up to ``sql_time_limit_ms``. SQLite releases the GIL
 # while it searches, so one thread a core keeps every core searching.
-SEARCH_THREADS = max(2, os.cpu_count() or 1)
+SEARCH_THREADS = max(2, usable_cores())
 
 
 def search_executor(datasette: Any) -> ThreadPoolExecutor:

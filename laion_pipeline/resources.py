@@ -30,7 +30,7 @@ from laion_pipeline.hub import (
 from laion_pipeline.inputs import DEFAULT_SHARD_ROWS, SourceEntry, SourceListing, SourceRevision
 from laion_pipeline.layout import ENTITY_KINDS, DataLayout
 from laion_pipeline.profiles import Profile, choose_profile, load_profiles
-from laion_pipeline.settings import truthy, whole_number
+from laion_pipeline.settings import truthy, usable_cores, whole_number
 from laion_pipeline.synthetic import SAMPLE_DIR
 from laion_pipeline.web import fetch_url, public_url
 
@@ -54,15 +54,6 @@ class FetchedFile:
 
     path: Path
     sha256: str
-
-
-def usable_cores() -> int:
-    """The cores this process may run on: its CPU affinity (a worker started with `taskset`,
-    a container's cpuset), else every core of the machine."""
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:  # not on Linux
-        return os.cpu_count() or 1
 
 
 class LaionData(ConfigurableResource):

@@ -3,7 +3,19 @@ refusal naming the variable and what to set it to."""
 
 from __future__ import annotations
 
+import os
+
 from laion_pipeline.errors import ConfigurationError
+
+
+def usable_cores() -> int:
+    """The cores this process may run on: its CPU affinity (a worker started with `taskset`,
+    a container's cpuset), else every core of the machine (what a setting of one per core
+    means)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        return os.cpu_count() or 1
 
 
 def truthy(value: str | None) -> bool:
