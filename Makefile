@@ -3,7 +3,11 @@ PYTHON ?= $(shell command -v python3.11 || command -v python3)
 VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
-export DAGSTER_HOME ?= $(CURDIR)/.dagster_home
+# The project's own Dagster instance, unless DAGSTER_HOME names yours: then it is used as it is
+# (make never writes into it).
+PROJECT_HOME := $(CURDIR)/.dagster_home
+export DAGSTER_HOME ?= $(PROJECT_HOME)
+INSTANCE := $(if $(filter $(PROJECT_HOME),$(abspath $(DAGSTER_HOME))),$(PROJECT_HOME)/dagster.yaml)
 
 .PHONY: install run run-on-workers worker daemon test test-fast lint dev serve where rollback bench bench-staging bench-search bench-scale bench-load bench-tools clean
 
@@ -17,17 +21,20 @@ $(STAMP): setup.cfg pyproject.toml
 	$(BIN)/python -m pip install -qq -e '.[dev]'
 	touch $@
 
-$(DAGSTER_HOME)/dagster.yaml: dagster_home.yaml
-	mkdir -p $(DAGSTER_HOME)
+$(PROJECT_HOME)/dagster.yaml: dagster_home.yaml
+	mkdir -p $(PROJECT_HOME)
 	cp dagster_home.yaml $@
 
-## Observe the sources, stage each new or changed source file (a run of stage_source_files
-## per file, LAION_WORKERS at a time), then launch the full_build job (every other asset and
-## check) as a Dagster run of the instance in $(DAGSTER_HOME), as the UI would, wait for it,
-## and say where the database and its analysis are.
-run: $(STAMP) $(DAGSTER_HOME)/dagster.yaml
+## Decide from the data folder what is missing or stale: "up to date" when the current release
+## holds exactly what a build would (FORCE=1 builds anyway); else observe the sources, stage
+## each source file the data folder lacks (a run of stage_source_files per file, LAION_WORKERS
+## at a time), then launch the full_build job (every other asset and check) as a Dagster run of
+## the instance in $(DAGSTER_HOME), as the UI would, wait for it, and say where the database
+## and its analysis are.
+FORCE ?=
+run: $(STAMP) $(INSTANCE)
 	$(BIN)/python -m laion_pipeline run --job full_build --workspace workspace.yaml \
-		--host $(HOST) --port $(PORT)
+		--host $(HOST) --port $(PORT) $(if $(filter-out 0 no false,$(FORCE)),--force)
 
 ## The distributed engine (docs/scale.md): runs are Celery tasks on LAION_CELERY_BROKER (Redis),
 ## taken by `make worker` on any machine that shares the instance and the data folder.
@@ -71,7 +78,7 @@ lint: $(STAMP)
 	$(BIN)/ruff format --check laion_pipeline laion_pipeline_tests
 
 ## The Dagster UI on http://127.0.0.1:3000 (webserver, daemon and code server, through `dg`)
-dev: $(STAMP) $(DAGSTER_HOME)/dagster.yaml
+dev: $(STAMP) $(INSTANCE)
 	VIRTUAL_ENV=$(CURDIR)/$(VENV) $(BIN)/dg dev -h 127.0.0.1 -p 3000
 
 ## Datasette on the published database, http://$(HOST):$(PORT) (`make serve PORT=8123`;

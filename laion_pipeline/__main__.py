@@ -14,19 +14,34 @@ import argparse
 import json
 import os
 import sys
+import time
 from collections.abc import Sequence
 
 from laion_pipeline.datasette import SERVE_SETTINGS
-from laion_pipeline.errors import DataDirBusyError, StaleInputError
-from laion_pipeline.layout import REPORT_URL
+from laion_pipeline.errors import (
+    ConfigurationError,
+    DataDirBusyError,
+    InvalidInputError,
+    NotEnoughDiskError,
+    SourceError,
+    StaleInputError,
+)
+from laion_pipeline.layout import REPORT_URL, DataLayout
 from laion_pipeline.lock import data_dir_lock
 from laion_pipeline.release import pointed_release
 from laion_pipeline.release import rollback as restore_previous
 from laion_pipeline.resources import LaionData, build_resources
 from laion_pipeline.shard_search import count_cap
+from laion_pipeline.state import DataFolderState
 
 # Below this many bytes to stage in all, one process stages them faster than workers start.
 IN_PROCESS_BYTES = 64 * 1024 * 1024
+# Why files are staged again: the first lines said, then how many more.
+SHOWN_REASONS = 10
+# What a command says in a line instead of a traceback: each names what is wrong, what to do.
+REFUSALS = (ConfigurationError, InvalidInputError, NotEnoughDiskError, SourceError, StaleInputError)
+# How often a command that waits says so.
+PROGRESS_SECONDS = 10.0
 
 
 def _layout():
@@ -64,48 +79,76 @@ def where(host: str = DEFAULT_HOST, port: int = DEFAULT_PORT) -> int:
     return 0
 
 
-def observe() -> tuple[list[str], int] | None:
-    """Observe the sources (a run of observe_sources in this process): the partitions of
-    source_files that are new or changed, and how many there are in all; None if it failed."""
+def observe() -> bool:
+    """Observe the sources (a run of observe_sources in this process): the listing written
+    into the data folder, a partition of source_files per file, the versions in the UI."""
     from dagster import DagsterInstance
 
     from laion_pipeline.definitions import defs
     from laion_pipeline.jobs import CONSOLE_AT_INFO, MAKE_RUN_TAGS
-    from laion_pipeline.sensors import stale_partitions
 
     with DagsterInstance.get() as instance:
         observed = defs.resolve_job_def("observe_sources").execute_in_process(
             instance=instance, raise_on_error=False, tags=MAKE_RUN_TAGS, run_config=CONSOLE_AT_INFO
         )
-        if not observed.success:
-            print(f"Run {observed.run_id} of observe_sources: FAILURE", file=sys.stderr)
-            return None
-        keys = stale_partitions(instance, defs.resolve_asset_graph())
-        return keys, len(instance.get_dynamic_partitions("source_files"))
+    if not observed.success:
+        print(f"Run {observed.run_id} of observe_sources: FAILURE", file=sys.stderr)
+    return observed.success
 
 
-def stage(laion_data: LaionData) -> int:
-    """Observe the sources, then stage every source file that is new or changed since it was
-    last staged (a run of stage_source_files per file, `LAION_WORKERS` at a time)."""
+def say_state(state: DataFolderState) -> None:
+    """The data folder against the sources, in a line, and why each file is staged again."""
+    print(state.summary())
+    reasons = state.reasons()
+    for line in reasons[:SHOWN_REASONS]:
+        print(f"  {line}")
+    if len(reasons) > SHOWN_REASONS:
+        print(f"  ... and {len(reasons) - SHOWN_REASONS} more")
+
+
+def assess_and_observe(resources: dict, force: bool) -> DataFolderState | int:
+    """Decide from the data folder what to do; when something is, observe the sources (the
+    run that records the listing), and decide again from the listing observed. An exit code
+    instead when there is nothing to do (0, said) or the observation failed (1)."""
+    from dagster import DagsterInstance
+
+    from laion_pipeline.inputs import SourceListing
+    from laion_pipeline.jobs import data_folder_state, record_history
+
+    state = data_folder_state(resources)
+    say_state(state)
+    if state.up_to_date and not force:
+        with DagsterInstance.get() as instance:
+            reported = record_history(instance, state)
+        if reported:
+            print(
+                f"the Dagster instance had no history of {len(reported)} assets and partitions "
+                "the data folder holds: reported them as materializations"
+            )
+        print(f"up to date: release {state.served} ({state.why}); `make run FORCE=1` builds anyway")
+        return 0
+    if not observe():
+        return 1
+    return data_folder_state(resources, SourceListing.read(resources["laion_data"].layout))
+
+
+def stage(laion_data: LaionData, state: DataFolderState) -> int:
+    """Stage the source files the data folder lacks (a run of stage_source_files per file,
+    `LAION_WORKERS` at a time)."""
     from concurrent.futures import ProcessPoolExecutor
     from contextlib import ExitStack
     from multiprocessing import get_context
 
-    from laion_pipeline.inputs import SourceListing
     from laion_pipeline.jobs import stage_partition
 
-    observed = observe()
-    if observed is None:
-        return 1
-    keys, total = observed
+    keys = state.to_stage
     wanted = set(keys)
-    listing = SourceListing.read(laion_data.layout)  # just observed
-    size = sum(entry.size or 0 for entry in listing.entries if entry.key in wanted)
+    size = sum(entry.size or 0 for entry in state.listing.entries if entry.key in wanted)
     # Worker processes cost seconds to start: unless told how many, small inputs are staged
     # in this process.
     small = not laion_data.workers and size < IN_PROCESS_BYTES
     workers = 1 if small else laion_data.parallel_files
-    print(f"{len(keys)} of {total} source files to stage, {workers} at a time")
+    print(f"{len(keys)} of {len(state.listing.entries)} source files to stage, {workers} at a time")
     failed = []
     with ExitStack() as stack:
         if workers == 1:
@@ -125,41 +168,75 @@ def stage(laion_data: LaionData) -> int:
     return 0
 
 
-def run(job: str, workspace: str, host: str = DEFAULT_HOST, port: int = DEFAULT_PORT) -> int:
-    """`full_build` (what `make run` runs): stage the new or changed source files, then
-    launch full_build over every shard they make; any other job: launch it."""
+def run(
+    job: str,
+    workspace: str,
+    host: str = DEFAULT_HOST,
+    port: int = DEFAULT_PORT,
+    force: bool = False,
+) -> int:
+    """`full_build` (what `make run` runs): decide from the data folder what is missing or
+    stale; when nothing is, say "up to date" and stop (unless ``force``); else stage the
+    files the data folder lacks, then launch full_build over every shard they make. Any other
+    job: launch it."""
+    from dagster import DagsterInstance
+
+    from laion_pipeline.engine import launch, run_in_process_instead
+
     tags = None
     if job == "full_build":
-        from dagster import DagsterInstance
-
         from laion_pipeline.jobs import shard_run_tags
 
-        laion_data = build_resources()["laion_data"]
-        if stage(laion_data):
+        resources = build_resources()
+        laion_data = resources["laion_data"]
+        state = assess_and_observe(resources, force)
+        if isinstance(state, int):
+            return state
+        if state.to_stage and stage(laion_data, state):
             return 1
+        if state.inputs is not None and state.served is None:
+            print(f"building a new release: {state.why}")
+        wait_for_data_folder(laion_data.layout)
         with DagsterInstance.get() as instance:
             tags = shard_run_tags(instance, laion_data)
-    from laion_pipeline.engine import launch
-
-    if launch(job, workspace, tags):
+    with DagsterInstance.get() as instance:
+        in_process = run_in_process_instead(instance)
+    if launch(job, workspace, tags, in_process=in_process):
         return 1
     return where(host, port)
 
 
+def wait_for_data_folder(layout: DataLayout) -> None:
+    """Say so, and wait with progress, while another build holds the data folder's lock."""
+    started = time.monotonic()
+    said = 0.0
+    while True:
+        try:
+            with data_dir_lock(layout, wait=False):
+                return
+        except DataDirBusyError as error:
+            waited = time.monotonic() - started
+            if waited >= said:
+                print(f"waiting ({waited:.0f} s): {error}", flush=True)
+                said = waited + PROGRESS_SECONDS
+            time.sleep(0.5)
+
+
 def run_on_workers(workspace: str) -> int:
     """The whole build as runs of the instance's run launcher, partition by partition: a run
-    per new or changed source file, the shard plan, a run per shard, then the catalog, the
-    publish and the analysis (each waits for the one before). The runs are submitted from
-    this process, the workspace loaded once."""
+    per source file the data folder lacks, the shard plan, a run per shard, then the catalog,
+    the publish and the analysis (each waits for the one before); nothing when the data
+    folder is up to date. The runs are submitted from this process, the workspace loaded
+    once."""
     from dagster import DagsterInstance
 
     from laion_pipeline.engine import Launcher
     from laion_pipeline.jobs import MAKE_RUN_TAGS
 
-    observed = observe()
-    if observed is None:
-        return 1
-    files, _ = observed
+    state = assess_and_observe(build_resources(), force=False)
+    if isinstance(state, int):
+        return state
+    files = state.to_stage
     with DagsterInstance.get() as instance, Launcher(instance, workspace) as launcher:
         print(f"{len(files)} source files to stage, a run each")
         if launcher.backfill("stage_source_files", files):
@@ -232,6 +309,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     run_parser.add_argument("--job", default="full_build", help="the job to launch")
     run_parser.add_argument(
+        "--force",
+        action="store_true",
+        help="full_build: build and publish even when the current release holds exactly the "
+        "inputs a build would have (make run FORCE=1)",
+    )
+    run_parser.add_argument(
         "--workspace", default="workspace.yaml", help="the Dagster workspace file"
     )
     workers_parser = commands.add_parser(
@@ -261,10 +344,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         help="wait for a build step that is writing the data folder, instead of refusing",
     )
     args = parser.parse_args(argv)
-    if args.command == "run":
-        return run(args.job, args.workspace, args.host, args.port)
-    if args.command == "run-on-workers":
-        return run_on_workers(args.workspace)
+    try:
+        if args.command == "run":
+            return run(args.job, args.workspace, args.host, args.port, args.force)
+        if args.command == "run-on-workers":
+            return run_on_workers(args.workspace)
+    except REFUSALS as error:  # said in a line: what is wrong and what to do
+        print(f"{type(error).__name__}: {error}", file=sys.stderr)
+        return 1
     if args.command == "where":
         return where(args.host, args.port)
     if args.command == "rollback":

@@ -16,12 +16,24 @@ from collections.abc import Sequence
 from contextlib import ExitStack
 from pathlib import Path
 
-from dagster import DagsterInstance, DagsterRun, DagsterRunStatus, RunsFilter
+from dagster import (
+    DagsterInstance,
+    DagsterRun,
+    DagsterRunStatus,
+    QueuedRunCoordinator,
+    RunsFilter,
+)
 from dagster._core.storage.tags import PARTITION_NAME_TAG, WILL_RETRY_TAG
 
 from laion_pipeline.jobs import CONSOLE_AT_INFO, MAKE_RUN_TAGS
 
 RUN_POLL_SECONDS = 1.0
+# How often a command waiting for a run says how it stands.
+PROGRESS_SECONDS = 10.0
+# The daemon that launches queued runs, and how long it may be silent and still be running
+# (it beats every 30 s or so).
+QUEUE_DAEMON = "QUEUED_RUN_COORDINATOR"
+DAEMON_SILENT_SECONDS = 90.0
 # How long a failed run is given to be marked for a retry (by the daemon's run retries).
 RETRY_GRACE_SECONDS = 10.0
 # The tag of every run one `run-on-workers` starts, retries included (Dagster copies tags).
@@ -32,9 +44,44 @@ def dagster_command(*args: str) -> list[str]:
     return [str(Path(sys.executable).parent / "dagster"), *args]
 
 
-def launch(job: str, workspace: str, tags: dict[str, str] | None = None) -> int:
+def daemon_running(instance: DagsterInstance) -> bool:
+    """Whether a dagster-daemon of this instance takes queued runs: its run queue's heartbeat
+    is recent."""
+    heartbeat = instance.get_daemon_heartbeats().get(QUEUE_DAEMON)
+    return heartbeat is not None and time.time() - heartbeat.timestamp < DAEMON_SILENT_SECONDS
+
+
+def run_in_process_instead(instance: DagsterInstance) -> bool:
+    """Whether this command runs its job in its own process: the instance queues runs for a
+    daemon (QueuedRunCoordinator) and none is running, so a launched run would wait in the
+    queue forever. Says so, and what to do."""
+    if not isinstance(instance.run_coordinator, QueuedRunCoordinator) or daemon_running(instance):
+        return False
+    print(
+        f"The Dagster instance in {instance.root_directory} queues runs for dagster-daemon "
+        "(QueuedRunCoordinator) and no daemon is running: running the job in this process "
+        "instead. To have a daemon launch it, start `dagster-daemon run` with this "
+        "DAGSTER_HOME; to use the project's own instance, unset DAGSTER_HOME.",
+        flush=True,
+    )
+    return True
+
+
+def launch(
+    job: str, workspace: str, tags: dict[str, str] | None = None, *, in_process: bool = False
+) -> int:
     """Launch ``job`` with the instance's run launcher, so that the run belongs to the job in
-    the UI (its Runs tab, the Timeline), and wait for it to end."""
+    the UI (its Runs tab, the Timeline), and wait for it to end, saying how it stands every
+    few seconds; with ``in_process``, run it in this process (recorded in the instance)."""
+    if in_process:
+        from laion_pipeline.definitions import defs  # the definitions import the jobs
+
+        with DagsterInstance.get() as instance:
+            result = defs.resolve_job_def(job).execute_in_process(
+                instance=instance, raise_on_error=False, tags=tags, run_config=CONSOLE_AT_INFO
+            )
+            dagster_run = instance.get_run_by_id(result.run_id)
+        return _said(job, dagster_run)
     run_id = str(uuid.uuid4())
     command = dagster_command("job", "launch", "-w", workspace, "-j", job, "--run-id", run_id)
     command += ["--config-json", json.dumps(CONSOLE_AT_INFO)]
@@ -44,13 +91,42 @@ def launch(job: str, workspace: str, tags: dict[str, str] | None = None) -> int:
         return 1
     with DagsterInstance.get() as instance:
         # The launcher's process normally ends with the run; a run launcher that runs it
-        # elsewhere (Celery, Kubernetes) returns at once, and this waits.
-        while not (dagster_run := instance.get_run_by_id(run_id)).is_finished:
-            time.sleep(RUN_POLL_SECONDS)
-    if dagster_run.status != DagsterRunStatus.SUCCESS:
-        print(f"Run {run_id} of {job}: {dagster_run.status.value}", file=sys.stderr)
+        # elsewhere (Celery, Kubernetes) or a run queue returns at once, and this waits.
+        dagster_run = wait_for_run(instance, run_id, job)
+    return _said(job, dagster_run)
+
+
+def wait_for_run(instance: DagsterInstance, run_id: str, job: str) -> DagsterRun:
+    """The run once it has ended; meanwhile, every ``PROGRESS_SECONDS``, a line saying how
+    it stands (and, while it is queued, what it waits for)."""
+    started = time.monotonic()
+    next_said = started + PROGRESS_SECONDS
+    while not (dagster_run := instance.get_run_by_id(run_id)).is_finished:
+        now = time.monotonic()
+        if now >= next_said:
+            line = f"run {run_id} of {job}: {dagster_run.status.value} for {now - started:.0f} s"
+            if dagster_run.status == DagsterRunStatus.QUEUED:
+                ahead = instance.get_runs_count(RunsFilter(statuses=[DagsterRunStatus.QUEUED]))
+                line += (
+                    f" ({ahead} runs queued; the instance's dagster-daemon launches them"
+                    + ("" if daemon_running(instance) else ", and none is running")
+                    + ")"
+                )
+            print(line, flush=True)
+            next_said = now + PROGRESS_SECONDS
+        time.sleep(RUN_POLL_SECONDS)
+    return dagster_run
+
+
+def _said(job: str, dagster_run: DagsterRun | None) -> int:
+    """Say how the run of ``job`` ended; 0 when it succeeded."""
+    if dagster_run is None or dagster_run.status != DagsterRunStatus.SUCCESS:
+        status = dagster_run.status.value if dagster_run else "not recorded"
+        print(
+            f"Run {dagster_run.run_id if dagster_run else '?'} of {job}: {status}", file=sys.stderr
+        )
         return 1
-    print(f"Run {run_id} of {job}: {dagster_run.status.value}")
+    print(f"Run {dagster_run.run_id} of {job}: {dagster_run.status.value}")
     return 0
 
 

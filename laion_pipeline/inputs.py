@@ -7,11 +7,11 @@ import csv
 import hashlib
 import io
 import json
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import Any
 
-from laion_pipeline.errors import InvalidInputError, StaleInputError
+from laion_pipeline.errors import ConfigurationError, InvalidInputError, StaleInputError
 from laion_pipeline.files import read_json, write_json_atomic
 from laion_pipeline.layout import DataLayout
 
@@ -70,10 +70,16 @@ class SourceListing:
         return cls(SourceRevision(**raw["source"]), tuple(SourceEntry(**e) for e in raw["entries"]))
 
 
+# The format of a staged file's record: 2 names the staged file's own sha256, the source
+# path, the profile's name, filter and the staging code version (1 did not).
+RECORD_FORMAT = 2
+
+
 @dataclass(frozen=True)
 class StagedFile:
     """One source file as the build reads it: our staged parquet at ``path`` (the rows the
-    profile kept, typed, with their domain), and what it was made from."""
+    profile kept, typed, with their domain), and what it was made from: the record written
+    beside it (``staging/files/<name>.json``) once the file is in place."""
 
     key: str  # the source file's path in the repo or folder: its partition of source_files
     path: str
@@ -85,6 +91,13 @@ class StagedFile:
     source_version: str  # the listing's version of the source file it was staged from
     profile_digest: str
     missing_columns: tuple[str, ...] = ()
+    source: str = ""  # where the source file is: its folder or repo, and its path there
+    profile: str = ""  # the profile's name
+    # The profile's row filter and its parameters (column, at_least, variable), or None.
+    row_filter: dict[str, Any] | None = None
+    staging_code_version: str = ""
+    staged_sha256: str = ""  # of the staged parquet file
+    format: int = RECORD_FORMAT
 
     @property
     def name(self) -> str:
@@ -92,8 +105,15 @@ class StagedFile:
 
     @property
     def data_version(self) -> str:
-        """Its partition's data version: the source content and what the profile made of it."""
-        return hashlib.sha256(f"{self.sha256}\0{self.profile_digest}".encode()).hexdigest()[:16]
+        """Its partition's data version: the source content, what the profile made of it and
+        the staging code that made it."""
+        parts = (self.sha256, self.profile_digest, self.staging_code_version)
+        return hashlib.sha256("\0".join(parts).encode()).hexdigest()[:16]
+
+    @property
+    def identity(self) -> tuple[int, int]:
+        """What changes when the staged file is written: its size and modification time."""
+        return (self.size, self.mtime_ns)
 
     def unchanged(self) -> bool:
         """The staged file is still the one recorded."""
@@ -101,7 +121,7 @@ class StagedFile:
             stat = Path(self.path).stat()
         except OSError:
             return False
-        return (stat.st_size, stat.st_mtime_ns) == (self.size, self.mtime_ns)
+        return (stat.st_size, stat.st_mtime_ns) == self.identity
 
     @property
     def published(self) -> dict[str, Any]:
@@ -113,16 +133,57 @@ class StagedFile:
             "sha256": self.sha256,
         }
 
+    @property
+    def input(self) -> dict[str, str]:
+        """What a release built from this file depends on: the source content, the profile's
+        digest and the staging code."""
+        return {
+            "name": self.key,
+            "sha256": self.sha256,
+            "profile_digest": self.profile_digest,
+            "staging_code_version": self.staging_code_version,
+        }
+
     def write(self, layout: DataLayout) -> None:
         write_json_atomic(layout.staged_record(self.key), asdict(self))
 
     @classmethod
+    def from_dict(cls, raw: dict[str, Any], where: Path | str) -> StagedFile:
+        """A record as read from ``where``: refused, naming the file, when a newer version of
+        the pipeline wrote it; a ``ValueError`` when it is not a record at all."""
+        version = raw.get("format", 1) if isinstance(raw, dict) else None
+        if not isinstance(version, int):
+            raise ValueError(f"{where} is not the record of a staged file")
+        if version > RECORD_FORMAT:
+            raise ConfigurationError(
+                f"{where} was written by a newer laion-pipeline (record format {version}; "
+                f"this one reads up to {RECORD_FORMAT}): upgrade laion-pipeline, or delete the "
+                "file to stage its source file again"
+            )
+        known = {f.name for f in fields(cls)}
+        try:
+            return cls(
+                **{
+                    **{k: v for k, v in raw.items() if k in known},
+                    "missing_columns": tuple(raw.get("missing_columns", ())),
+                    "format": version,
+                }
+            )
+        except TypeError as error:
+            raise ValueError(f"{where} is not the record of a staged file ({error})") from error
+
+    @classmethod
     def read(cls, layout: DataLayout, key: str) -> StagedFile | None:
+        """The record of ``key``'s staged file, None when there is none; a ``ValueError`` when
+        it is unreadable."""
         path = layout.staged_record(key)
-        if not path.exists():
+        try:
+            raw = json.loads(path.read_text(encoding="utf-8"))
+        except FileNotFoundError:
             return None
-        raw = json.loads(path.read_text(encoding="utf-8"))
-        return cls(**{**raw, "missing_columns": tuple(raw["missing_columns"])})
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
+            raise ValueError(f"{path} is unreadable ({error})") from error
+        return cls.from_dict(raw, path)
 
 
 @dataclass(frozen=True)
@@ -155,7 +216,7 @@ class StagingManifest:
         to date."""
         digest = hashlib.sha256()
         for f in self.files:
-            digest.update(f"{f.key}\0{f.sha256}\0{f.profile_digest}\n".encode())
+            digest.update(f"{f.key}\0{f.data_version}\n".encode())
         return digest.hexdigest()[:24]
 
     def write(self, layout: DataLayout) -> None:
@@ -167,10 +228,7 @@ class StagingManifest:
         return cls(
             SourceRevision(**raw["source"]),
             raw["profile"],
-            tuple(
-                StagedFile(**{**f, "missing_columns": tuple(f["missing_columns"])})
-                for f in raw["files"]
-            ),
+            tuple(StagedFile.from_dict(f, layout.staging_manifest) for f in raw["files"]),
             raw.get("shard_rows", DEFAULT_SHARD_ROWS),
         )
 

@@ -1,11 +1,25 @@
 """Jobs: named selections of the asset graph, each one Dagster run."""
 
-from dagster import AssetSelection, DagsterInstance, define_asset_job, in_process_executor
+from collections.abc import Mapping
+from typing import Any
 
+from dagster import (
+    AssetKey,
+    AssetMaterialization,
+    AssetRecordsFilter,
+    AssetSelection,
+    DagsterInstance,
+    define_asset_job,
+    in_process_executor,
+)
+
+from laion_pipeline import partitions
+from laion_pipeline.inputs import SourceListing
 from laion_pipeline.layout import ENTITY_KINDS
 from laion_pipeline.partitions import SHARDS, range_tags, sync_partitions
 from laion_pipeline.resources import LaionData
-from laion_pipeline.shards import plan_of_staged_files
+from laion_pipeline.shards import plan_of_staged_files, plan_shards
+from laion_pipeline.state import DataFolderState, assess, list_hashes
 
 SOURCES = AssetSelection.assets("hf_dataset", "entity_sheets")
 # The tag of the runs `make run` starts itself, which the refresh sensor leaves alone.
@@ -121,3 +135,73 @@ def stage_partition(key: str) -> tuple[str, str, bool]:
             run_config=CONSOLE_AT_INFO,
         )
     return key, result.run_id, result.success
+
+
+def data_folder_state(
+    resources: Mapping[str, Any], listing: SourceListing | None = None
+) -> DataFolderState:
+    """What the data folder holds against the sources (``state.assess``): ``listing`` as
+    observed, or the source's listing now (without a Dagster run); the name lists as the
+    `entity_lists` resource reads them now."""
+    laion_data: LaionData = resources["laion_data"]
+    layout, profile = laion_data.layout, laion_data.profile
+    if listing is None:
+        listing = resources["parquet_source"].listing(layout, profile)
+    lists = list_hashes({kind: resources["entity_lists"].read(kind) for kind in ENTITY_KINDS})
+    return assess(layout, listing, profile, lists, laion_data.shard_rows)
+
+
+# What a release holds, asset by asset, for the history `record_history` writes.
+RELEASE_ASSETS = (
+    "entity_csvs",
+    "staging_images",
+    "domains",
+    *ENTITY_KINDS,
+    "published_database",
+)
+SHARD_ASSET_NAMES = ("images", "images_fts")
+REPORTED = {"laion/reported_from": "data folder"}
+
+
+def _never_materialized(instance: DagsterInstance, asset: str, partition: str | None) -> bool:
+    records = AssetRecordsFilter(
+        asset_key=AssetKey(asset), asset_partitions=[partition] if partition else None
+    )
+    return not instance.fetch_materializations(records, limit=1).records
+
+
+def record_history(instance: DagsterInstance, state: DataFolderState) -> list[str]:
+    """Make the instance's history show what the data folder holds, where it has none: the
+    partitions of source_files (one per listed file) with a materialization reported for each
+    staged file, and, for the release that stands, one for each asset it holds (a new or
+    deleted instance otherwise shows "never materialized"). Returns what it reported."""
+    sync_partitions(
+        instance, partitions.SOURCE_FILES, [entry.key for entry in state.listing.entries]
+    )
+    reported = []
+
+    def report(asset: str, partition: str | None, version: str, **metadata: Any) -> None:
+        if _never_materialized(instance, asset, partition):
+            instance.report_runless_asset_event(
+                AssetMaterialization(
+                    asset_key=asset,
+                    partition=partition,
+                    metadata={**REPORTED, **metadata},
+                    tags={"dagster/data_version": version},
+                )
+            )
+            reported.append(f"{asset}[{partition}]" if partition else asset)
+
+    for f in state.staged:
+        report("source_files", f.key, f.data_version, rows_kept=f.rows, rows_read=f.rows_read)
+    if state.served is None or state.inputs is None:
+        return reported
+    shards = plan_shards(state.staged, state.inputs.shard_rows)
+    sync_partitions(instance, SHARDS, [s.key for s in shards])
+    release = {"release": state.served}
+    for shard in shards:
+        for asset in SHARD_ASSET_NAMES:
+            report(asset, shard.key, shard.data_version, **release)
+    for asset in RELEASE_ASSETS:
+        report(asset, None, state.inputs.digest[:24], **release)
+    return reported

@@ -183,6 +183,11 @@ class DataLayout:
     def release(self, release_id: str, database: str = "") -> ReleaseFiles:
         return ReleaseFiles(self.releases_dir / release_id, database)
 
+    @property
+    def held_json(self) -> Path:
+        """What `rollback` holds: the release it served again, until an input changes."""
+        return self.published_dir / "held.json"
+
     def pointer(self, name: str) -> Path:
         """``published/current`` or ``published/previous``: a link to a release folder."""
         return self.published_dir / name

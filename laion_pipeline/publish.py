@@ -27,6 +27,7 @@ from laion_pipeline.lock import shard_lock
 from laion_pipeline.release import current_release, fault, new_release, pointed_release, switch
 from laion_pipeline.seal import Seal, valid_seal
 from laion_pipeline.shards import Shard, shards_of
+from laion_pipeline.state import ReleaseInputs
 
 REQUIRED_TABLES = ("images", "images_fts", "domain", *ENTITY_KINDS)
 # With several shards: the catalog's tables, and each shard's.
@@ -222,6 +223,9 @@ def _publish(
         for f in files
         if f.shard is not None
     ]
+    # What the next run compares to decide whether a build is needed (laion_pipeline.state).
+    lists = {kind: sha256_file(layout.entity_csv(kind)) for kind in ENTITY_KINDS}
+    inputs = ReleaseInputs.of(staged.files, staged.shard_rows, lists)
     manifest = {
         "release": release_id,
         "database": release.db.name,
@@ -233,10 +237,9 @@ def _publish(
         "profile": staged.profile,
         "rows_read": staged.rows_read,
         "parquet_files": [f.published for f in staged.files],
-        "entity_csvs": {
-            kind: hashlib.sha256(layout.entity_csv(kind).read_bytes()).hexdigest()
-            for kind in ENTITY_KINDS
-        },
+        "entity_csvs": inputs.lists,
+        "inputs": inputs.as_dict(),
+        "inputs_digest": inputs.digest,
         "built_at": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
         "code_version": __version__,
     }
@@ -258,6 +261,7 @@ def _publish(
     fault("publish-release-written")
     # The same database again keeps the release before it as the one to roll back to.
     switch(layout, release_id, pointed_release(layout, "previous") if unchanged else current_id)
+    layout.held_json.unlink(missing_ok=True)  # a new release ends what a rollback held
     if log:
         log.info(f"published release {release_id}: {layout.published_db}")
     return manifest

@@ -20,6 +20,7 @@ import re
 import shutil
 import signal
 from pathlib import Path
+from typing import Any
 
 from laion_pipeline.errors import StaleInputError
 from laion_pipeline.files import write_json_atomic
@@ -174,6 +175,22 @@ def remove_unused_releases(layout: DataLayout) -> list[Path]:
     return unused
 
 
+def held_release(layout: DataLayout) -> dict[str, Any]:
+    """What `rollback` recorded (``published/held.json``): the release it serves again and
+    the inputs of the release it replaced; empty when nothing is held."""
+    try:
+        return json.loads(layout.held_json.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}
+
+
+def hold(layout: DataLayout, served: str, replaced: str | None) -> None:
+    """Remember that ``served`` was chosen by a rollback from ``replaced``: the next run leaves
+    it current until an input differs from ``replaced``'s."""
+    inputs = layout.release(replaced).manifest.get("inputs_digest") if replaced else None
+    write_json_atomic(layout.held_json, {"release": served, "rolled_back_inputs": inputs})
+
+
 def rollback(layout: DataLayout) -> str:
     """Serve the previous release again and keep the current one as the previous: running it
     twice returns to where you were. The caller holds the data folder's lock. Returns the id
@@ -186,4 +203,5 @@ def rollback(layout: DataLayout) -> str:
             "second publish on"
         )
     switch(layout, previous, current)
+    hold(layout, previous, current)
     return previous

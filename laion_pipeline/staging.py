@@ -2,17 +2,21 @@
 of the rows: the staged files are already typed for SQLite and carry their domain)."""
 
 from collections.abc import Sequence
+from dataclasses import asdict
 from pathlib import Path
 
 import duckdb
 
 from laion_pipeline.db import quote_string
 from laion_pipeline.errors import StaleInputError
+from laion_pipeline.files import sha256_file
 from laion_pipeline.ingest import stage_file
 from laion_pipeline.inputs import SourceEntry, SourceListing, StagedFile
 from laion_pipeline.layout import DataLayout
 from laion_pipeline.profiles import Profile
 from laion_pipeline.schema import BUILT_IMAGE_COLUMNS, IMAGE_COLUMNS, STAGED_FILE_COLUMNS
+from laion_pipeline.state import check_staged
+from laion_pipeline.versions import STAGING_CODE_VERSION
 
 STAGING_COLUMNS: dict[str, tuple[str, str]] = {
     "id": ("BIGINT", "Row number in file order, 1..N: the SQLite rowid of the image"),
@@ -102,7 +106,8 @@ def stage_source_file(
     """Stage the fetched copy ``raw`` of one source file into ``staging/files/`` and record
     what it holds beside it; returns the record."""
     target = layout.staged_parquet(entry.key)
-    rows = stage_file(raw, listing.label(entry.key), profile, target, threads)
+    label = listing.label(entry.key)
+    rows = stage_file(raw, label, profile, target, threads)
     stat = target.stat()
     staged = StagedFile(
         key=entry.key,
@@ -115,6 +120,11 @@ def stage_source_file(
         source_version=entry.version,
         profile_digest=profile.digest,
         missing_columns=tuple(rows.columns.missing),
+        source=label,
+        profile=profile.name,
+        row_filter=asdict(profile.row_filter) if profile.row_filter else None,
+        staging_code_version=STAGING_CODE_VERSION,
+        staged_sha256=sha256_file(target),
     )
     staged.write(layout)
     return staged
@@ -124,27 +134,19 @@ def staged_files_of(
     layout: DataLayout, listing: SourceListing, profile: Profile
 ) -> list[StagedFile]:
     """The staged file of every source file of ``listing``, in its order, each staged from
-    the listed version with this profile; else which partitions to materialize."""
-    files, missing = [], []
-    for entry in listing.entries:
-        staged = StagedFile.read(layout, entry.key)
-        if (
-            staged is None
-            or staged.source_version != entry.version
-            or staged.profile_digest != profile.digest
-            or not staged.unchanged()
-        ):
-            missing.append(entry.key)
-        else:
-            files.append(staged)
+    the listed version with this profile and this staging code (``state.check_staged``);
+    else which partitions to materialize, and why."""
+    checks = [check_staged(layout, entry, profile) for entry in listing.entries]
+    missing = [c for c in checks if c.staged is None]
     if missing:
+        shown = "; ".join(f"{c.key}: {c.reason}" for c in missing[:5])
         raise StaleInputError(
             f"{len(missing)} of {len(listing.entries)} source files are not staged at the "
-            f"observed revision ({', '.join(missing[:5])}{', ...' if len(missing) > 5 else ''}): "
+            f"observed revision ({shown}{'; ...' if len(missing) > 5 else ''}): "
             "materialize those partitions of source_files (`make run` does, or a backfill in "
             "the UI), then staging_images"
         )
-    return files
+    return [c.staged for c in checks if c.staged is not None]
 
 
 def remove_unlisted_staged_files(layout: DataLayout, listing: SourceListing) -> list[Path]:

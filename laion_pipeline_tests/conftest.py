@@ -21,12 +21,12 @@ from dagster import (
 from dagster._core.definitions.observe import observe
 
 from laion_pipeline.assets.sources import hf_dataset
-from laion_pipeline.definitions import all_asset_checks, all_assets, defs
-from laion_pipeline.jobs import shard_run_tags
+from laion_pipeline.definitions import all_asset_checks, all_assets
+from laion_pipeline.inputs import SourceListing
+from laion_pipeline.jobs import data_folder_state, shard_run_tags
 from laion_pipeline.layout import DataLayout
 from laion_pipeline.resources import build_resources
 from laion_pipeline.schema import LAION_ARROW_SCHEMA
-from laion_pipeline.sensors import stale_partitions
 from laion_pipeline_tests.fake_hub import FakeHub, start_server
 
 
@@ -52,7 +52,7 @@ def build(
     runs.append(observed)
     if not observed.success:
         return observed
-    for key in partitions_to_stage(instance):
+    for key in partitions_to_stage(chosen):
         staged = materialize(
             [*all_assets, *all_asset_checks],
             resources=chosen,
@@ -90,9 +90,11 @@ def observe_sources_job_result(
     )
 
 
-def partitions_to_stage(instance: DagsterInstance) -> list[str]:
-    """The partitions of source_files that are missing or stale, in listing order."""
-    return stale_partitions(instance, defs.resolve_asset_graph())
+def partitions_to_stage(resources: Mapping[str, object]) -> list[str]:
+    """The partitions of source_files the data folder lacks (new, changed, missing or damaged
+    staged files), in listing order."""
+    layout = resources["laion_data"].layout
+    return data_folder_state(resources, SourceListing.read(layout)).to_stage
 
 
 REPO_ROOT = Path(__file__).resolve().parents[1]

@@ -1,24 +1,24 @@
-"""Incremental refresh: the observed sources and the code versions decide what is stale, and a
-refresh rebuilds only that. Runs the real jobs, sensor and checks in process."""
+"""Incremental refresh: the data folder, against the observed sources and the code versions,
+decides what is stale, and a refresh rebuilds only that. Runs the real jobs, sensor and checks
+in process."""
 
 import shutil
 import sqlite3
 
 import pytest
 from dagster import (
-    AssetKey,
-    AssetsDefinition,
     DagsterInstance,
-    Definitions,
     RunRequest,
     build_run_status_sensor_context,
 )
 
-from laion_pipeline.definitions import all_asset_checks, all_assets, make_definitions
-from laion_pipeline.jobs import shard_run_tags
+from laion_pipeline import versions
+from laion_pipeline.definitions import make_definitions
+from laion_pipeline.inputs import SourceListing
+from laion_pipeline.jobs import BUILD, data_folder_state, shard_run_tags
 from laion_pipeline.layout import ENTITY_KINDS, DataLayout
 from laion_pipeline.resources import build_resources
-from laion_pipeline.sensors import assets_to_refresh, refresh_stale_assets, stale_partitions
+from laion_pipeline.sensors import refresh_stale_assets
 from laion_pipeline.synthetic import SAMPLE_DIR
 
 ENTITY_REFRESH = [
@@ -66,11 +66,17 @@ def evaluate_sensor(defs, instance, observation):
     return refresh_stale_assets(context)
 
 
+def state_of(defs, layout):
+    """What the data folder holds against the observed listing and the name lists now."""
+    return data_folder_state(defs.resources, SourceListing.read(layout))
+
+
 def run_full_build(defs, instance):
-    """What `make run` does, in process: observe the sources, stage each new or changed
-    source file (a run of stage_source_files each), then run full_build."""
+    """What `make run` does, in process: observe the sources, stage each source file the data
+    folder lacks (a run of stage_source_files each), then run full_build."""
     assert defs.resolve_job_def("observe_sources").execute_in_process(instance=instance).success
-    for key in stale_partitions(instance, defs.resolve_asset_graph()):
+    layout = defs.resources["laion_data"].layout
+    for key in state_of(defs, layout).to_stage:
         staged = defs.resolve_job_def("stage_source_files").execute_in_process(
             instance=instance, partition_key=key
         )
@@ -99,22 +105,21 @@ def test_full_build_observes_the_sources_and_passes_every_check(pipeline):
     }
     assert all(e.passed for e in evaluations)
     assert layout.published_db.exists()
-    assert assets_to_refresh(instance, defs.resolve_asset_graph()) == []
+    assert state_of(defs, layout).up_to_date
 
 
 def test_an_edited_name_list_refreshes_only_the_name_tables_and_the_publish(pipeline):
     defs, instance, lists, layout = pipeline
     assert run_full_build(defs, instance).success
     published_before = layout.published_db.stat().st_ino
-    graph = defs.resolve_asset_graph()
 
     with (lists / "celebrities.csv").open("a") as out:
         out.write("Zyxwv Qutsr,Invented\n")
-    # Until the sources are observed, Dagster does not know the list changed.
-    assert assets_to_refresh(instance, graph) == []
+    # The data folder's release names the lists it was built from: only they changed.
+    state = state_of(defs, layout)
+    assert not state.up_to_date and state.changed == ("lists",) and not state.to_stage
     observation = defs.resolve_job_def("observe_sources").execute_in_process(instance=instance)
     assert observation.success
-    assert names(assets_to_refresh(instance, graph)) == ENTITY_REFRESH
 
     # The sensor turns the successful observation into a run of exactly those assets.
     (request,) = evaluate_sensor(defs, instance, observation)
@@ -141,7 +146,7 @@ def test_an_edited_name_list_refreshes_only_the_name_tables_and_the_publish(pipe
     added = conn.execute("SELECT count(*) FROM celebrities WHERE name = 'Zyxwv Qutsr'")
     assert added.fetchone() == (1,)
     conn.close()
-    assert assets_to_refresh(instance, graph) == []
+    assert state_of(defs, layout).up_to_date
 
 
 def test_an_observation_with_nothing_new_refreshes_nothing(pipeline):
@@ -164,21 +169,14 @@ def test_the_entity_refresh_job_rebuilds_the_lists_and_publishes(pipeline):
     assert '"artists": 1' in manifest
 
 
-def test_a_new_code_version_marks_the_asset_and_what_follows_it(pipeline):
-    defs, instance, _, _ = pipeline
+def test_a_new_code_version_rebuilds_the_release(pipeline, monkeypatch):
+    defs, instance, _, layout = pipeline
     assert run_full_build(defs, instance).success
-    changed = [
-        asset.map_asset_specs(lambda spec: spec.replace_attributes(code_version="changed"))
-        if isinstance(asset, AssetsDefinition) and AssetKey("images") in asset.keys
-        else asset
-        for asset in all_assets
-    ]
-    graph = Definitions(
-        assets=changed, asset_checks=all_asset_checks, resources=defs.resources
-    ).resolve_asset_graph()
-    assert names(assets_to_refresh(instance, graph)) == [
-        "images",
-        "domains",
-        "images_fts",
-        *ENTITY_REFRESH[1:],
-    ]
+    monkeypatch.setitem(versions.CODE_VERSIONS, "images", "changed")
+    state = state_of(defs, layout)
+    assert not state.up_to_date and state.changed == ("code_version",)
+    assert "the build's code version" in state.why
+    observation = defs.resolve_job_def("observe_sources").execute_in_process(instance=instance)
+    (request,) = evaluate_sensor(defs, instance, observation)
+    graph = defs.resolve_asset_graph()
+    assert set(request.asset_selection) == BUILD.resolve(graph)

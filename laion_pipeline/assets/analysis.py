@@ -19,6 +19,7 @@ from laion_pipeline.metadata import StepTimer, file_metadata, markdown_table, ta
 from laion_pipeline.release import current_release
 from laion_pipeline.report import percent
 from laion_pipeline.resources import LaionData
+from laion_pipeline.versions import CODE_VERSIONS
 
 # Shares and means as the UI shows and plots them: 0.0849, not 0.08485714285714285.
 METADATA_DECIMALS = 4
@@ -33,7 +34,7 @@ def _chart_markdown(title: str, png: bytes) -> MetadataValue:
     deps=[published_database, staging_images],
     group_name="analysis",
     kinds={"duckdb", "sqlite", "html"},
-    code_version="1",
+    code_version=CODE_VERSIONS["analysis"],
     metadata={"dagster/column_schema": table_schema(NUMBERS)},
 )
 def analysis(

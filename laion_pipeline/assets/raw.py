@@ -18,6 +18,7 @@ from laion_pipeline.partitions import SOURCE_FILES
 from laion_pipeline.resources import EntityLists, LaionData, ParquetSource
 from laion_pipeline.schema import ENTITY_CSV_COLUMNS, STAGED_PARQUET_COLUMNS
 from laion_pipeline.staging import stage_source_file
+from laion_pipeline.versions import CODE_VERSIONS
 
 
 @asset(
@@ -25,7 +26,7 @@ from laion_pipeline.staging import stage_source_file
     partitions_def=SOURCE_FILES,
     group_name="raw",
     kinds={"parquet"},
-    code_version="2",
+    code_version=CODE_VERSIONS["source_files"],
     metadata={"dagster/column_schema": table_schema(STAGED_PARQUET_COLUMNS)},
 )
 def source_files(
@@ -85,7 +86,7 @@ def source_files(
     deps=[entity_sheets],
     group_name="raw",
     kinds={"csv"},
-    code_version="1",
+    code_version=CODE_VERSIONS["entity_csvs"],
     metadata={"dagster/column_schema": table_schema(ENTITY_CSV_COLUMNS)},
 )
 def entity_csvs(

@@ -80,6 +80,7 @@ from laion_pipeline.tables import (
     load_images_and_index,
     staged_files,
 )
+from laion_pipeline.versions import CODE_VERSIONS
 
 
 def list_problems(rows: list[dict[str, str]], log: Any, kind: str) -> dict[str, Any]:
@@ -144,7 +145,7 @@ IMAGES_FTS_DESCRIPTION = (
             group_name="search_database",
             kinds={"sqlite"},
             description=IMAGES_DESCRIPTION,
-            code_version="4",  # 4: url_key, the lookup of an image by its URL
+            code_version=CODE_VERSIONS["images"],
             metadata={"dagster/column_schema": table_schema(IMAGE_COLUMNS)},
             skippable=True,
         ),
@@ -154,7 +155,7 @@ IMAGES_FTS_DESCRIPTION = (
             group_name="search_database",
             kinds={"sqlite"},
             description=IMAGES_FTS_DESCRIPTION,
-            code_version="1",
+            code_version=CODE_VERSIONS["images_fts"],
             metadata={"dagster/column_schema": table_schema(IMAGES_FTS_COLUMNS)},
             skippable=True,
         ),
@@ -307,7 +308,7 @@ def _shards_metadata(files: list[Path], table: str) -> dict[str, Any]:
     deps=["images"],
     group_name="search_database",
     kinds={"sqlite"},
-    code_version="3",  # 3: with domain_search, hosts found by any part of their name
+    code_version=CODE_VERSIONS["domains"],
     metadata={"dagster/column_schema": table_schema(DOMAIN_COLUMNS)},
 )
 def domains(context: AssetExecutionContext, laion_data: LaionData) -> MaterializeResult:
@@ -372,7 +373,7 @@ ENTITY_DESCRIPTIONS = {
             kinds={"sqlite", "csv"},
             description=ENTITY_DESCRIPTIONS[kind]
             + " (the number of captions containing the name as a phrase).",
-            code_version="1",
+            code_version=CODE_VERSIONS["entity_tables"],
             metadata={"dagster/column_schema": table_schema(ENTITY_COLUMNS)},
             skippable=True,
         )

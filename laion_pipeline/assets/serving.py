@@ -10,19 +10,22 @@ from dagster import (
     asset_check,
 )
 
+from laion_pipeline.inputs import SourceListing
 from laion_pipeline.layout import ENTITY_KINDS
 from laion_pipeline.lock import data_dir_lock
 from laion_pipeline.metadata import StepTimer, file_metadata, table_schema
 from laion_pipeline.publish import manifest_problems, publish
 from laion_pipeline.resources import LaionData
 from laion_pipeline.schema import IMAGE_COLUMNS
+from laion_pipeline.staging import remove_unlisted_staged_files
+from laion_pipeline.versions import CODE_VERSIONS
 
 
 @asset(
     deps=["images_fts", *ENTITY_KINDS],
     group_name="serving",
     kinds={"sqlite", "datasette"},
-    code_version="1",
+    code_version=CODE_VERSIONS["published_database"],
     metadata={"dagster/column_schema": table_schema(IMAGE_COLUMNS)},
 )
 def published_database(context: AssetExecutionContext, laion_data: LaionData) -> MaterializeResult:
@@ -37,6 +40,9 @@ def published_database(context: AssetExecutionContext, laion_data: LaionData) ->
     layout = laion_data.layout
     with data_dir_lock(layout, context.log):
         manifest = publish(layout, context.log)
+        # Only once a release no longer needs them: the staged files of unlisted sources.
+        for gone in remove_unlisted_staged_files(layout, SourceListing.read(layout)):
+            context.log.info(f"removed {gone.name}: its source file is no longer listed")
         return MaterializeResult(
             metadata={
                 **file_metadata(layout.release(manifest["release"]).db),

@@ -28,10 +28,10 @@ from laion_pipeline.shards import shards_of
 from laion_pipeline.staging import (
     STAGING_COLUMNS,
     create_staging,
-    remove_unlisted_staged_files,
     schema_problems,
     staged_files_of,
 )
+from laion_pipeline.versions import CODE_VERSIONS
 
 PREVIEW = ["id", "domain", "url", "text"]
 
@@ -46,7 +46,7 @@ STAGING_LINEAGE = column_lineage(
     deps=[source_files],
     group_name="staging",
     kinds={"duckdb", "parquet"},
-    code_version="2",
+    code_version=CODE_VERSIONS["staging_images"],
     metadata={"dagster/column_schema": table_schema(STAGING_COLUMNS)},
 )
 def staging_images(context: AssetExecutionContext, laion_data: LaionData) -> MaterializeResult:
@@ -88,8 +88,6 @@ def staging_images(context: AssetExecutionContext, laion_data: LaionData) -> Mat
         manifest.write(layout)
         shards = shards_of(manifest)
         sync_partitions(context.instance, SHARDS, [s.key for s in shards])
-        for gone in remove_unlisted_staged_files(layout, listing):
-            context.log.info(f"removed {gone.name}: its source file is no longer listed")
         missing = sorted({c for f in files for c in f.missing_columns})
         context.log.info(
             f"staging_images: {rows:,} rows kept of {manifest.rows_read:,} read, over "

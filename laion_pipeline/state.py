@@ -1,0 +1,253 @@
+"""The data folder is the truth: what it holds, against what the sources and the settings ask
+for, decides what to stage and whether a new release is needed.
+
+Each staged file has its record beside it (the source file and its version, the profile and its
+filter, the staging code version, the rows, the staged file's size, time and sha256); each
+release has its manifest, whose ``inputs`` are exactly what ``ReleaseInputs`` compares: the
+staged files' sources, profile and staging code, the shard size, the name lists' hashes and the
+build's code versions. ``assess`` reads those files and the source listing, nothing else: the
+Dagster instance's history never decides that a file is current.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from laion_pipeline.files import sha256_file
+from laion_pipeline.inputs import (
+    RECORD_FORMAT,
+    SourceEntry,
+    SourceListing,
+    StagedFile,
+)
+from laion_pipeline.layout import ENTITY_KINDS, DataLayout
+from laion_pipeline.profiles import Profile
+from laion_pipeline.release import held_release, pointed_release
+from laion_pipeline.versions import STAGING_CODE_VERSION, build_code_version
+
+NOT_STAGED = "not staged"
+
+
+@dataclass(frozen=True)
+class StagedCheck:
+    """One source file of the listing against the data folder: its staged file, usable as it
+    is, or why it is to be staged (again)."""
+
+    key: str
+    staged: StagedFile | None
+    reason: str = ""
+    # Set when the record was repaired: upgraded from an older format, or given the staged
+    # file's new place or time after a move or a copy (its sha256 checked).
+    repaired: str = ""
+
+
+def _identity(path: Path) -> tuple[int, int] | None:
+    try:
+        stat = path.stat()
+    except OSError:
+        return None
+    return (stat.st_size, stat.st_mtime_ns)
+
+
+def check_staged(layout: DataLayout, entry: SourceEntry, profile: Profile) -> StagedCheck:
+    """Whether the staged file of ``entry`` is there, whole, and made from this version of the
+    source file by this profile and this staging code. A record that only lags (an older
+    format, a staged file moved or copied with a new time) is repaired in place when the
+    staged file's sha256 says it is intact, so nothing is staged again for it."""
+    key = entry.key
+    parquet = layout.staged_parquet(key)
+    try:
+        staged = StagedFile.read(layout, key)
+    except ValueError as error:
+        return StagedCheck(key, None, f"its record is unreadable ({error})")
+    if staged is None:
+        if parquet.exists():
+            return StagedCheck(key, None, f"{parquet.name} has no record beside it")
+        return StagedCheck(key, None, NOT_STAGED)
+    if staged.source_version != entry.version:
+        return StagedCheck(
+            key,
+            None,
+            f"the source file changed (version {entry.version}, staged from "
+            f"{staged.source_version})",
+        )
+    if staged.profile_digest != profile.digest:
+        return StagedCheck(key, None, "staged with another profile or filter")
+    older = staged.format < RECORD_FORMAT
+    if not older and staged.staging_code_version != STAGING_CODE_VERSION:
+        return StagedCheck(
+            key,
+            None,
+            f"staged by staging code version {staged.staging_code_version}, now "
+            f"{STAGING_CODE_VERSION}",
+        )
+    found = _identity(parquet)
+    if found is None:
+        return StagedCheck(key, None, f"{parquet.name} is missing")
+    if found[0] != staged.size:
+        return StagedCheck(
+            key, None, f"{parquet.name} is {found[0]:,} bytes, its record says {staged.size:,}"
+        )
+    repaired = ""
+    if older:
+        if found != staged.identity:
+            return StagedCheck(key, None, f"{parquet.name} changed since its record was written")
+        # Written before records named the staging code and the staged file's hash: the same
+        # staging code made it (the code version has not changed since).
+        staged = dataclasses.replace(
+            staged,
+            format=RECORD_FORMAT,
+            staging_code_version=STAGING_CODE_VERSION,
+            staged_sha256=sha256_file(parquet),
+            source=staged.source or key,
+            profile=staged.profile or profile.name,
+            row_filter=dataclasses.asdict(profile.row_filter) if profile.row_filter else None,
+        )
+        repaired = f"record of {parquet.name} upgraded to format {RECORD_FORMAT}"
+    elif found != staged.identity:
+        actual = sha256_file(parquet)
+        if actual != staged.staged_sha256:
+            return StagedCheck(
+                key,
+                None,
+                f"{parquet.name} has sha256 {actual[:12]}, its record says "
+                f"{staged.staged_sha256[:12]}",
+            )
+        repaired = f"{parquet.name} moved or copied: its sha256 is the recorded one"
+    if staged.path != str(parquet) or found != staged.identity:
+        staged = dataclasses.replace(staged, path=str(parquet), size=found[0], mtime_ns=found[1])
+        repaired = repaired or f"{parquet.name} is in a moved data folder"
+    if repaired:
+        staged.write(layout)
+    return StagedCheck(key, staged, "", repaired)
+
+
+def list_hashes(lists: Mapping[str, bytes]) -> dict[str, str]:
+    """The sha256 of each name list's bytes, as a release's manifest records them."""
+    return {kind: hashlib.sha256(lists[kind]).hexdigest() for kind in ENTITY_KINDS}
+
+
+# The parts of a release's inputs, and how a person names each.
+INPUT_PARTS = {
+    "files": "the source files or their staging",
+    "shard_rows": "LAION_SHARD_ROWS",
+    "lists": "the name lists",
+    "code_version": "the build's code version",
+}
+
+
+@dataclass(frozen=True)
+class ReleaseInputs:
+    """Everything a release's content depends on. Two builds of the same inputs publish the
+    same rows, so a release holding these inputs needs no new build."""
+
+    files: tuple[dict[str, str], ...]
+    shard_rows: int
+    lists: dict[str, str]
+    code_version: str
+
+    @classmethod
+    def of(
+        cls, files: Sequence[StagedFile], shard_rows: int, lists: Mapping[str, str]
+    ) -> ReleaseInputs:
+        return cls(
+            tuple(f.input for f in files),
+            shard_rows,
+            {kind: lists[kind] for kind in ENTITY_KINDS},
+            build_code_version(),
+        )
+
+    def as_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self) | {"files": list(self.files)}
+
+    @property
+    def digest(self) -> str:
+        return hashlib.sha256(json.dumps(self.as_dict(), sort_keys=True).encode()).hexdigest()
+
+    def changed(self, recorded: Mapping[str, Any] | None) -> tuple[str, ...]:
+        """Which parts (``files``, ``shard_rows``, ``lists``, ``code_version``) differ from the
+        ``inputs`` a release's manifest recorded: all of them when it recorded none."""
+        mine = self.as_dict()
+        return tuple(part for part in INPUT_PARTS if mine[part] != (recorded or {}).get(part))
+
+
+@dataclass(frozen=True)
+class DataFolderState:
+    """What the data folder holds against the listing: each file's check, and, when every
+    file is staged, the inputs a release of them has and the release that holds them."""
+
+    listing: SourceListing
+    checks: tuple[StagedCheck, ...]
+    inputs: ReleaseInputs | None
+    current: str | None
+    # The release current now that stands for these inputs: built from them, or served again
+    # by a rollback from the release built from them. None: a release is needed.
+    served: str | None
+    why: str  # why a release is needed, or why the current one stands
+    # What a new release changes (INPUT_PARTS): all of them when nothing comparable is served.
+    changed: tuple[str, ...] = tuple(INPUT_PARTS)
+
+    @property
+    def to_stage(self) -> list[str]:
+        return [c.key for c in self.checks if c.staged is None]
+
+    @property
+    def staged(self) -> list[StagedFile]:
+        return [c.staged for c in self.checks if c.staged is not None]
+
+    @property
+    def up_to_date(self) -> bool:
+        return self.served is not None
+
+    def summary(self) -> str:
+        """One line: the staged files the data folder has, and what is to be staged."""
+        total, missing = len(self.checks), len(self.to_stage)
+        return f"data folder has {total - missing} of {total} staged files: " + (
+            f"staging {missing}" if missing else "nothing to stage"
+        )
+
+    def reasons(self) -> list[str]:
+        """Why each file is staged again, and what was repaired: a line each."""
+        return [f"{c.key}: {c.reason}" for c in self.checks if c.reason not in ("", NOT_STAGED)] + [
+            f"{c.key}: {c.repaired}" for c in self.checks if c.repaired
+        ]
+
+
+def assess(
+    layout: DataLayout,
+    listing: SourceListing,
+    profile: Profile,
+    lists: Mapping[str, str],
+    shard_rows: int,
+) -> DataFolderState:
+    """The one decision of what to do, from the data folder's files and the source listing
+    alone: the files to stage, and whether the current release already holds exactly the
+    inputs a build would have (then nothing is to be built). ``lists`` are the name lists'
+    sha256 (``list_hashes``)."""
+    checks = tuple(check_staged(layout, entry, profile) for entry in listing.entries)
+    current = pointed_release(layout, "current")
+    if any(c.staged is None for c in checks):
+        return DataFolderState(listing, checks, None, current, None, "source files to stage")
+    inputs = ReleaseInputs.of([c.staged for c in checks if c.staged], shard_rows, lists)
+    if current is None or not layout.release(current).db.exists():
+        return DataFolderState(listing, checks, inputs, current, None, "nothing is published")
+    manifest = layout.release(current).manifest
+    if manifest.get("inputs_digest") == inputs.digest:
+        return DataFolderState(listing, checks, inputs, current, current, "built from them", ())
+    held = held_release(layout)
+    if held.get("release") == current and held.get("rolled_back_inputs") == inputs.digest:
+        why = "served again by `make rollback`; the release it replaced was built from them"
+        return DataFolderState(listing, checks, inputs, current, current, why, ())
+    changed = inputs.changed(manifest.get("inputs"))
+    why = (
+        f"changed since release {current}: {', '.join(INPUT_PARTS[part] for part in changed)}"
+        if manifest.get("inputs")
+        else f"release {current} records no inputs (published by an older version)"
+    )
+    return DataFolderState(listing, checks, inputs, current, None, why, changed)
