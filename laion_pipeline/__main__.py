@@ -183,27 +183,47 @@ def run(
 
     from laion_pipeline.engine import launch, run_in_process_instead
 
+    instance_home()
+    with DagsterInstance.get() as instance:
+        in_process = run_in_process_instead(instance)
     tags = None
     if job == "full_build":
-        from laion_pipeline.jobs import shard_run_tags
+        from laion_pipeline.jobs import data_folder_state, shard_run_tags
 
         resources = build_resources()
         laion_data = resources["laion_data"]
         state = assess_and_observe(resources, force)
         if isinstance(state, int):
             return state
-        if state.to_stage and stage(laion_data, state):
-            return 1
-        if state.inputs is not None and state.served is None:
-            print(f"building a new release: {state.why}")
+        if state.to_stage:
+            if stage(laion_data, state):
+                return 1
+            # Restaged damaged or missing files of the same sources: the release may stand.
+            state = data_folder_state(resources, state.listing)
+            if state.up_to_date and not force:
+                print(f"up to date: release {state.served} ({state.why})")
+                return 0
+        print(f"building a new release: {state.why}")
         wait_for_data_folder(laion_data.layout)
         with DagsterInstance.get() as instance:
             tags = shard_run_tags(instance, laion_data)
-    with DagsterInstance.get() as instance:
-        in_process = run_in_process_instead(instance)
     if launch(job, workspace, tags, in_process=in_process):
         return 1
     return where(host, port)
+
+
+def instance_home() -> None:
+    """The Dagster instance's folder, `$DAGSTER_HOME`: made (empty: Dagster's default
+    settings) when it does not exist yet, and said; its settings are never written."""
+    home = os.environ.get("DAGSTER_HOME")
+    if not home:
+        raise ConfigurationError(
+            "DAGSTER_HOME is not set: run `make run` (it uses the project's own instance in "
+            ".dagster_home/), or set DAGSTER_HOME to a folder for the Dagster instance"
+        )
+    if not os.path.isdir(home):
+        os.makedirs(home)
+        print(f"DAGSTER_HOME={home} did not exist: made it (an instance of Dagster's defaults)")
 
 
 def wait_for_data_folder(layout: DataLayout) -> None:

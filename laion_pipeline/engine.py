@@ -59,8 +59,8 @@ def run_in_process_instead(instance: DagsterInstance) -> bool:
         return False
     print(
         f"The Dagster instance in {instance.root_directory} queues runs for dagster-daemon "
-        "(QueuedRunCoordinator) and no daemon is running: running the job in this process "
-        "instead. To have a daemon launch it, start `dagster-daemon run` with this "
+        "(QueuedRunCoordinator) and no daemon is running: this command runs its job in its "
+        "own process instead. To have a daemon launch it, start `dagster-daemon run` with this "
         "DAGSTER_HOME; to use the project's own instance, unset DAGSTER_HOME.",
         flush=True,
     )

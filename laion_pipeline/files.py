@@ -1,11 +1,13 @@
 """File helpers: atomic writes, JSON, hashing."""
 
+import fcntl
 import hashlib
 import json
 import os
 import shutil
 import sqlite3
 import tempfile
+import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -25,6 +27,11 @@ def sha256_file(path: Path) -> str:
     return digest.hexdigest()
 
 
+def snapshot_name(source: Path, sha256: str) -> str:
+    """The name of a verified copy of ``source`` whose content has ``sha256``."""
+    return f"{sha256[:16]}-{source.name}"
+
+
 def copy_and_hash(source: Path, folder: Path) -> tuple[Path, str]:
     """Copy ``source`` into ``folder``, hashing the bytes as they are copied, so the copy is
     exactly what the hash describes even if ``source`` changes meanwhile. The copy is named by
@@ -38,7 +45,7 @@ def copy_and_hash(source: Path, folder: Path) -> tuple[Path, str]:
                 digest.update(chunk)
                 writing.write(chunk)
         sha256 = digest.hexdigest()
-        copy = folder / f"{sha256[:16]}-{source.name}"
+        copy = folder / snapshot_name(source, sha256)
         os.chmod(tmp, 0o444)
         os.replace(tmp, copy)
     except BaseException:
@@ -113,3 +120,86 @@ def check_free_disk(folder: Path, needed: int, what: str) -> None:
             f"{what} needs about {disk_size(needed)} free in {folder}, and only "
             f"{disk_size(free)} are: free some space or set LAION_DATA_DIR to a larger disk"
         )
+
+
+class VerifiedFiles:
+    """The sha256 of files already verified, by path, size and modification time, kept in
+    ``path`` (one file per folder, ``.verified.json``, shared by every process), so a re-run
+    does not read gigabytes again to know they are intact. A file whose size or time differs
+    from its entry is hashed again; a cache file that cannot be read is ignored, with a
+    warning, and never trusted."""
+
+    NAME = ".verified.json"
+
+    def __init__(self, path: Path, log: Any = None) -> None:
+        self.path = path
+        self.log = log
+        self.lock = threading.Lock()
+        self.entries: dict[str, list] = self._read()
+
+    def _read(self) -> dict[str, list]:
+        try:
+            raw = json.loads(self.path.read_text(encoding="utf-8"))
+        except FileNotFoundError:
+            return {}
+        except (OSError, UnicodeDecodeError, ValueError) as error:
+            raw = error
+        if isinstance(raw, dict) and all(_is_entry(v) for v in raw.values()):
+            return raw
+        if self.log:
+            self.log.warning(f"ignored {self.path}: not a cache of verified files ({raw!s:.80})")
+        return {}
+
+    @staticmethod
+    def stamp(file: Path) -> list[int]:
+        """What changes when ``file`` is written: its size and modification time."""
+        stat = file.stat()
+        return [stat.st_size, stat.st_mtime_ns]
+
+    def known(self, file: Path) -> str | None:
+        """The sha256 of ``file`` if it was verified as it is now, else None."""
+        try:
+            stamp = self.stamp(file)
+        except OSError:
+            return None
+        with self.lock:
+            entry = self.entries.get(str(file))
+        return entry[2] if entry and entry[:2] == stamp else None
+
+    def record(self, file: Path, sha256: str, stamp: list[int] | None = None) -> None:
+        """Remember ``file``'s sha256 (for the size and time ``stamp``, taken before it was
+        read, or as it is now)."""
+        stamp = stamp or self.stamp(file)
+        with self.lock:
+            self.entries[str(file)] = [*stamp, sha256]
+
+    def sha256(self, file: Path) -> str:
+        """The sha256 of ``file``: remembered, or read now (and remembered)."""
+        found = self.known(file)
+        if found is not None:
+            return found
+        stamp = self.stamp(file)
+        digest = sha256_file(file)
+        self.record(file, digest, stamp)
+        return digest
+
+    def save(self) -> None:
+        """Write the entries, merged with those another process saved meanwhile."""
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        with self.lock, self.path.with_name(self.path.name + ".lock").open("a") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)  # processes staging in parallel take turns
+            try:
+                merged = {**VerifiedFiles(self.path).entries, **self.entries}
+                write_json_atomic(self.path, merged)
+            finally:
+                fcntl.flock(lock, fcntl.LOCK_UN)
+
+
+def _is_entry(value: Any) -> bool:
+    return (
+        isinstance(value, list)
+        and len(value) == 3
+        and all(isinstance(v, int) for v in value[:2])
+        and isinstance(value[2], str)
+        and len(value[2]) == 64
+    )

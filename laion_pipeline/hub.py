@@ -35,7 +35,12 @@ from huggingface_hub.file_download import http_get
 from huggingface_hub.utils import build_hf_headers
 
 from laion_pipeline.errors import SourceError
-from laion_pipeline.files import HASH_CHUNK, check_free_disk, sha256_file, write_json_atomic
+from laion_pipeline.files import (
+    HASH_CHUNK,
+    VerifiedFiles,
+    check_free_disk,
+    write_json_atomic,
+)
 
 DEFAULT_ENDPOINT = "https://huggingface.co"
 # The dataset of the 2022 write-up (taken down in December 2023).
@@ -129,35 +134,6 @@ def git_blob_id(path: Path) -> str:
         while chunk := f.read(HASH_CHUNK):
             digest.update(chunk)
     return digest.hexdigest()
-
-
-class VerifiedFiles:
-    """The sha256 of files already verified, by path, size and modification time, so a re-run
-    does not read gigabytes again to know they are intact."""
-
-    def __init__(self, path: Path) -> None:
-        self.path = path
-        self.lock = threading.Lock()
-        self.entries: dict[str, list] = json.loads(path.read_text()) if path.exists() else {}
-
-    def _key(self, file: Path) -> tuple[str, list]:
-        stat = file.stat()
-        return str(file), [stat.st_size, stat.st_mtime_ns]
-
-    def sha256(self, file: Path) -> str:
-        key, stamp = self._key(file)
-        with self.lock:
-            entry = self.entries.get(key)
-        if entry and entry[:2] == stamp:
-            return entry[2]
-        digest = sha256_file(file)
-        with self.lock:
-            self.entries[key] = [*stamp, digest]
-        return digest
-
-    def save(self) -> None:
-        with self.lock:
-            write_json_atomic(self.path, self.entries)
 
 
 def _mismatch(file: HubFile, path: Path, verified: VerifiedFiles) -> str | None:
@@ -480,7 +456,7 @@ class HubClient:
                 folder, sum(f.size for f in missing), f"downloading {len(missing)} files"
             )
         progress = TransferProgress(self.log)
-        verified = VerifiedFiles(folder / ".verified.json")
+        verified = VerifiedFiles(folder / VerifiedFiles.NAME, self.log)
         try:
             with ThreadPoolExecutor(max_workers=workers) as pool:
                 futures = [

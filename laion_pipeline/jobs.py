@@ -14,6 +14,7 @@ from dagster import (
 )
 
 from laion_pipeline import partitions
+from laion_pipeline.errors import ConfigurationError, SourceError
 from laion_pipeline.inputs import SourceListing
 from laion_pipeline.layout import ENTITY_KINDS
 from laion_pipeline.partitions import SHARDS, range_tags, sync_partitions
@@ -147,7 +148,13 @@ def data_folder_state(
     layout, profile = laion_data.layout, laion_data.profile
     if listing is None:
         listing = resources["parquet_source"].listing(layout, profile)
-    lists = list_hashes({kind: resources["entity_lists"].read(kind) for kind in ENTITY_KINDS})
+    try:
+        lists: dict[str, str] | str = list_hashes(
+            {kind: resources["entity_lists"].read(kind) for kind in ENTITY_KINDS}
+        )
+    except (ConfigurationError, SourceError, OSError) as error:
+        # Said by the build's entity_csvs step, with its retries; unknown lists need a build.
+        lists = f"the name lists cannot be read now ({error})"
     return assess(layout, listing, profile, lists, laion_data.shard_rows)
 
 

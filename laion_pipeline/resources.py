@@ -17,13 +17,18 @@ from dagster import ConfigurableResource
 from dagster_duckdb import DuckDBResource
 
 from laion_pipeline.errors import ConfigurationError, StaleInputError
-from laion_pipeline.files import check_free_disk, copy_and_hash, sha256_file
+from laion_pipeline.files import (
+    VerifiedFiles,
+    check_free_disk,
+    copy_and_hash,
+    sha256_file,
+    snapshot_name,
+)
 from laion_pipeline.hub import (
     DEFAULT_ENDPOINT,
     HubClient,
     HubListing,
     TransferProgress,
-    VerifiedFiles,
     load_listing,
     save_listing,
 )
@@ -209,7 +214,18 @@ class FolderSource(ParquetSource):
                 f"{source} changed since hf_dataset was observed: observe hf_dataset again, "
                 "then materialize its partitions"
             )
+        verified = VerifiedFiles(layout.snapshot_dir / VerifiedFiles.NAME, log)
+        known = verified.known(source)
+        if known is not None:  # copied before, unchanged since: the copy, if still intact
+            copy = layout.snapshot_dir / snapshot_name(source, known)
+            if verified.known(copy) == known:
+                return FetchedFile(copy, known)
+        stamp = verified.stamp(source)
         copy, sha256 = copy_and_hash(source, layout.snapshot_dir)
+        if verified.stamp(source) == stamp:  # not changed while it was copied
+            verified.record(source, sha256, stamp)
+        verified.record(copy, sha256)
+        verified.save()
         return FetchedFile(copy, sha256)
 
 
@@ -321,13 +337,17 @@ class HuggingFaceSource(ParquetSource):
         (file,) = [f for f in hub.files if f.path == entry.key]
         folder = self.folder(layout, profile)
         check_free_disk(folder, file.size, f"downloading {file.path}")
-        verified = VerifiedFiles(folder / f".verified-{os.getpid()}.json")
+        verified = VerifiedFiles(folder / VerifiedFiles.NAME, log)
         client = self.client(profile, log)
         progress = TransferProgress(log)
-        path = client.download(hub.sha, file, folder, progress, verified, offline=self.offline)
+        try:
+            path = client.download(hub.sha, file, folder, progress, verified, offline=self.offline)
+            sha256 = file.sha256 or verified.sha256(path)
+        finally:
+            verified.save()
         if log:
             log.info(progress.summary())
-        return FetchedFile(path, file.sha256 or verified.sha256(path))
+        return FetchedFile(path, sha256)
 
 
 class MisconfiguredSource(ParquetSource):

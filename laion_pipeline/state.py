@@ -223,17 +223,20 @@ def assess(
     layout: DataLayout,
     listing: SourceListing,
     profile: Profile,
-    lists: Mapping[str, str],
+    lists: Mapping[str, str] | str,
     shard_rows: int,
 ) -> DataFolderState:
     """The one decision of what to do, from the data folder's files and the source listing
     alone: the files to stage, and whether the current release already holds exactly the
     inputs a build would have (then nothing is to be built). ``lists`` are the name lists'
-    sha256 (``list_hashes``)."""
+    sha256 (``list_hashes``), or why they cannot be read (then a build is needed: its step
+    that reads them says what is wrong)."""
     checks = tuple(check_staged(layout, entry, profile) for entry in listing.entries)
     current = pointed_release(layout, "current")
     if any(c.staged is None for c in checks):
         return DataFolderState(listing, checks, None, current, None, "source files to stage")
+    if isinstance(lists, str):
+        return DataFolderState(listing, checks, None, current, None, lists)
     inputs = ReleaseInputs.of([c.staged for c in checks if c.staged], shard_rows, lists)
     if current is None or not layout.release(current).db.exists():
         return DataFolderState(listing, checks, inputs, current, None, "nothing is published")

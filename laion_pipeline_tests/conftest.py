@@ -23,10 +23,11 @@ from dagster._core.definitions.observe import observe
 from laion_pipeline.assets.sources import hf_dataset
 from laion_pipeline.definitions import all_asset_checks, all_assets
 from laion_pipeline.inputs import SourceListing
-from laion_pipeline.jobs import data_folder_state, shard_run_tags
+from laion_pipeline.jobs import shard_run_tags
 from laion_pipeline.layout import DataLayout
 from laion_pipeline.resources import build_resources
 from laion_pipeline.schema import LAION_ARROW_SCHEMA
+from laion_pipeline.state import check_staged
 from laion_pipeline_tests.fake_hub import FakeHub, start_server
 
 
@@ -93,8 +94,10 @@ def observe_sources_job_result(
 def partitions_to_stage(resources: Mapping[str, object]) -> list[str]:
     """The partitions of source_files the data folder lacks (new, changed, missing or damaged
     staged files), in listing order."""
-    layout = resources["laion_data"].layout
-    return data_folder_state(resources, SourceListing.read(layout)).to_stage
+    laion_data = resources["laion_data"]
+    listing = SourceListing.read(laion_data.layout)
+    checks = [check_staged(laion_data.layout, e, laion_data.profile) for e in listing.entries]
+    return [c.key for c in checks if c.staged is None]
 
 
 REPO_ROOT = Path(__file__).resolve().parents[1]

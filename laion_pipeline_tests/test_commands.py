@@ -23,8 +23,13 @@ BIN = Path(sys.executable).parent
 
 
 def env_for(tmp_path: Path, data_dir: Path) -> dict[str, str]:
+    """The environment of a command with a data folder and a Dagster instance of its own (with
+    the project's instance settings)."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("LAION_")}
-    return {**env, "LAION_DATA_DIR": str(data_dir), "DAGSTER_HOME": str(tmp_path / "dagster_home")}
+    home = tmp_path / "dagster_home"
+    home.mkdir(exist_ok=True)
+    (home / "dagster.yaml").write_bytes((PROJECT / "dagster_home.yaml").read_bytes())
+    return {**env, "LAION_DATA_DIR": str(data_dir), "DAGSTER_HOME": str(home)}
 
 
 def test_make_run_stages_each_file_then_builds_in_one_run_and_says_where(tmp_path):

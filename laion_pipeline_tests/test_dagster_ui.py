@@ -240,7 +240,8 @@ def wait_for_sensor_run(
 
 def test_the_run_make_run_starts_is_listed_under_full_build(dev):
     done = subprocess.run(
-        [sys.executable, "-m", "laion_pipeline", "run"],
+        # --force: the data folder is built already, and make run would say "up to date".
+        [sys.executable, "-m", "laion_pipeline", "run", "--force"],
         cwd=REPO_ROOT,
         env=dev.env,
         capture_output=True,
