@@ -45,6 +45,7 @@ class Seal:
     integrity_check: str
     sealed_at: str
     file: FileIdentity
+    inputs: str = ""  # what the file was built from (a shard's data and code versions)
 
     def holds_for(self, path: Path) -> bool:
         """Whether ``path`` is still the file that was sealed."""
@@ -59,7 +60,11 @@ class Seal:
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> Seal:
         return cls(
-            data["sha256"], data["integrity_check"], data["sealed_at"], FileIdentity(**data["file"])
+            data["sha256"],
+            data["integrity_check"],
+            data["sealed_at"],
+            FileIdentity(**data["file"]),
+            data.get("inputs", ""),
         )
 
 
@@ -100,23 +105,43 @@ def prepare(db: Path, what: str) -> tuple[str, str]:
     return sha256, result
 
 
-def seal(db: Path, sha256: str, integrity_check: str) -> Seal:
+def seal(db: Path, sha256: str, integrity_check: str, inputs: str = "") -> Seal:
     """Record the seal of ``db`` (prepared, then moved into place: a rename keeps its
-    identity)."""
+    identity), built from ``inputs``."""
     made = Seal(
         sha256,
         integrity_check,
         dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
         FileIdentity.of(db),
+        inputs,
     )
     write_json_atomic(seal_path(db), made.as_dict())
     return made
 
 
-def valid_seal(db: Path) -> Seal | None:
-    """The seal of ``db`` if it has one that still holds for it."""
+def read_seal(db: Path) -> Seal | None:
+    """The seal recorded for ``db``, whether or not it still holds for it."""
     try:
-        found = Seal.from_dict(read_json(seal_path(db), "materialize images"))
+        return Seal.from_dict(read_json(seal_path(db), "materialize images"))
     except (OSError, KeyError, TypeError, ValueError):
         return None  # none, or a seal of another version: every byte is read instead
-    return found if found.holds_for(db) else None
+
+
+def valid_seal(db: Path) -> Seal | None:
+    """The seal of ``db`` if it has one that still holds for it."""
+    found = read_seal(db)
+    return found if found is not None and found.holds_for(db) else None
+
+
+def built_from(db: Path, inputs: str) -> Seal | None:
+    """The seal of ``db`` when it was built from ``inputs`` and is whole: its identity the
+    sealed one, or (a copy, a restore, a move: another inode or time) its sha256 the sealed
+    one, read again and sealed anew. None when the file is to be built."""
+    found = read_seal(db)
+    if found is None or not inputs or found.inputs != inputs or not db.exists():
+        return None
+    if found.holds_for(db):
+        return found
+    if sha256_file(db) != found.sha256:
+        return None
+    return seal(db, found.sha256, found.integrity_check, inputs)

@@ -34,7 +34,7 @@ from laion_pipeline.layout import DataLayout
 from laion_pipeline.lock import shard_lock
 from laion_pipeline.lookup import build_host_search
 from laion_pipeline.profiles import Profile
-from laion_pipeline.seal import prepare, seal, unseal
+from laion_pipeline.seal import built_from, prepare, seal, unseal
 from laion_pipeline.staging import staged_files_of, staging_view_sql
 from laion_pipeline.tables import (
     BUILD_PEAK_PER_DATABASE_BYTE,
@@ -44,6 +44,7 @@ from laion_pipeline.tables import (
     estimated_database_bytes,
     load_images,
 )
+from laion_pipeline.versions import CODE_VERSIONS
 
 
 @dataclass(frozen=True)
@@ -157,22 +158,37 @@ PREVIEW_SQL = (
 class ShardReport:
     """What a build of one shard's database made, read while its writer still holds it: the
     images loaded (None when only the index was rebuilt), the captions indexed, the first
-    rows."""
+    rows; ``kept`` when the file was built from the same inputs before and kept."""
 
     loaded: BuiltShard | None
     indexed: int
     preview: list[tuple]
+    kept: bool = False
 
 
-def shard_report(db: Path, loaded: BuiltShard | None) -> ShardReport:
+def shard_report(db: Path, loaded: BuiltShard | None, kept: bool = False) -> ShardReport:
     conn = sqlite_connect(db, read_only=True)
     try:
         indexed = 0
         if conn.execute("SELECT 1 FROM sqlite_master WHERE name = 'images_fts_docsize'").fetchone():
             (indexed,) = conn.execute("SELECT count(*) FROM images_fts_docsize").fetchone()
-        return ShardReport(loaded, indexed, conn.execute(PREVIEW_SQL).fetchall())
+        if kept:
+            (rows, nulls) = conn.execute(
+                "SELECT count(*), count(*) - count(text) FROM images"
+            ).fetchone()
+            (domains,) = conn.execute("SELECT count(*) FROM domain").fetchone()
+            loaded = BuiltShard(rows, domains, nulls)
+        return ShardReport(loaded, indexed, conn.execute(PREVIEW_SQL).fetchall(), kept)
     finally:
         conn.close()
+
+
+def shard_inputs(shard: Shard) -> str:
+    """What a shard's database is built from, as its seal records it: its files (with where
+    it starts) and the code versions of its tables."""
+    return (
+        f"{shard.data_version} images={CODE_VERSIONS['images']} fts={CODE_VERSIONS['images_fts']}"
+    )
 
 
 def make_shard(layout: DataLayout, shard: Shard, *, images: bool, index: bool) -> ShardReport:
@@ -183,7 +199,10 @@ def make_shard(layout: DataLayout, shard: Shard, *, images: bool, index: bool) -
     hashed here, on this shard's core, so the publish need not read it again."""
     db = layout.shard_db(shard.key)
     what = f"images [{shard.key}]"
+    inputs = shard_inputs(shard)
     with shard_lock(layout, shard.key):
+        if images and index and built_from(db, inputs) is not None:
+            return shard_report(db, None, kept=True)  # built from these inputs, and whole
         unseal(db)
         if not images:
             conn = open_writable(db, what)
@@ -192,7 +211,7 @@ def make_shard(layout: DataLayout, shard: Shard, *, images: bool, index: bool) -
                 build_images_fts(conn)
             finally:
                 conn.close()
-            seal(db, *prepare(db, what))
+            seal(db, *prepare(db, what), inputs)
             return shard_report(db, None)
         new = db.with_name(db.name + ".new")
         for leftover in (new, *(new.with_name(new.name + s) for s in SIDE_FILES)):
@@ -203,7 +222,7 @@ def make_shard(layout: DataLayout, shard: Shard, *, images: bool, index: bool) -
         prepared = prepare(new, what)
         remove_side_files(db)
         new.replace(db)
-        seal(db, *prepared)
+        seal(db, *prepared, inputs)
         return shard_report(db, built)
 
 

@@ -195,6 +195,12 @@ def images_and_index(
             index="images_fts" in selected,
             workers=laion_data.parallel_files,
         )
+        kept = [s.key for s, r in zip(wanted, reports, strict=True) if r.kept]
+        if kept:
+            context.log.info(
+                f"{len(kept)} of {len(wanted)} shards were built from the same files and code "
+                f"before, and are whole (their seal): kept, not built ({', '.join(kept[:5])})"
+            )
     loaded = [r.loaded for r in reports if r.loaded is not None]
     shard_table = MetadataValue.md(
         markdown_table(
