@@ -192,6 +192,8 @@ def run(
 
         resources = build_resources()
         laion_data = resources["laion_data"]
+        # A read-only folder refused, another build waited for (said), before deciding.
+        wait_for_data_folder(laion_data.layout)
         state = assess_and_observe(resources, force)
         if isinstance(state, int):
             return state

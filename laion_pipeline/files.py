@@ -173,6 +173,13 @@ class VerifiedFiles:
         with self.lock:
             self.entries[str(file)] = [*stamp, sha256]
 
+    def moved(self, old: Path, new: Path) -> None:
+        """``old`` was renamed ``new`` (the same bytes, size and time): its entry follows."""
+        with self.lock:
+            entry = self.entries.pop(str(old), None)
+            if entry is not None:
+                self.entries[str(new)] = entry
+
     def sha256(self, file: Path) -> str:
         """The sha256 of ``file``: remembered, or read now (and remembered)."""
         found = self.known(file)

@@ -433,6 +433,7 @@ class HubClient:
             problem = _mismatch(file, partial, verified)
             if problem is None:
                 os.replace(partial, target)
+                verified.moved(partial, target)
                 return target
             partial.unlink()
             if self.log:

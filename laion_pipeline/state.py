@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from laion_pipeline.errors import ConfigurationError
 from laion_pipeline.files import sha256_file
 from laion_pipeline.inputs import (
     RECORD_FORMAT,
@@ -64,6 +65,8 @@ def check_staged(layout: DataLayout, entry: SourceEntry, profile: Profile) -> St
     parquet = layout.staged_parquet(key)
     try:
         staged = StagedFile.read(layout, key)
+    except ConfigurationError:
+        raise  # a record of a newer version: never overwritten
     except ValueError as error:
         return StagedCheck(key, None, f"its record is unreadable ({error})")
     if staged is None:

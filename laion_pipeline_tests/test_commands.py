@@ -168,3 +168,44 @@ def test_serve_without_a_published_database_says_what_to_do(tmp_path):
 def _no_proxy(monkeypatch):
     # The servers are on 127.0.0.1; a proxy from the environment must not be asked for them.
     monkeypatch.setenv("NO_PROXY", "127.0.0.1,localhost")
+
+
+QUEUED_INSTANCE = """# A user's own instance: runs wait in a queue for dagster-daemon.
+run_coordinator:
+  module: dagster.core.run_coordinator
+  class: QueuedRunCoordinator
+telemetry:
+  enabled: false
+"""
+
+
+def test_a_users_instance_is_used_as_it_is_and_a_queue_without_daemon_is_said(tmp_path):
+    home = tmp_path / "my_dagster_home"
+    home.mkdir()
+    settings = home / "dagster.yaml"
+    settings.write_text(QUEUED_INSTANCE)
+    os.utime(settings, (1_000_000_000, 1_000_000_000))  # older than the repository's copy
+    env = {
+        **{k: v for k, v in os.environ.items() if not k.startswith("LAION_")},
+        "LAION_DATA_DIR": str(tmp_path / "data"),
+        "DAGSTER_HOME": str(home),
+    }
+    make = ["make", f"BIN={BIN}", "STAMP="]
+    for target in ("run", "dev"):
+        planned = subprocess.run(
+            [*make, "-n", target], cwd=PROJECT, env=env, capture_output=True, text=True
+        )
+        assert "dagster_home.yaml" not in planned.stdout, planned.stdout
+    done = subprocess.run(
+        [*make, "run"], cwd=PROJECT, env=env, capture_output=True, text=True, timeout=300
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert settings.read_text() == QUEUED_INSTANCE
+    assert settings.stat().st_mtime == 1_000_000_000
+    # Said before anything else is done, then the job runs in this process, in that instance.
+    said = done.stdout.index("queues runs for dagster-daemon (QueuedRunCoordinator)")
+    assert said < done.stdout.index("data folder has 0 of 7 staged files")
+    with DagsterInstance.from_config(str(home)) as instance:
+        (run,) = instance.get_runs(RunsFilter(job_name="full_build"))
+    assert run.status == DagsterRunStatus.SUCCESS
+    assert f"Run {run.run_id} of full_build: SUCCESS" in done.stdout

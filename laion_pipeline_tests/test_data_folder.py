@@ -23,6 +23,7 @@ from dagster import (
 
 from laion_pipeline.definitions import make_definitions
 from laion_pipeline.layout import ENTITY_KINDS, DataLayout
+from laion_pipeline.lock import data_dir_lock
 from laion_pipeline.resources import build_resources
 from laion_pipeline.sensors import refresh_stale_assets
 from laion_pipeline.synthetic import SAMPLE_DIR
@@ -251,3 +252,18 @@ def test_a_second_folder_a_restored_copy_and_a_rollback(folder, tmp_path):
     write(folder.source / FILES[0], source_rows(0, rows=20))
     assert built(folder.run(**env))
     assert folder.manifest()["release"] not in (first["release"], latest["release"])
+
+
+def test_a_run_waits_for_another_build_of_its_data_folder_and_says_so(folder):
+    folder.data.mkdir()
+    environ = {k: v for k, v in os.environ.items() if not k.startswith("LAION_")}
+    environ |= {"DAGSTER_HOME": str(folder.home), "LAION_DATA_DIR": str(folder.data)}
+    environ |= local(folder.source)
+    with data_dir_lock(folder.layout):  # another build, as far as the command can tell
+        command = subprocess.Popen(
+            run_command(folder.home), env=environ, stdout=subprocess.PIPE, text=True
+        )
+        first = command.stdout.readline()
+    rest, _ = command.communicate(timeout=300)
+    assert first.startswith("waiting (0 s): process ") and str(folder.layout.root) in first
+    assert command.returncode == 0 and built(rest)

@@ -9,6 +9,8 @@ import random
 import re
 import socket
 import sqlite3
+import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -27,6 +29,7 @@ from laion_pipeline.definitions import all_assets
 from laion_pipeline.hub import HubClient, HubError, append_download
 from laion_pipeline.layout import DataLayout
 from laion_pipeline.resources import EntityLists, HuggingFaceSource, build_resources
+from laion_pipeline.schema import LAION_ARROW_SCHEMA
 from laion_pipeline.synthetic import SAMPLE_DIR
 from laion_pipeline_tests.conftest import build, failure_text
 from laion_pipeline_tests.fake_hub import FakeHub, start_server
@@ -438,3 +441,72 @@ def test_the_transfer_resumes_from_the_partial_file_and_appends(tmp_path):
         assert not isinstance(failed.value, AssertionError)
     finally:
         server.stop()
+
+
+# Stages one file of the hub again in a process of its own, counting every file hashed: what a
+# later run does once the staged file is gone and the download is kept (LAION_KEEP_RAW=1).
+RESTAGE = """
+import json, sys
+from pathlib import Path
+
+import laion_pipeline.files as files
+
+hashed = []
+sha256_file = files.sha256_file
+files.sha256_file = lambda path: hashed.append(str(path)) or sha256_file(path)
+
+from laion_pipeline.inputs import SourceListing
+from laion_pipeline.layout import DataLayout
+from laion_pipeline.resources import HuggingFaceSource, build_resources
+from laion_pipeline.staging import stage_source_file
+
+data, endpoint, repo, key = sys.argv[1:]
+laion_data = build_resources({"LAION_DATA_DIR": data})["laion_data"]
+layout, profile = laion_data.layout, laion_data.profile
+listing = SourceListing.read(layout)
+source = HuggingFaceSource(repo_id=repo, endpoint=endpoint)
+fetched = source.fetch(layout, profile, listing, listing.entry(key))
+stage_source_file(layout, profile, listing, listing.entry(key), fetched.path, fetched.sha256)
+print(json.dumps({"raw": str(fetched.path), "hashed": hashed}))
+"""
+
+
+def test_a_kept_download_is_not_hashed_again_when_its_file_is_restaged(hub, tmp_path):
+    # About 50 MB of captions that do not compress.
+    rng = random.Random(7)
+    big = tmp_path / "big.parquet"
+    rows = [
+        {
+            **dict.fromkeys(LAION_ARROW_SCHEMA.names),
+            "URL": f"https://a.example/{i}",
+            "TEXT": rng.randbytes(1000).hex(),
+            "AESTHETIC_SCORE": 6.5,
+            "hash": i,
+            "__index_level_0__": i,
+        }
+        for i in range(25_000)
+    ]
+    pq.write_table(pa.Table.from_pylist(rows, LAION_ARROW_SCHEMA), big, compression="none")
+    assert big.stat().st_size > 50_000_000
+    key = "data/train-00000-of-00001.parquet"
+    hub.commit(REPO, {key: big.read_bytes()})
+    resources = {"parquet_source": hf_source(hub), "entity_lists": bundled_lists()}
+    assert build(tmp_path / "data", resources=resources).success
+    layout = DataLayout((tmp_path / "data").resolve())
+    cache = layout.raw_dir / "huggingface" / REPO / ".verified.json"
+    assert len(json.loads(cache.read_text())) == 1
+    assert not list(cache.parent.glob(".verified-*"))
+
+    layout.staged_parquet(key).unlink()
+    command = [sys.executable, "-c", RESTAGE, str(layout.root), hub.endpoint, REPO, key]
+    done = subprocess.run(command, capture_output=True, text=True, check=True, timeout=300)
+    report = json.loads(done.stdout.splitlines()[-1])
+    assert report["raw"] not in report["hashed"]
+    assert layout.staged_parquet(key).exists()
+
+    # A cache that is not one is ignored, never trusted: the file is hashed again.
+    cache.write_text('{"' + report["raw"] + '": [1, 2, "' + "0" * 64 + '"], "x": 1}')
+    layout.staged_parquet(key).unlink()
+    done = subprocess.run(command, capture_output=True, text=True, check=True, timeout=300)
+    report = json.loads(done.stdout.splitlines()[-1])
+    assert report["hashed"].count(report["raw"]) == 1

@@ -1,0 +1,111 @@
+"""The decision of what to stage and whether to build, from a data folder's files alone: each
+staged file's record against the listing, a release's manifest against the inputs."""
+
+import dataclasses
+import json
+import os
+import shutil
+from pathlib import Path
+
+import pytest
+
+from laion_pipeline.errors import ConfigurationError
+from laion_pipeline.inputs import SourceEntry, SourceListing, SourceRevision
+from laion_pipeline.layout import DataLayout
+from laion_pipeline.profiles import choose_profile
+from laion_pipeline.staging import stage_source_file
+from laion_pipeline.state import ReleaseInputs, assess, check_staged
+from laion_pipeline_tests.conftest import row, write
+
+pytestmark = pytest.mark.fast
+LISTS = {"artists": "a" * 64, "celebrities": "c" * 64, "characters": "h" * 64}
+
+
+@pytest.fixture
+def staged(tmp_path: Path):
+    """A data folder with one source file staged: its layout, listing, entry and profile."""
+    raw = tmp_path / "raw.parquet"
+    write(raw, [row(i) for i in range(10)])
+    profile = choose_profile(None, "local", None, {})
+    entry = SourceEntry("part-0.parquet", raw.stat().st_size, "v1")
+    listing = SourceListing(SourceRevision("local", str(tmp_path), "r1"), (entry,))
+    layout = DataLayout(tmp_path / "data")
+    stage_source_file(layout, profile, listing, entry, raw, "s" * 64)
+    return layout, listing, entry, profile
+
+
+def test_a_staged_file_as_recorded_is_used(staged):
+    layout, _, entry, profile = staged
+    check = check_staged(layout, entry, profile)
+    assert check.staged is not None and check.reason == "" and check.repaired == ""
+
+
+def test_a_changed_source_or_profile_is_staged_again(staged):
+    layout, _, entry, profile = staged
+    changed = check_staged(layout, dataclasses.replace(entry, version="v2"), profile)
+    assert changed.staged is None and "the source file changed" in changed.reason
+    other = choose_profile("aesthetics-v2-6plus", "local", None, {"LAION_MIN_AESTHETIC": "7"})
+    assert "another profile or filter" in check_staged(layout, entry, other).reason
+
+
+def test_a_staged_file_of_the_same_size_with_other_bytes_is_staged_again(staged):
+    layout, _, entry, profile = staged
+    parquet = layout.staged_parquet(entry.key)
+    data = bytearray(parquet.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    parquet.write_bytes(bytes(data))  # same size, a new time: read again, found changed
+    check = check_staged(layout, entry, profile)
+    assert check.staged is None and "its record says" in check.reason
+
+
+def test_a_moved_data_folder_is_checked_by_hash_and_its_records_follow(staged, tmp_path):
+    layout, _, entry, profile = staged
+    moved = DataLayout(tmp_path / "moved")
+    shutil.copytree(layout.root, moved.root)
+    copied = moved.staged_parquet(entry.key)
+    os.utime(copied, ns=(copied.stat().st_atime_ns, copied.stat().st_mtime_ns + 1))  # `cp -r`
+    check = check_staged(moved, entry, profile)
+    assert check.staged is not None and "moved or copied" in check.repaired
+    assert check.staged.path == str(moved.staged_parquet(entry.key))
+    assert check_staged(moved, entry, profile).repaired == ""  # the record now says so
+
+
+def test_a_record_of_the_first_format_is_upgraded_in_place(staged):
+    layout, _, entry, profile = staged
+    record = layout.staged_record(entry.key)
+    old = json.loads(record.read_text())
+    for field in ("format", "staged_sha256", "staging_code_version", "source", "profile"):
+        old.pop(field)
+    record.write_text(json.dumps(old))
+    check = check_staged(layout, entry, profile)
+    assert check.staged is not None and "upgraded" in check.repaired
+    upgraded = json.loads(record.read_text())
+    assert upgraded["format"] == 2 and len(upgraded["staged_sha256"]) == 64
+
+
+def test_a_record_of_a_newer_version_is_refused_naming_the_file(staged):
+    layout, _, entry, profile = staged
+    record = layout.staged_record(entry.key)
+    record.write_text(json.dumps({**json.loads(record.read_text()), "format": 99}))
+    with pytest.raises(ConfigurationError, match=f"{record}.*newer laion-pipeline"):
+        check_staged(layout, entry, profile)
+
+
+def test_a_missing_or_unreadable_record_restages(staged):
+    layout, _, entry, profile = staged
+    layout.staged_record(entry.key).write_text("{not json")
+    assert "unreadable" in check_staged(layout, entry, profile).reason
+    layout.staged_record(entry.key).unlink()
+    assert "has no record beside it" in check_staged(layout, entry, profile).reason
+
+
+def test_a_release_is_needed_until_one_holds_exactly_the_inputs(staged):
+    layout, listing, _, profile = staged
+    state = assess(layout, listing, profile, LISTS, 100)
+    assert not state.up_to_date and state.why == "nothing is published"
+    inputs = state.inputs
+    assert inputs == ReleaseInputs.of(state.staged, 100, LISTS)
+    other = dataclasses.replace(inputs, lists={**LISTS, "artists": "b" * 64})
+    assert other.changed(inputs.as_dict()) == ("lists",)
+    assert inputs.changed(None) == ("files", "shard_rows", "lists", "code_version")
+    assert "could not" in assess(layout, listing, profile, "could not read", 100).why
