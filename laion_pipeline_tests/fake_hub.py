@@ -1,5 +1,6 @@
 """A Hugging Face Hub on 127.0.0.1: the endpoints huggingface_hub calls to list a dataset and
-download its files (see DESIGN.md), served by pytest-httpserver, with faults to inject.
+download its files (revision and tree listings, `resolve` with its `X-Repo-Commit`, `ETag` and
+`Content-Length` headers), served by pytest-httpserver, with faults to inject.
 
 Files can live on a second origin ("storage"), as the real hub redirects downloads to its CDN.
 """

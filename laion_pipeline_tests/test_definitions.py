@@ -1,4 +1,4 @@
-"""The code location loads and has the asset graph of DESIGN.md."""
+"""The code location loads and has the asset graph the README describes ("What gets built")."""
 
 import os
 import subprocess
