@@ -32,9 +32,10 @@ $(PROJECT_HOME)/dagster.yaml: dagster_home.yaml
 ## the instance in $(DAGSTER_HOME), as the UI would, wait for it, and say where the database
 ## and its analysis are.
 FORCE ?=
+FORCE_FLAG = $(if $(filter-out 0 no false,$(FORCE)),--force)
 run: $(STAMP) $(INSTANCE)
 	$(BIN)/python -m laion_pipeline run --job full_build --workspace workspace.yaml \
-		--host $(HOST) --port $(PORT) $(if $(filter-out 0 no false,$(FORCE)),--force)
+		--host $(HOST) --port $(PORT) $(FORCE_FLAG)
 
 ## The distributed engine (docs/scale.md): runs are Celery tasks on LAION_CELERY_BROKER (Redis),
 ## taken by `make worker` on any machine that shares the instance and the data folder.
@@ -49,7 +50,8 @@ $(CELERY_HOME)/dagster.yaml: dagster_home.celery.yaml
 ## The build partition by partition through the Celery run launcher: a run per source file,
 ## the shard plan, a run per shard (each on a worker), then the catalog and the publish.
 run-on-workers: $(STAMP) $(CELERY_HOME)/dagster.yaml
-	DAGSTER_HOME=$(CELERY_HOME) $(BIN)/python -m laion_pipeline run-on-workers --workspace workspace.yaml
+	DAGSTER_HOME=$(CELERY_HOME) $(BIN)/python -m laion_pipeline run-on-workers --workspace workspace.yaml \
+		$(FORCE_FLAG)
 
 ## One worker: WORKER_CONCURRENCY runs at a time (one core each), under WORKER_NAME.
 worker: $(STAMP) $(CELERY_HOME)/dagster.yaml

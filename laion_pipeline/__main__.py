@@ -15,7 +15,8 @@ import json
 import os
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from contextlib import AbstractContextManager, ExitStack
 
 from laion_pipeline.datasette import SERVE_SETTINGS
 from laion_pipeline.errors import (
@@ -27,7 +28,7 @@ from laion_pipeline.errors import (
     StaleInputError,
 )
 from laion_pipeline.layout import REPORT_URL, DataLayout
-from laion_pipeline.lock import data_dir_lock
+from laion_pipeline.lock import command_lock, data_dir_lock
 from laion_pipeline.release import pointed_release
 from laion_pipeline.release import rollback as restore_previous
 from laion_pipeline.resources import LaionData, build_resources
@@ -136,7 +137,6 @@ def stage(laion_data: LaionData, state: DataFolderState) -> int:
     """Stage the source files the data folder lacks (a run of stage_source_files per file,
     `LAION_WORKERS` at a time)."""
     from concurrent.futures import ProcessPoolExecutor
-    from contextlib import ExitStack
     from multiprocessing import get_context
 
     from laion_pipeline.jobs import stage_partition
@@ -182,18 +182,19 @@ def run(
     from dagster import DagsterInstance
 
     from laion_pipeline.engine import launch, run_in_process_instead
+    from laion_pipeline.jobs import data_folder_state, shard_run_tags
 
     instance_home()
     with DagsterInstance.get() as instance:
         in_process = run_in_process_instead(instance)
-    tags = None
-    if job == "full_build":
-        from laion_pipeline.jobs import data_folder_state, shard_run_tags
-
-        resources = build_resources()
-        laion_data = resources["laion_data"]
-        # A read-only folder refused, another build waited for (said), before deciding.
-        wait_for_data_folder(laion_data.layout)
+    if job != "full_build":
+        if launch(job, workspace, None, in_process=in_process):
+            return 1
+        return where(host, port)
+    resources = build_resources()
+    laion_data = resources["laion_data"]
+    with ExitStack() as stack:
+        command_for(laion_data.layout, stack)
         state = assess_and_observe(resources, force)
         if isinstance(state, int):
             return state
@@ -206,11 +207,13 @@ def run(
                 print(f"up to date: release {state.served} ({state.why})")
                 return 0
         print(f"building a new release: {state.why}")
-        wait_for_data_folder(laion_data.layout)
+        if state.inputs is not None and len(state.inputs.shards) > 1:
+            built = len(state.shards_to_build)
+            print(f"{built} of {len(state.inputs.shards)} shards to build, the others kept")
         with DagsterInstance.get() as instance:
             tags = shard_run_tags(instance, laion_data)
-    if launch(job, workspace, tags, in_process=in_process):
-        return 1
+        if launch(job, workspace, tags, in_process=in_process):
+            return 1
     return where(host, port)
 
 
@@ -228,14 +231,14 @@ def instance_home() -> None:
         print(f"DAGSTER_HOME={home} did not exist: made it (an instance of Dagster's defaults)")
 
 
-def wait_for_data_folder(layout: DataLayout) -> None:
-    """Say so, and wait with progress, while another build holds the data folder's lock."""
-    started = time.monotonic()
-    said = 0.0
+def hold_when_free(stack: ExitStack, lock: Callable[[], AbstractContextManager]) -> None:
+    """Enter ``lock()`` (a lock taken with ``wait=False``) into ``stack``; while another
+    process holds it, say who every few seconds and try again."""
+    started, said = time.monotonic(), 0.0
     while True:
         try:
-            with data_dir_lock(layout, wait=False):
-                return
+            stack.enter_context(lock())
+            return
         except DataDirBusyError as error:
             waited = time.monotonic() - started
             if waited >= said:
@@ -244,33 +247,51 @@ def wait_for_data_folder(layout: DataLayout) -> None:
             time.sleep(0.5)
 
 
-def run_on_workers(workspace: str) -> int:
+def command_for(layout: DataLayout, stack: ExitStack) -> None:
+    """What a build command holds before it decides: the data folder's command lock, for
+    its whole run (another `make run` of the folder is waited for, said), after waiting for
+    any build step writing the folder now; a read-only folder is refused."""
+    hold_when_free(stack, lambda: command_lock(layout, wait=False))
+    with ExitStack() as step:
+        hold_when_free(step, lambda: data_dir_lock(layout, wait=False))
+
+
+def run_on_workers(workspace: str, force: bool = False) -> int:
     """The whole build as runs of the instance's run launcher, partition by partition: a run
     per source file the data folder lacks, the shard plan, a run per shard, then the catalog,
     the publish and the analysis (each waits for the one before); nothing when the data
-    folder is up to date. The runs are submitted from this process, the workspace loaded
-    once."""
+    folder is up to date (unless ``force``). The runs are submitted from this process, the
+    workspace loaded once."""
     from dagster import DagsterInstance
 
     from laion_pipeline.engine import Launcher
-    from laion_pipeline.jobs import MAKE_RUN_TAGS
+    from laion_pipeline.jobs import MAKE_RUN_TAGS, data_folder_state
 
-    state = assess_and_observe(build_resources(), force=False)
-    if isinstance(state, int):
-        return state
-    files = state.to_stage
-    with DagsterInstance.get() as instance, Launcher(instance, workspace) as launcher:
-        print(f"{len(files)} source files to stage, a run each")
-        if launcher.backfill("stage_source_files", files):
-            return 1
-        if launcher.run("plan_shards", MAKE_RUN_TAGS):
-            return 1
-        shards = instance.get_dynamic_partitions("shards")
-        print(f"{len(shards)} shards to build, a run each")
-        if launcher.backfill("build_shards", shards):
-            return 1
-        if launcher.run("catalog", MAKE_RUN_TAGS):
-            return 1
+    resources = build_resources()
+    with ExitStack() as stack:
+        command_for(resources["laion_data"].layout, stack)
+        state = assess_and_observe(resources, force)
+        if isinstance(state, int):
+            return state
+        files = state.to_stage
+        with DagsterInstance.get() as instance, Launcher(instance, workspace) as launcher:
+            print(f"{len(files)} source files to stage, a run each")
+            if launcher.backfill("stage_source_files", files):
+                return 1
+            if files:  # restaged damaged or missing files of the same sources
+                state = data_folder_state(resources, state.listing)
+                if state.up_to_date and not force:
+                    print(f"up to date: release {state.served} ({state.why})")
+                    return 0
+            print(f"building a new release: {state.why}")
+            if launcher.run("plan_shards", MAKE_RUN_TAGS):
+                return 1
+            shards = instance.get_dynamic_partitions("shards")
+            print(f"{len(shards)} shards to build, a run each")
+            if launcher.backfill("build_shards", shards):
+                return 1
+            if launcher.run("catalog", MAKE_RUN_TAGS):
+                return 1
     return where()
 
 
@@ -331,18 +352,19 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     run_parser.add_argument("--job", default="full_build", help="the job to launch")
     run_parser.add_argument(
-        "--force",
-        action="store_true",
-        help="full_build: build and publish even when the current release holds exactly the "
-        "inputs a build would have (make run FORCE=1)",
-    )
-    run_parser.add_argument(
         "--workspace", default="workspace.yaml", help="the Dagster workspace file"
     )
     workers_parser = commands.add_parser(
         "run-on-workers",
         help="build partition by partition through the instance's run launcher (Celery workers)",
     )
+    for parser_with_force in (run_parser, workers_parser):
+        parser_with_force.add_argument(
+            "--force",
+            action="store_true",
+            help="build and publish even when the current release holds exactly the inputs a "
+            "build would have (make run FORCE=1)",
+        )
     workers_parser.add_argument(
         "--workspace", default="workspace.yaml", help="the Dagster workspace file"
     )
@@ -370,7 +392,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command == "run":
             return run(args.job, args.workspace, args.host, args.port, args.force)
         if args.command == "run-on-workers":
-            return run_on_workers(args.workspace)
+            return run_on_workers(args.workspace, args.force)
     except REFUSALS as error:  # said in a line: what is wrong and what to do
         print(f"{type(error).__name__}: {error}", file=sys.stderr)
         return 1

@@ -19,7 +19,7 @@ from laion_pipeline.inputs import SourceListing
 from laion_pipeline.layout import ENTITY_KINDS
 from laion_pipeline.partitions import SHARDS, range_tags, sync_partitions
 from laion_pipeline.resources import LaionData
-from laion_pipeline.shards import plan_of_staged_files, plan_shards
+from laion_pipeline.shards import plan_of_staged_files
 from laion_pipeline.state import DataFolderState, assess, list_hashes
 
 SOURCES = AssetSelection.assets("hf_dataset", "entity_sheets")
@@ -203,12 +203,12 @@ def record_history(instance: DagsterInstance, state: DataFolderState) -> list[st
         report("source_files", f.key, f.data_version, rows_kept=f.rows, rows_read=f.rows_read)
     if state.served is None or state.inputs is None:
         return reported
-    shards = plan_shards(state.staged, state.inputs.shard_rows)
-    sync_partitions(instance, SHARDS, [s.key for s in shards])
+    shards = [key for key, _, _ in state.inputs.shards]
+    sync_partitions(instance, SHARDS, shards)
     release = {"release": state.served}
     for shard in shards:
         for asset in SHARD_ASSET_NAMES:
-            report(asset, shard.key, shard.data_version, **release)
+            report(asset, shard, state.inputs.digest[:24], **release)
     for asset in RELEASE_ASSETS:
         report(asset, None, state.inputs.digest[:24], **release)
     return reported

@@ -39,7 +39,9 @@ def writable_data_dir(layout: DataLayout) -> None:
 
 
 @contextmanager
-def _exclusive(path: Path, what: Path, log: Any, wait: bool) -> Iterator[None]:
+def _exclusive(
+    path: Path, what: Path, log: Any, wait: bool, doing: str = "is writing {what} (a build step)"
+) -> Iterator[None]:
     """Hold an exclusive lock on the file ``path`` for writing ``what``; wait (saying so)
     while another process holds it, or with ``wait=False`` raise ``DataDirBusyError``."""
     try:
@@ -62,7 +64,7 @@ def _exclusive(path: Path, what: Path, log: Any, wait: bool) -> Iterator[None]:
             holder = lock.read().strip() or "another process"
             if not wait:
                 raise DataDirBusyError(
-                    f"{holder} is writing {what} (a build step): try again when it has finished"
+                    f"{holder} {doing.format(what=what)}: try again when it has finished"
                 )
             now = time.monotonic()
             if log and now >= next_log:
@@ -94,13 +96,16 @@ def data_dir_lock(layout: DataLayout, log: Any = None, *, wait: bool = True) -> 
 
 
 @contextmanager
-def staged_file_lock(layout: DataLayout, key: str, log: Any = None) -> Iterator[None]:
-    """Hold the lock of one source file's staged file: partitions of different files stage at
-    once (they write nothing else), two runs of the same file take turns."""
+def staged_file_lock(
+    layout: DataLayout, key: str, log: Any = None, *, wait: bool = True
+) -> Iterator[None]:
+    """Hold the lock of one source file's staged file and its record: partitions of different
+    files stage at once (they write nothing else), two runs of the same file take turns; with
+    ``wait=False``, ``DataDirBusyError`` while another holds it."""
     writable_data_dir(layout)
     layout.staged_dir.mkdir(parents=True, exist_ok=True)
     lock = layout.staged_record(key).with_suffix(".lock")
-    with _exclusive(lock, layout.staged_parquet(key), log, wait=True):
+    with _exclusive(lock, layout.staged_parquet(key), log, wait=wait):
         yield
 
 
@@ -113,4 +118,15 @@ def shard_lock(layout: DataLayout, key: str, log: Any = None) -> Iterator[None]:
     db = layout.shard_db(key)
     db.parent.mkdir(parents=True, exist_ok=True)
     with _exclusive(db.with_suffix(".lock"), db, log, wait=True):
+        yield
+
+
+@contextmanager
+def command_lock(layout: DataLayout, *, wait: bool = True) -> Iterator[None]:
+    """One `make run` (or `make run-on-workers`) at a time per data folder, held from its
+    decision to the end of its build: a second one waits, then decides again from what the
+    first one made (two deciding at once would both stage and build the same release)."""
+    writable_data_dir(layout)
+    doing = "is `make run` on {what}"
+    with _exclusive(layout.root / ".run.lock", layout.root, None, wait, doing):
         yield

@@ -26,7 +26,7 @@ from laion_pipeline.layout import DEFAULT_DATABASE, ENTITY_KINDS, DataLayout, Re
 from laion_pipeline.lock import shard_lock
 from laion_pipeline.release import current_release, fault, new_release, pointed_release, switch
 from laion_pipeline.seal import Seal, valid_seal
-from laion_pipeline.shards import Shard, shards_of
+from laion_pipeline.shard_plan import Shard, shards_of
 from laion_pipeline.state import ReleaseInputs
 
 REQUIRED_TABLES = ("images", "images_fts", "domain", *ENTITY_KINDS)
@@ -166,6 +166,27 @@ def build_files(layout: DataLayout, shards: Sequence[Shard], database: str) -> l
     return files
 
 
+def _same_files(files: Sequence[BuildFile], release: ReleaseFiles) -> bool:
+    """Whether the build's databases are the release's (hard links of the same files)."""
+    return len(release.databases) == len(files) and all(
+        published.exists() and f.path.exists() and os.path.samefile(f.path, published)
+        for f, published in zip(files, release.databases, strict=True)
+    )
+
+
+def build_is_release(layout: DataLayout, release: ReleaseFiles) -> bool:
+    """Whether the build in the data folder is the one ``release`` published, from staged
+    files still in place: then a step that changes only some of its tables (the name counts)
+    makes a release of the same rows. False after a rollback, a restore or a move."""
+    try:
+        staged = StagingManifest.read(layout)
+    except (OSError, ValueError, KeyError, TypeError):
+        return False
+    database = str(staged.profile.get("database", DEFAULT_DATABASE))
+    files = build_files(layout, shards_of(staged), database)
+    return all(f.unchanged() for f in staged.files) and _same_files(files, release)
+
+
 def publish(layout: DataLayout, log: Any = None) -> dict[str, Any]:
     """Check the build's databases (one, or the catalog and every shard), put them in a new
     release folder (hard links of compact files, else compacted copies) with their
@@ -192,14 +213,7 @@ def _publish(
     current_id = pointed_release(layout, "current")
     current = layout.release(current_id) if current_id else None
     # Published before and unchanged since: analyzed then, and not to be copied to write again.
-    unchanged = (
-        current is not None
-        and len(current.databases) == len(files)
-        and all(
-            published.exists() and f.path.exists() and os.path.samefile(f.path, published)
-            for f, published in zip(files, current.databases, strict=True)
-        )
-    )
+    unchanged = current is not None and _same_files(files, current)
     counts, per_file, compact = _checked_build(
         layout, shards, files, analyze=not unchanged, log=log
     )
@@ -225,7 +239,7 @@ def _publish(
     ]
     # What the next run compares to decide whether a build is needed (laion_pipeline.state).
     lists = {kind: sha256_file(layout.entity_csv(kind)) for kind in ENTITY_KINDS}
-    inputs = ReleaseInputs.of(staged.files, staged.shard_rows, lists)
+    inputs = ReleaseInputs.of(staged.files, staged.shard_rows, staged.profile, lists)
     manifest = {
         "release": release_id,
         "database": release.db.name,

@@ -179,15 +179,19 @@ def held_release(layout: DataLayout) -> dict[str, Any]:
     """What `rollback` recorded (``published/held.json``): the release it serves again and
     the inputs of the release it replaced; empty when nothing is held."""
     try:
-        return json.loads(layout.held_json.read_text(encoding="utf-8"))
+        held = json.loads(layout.held_json.read_text(encoding="utf-8"))
     except (OSError, ValueError):
         return {}
+    return held if isinstance(held, dict) else {}
 
 
 def hold(layout: DataLayout, served: str, replaced: str | None) -> None:
     """Remember that ``served`` was chosen by a rollback from ``replaced``: the next run leaves
     it current until an input differs from ``replaced``'s."""
-    inputs = layout.release(replaced).manifest.get("inputs_digest") if replaced else None
+    try:
+        inputs = layout.release(replaced).manifest.get("inputs_digest") if replaced else None
+    except ValueError:  # a manifest that cannot be read holds nothing
+        inputs = None
     write_json_atomic(layout.held_json, {"release": served, "rolled_back_inputs": inputs})
 
 
@@ -202,6 +206,10 @@ def rollback(layout: DataLayout) -> str:
             f"there is no previous release in {layout.published_dir}: one is kept from the "
             "second publish on"
         )
+    undoing = held_release(layout).get("release") == current  # the rollback before, undone
     switch(layout, previous, current)
-    hold(layout, previous, current)
+    if undoing:
+        layout.held_json.unlink(missing_ok=True)
+    else:
+        hold(layout, previous, current)
     return previous

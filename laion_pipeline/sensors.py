@@ -23,7 +23,8 @@ from laion_pipeline.jobs import (
     shard_run_tags,
     stage_source_files_job,
 )
-from laion_pipeline.layout import ENTITY_KINDS
+from laion_pipeline.layout import ENTITY_KINDS, DataLayout
+from laion_pipeline.publish import build_is_release
 from laion_pipeline.resources import EntityLists, LaionData
 from laion_pipeline.state import DataFolderState
 
@@ -39,11 +40,17 @@ IN_PROGRESS = [
 NAME_LIST_ASSETS = ("entity_csvs", *ENTITY_KINDS, "published_database", "analysis")
 
 
-def assets_to_refresh(state: DataFolderState, repository: RepositoryDefinition) -> list[AssetKey]:
+def assets_to_refresh(
+    state: DataFolderState, layout: DataLayout, repository: RepositoryDefinition
+) -> list[AssetKey]:
     """What a new release of ``state`` rebuilds, in the graph's order: with only the name
-    lists changed, the lists, their counts, the publish and the analysis; else every asset
-    after the staged files."""
-    if set(state.changed) == {"lists"}:
+    lists changed and the build in the data folder the current release's, the lists, their
+    counts, the publish and the analysis; else every asset after the staged files."""
+    if (
+        set(state.changed) == {"lists"}
+        and state.current is not None
+        and build_is_release(layout, layout.release(state.current))
+    ):
         chosen = {AssetKey(name) for name in NAME_LIST_ASSETS}
     else:
         chosen = BUILD.resolve(repository.asset_graph)
@@ -90,7 +97,7 @@ def refresh_stale_assets(
         return SkipReason(f"source files are still being staged ({state.summary()})")
     if state.up_to_date:
         return SkipReason(f"up to date: release {state.served} ({state.why})")
-    keys = assets_to_refresh(state, context.repository_def)
+    keys = assets_to_refresh(state, laion_data.layout, context.repository_def)
     context.log.info(f"a new release: {state.why}")
     # One refresh per observation, however many staging runs end at about the same time.
     (observation,) = instance.get_runs(

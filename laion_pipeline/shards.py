@@ -12,7 +12,6 @@ whole release gives them), and each name's count of captions naming it.
 from __future__ import annotations
 
 import functools
-import hashlib
 import sqlite3
 from collections.abc import Iterable, Iterator, Sequence
 from concurrent.futures import ProcessPoolExecutor
@@ -29,12 +28,13 @@ from laion_pipeline.db import sqlite_connect, sqlite_transaction
 from laion_pipeline.errors import StaleInputError
 from laion_pipeline.files import disk_for
 from laion_pipeline.fts import build_images_fts
-from laion_pipeline.inputs import SourceListing, StagedFile, StagingManifest
+from laion_pipeline.inputs import SourceListing
 from laion_pipeline.layout import DataLayout
 from laion_pipeline.lock import shard_lock
 from laion_pipeline.lookup import build_host_search
 from laion_pipeline.profiles import Profile
 from laion_pipeline.seal import built_from, prepare, seal, unseal
+from laion_pipeline.shard_plan import Shard, plan_shards, shard_inputs
 from laion_pipeline.staging import staged_files_of, staging_view_sql
 from laion_pipeline.tables import (
     BUILD_PEAK_PER_DATABASE_BYTE,
@@ -44,68 +44,11 @@ from laion_pipeline.tables import (
     estimated_database_bytes,
     load_images,
 )
-from laion_pipeline.versions import CODE_VERSIONS
-
-
-@dataclass(frozen=True)
-class Shard:
-    """Consecutive staged files built into one database; its images are rowids
-    ``first_rowid``..``last_rowid`` of the release."""
-
-    key: str
-    files: tuple[StagedFile, ...]
-    first_rowid: int
-
-    @property
-    def rows(self) -> int:
-        return sum(f.rows for f in self.files)
-
-    @property
-    def last_rowid(self) -> int:
-        return self.first_rowid + self.rows - 1
-
-    @property
-    def rowid_range(self) -> tuple[int, int]:
-        return (self.first_rowid, self.last_rowid)
-
-    @property
-    def data_version(self) -> str:
-        """Changes when a file of the shard, or where the shard starts, changes."""
-        parts = [str(self.first_rowid), *(f"{f.key}\0{f.data_version}" for f in self.files)]
-        return hashlib.sha256("\n".join(parts).encode()).hexdigest()[:16]
-
 
 SHARDS_DDL = (
     "CREATE TABLE shards (key TEXT PRIMARY KEY, first_rowid INTEGER, last_rowid INTEGER, "
     "images INTEGER, files TEXT)"
 )
-
-
-def plan_shards(files: Sequence[StagedFile], max_rows: int) -> tuple[Shard, ...]:
-    """The staged files in order, a new shard started whenever the next file would take the
-    current one past ``max_rows`` (a file larger than that is a shard alone). At least one
-    shard, empty when no file kept a row."""
-    if max_rows < 1:
-        raise ValueError(f"max_rows must be at least 1, not {max_rows}")
-    groups: list[list[StagedFile]] = [[]]
-    rows = 0
-    for staged in files:
-        if groups[-1] and rows + staged.rows > max_rows:
-            groups.append([])
-            rows = 0
-        groups[-1].append(staged)
-        rows += staged.rows
-    shards, first = [], 1
-    for number, group in enumerate(groups):
-        shards.append(Shard(f"shard-{number:05d}", tuple(group), first))
-        first += sum(f.rows for f in group)
-    return tuple(shards)
-
-
-def shards_of(manifest: StagingManifest) -> tuple[Shard, ...]:
-    """The shards of the staged files a build reads (planned with the manifest's
-    ``shard_rows``)."""
-    return plan_shards(manifest.files, manifest.shard_rows)
 
 
 def plan_of_staged_files(
@@ -181,14 +124,6 @@ def shard_report(db: Path, loaded: BuiltShard | None, kept: bool = False) -> Sha
         return ShardReport(loaded, indexed, conn.execute(PREVIEW_SQL).fetchall(), kept)
     finally:
         conn.close()
-
-
-def shard_inputs(shard: Shard) -> str:
-    """What a shard's database is built from, as its seal records it: its files (with where
-    it starts) and the code versions of its tables."""
-    return (
-        f"{shard.data_version} images={CODE_VERSIONS['images']} fts={CODE_VERSIONS['images_fts']}"
-    )
 
 
 def make_shard(layout: DataLayout, shard: Shard, *, images: bool, index: bool) -> ShardReport:

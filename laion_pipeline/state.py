@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from laion_pipeline.errors import ConfigurationError
+from laion_pipeline.errors import ConfigurationError, DataDirBusyError
 from laion_pipeline.files import sha256_file
 from laion_pipeline.inputs import (
     RECORD_FORMAT,
@@ -27,9 +27,12 @@ from laion_pipeline.inputs import (
     SourceListing,
     StagedFile,
 )
-from laion_pipeline.layout import ENTITY_KINDS, DataLayout
+from laion_pipeline.layout import ENTITY_KINDS, DataLayout, ReleaseFiles
+from laion_pipeline.lock import staged_file_lock
 from laion_pipeline.profiles import Profile
 from laion_pipeline.release import held_release, pointed_release
+from laion_pipeline.seal import read_seal
+from laion_pipeline.shard_plan import plan_shards, shard_inputs
 from laion_pipeline.versions import STAGING_CODE_VERSION, build_code_version
 
 NOT_STAGED = "not staged"
@@ -56,11 +59,38 @@ def _identity(path: Path) -> tuple[int, int] | None:
     return (stat.st_size, stat.st_mtime_ns)
 
 
-def check_staged(layout: DataLayout, entry: SourceEntry, profile: Profile) -> StagedCheck:
+def check_staged(
+    layout: DataLayout, entry: SourceEntry, profile: Profile, *, repair: bool = True
+) -> StagedCheck:
     """Whether the staged file of ``entry`` is there, whole, and made from this version of the
     source file by this profile and this staging code. A record that only lags (an older
-    format, a staged file moved or copied with a new time) is repaired in place when the
-    staged file's sha256 says it is intact, so nothing is staged again for it."""
+    format, a staged file moved or copied with a new time) is repaired in place, under the
+    file's lock, when the staged file's sha256 says it is intact, so nothing is staged again
+    for it; with ``repair=False`` (a caller holding that lock) such a file is to be staged."""
+    check = _check_staged(layout, entry, profile, verify=False)
+    if check.reason != LAGGING or not repair:
+        return check
+    try:
+        with staged_file_lock(layout, entry.key, wait=False):
+            check = _check_staged(layout, entry, profile, verify=True)
+            if check.staged is not None and check.repaired:
+                check.staged.write(layout)
+            return check
+    except DataDirBusyError:
+        return StagedCheck(entry.key, None, "another run is staging it now")
+
+
+# Why a record is not taken as it is, before its staged file is read to repair it.
+LAGGING = "its record lags behind its staged file (an older format, or moved)"
+# Format 1 records were written by this staging code version.
+FIRST_FORMAT_STAGING_CODE = "2"
+
+
+def _check_staged(
+    layout: DataLayout, entry: SourceEntry, profile: Profile, *, verify: bool
+) -> StagedCheck:
+    """``check_staged``: without ``verify``, a record that lags is said (``LAGGING``) rather
+    than checked by the staged file's sha256 and repaired (not written: the caller does)."""
     key = entry.key
     parquet = layout.staged_parquet(key)
     try:
@@ -83,12 +113,10 @@ def check_staged(layout: DataLayout, entry: SourceEntry, profile: Profile) -> St
     if staged.profile_digest != profile.digest:
         return StagedCheck(key, None, "staged with another profile or filter")
     older = staged.format < RECORD_FORMAT
-    if not older and staged.staging_code_version != STAGING_CODE_VERSION:
+    code = FIRST_FORMAT_STAGING_CODE if older else staged.staging_code_version
+    if code != STAGING_CODE_VERSION:
         return StagedCheck(
-            key,
-            None,
-            f"staged by staging code version {staged.staging_code_version}, now "
-            f"{STAGING_CODE_VERSION}",
+            key, None, f"staged by staging code version {code}, now {STAGING_CODE_VERSION}"
         )
     found = _identity(parquet)
     if found is None:
@@ -97,37 +125,37 @@ def check_staged(layout: DataLayout, entry: SourceEntry, profile: Profile) -> St
         return StagedCheck(
             key, None, f"{parquet.name} is {found[0]:,} bytes, its record says {staged.size:,}"
         )
-    repaired = ""
+    if older and found != staged.identity:
+        return StagedCheck(key, None, f"{parquet.name} changed since its record was written")
+    moved = staged.path != str(parquet) or found != staged.identity
+    if not (older or moved):
+        return StagedCheck(key, staged)
+    if not verify:
+        return StagedCheck(key, None, LAGGING)
+    actual = sha256_file(parquet)
     if older:
-        if found != staged.identity:
-            return StagedCheck(key, None, f"{parquet.name} changed since its record was written")
-        # Written before records named the staging code and the staged file's hash: the same
-        # staging code made it (the code version has not changed since).
+        # Written before records named the staging code and the staged file's hash.
         staged = dataclasses.replace(
             staged,
             format=RECORD_FORMAT,
-            staging_code_version=STAGING_CODE_VERSION,
-            staged_sha256=sha256_file(parquet),
+            staging_code_version=FIRST_FORMAT_STAGING_CODE,
+            staged_sha256=actual,
             source=staged.source or key,
             profile=staged.profile or profile.name,
             row_filter=dataclasses.asdict(profile.row_filter) if profile.row_filter else None,
         )
         repaired = f"record of {parquet.name} upgraded to format {RECORD_FORMAT}"
+    elif actual != staged.staged_sha256:
+        return StagedCheck(
+            key,
+            None,
+            f"{parquet.name} has sha256 {actual[:12]}, its record says {staged.staged_sha256[:12]}",
+        )
     elif found != staged.identity:
-        actual = sha256_file(parquet)
-        if actual != staged.staged_sha256:
-            return StagedCheck(
-                key,
-                None,
-                f"{parquet.name} has sha256 {actual[:12]}, its record says "
-                f"{staged.staged_sha256[:12]}",
-            )
         repaired = f"{parquet.name} moved or copied: its sha256 is the recorded one"
-    if staged.path != str(parquet) or found != staged.identity:
-        staged = dataclasses.replace(staged, path=str(parquet), size=found[0], mtime_ns=found[1])
-        repaired = repaired or f"{parquet.name} is in a moved data folder"
-    if repaired:
-        staged.write(layout)
+    else:
+        repaired = f"{parquet.name} is in a moved data folder"
+    staged = dataclasses.replace(staged, path=str(parquet), size=found[0], mtime_ns=found[1])
     return StagedCheck(key, staged, "", repaired)
 
 
@@ -139,7 +167,8 @@ def list_hashes(lists: Mapping[str, bytes]) -> dict[str, str]:
 # The parts of a release's inputs, and how a person names each.
 INPUT_PARTS = {
     "files": "the source files or their staging",
-    "shard_rows": "LAION_SHARD_ROWS",
+    "shards": "the shard plan (LAION_SHARD_ROWS)",
+    "profile": "the profile (its database, title or filter)",
     "lists": "the name lists",
     "code_version": "the build's code version",
 }
@@ -151,31 +180,38 @@ class ReleaseInputs:
     same rows, so a release holding these inputs needs no new build."""
 
     files: tuple[dict[str, str], ...]
-    shard_rows: int
+    shards: tuple[tuple[str, int, int], ...]  # each shard's key and first and last rowid
+    profile: dict[str, Any]  # what the release says of the profile (its database, title...)
     lists: dict[str, str]
     code_version: str
 
     @classmethod
     def of(
-        cls, files: Sequence[StagedFile], shard_rows: int, lists: Mapping[str, str]
+        cls,
+        files: Sequence[StagedFile],
+        shard_rows: int,
+        profile: Mapping[str, Any],
+        lists: Mapping[str, str],
     ) -> ReleaseInputs:
         return cls(
             tuple(f.input for f in files),
-            shard_rows,
+            tuple((s.key, s.first_rowid, s.last_rowid) for s in plan_shards(files, shard_rows)),
+            dict(profile),
             {kind: lists[kind] for kind in ENTITY_KINDS},
             build_code_version(),
         )
 
     def as_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self) | {"files": list(self.files)}
+        """The inputs as a manifest records them (JSON's lists for tuples)."""
+        return json.loads(json.dumps(dataclasses.asdict(self)))
 
     @property
     def digest(self) -> str:
         return hashlib.sha256(json.dumps(self.as_dict(), sort_keys=True).encode()).hexdigest()
 
     def changed(self, recorded: Mapping[str, Any] | None) -> tuple[str, ...]:
-        """Which parts (``files``, ``shard_rows``, ``lists``, ``code_version``) differ from the
-        ``inputs`` a release's manifest recorded: all of them when it recorded none."""
+        """Which parts (``INPUT_PARTS``) differ from the ``inputs`` a release's manifest
+        recorded: all of them when it recorded none."""
         mine = self.as_dict()
         return tuple(part for part in INPUT_PARTS if mine[part] != (recorded or {}).get(part))
 
@@ -183,7 +219,8 @@ class ReleaseInputs:
 @dataclass(frozen=True)
 class DataFolderState:
     """What the data folder holds against the listing: each file's check, and, when every
-    file is staged, the inputs a release of them has and the release that holds them."""
+    file is staged, the inputs a release of them has, the release that holds them and the
+    shards a build of them would build (those of several whose seal names other inputs)."""
 
     listing: SourceListing
     checks: tuple[StagedCheck, ...]
@@ -195,6 +232,7 @@ class DataFolderState:
     why: str  # why a release is needed, or why the current one stands
     # What a new release changes (INPUT_PARTS): all of them when nothing comparable is served.
     changed: tuple[str, ...] = tuple(INPUT_PARTS)
+    shards_to_build: tuple[str, ...] = ()
 
     @property
     def to_stage(self) -> list[str]:
@@ -222,6 +260,32 @@ class DataFolderState:
         ]
 
 
+def shards_to_build(
+    layout: DataLayout, files: Sequence[StagedFile], shard_rows: int
+) -> tuple[str, ...]:
+    """The shards of a build of several whose database is missing or whose seal names other
+    inputs (a shard whose seal names these inputs is kept: its hash is checked by the
+    build); none for a build of one database, which is always built."""
+    shards = plan_shards(files, shard_rows)
+    if len(shards) == 1:
+        return ()
+    return tuple(
+        s.key
+        for s in shards
+        if not layout.shard_db(s.key).exists()
+        or getattr(read_seal(layout.shard_db(s.key)), "inputs", None) != shard_inputs(s)
+    )
+
+
+def _manifest(release: ReleaseFiles) -> dict[str, Any]:
+    """A release's manifest; empty when it cannot be read (then it stands for no inputs)."""
+    try:
+        manifest = json.loads(release.manifest_json.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, ValueError):
+        return {}
+    return manifest if isinstance(manifest, dict) else {}
+
+
 def assess(
     layout: DataLayout,
     listing: SourceListing,
@@ -230,30 +294,44 @@ def assess(
     shard_rows: int,
 ) -> DataFolderState:
     """The one decision of what to do, from the data folder's files and the source listing
-    alone: the files to stage, and whether the current release already holds exactly the
-    inputs a build would have (then nothing is to be built). ``lists`` are the name lists'
-    sha256 (``list_hashes``), or why they cannot be read (then a build is needed: its step
-    that reads them says what is wrong)."""
+    alone: the files to stage, whether the current release already holds exactly the inputs
+    a build would have (then nothing is to be built), and which shards a build would build.
+    ``lists`` are the name lists' sha256 (``list_hashes``), or why they cannot be read (then a
+    build is needed: its step that reads them says what is wrong)."""
     checks = tuple(check_staged(layout, entry, profile) for entry in listing.entries)
     current = pointed_release(layout, "current")
+
+    def state(
+        inputs: ReleaseInputs | None,
+        served: str | None,
+        why: str,
+        changed: tuple[str, ...] = tuple(INPUT_PARTS),
+    ) -> DataFolderState:
+        staged = [c.staged for c in checks if c.staged]
+        shards = () if inputs is None else shards_to_build(layout, staged, shard_rows)
+        return DataFolderState(listing, checks, inputs, current, served, why, changed, shards)
+
     if any(c.staged is None for c in checks):
-        return DataFolderState(listing, checks, None, current, None, "source files to stage")
+        return state(None, None, "source files to stage")
     if isinstance(lists, str):
-        return DataFolderState(listing, checks, None, current, None, lists)
-    inputs = ReleaseInputs.of([c.staged for c in checks if c.staged], shard_rows, lists)
-    if current is None or not layout.release(current).db.exists():
-        return DataFolderState(listing, checks, inputs, current, None, "nothing is published")
-    manifest = layout.release(current).manifest
+        return state(None, None, lists)
+    inputs = ReleaseInputs.of(
+        [c.staged for c in checks if c.staged], shard_rows, profile.summary, lists
+    )
+    release = layout.release(current) if current else None
+    if release is None or not all(db.exists() for db in release.databases):
+        return state(inputs, None, "nothing is published")
+    manifest = _manifest(release)
     if manifest.get("inputs_digest") == inputs.digest:
-        return DataFolderState(listing, checks, inputs, current, current, "built from them", ())
+        return state(inputs, current, "built from them", ())
     held = held_release(layout)
     if held.get("release") == current and held.get("rolled_back_inputs") == inputs.digest:
         why = "served again by `make rollback`; the release it replaced was built from them"
-        return DataFolderState(listing, checks, inputs, current, current, why, ())
+        return state(inputs, current, why, ())
     changed = inputs.changed(manifest.get("inputs"))
     why = (
         f"changed since release {current}: {', '.join(INPUT_PARTS[part] for part in changed)}"
         if manifest.get("inputs")
         else f"release {current} records no inputs (published by an older version)"
     )
-    return DataFolderState(listing, checks, inputs, current, None, why, changed)
+    return state(inputs, None, why, changed)

@@ -117,7 +117,7 @@ def test_start_over_damage_change_and_refilter_build_exactly_what_is_missing(fol
     assert record["source"] == f"{folder.source.resolve()}/{FILES[0]}"
     assert record["staging_code_version"] and len(record["staged_sha256"]) == 64
     assert record["profile"] == "6plus" and record["rows_read"] == record["rows"] == 40
-    assert set(release["inputs"]) == {"files", "shard_rows", "lists", "code_version"}
+    assert set(release["inputs"]) == {"files", "shards", "profile", "lists", "code_version"}
 
     # Nothing changed: nothing staged, nothing built, the same release.
     again = folder.run()

@@ -106,8 +106,8 @@ class Engine:
             f"--- {p.name}\n{p.read_text()[-3000:]}" for p in sorted(self.root.glob("*.log"))
         )
 
-    def run_on_workers(self) -> subprocess.Popen:
-        command = [sys.executable, "-m", "laion_pipeline", "run-on-workers"]
+    def run_on_workers(self, *options: str) -> subprocess.Popen:
+        command = [sys.executable, "-m", "laion_pipeline", "run-on-workers", *options]
         command += ["--workspace", str(REPO_ROOT / "workspace.yaml")]
         return subprocess.Popen(
             command, cwd=self.root, env=self.env, stdout=subprocess.PIPE,
@@ -164,7 +164,8 @@ def test_a_worker_killed_mid_shard_is_retried_and_nothing_is_published_before(en
     before = pointed_release(layout, "current")
     assert before is not None  # the test before published one
     victim = layout.shard_db("shard-00002")
-    done = engine.run_on_workers()
+    victim.unlink()  # built again (the other shards are kept: their seals name these inputs)
+    done = engine.run_on_workers("--force")
     deadline, killed, seen = time.monotonic() + 300, None, set()
     while done.poll() is None:
         seen.add(pointed_release(layout, "current"))

@@ -12,13 +12,9 @@ from laion_pipeline.fts import laion_match
 from laion_pipeline.ingest import stage_file
 from laion_pipeline.inputs import StagedFile
 from laion_pipeline.profiles import choose_profile
+from laion_pipeline.shard_plan import plan_shards
 from laion_pipeline.shard_search import SearchedShard, search_page
-from laion_pipeline.shards import (
-    build_shard,
-    catalog_domains,
-    count_phrase_in_shards,
-    plan_shards,
-)
+from laion_pipeline.shards import build_shard, catalog_domains, count_phrase_in_shards
 from laion_pipeline.synthetic import SAMPLE_DIR, sample_entity_names
 from laion_pipeline.tables import count_phrase
 

@@ -13,6 +13,7 @@ from laion_pipeline.errors import ConfigurationError
 from laion_pipeline.inputs import SourceEntry, SourceListing, SourceRevision
 from laion_pipeline.layout import DataLayout
 from laion_pipeline.profiles import choose_profile
+from laion_pipeline.release import held_release, new_release, rollback, switch
 from laion_pipeline.staging import stage_source_file
 from laion_pipeline.state import ReleaseInputs, assess, check_staged
 from laion_pipeline_tests.conftest import row, write
@@ -104,8 +105,41 @@ def test_a_release_is_needed_until_one_holds_exactly_the_inputs(staged):
     state = assess(layout, listing, profile, LISTS, 100)
     assert not state.up_to_date and state.why == "nothing is published"
     inputs = state.inputs
-    assert inputs == ReleaseInputs.of(state.staged, 100, LISTS)
+    assert inputs == ReleaseInputs.of(state.staged, 100, profile.summary, LISTS)
     other = dataclasses.replace(inputs, lists={**LISTS, "artists": "b" * 64})
     assert other.changed(inputs.as_dict()) == ("lists",)
-    assert inputs.changed(None) == ("files", "shard_rows", "lists", "code_version")
+    assert inputs.changed(None) == ("files", "shards", "profile", "lists", "code_version")
+    # Another shard size that plans the same shards is no change; another database name is.
+    assert ReleaseInputs.of(state.staged, 1000, profile.summary, LISTS) == inputs
+    renamed = {**profile.summary, "database": "another"}
+    assert ReleaseInputs.of(state.staged, 100, renamed, LISTS).changed(inputs.as_dict()) == (
+        "profile",
+    )
     assert "could not" in assess(layout, listing, profile, "could not read", 100).why
+
+
+def test_a_new_staging_code_version_stages_every_file_again(staged, monkeypatch):
+    layout, _, entry, profile = staged
+    monkeypatch.setattr("laion_pipeline.state.STAGING_CODE_VERSION", "99")
+    check = check_staged(layout, entry, profile)
+    assert check.staged is None and "staged by staging code version 2, now 99" in check.reason
+    # A record of the first format was written by staging code version 2: not upgraded to 99.
+    record = layout.staged_record(entry.key)
+    old = json.loads(record.read_text())
+    old.pop("format")
+    record.write_text(json.dumps(old))
+    assert "staged by staging code version 2, now 99" in check_staged(layout, entry, profile).reason
+
+
+def test_a_rollback_holds_and_undoing_it_ends_the_hold(tmp_path):
+    layout = DataLayout(tmp_path)
+    ids = []
+    for n, digest in enumerate(("a" * 64, "b" * 64)):
+        release_id, release = new_release(layout, f"{n}" * 64, "db")
+        release.manifest_json.write_text(json.dumps({"inputs_digest": digest}))
+        ids.append(release_id)
+    switch(layout, ids[1], ids[0])
+    assert rollback(layout) == ids[0]
+    assert held_release(layout) == {"release": ids[0], "rolled_back_inputs": "b" * 64}
+    assert rollback(layout) == ids[1]  # undone: the release built last stands for itself
+    assert held_release(layout) == {}

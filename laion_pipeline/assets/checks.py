@@ -29,7 +29,8 @@ from laion_pipeline.metadata import markdown_list
 from laion_pipeline.release import current_release
 from laion_pipeline.report import report_problems
 from laion_pipeline.resources import LaionData
-from laion_pipeline.shards import Shard, chosen_shards, shards_of
+from laion_pipeline.shard_plan import Shard, shards_of
+from laion_pipeline.shards import chosen_shards
 from laion_pipeline.staging import schema_problems
 
 # Above this share of images without a host (URLs with no "//"), the domain counts say little.

@@ -18,6 +18,7 @@ from laion_pipeline.partitions import SOURCE_FILES
 from laion_pipeline.resources import EntityLists, LaionData, ParquetSource
 from laion_pipeline.schema import ENTITY_CSV_COLUMNS, STAGED_PARQUET_COLUMNS
 from laion_pipeline.staging import stage_source_file
+from laion_pipeline.state import check_staged
 from laion_pipeline.versions import CODE_VERSIONS
 
 
@@ -46,15 +47,20 @@ def source_files(
     listing = SourceListing.read(layout)
     entry = listing.entry(key)
     with staged_file_lock(layout, key, context.log):
-        with retry_transient_errors(context, parquet_source):
-            fetched = parquet_source.fetch(layout, profile, listing, entry, context.log)
-        threads = laion_data.threads_per_file
-        staged = stage_source_file(
-            layout, profile, listing, entry, fetched.path, fetched.sha256, threads
-        )
-        if not laion_data.keep_raw:
-            fetched.path.unlink(missing_ok=True)
-            context.log.info(f"LAION_KEEP_RAW=0: deleted {fetched.path}")
+        # Staged by another run meanwhile (two builds decided at once): kept as it is.
+        staged = check_staged(layout, entry, profile, repair=False).staged
+        if staged is not None:
+            context.log.info(f"{key}: staged by another run meanwhile, from this version: kept")
+        else:
+            with retry_transient_errors(context, parquet_source):
+                fetched = parquet_source.fetch(layout, profile, listing, entry, context.log)
+            threads = laion_data.threads_per_file
+            staged = stage_source_file(
+                layout, profile, listing, entry, fetched.path, fetched.sha256, threads
+            )
+            if not laion_data.keep_raw:
+                fetched.path.unlink(missing_ok=True)
+                context.log.info(f"LAION_KEEP_RAW=0: deleted {fetched.path}")
     context.log.info(
         f"{key}: kept {staged.rows:,} of {staged.rows_read:,} rows"
         + (f" ({profile.row_filter.description})" if profile.row_filter else "")

@@ -58,6 +58,7 @@ from laion_pipeline.schema import (
     IMAGE_COLUMNS,
     IMAGES_FTS_COLUMNS,
 )
+from laion_pipeline.shard_plan import shards_of
 from laion_pipeline.shards import (
     BuiltShard,
     ShardReport,
@@ -67,7 +68,6 @@ from laion_pipeline.shards import (
     shard_connections,
     shard_file,
     shard_report,
-    shards_of,
     write_catalog,
 )
 from laion_pipeline.staging import check_files_unchanged

@@ -24,7 +24,7 @@ from laion_pipeline.metadata import (
 )
 from laion_pipeline.partitions import SHARDS, sync_partitions
 from laion_pipeline.resources import LaionData
-from laion_pipeline.shards import shards_of
+from laion_pipeline.shard_plan import shards_of
 from laion_pipeline.staging import (
     STAGING_COLUMNS,
     create_staging,
