@@ -120,7 +120,7 @@ def assess_and_observe(resources: dict, force: bool) -> DataFolderState | int:
     say_state(state)
     if state.up_to_date and not force:
         with DagsterInstance.get() as instance:
-            reported = record_history(instance, state)
+            reported = record_history(instance, resources["laion_data"].layout, state)
         if reported:
             print(
                 f"the Dagster instance had no history of {len(reported)} assets and partitions "

@@ -16,7 +16,7 @@ from dagster import (
 from laion_pipeline import partitions
 from laion_pipeline.errors import ConfigurationError, SourceError
 from laion_pipeline.inputs import SourceListing
-from laion_pipeline.layout import ENTITY_KINDS
+from laion_pipeline.layout import ENTITY_KINDS, DataLayout
 from laion_pipeline.partitions import SHARDS, range_tags, sync_partitions
 from laion_pipeline.resources import LaionData
 from laion_pipeline.shards import plan_of_staged_files
@@ -177,7 +177,9 @@ def _never_materialized(instance: DagsterInstance, asset: str, partition: str | 
     return not instance.fetch_materializations(records, limit=1).records
 
 
-def record_history(instance: DagsterInstance, state: DataFolderState) -> list[str]:
+def record_history(
+    instance: DagsterInstance, layout: DataLayout, state: DataFolderState
+) -> list[str]:
     """Make the instance's history show what the data folder holds, where it has none: the
     partitions of source_files (one per listed file) with a materialization reported for each
     staged file, and, for the release that stands, one for each asset it holds (a new or
@@ -209,6 +211,7 @@ def record_history(instance: DagsterInstance, state: DataFolderState) -> list[st
     for shard in shards:
         for asset in SHARD_ASSET_NAMES:
             report(asset, shard, state.inputs.digest[:24], **release)
-    for asset in RELEASE_ASSETS:
+    analyzed = (layout.release(state.served).report_dir / "index.html").exists()
+    for asset in (*RELEASE_ASSETS, "analysis") if analyzed else RELEASE_ASSETS:
         report(asset, None, state.inputs.digest[:24], **release)
     return reported

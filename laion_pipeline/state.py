@@ -4,9 +4,10 @@ for, decides what to stage and whether a new release is needed.
 Each staged file has its record beside it (the source file and its version, the profile and its
 filter, the staging code version, the rows, the staged file's size, time and sha256); each
 release has its manifest, whose ``inputs`` are exactly what ``ReleaseInputs`` compares: the
-staged files' sources, profile and staging code, the shard size, the name lists' hashes and the
-build's code versions. ``assess`` reads those files and the source listing, nothing else: the
-Dagster instance's history never decides that a file is current.
+staged files' sources, profile and staging code, the shard plan, the profile's summary, the
+name lists' hashes and the build's code versions; each shard of a release of several has its
+seal, naming what it was built from. ``assess`` reads those files and the source listing,
+nothing else: the Dagster instance's history never decides that a file is current.
 """
 
 from __future__ import annotations

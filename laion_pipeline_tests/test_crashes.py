@@ -80,7 +80,8 @@ def act_when(data: Path, parquet: Path, ready, make_run: bool = False) -> subpro
         "LAION_LOCAL_DIR": str(parquet),
         "DAGSTER_HOME": str(data.parent / "dagster_home"),
     }
-    command = run_command(data.parent / "dagster_home")
+    # --force: the folder's release may hold these inputs already (then make run builds nothing).
+    command = [*run_command(data.parent / "dagster_home"), "--force"]
     if not make_run:
         command = [sys.executable, "-c", BUILD, str(data)]
         env["PYTHONPATH"] = str(REPO_ROOT)

@@ -131,7 +131,7 @@ def test_start_over_damage_change_and_refilter_build_exactly_what_is_missing(fol
     assert f"up to date: release {release['release']}" in fresh and not built(fresh)
     with DagsterInstance.from_config(str(folder.home)) as instance:
         assert instance.get_runs(RunsFilter(job_name="stage_source_files")) == []
-        for asset in ("source_files", "published_database", "images"):
+        for asset in ("source_files", "published_database", "images", "analysis"):
             found = instance.fetch_materializations(AssetRecordsFilter(AssetKey(asset)), 10)
             assert found.records, f"{asset} shows as never materialized"
         assert set(instance.get_dynamic_partitions("source_files")) == set(FILES)
