@@ -16,6 +16,7 @@ from dagster import (
     AssetSelection,
     DagsterInstance,
     ExecuteInProcessResult,
+    build_run_status_sensor_context,
     materialize,
 )
 from dagster._core.definitions.observe import observe
@@ -27,6 +28,7 @@ from laion_pipeline.jobs import shard_run_tags
 from laion_pipeline.layout import DataLayout
 from laion_pipeline.resources import build_resources
 from laion_pipeline.schema import LAION_ARROW_SCHEMA
+from laion_pipeline.sensors import refresh_stale_assets
 from laion_pipeline.state import check_staged
 from laion_pipeline_tests.fake_hub import FakeHub, start_server
 
@@ -98,6 +100,19 @@ def partitions_to_stage(resources: Mapping[str, object]) -> list[str]:
     listing = SourceListing.read(laion_data.layout)
     checks = [check_staged(laion_data.layout, e, laion_data.profile) for e in listing.entries]
     return [c.key for c in checks if c.staged is None]
+
+
+def evaluate_sensor(defs, instance: DagsterInstance, observation: ExecuteInProcessResult):
+    """What the `refresh_stale_assets` sensor answers to the successful ``observation`` run."""
+    context = build_run_status_sensor_context(
+        sensor_name="refresh_stale_assets",
+        dagster_instance=instance,
+        dagster_run=observation.dagster_run,
+        dagster_event=observation.get_run_success_event(),
+        repository_def=defs.get_repository_def(),
+        resources=defs.resources,
+    )
+    return refresh_stale_assets(context)
 
 
 REPO_ROOT = Path(__file__).resolve().parents[1]

@@ -18,16 +18,14 @@ from dagster import (
     AssetRecordsFilter,
     DagsterInstance,
     RunsFilter,
-    build_run_status_sensor_context,
 )
 
 from laion_pipeline.definitions import make_definitions
 from laion_pipeline.layout import ENTITY_KINDS, DataLayout
 from laion_pipeline.lock import data_dir_lock
 from laion_pipeline.resources import build_resources
-from laion_pipeline.sensors import refresh_stale_assets
 from laion_pipeline.synthetic import SAMPLE_DIR
-from laion_pipeline_tests.conftest import local, row, run_command, write
+from laion_pipeline_tests.conftest import evaluate_sensor, local, row, run_command, write
 
 FILES = ("part-0.parquet", "part-1.parquet", "part-2.parquet")
 
@@ -234,16 +232,7 @@ def test_a_second_folder_a_restored_copy_and_a_rollback(folder, tmp_path):
     defs = make_definitions(resources)
     with DagsterInstance.from_config(str(folder.home)) as instance:
         observation = defs.resolve_job_def("observe_sources").execute_in_process(instance=instance)
-        skipped = refresh_stale_assets(
-            build_run_status_sensor_context(
-                sensor_name="refresh_stale_assets",
-                dagster_instance=instance,
-                dagster_run=observation.dagster_run,
-                dagster_event=observation.get_run_success_event(),
-                repository_def=defs.get_repository_def(),
-                resources=defs.resources,
-            )
-        )
+        skipped = evaluate_sensor(defs, instance, observation)
     assert "up to date" in skipped.skip_message and "rollback" in skipped.skip_message
     held = folder.run(**env)
     assert f"up to date: release {first['release']}" in held and not built(held)

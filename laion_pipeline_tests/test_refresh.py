@@ -6,11 +6,7 @@ import shutil
 import sqlite3
 
 import pytest
-from dagster import (
-    DagsterInstance,
-    RunRequest,
-    build_run_status_sensor_context,
-)
+from dagster import DagsterInstance, RunRequest
 
 from laion_pipeline import versions
 from laion_pipeline.definitions import make_definitions
@@ -18,8 +14,8 @@ from laion_pipeline.inputs import SourceListing
 from laion_pipeline.jobs import BUILD, data_folder_state, shard_run_tags
 from laion_pipeline.layout import ENTITY_KINDS, DataLayout
 from laion_pipeline.resources import build_resources
-from laion_pipeline.sensors import refresh_stale_assets
 from laion_pipeline.synthetic import SAMPLE_DIR
+from laion_pipeline_tests.conftest import evaluate_sensor
 
 ENTITY_REFRESH = [
     "entity_csvs",
@@ -51,19 +47,6 @@ def names(keys) -> list[str]:
 
 def materialized(result) -> set[str]:
     return {event.asset_key.to_user_string() for event in result.get_asset_materialization_events()}
-
-
-def evaluate_sensor(defs, instance, observation):
-    """What ``refresh_stale_assets`` answers to the successful ``observation`` run."""
-    context = build_run_status_sensor_context(
-        sensor_name="refresh_stale_assets",
-        dagster_instance=instance,
-        dagster_run=observation.dagster_run,
-        dagster_event=observation.get_run_success_event(),
-        repository_def=defs.get_repository_def(),
-        resources=defs.resources,
-    )
-    return refresh_stale_assets(context)
 
 
 def state_of(defs, layout):
