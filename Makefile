@@ -76,8 +76,8 @@ test-fast: $(STAMP)
 	$(BIN)/python -m pytest -m fast -q
 
 lint: $(STAMP)
-	$(BIN)/ruff check laion_pipeline laion_pipeline_tests
-	$(BIN)/ruff format --check laion_pipeline laion_pipeline_tests
+	$(BIN)/ruff check laion_pipeline laion_pipeline_tests benchmarks
+	$(BIN)/ruff format --check laion_pipeline laion_pipeline_tests benchmarks
 
 ## The Dagster UI on http://127.0.0.1:3000 (webserver, daemon and code server, through `dg`)
 dev: $(STAMP) $(INSTANCE)
@@ -115,19 +115,19 @@ ROWS ?= 1000000
 FILES ?= 7
 BENCH_FLAGS ?= --seed-recipe
 bench: $(STAMP) bench-tools
-	$(BIN)/python -m laion_pipeline.bench --rows $(ROWS) --files $(FILES) $(BENCH_FLAGS) \
+	$(BIN)/python -m benchmarks.bench --rows $(ROWS) --files $(FILES) $(BENCH_FLAGS) \
 		--report docs/benchmarks.md
 
 ## The filter and staging step alone, one core, on ROWS rows shaped like today's releases
 ## (aesthetics v2 before the 6+ filter, Re-LAION 2B): rows per second per core.
 bench-staging: $(STAMP)
-	$(BIN)/python -m laion_pipeline.bench --staging --rows $(ROWS) --report docs/benchmarks.md
+	$(BIN)/python -m benchmarks.bench --staging --rows $(ROWS) --report docs/benchmarks.md
 
 ## The sharded build through the distributed engine (redis-server and Celery workers on this
 ## machine): ROWS_SCALE rows in 8 files, with one worker, then two; into docs/benchmarks.md.
 ROWS_SCALE ?= 16000000
 bench-scale: $(STAMP)
-	$(BIN)/python -m laion_pipeline.bench_scale --rows $(ROWS_SCALE) --files 8 --report docs/benchmarks.md
+	$(BIN)/python -m benchmarks.bench_scale --rows $(ROWS_SCALE) --files 8 --report docs/benchmarks.md
 
 ## Press traffic (Zipf) and all-distinct searches, 50 clients for 60 s each, then the abuse,
 ## against the release `make bench ROWS=$(ROWS_LOAD) BENCH_FLAGS=` built; into docs/benchmarks.md.
@@ -135,13 +135,13 @@ ROWS_LOAD ?= 12000000
 bench-load: $(STAMP)
 	@test -e data/bench/data-$(ROWS_LOAD)/published/current || { \
 		echo "no release at data/bench/data-$(ROWS_LOAD): run make bench ROWS=$(ROWS_LOAD) BENCH_FLAGS= first"; exit 2; }
-	$(BIN)/python -m laion_pipeline.bench_load --data data/bench/data-$(ROWS_LOAD) \
+	$(BIN)/python -m benchmarks.bench_load --data data/bench/data-$(ROWS_LOAD) \
 		--report docs/benchmarks.md
 
 ## Time searches through Datasette on the release the last `make bench` of ROWS rows in FILES
 ## files built (one database, or shards).
 bench-search: $(STAMP)
-	$(BIN)/python -m laion_pipeline.bench_search --data data/bench/data-$(ROWS)$(if $(filter-out 7,$(FILES)),-$(FILES)) \
+	$(BIN)/python -m benchmarks.bench_search --data data/bench/data-$(ROWS)$(if $(filter-out 7,$(FILES)),-$(FILES)) \
 		--report docs/benchmarks.md
 
 clean:

@@ -9,6 +9,8 @@ from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
 
+# The bundled sample (`LAION_SOURCE=sample`): 7 parquet files and the three name lists.
+SAMPLE_DIR = Path(__file__).parent / "sample_data"
 # The published database's name when a profile names none: the 2022 site's.
 DEFAULT_DATABASE = "laion-aesthetic-6pls"
 ENTITY_KINDS: tuple[str, ...] = ("artists", "celebrities", "characters")

@@ -33,10 +33,9 @@ from laion_pipeline.hub import (
     save_listing,
 )
 from laion_pipeline.inputs import DEFAULT_SHARD_ROWS, SourceEntry, SourceListing, SourceRevision
-from laion_pipeline.layout import ENTITY_KINDS, DataLayout
+from laion_pipeline.layout import ENTITY_KINDS, SAMPLE_DIR, DataLayout
 from laion_pipeline.profiles import Profile, choose_profile, load_profiles
 from laion_pipeline.settings import truthy, usable_cores, whole_number
-from laion_pipeline.synthetic import SAMPLE_DIR
 from laion_pipeline.web import fetch_url, public_url
 
 SOURCES = ("sample", "huggingface", "local")

@@ -17,11 +17,10 @@ from laion_pipeline import analysis as analysis_module
 from laion_pipeline.analysis import NUMBERS, ChartError, chart_figures, charts
 from laion_pipeline.charts import png, texts_outside
 from laion_pipeline.definitions import all_asset_checks, all_assets
-from laion_pipeline.layout import ENTITY_KINDS, REPORT_CHARTS, REPORT_FILES, DataLayout
+from laion_pipeline.layout import ENTITY_KINDS, REPORT_CHARTS, REPORT_FILES, SAMPLE_DIR, DataLayout
 from laion_pipeline.lock import data_dir_lock
 from laion_pipeline.release import rollback
 from laion_pipeline.resources import build_resources
-from laion_pipeline.synthetic import SAMPLE_DIR
 from laion_pipeline_tests.conftest import build, failure_text, local, row, tokens, write
 
 

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from laion_pipeline.bench import SEARCH_MARKER
+from benchmarks.bench import SEARCH_MARKER
 
 PROJECT = Path(__file__).resolve().parents[1]
 SEED_TOOLS = PROJECT / ".venv-seed" / "bin"
@@ -21,7 +21,7 @@ def bench(tmp_path: Path, *extra: str) -> subprocess.CompletedProcess:
         [
             sys.executable,
             "-m",
-            "laion_pipeline.bench",
+            "benchmarks.bench",
             "--rows",
             "3000",
             "--work",
@@ -96,7 +96,7 @@ def test_bench_runs_the_2022_recipe_and_prints_the_ratio(tmp_path):
 def test_search_bench_times_both_searches_through_datasette(tmp_path, sample_build):
     report = tmp_path / "bench.md"
     report.write_text("# Benchmarks\n\nkept\n")
-    command = [sys.executable, "-m", "laion_pipeline.bench_search", "--data"]
+    command = [sys.executable, "-m", "benchmarks.bench_search", "--data"]
     command += [str(sample_build.root), "--repeats", "2", "--report", str(report)]
     for _ in range(2):  # the second run replaces the table instead of adding one
         done = subprocess.run(command, cwd=PROJECT, capture_output=True, text=True, timeout=120)
@@ -113,7 +113,7 @@ def test_search_bench_times_both_searches_through_datasette(tmp_path, sample_bui
 def test_load_bench_drives_every_mix_and_the_abuse_without_an_error(tmp_path, sample_build):
     report = tmp_path / "bench.md"
     report.write_text("# Benchmarks\n\nkept\n")
-    command = [sys.executable, "-m", "laion_pipeline.bench_load", "--data"]
+    command = [sys.executable, "-m", "benchmarks.bench_load", "--data"]
     command += [str(sample_build.root), "--clients", "4", "--seconds", "2", "--report", str(report)]
     done = subprocess.run(command, cwd=PROJECT, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-3000:]

@@ -14,11 +14,10 @@ from pytest_httpserver import HTTPServer
 from laion_pipeline.assets.checks import caption_index_matches_captions
 from laion_pipeline.build_db import open_build_db
 from laion_pipeline.fts import FTS_DDL, caption_index_mismatches
-from laion_pipeline.layout import DataLayout
+from laion_pipeline.layout import SAMPLE_DIR, DataLayout
 from laion_pipeline.publish import manifest_problems
 from laion_pipeline.resources import EntityLists, LaionData
 from laion_pipeline.schema import LAION_ARROW_SCHEMA
-from laion_pipeline.synthetic import SAMPLE_DIR
 from laion_pipeline_tests.conftest import build, failure_text, local, row, write
 
 

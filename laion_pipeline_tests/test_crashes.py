@@ -16,10 +16,10 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
+from benchmarks.synthetic import generate, sample_entity_names
 from laion_pipeline.assets.serving import manifest_problems
 from laion_pipeline.files import sha256_file
 from laion_pipeline.layout import DataLayout
-from laion_pipeline.synthetic import generate, sample_entity_names
 from laion_pipeline_tests.conftest import REPO_ROOT, build, run_command
 
 # Enough rows that each stage lasts long enough to be caught (a tenth of a second or more).

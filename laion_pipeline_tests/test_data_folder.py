@@ -21,10 +21,9 @@ from dagster import (
 )
 
 from laion_pipeline.definitions import make_definitions
-from laion_pipeline.layout import ENTITY_KINDS, DataLayout
+from laion_pipeline.layout import ENTITY_KINDS, SAMPLE_DIR, DataLayout
 from laion_pipeline.lock import data_dir_lock
 from laion_pipeline.resources import build_resources
-from laion_pipeline.synthetic import SAMPLE_DIR
 from laion_pipeline_tests.conftest import evaluate_sensor, local, row, run_command, write
 
 FILES = ("part-0.parquet", "part-1.parquet", "part-2.parquet")

@@ -27,10 +27,9 @@ from werkzeug import Request, Response
 from laion_pipeline.assets.sources import hf_dataset
 from laion_pipeline.definitions import all_assets
 from laion_pipeline.hub import HubClient, HubError, append_download
-from laion_pipeline.layout import DataLayout
+from laion_pipeline.layout import SAMPLE_DIR, DataLayout
 from laion_pipeline.resources import EntityLists, HuggingFaceSource, build_resources
 from laion_pipeline.schema import LAION_ARROW_SCHEMA
-from laion_pipeline.synthetic import SAMPLE_DIR
 from laion_pipeline_tests.conftest import build, failure_text
 from laion_pipeline_tests.fake_hub import FakeHub, start_server
 

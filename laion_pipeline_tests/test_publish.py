@@ -14,13 +14,13 @@ import time
 
 import pytest
 
+from benchmarks.synthetic import generate, sample_entity_names
 from laion_pipeline.layout import DataLayout, staged
 from laion_pipeline.lock import data_dir_lock
 from laion_pipeline.publish import publish as publish_core
 from laion_pipeline.publish import release_problems
 from laion_pipeline.release import FAULT_VARIABLE, current_release, pointed_release
 from laion_pipeline.report import report_problems
-from laion_pipeline.synthetic import generate, sample_entity_names
 from laion_pipeline_tests.conftest import build
 from laion_pipeline_tests.datasette_site import DB, served
 

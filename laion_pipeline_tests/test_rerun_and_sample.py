@@ -5,9 +5,9 @@ from pathlib import Path
 
 import pyarrow.parquet as pq
 
-from laion_pipeline.layout import REPORT_FILES, DataLayout
+from benchmarks.synthetic import SAMPLE_ROWS, generate, sample_entity_names
+from laion_pipeline.layout import REPORT_FILES, SAMPLE_DIR, DataLayout
 from laion_pipeline.schema import LAION_ARROW_SCHEMA
-from laion_pipeline.synthetic import SAMPLE_DIR, SAMPLE_ROWS, generate, sample_entity_names
 from laion_pipeline_tests.conftest import build
 
 

@@ -12,9 +12,9 @@ import pyarrow.parquet as pq
 import pytest
 from datasette.utils import detect_fts
 
-from laion_pipeline.layout import ENTITY_KINDS
+from benchmarks.synthetic import read_names
+from laion_pipeline.layout import ENTITY_KINDS, SAMPLE_DIR
 from laion_pipeline.schema import IMAGE_COLUMNS
-from laion_pipeline.synthetic import SAMPLE_DIR, read_names
 from laion_pipeline_tests.conftest import phrase_count
 
 

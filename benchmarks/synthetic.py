@@ -6,7 +6,7 @@ from the entity lists, and the nulls and odd URLs the real data has.
 
 Regenerate the bundled sample (what ``laion_pipeline/sample_data`` holds) with::
 
-    python -m laion_pipeline.synthetic --out laion_pipeline/sample_data
+    python -m benchmarks.synthetic --out laion_pipeline/sample_data
 """
 
 from __future__ import annotations
@@ -23,9 +23,9 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from laion_pipeline.layout import SAMPLE_DIR
 from laion_pipeline.schema import LAION_ARROW_SCHEMA
 
-SAMPLE_DIR = Path(__file__).parent / "sample_data"
 SAMPLE_ROWS = 7_000
 FILE_COUNT = 7
 

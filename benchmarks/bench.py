@@ -1,6 +1,6 @@
 """Benchmark: our build against the 2022 recipe, on the same synthetic LAION-shaped files.
 
-    python -m laion_pipeline.bench --rows 1000000 --seed-recipe --report docs/benchmarks.md
+    python -m benchmarks.bench --rows 1000000 --seed-recipe --report docs/benchmarks.md
 
 Generates ``--rows`` rows of parquet (deterministic, cached under ``--work``), materializes
 every asset of the real definitions on them (``LAION_SOURCE=local``) in a child process, and
@@ -23,13 +23,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from laion_pipeline.layout import ENTITY_KINDS, DataLayout
-from laion_pipeline.synthetic import (
+from benchmarks.synthetic import (
     FILE_COUNT,
     generate,
     generate_release,
     sample_entity_names,
 )
+from laion_pipeline.layout import ENTITY_KINDS, DataLayout
 
 NAME_LIST_SIZES = {"artists": 2_000, "celebrities": 2_000, "characters": 1_000}
 
@@ -401,7 +401,7 @@ def format_report(rows: int, ours: dict[str, Any], seed: dict[str, Any] | None) 
     return "\n".join(lines)
 
 
-# Where the search benchmark's section (python -m laion_pipeline.bench_search) starts and ends.
+# Where the search benchmark's section (python -m benchmarks.bench_search) starts and ends.
 SEARCH_MARKER = "<!-- search benchmark -->"
 
 
@@ -444,7 +444,7 @@ def update_report(path: Path, rows: int, section: str) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m laion_pipeline.bench", description=__doc__)
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.bench", description=__doc__)
     parser.add_argument("--rows", type=int, default=1_000_000, help="rows to generate and build")
     parser.add_argument("--work", type=Path, default=Path("data/bench"), help="work folder")
     parser.add_argument("--seed-recipe", action="store_true", help="also run the 2022 recipe")
@@ -485,7 +485,7 @@ def main(argv: list[str] | None = None) -> int:
         [
             sys.executable,
             "-m",
-            "laion_pipeline.bench",
+            "benchmarks.bench",
             "--rows",
             str(args.rows),
             "--files",

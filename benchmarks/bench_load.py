@@ -1,6 +1,6 @@
 """`make bench-load`: the site under press traffic and abuse, as `make serve` runs it.
 
-    python -m laion_pipeline.bench_load --data data/bench/data-12000000 \
+    python -m benchmarks.bench_load --data data/bench/data-12000000 \
         --clients 50 --seconds 60 --report docs/benchmarks.md
 
 Serves the release of ``--data`` with ``python -m laion_pipeline serve`` on 127.0.0.1, then
@@ -38,8 +38,8 @@ import urllib.parse
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from laion_pipeline.bench import machine, print_and_record
-from laion_pipeline.bench_search import _timed_get, serving
+from benchmarks.bench import machine, print_and_record
+from benchmarks.bench_search import _timed_get, serving
 from laion_pipeline.layout import ENTITY_KINDS, DataLayout
 from laion_pipeline.shard_search import COUNT_CAP, COUNT_CAP_VARIABLE
 
@@ -317,7 +317,7 @@ def format_report(r: dict) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
-        prog="python -m laion_pipeline.bench_load",
+        prog="python -m benchmarks.bench_load",
         description=__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )

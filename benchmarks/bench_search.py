@@ -1,6 +1,6 @@
 """Search benchmark: first-page latency of searches through Datasette, as `make serve` runs it.
 
-    python -m laion_pipeline.bench_search --data data/bench/data-12000000 \
+    python -m benchmarks.bench_search --data data/bench/data-12000000 \
         --report docs/benchmarks.md
 
 Serves the published database of ``--data`` with ``python -m laion_pipeline serve`` on a free
@@ -26,7 +26,7 @@ from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 
-from laion_pipeline.bench import SEARCH_MARKER, print_and_record
+from benchmarks.bench import SEARCH_MARKER, print_and_record
 from laion_pipeline.datasette import SHARD_SEARCH_URL
 from laion_pipeline.fts import laion_match
 from laion_pipeline.layout import DataLayout
@@ -156,7 +156,7 @@ def format_report(rows: int, shards: int, results: list[dict], repeats: int) -> 
         f"### Search, {rows:,} rows in {held} (first page through `make serve`)",
         "",
         f"Each search {repeats} times after a warm-up, one request at a time, on this machine; "
-        "`python -m laion_pipeline.bench_search`. The site search (`/-/search`) also counts "
+        "`python -m benchmarks.bench_search`. The site search (`/-/search`) also counts "
         f"the matches (exactly up to {COUNT_CAP:,}); the fast search is the database's "
         "`search` query (one database only).",
         "",
@@ -174,7 +174,7 @@ def format_report(rows: int, shards: int, results: list[dict], repeats: int) -> 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
-        prog="python -m laion_pipeline.bench_search",
+        prog="python -m benchmarks.bench_search",
         description=__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )

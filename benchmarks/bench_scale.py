@@ -18,7 +18,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from laion_pipeline.bench import machine, prepare_inputs, update_report
+from benchmarks.bench import machine, prepare_inputs, update_report
 from laion_pipeline.layout import ENTITY_KINDS
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
