@@ -101,10 +101,8 @@ def run_ours(parquet: Path, lists: Path, data: Path) -> dict[str, Any]:
     cores each; per Dagster step: seconds and peak RSS (the source files' partitions as one
     stage)."""
     from dagster import AssetSelection, DagsterEventType, DagsterInstance, materialize
-    from dagster._core.definitions.observe import observe
 
-    from laion_pipeline.assets.sources import hf_dataset
-    from laion_pipeline.definitions import all_asset_checks, all_assets
+    from laion_pipeline.definitions import all_asset_checks, all_assets, make_definitions
     from laion_pipeline.jobs import shard_run_tags
     from laion_pipeline.resources import build_resources
 
@@ -135,7 +133,8 @@ def run_ours(parquet: Path, lists: Path, data: Path) -> dict[str, Any]:
     staging = build_resources({**env, "LAION_WORKERS": "1"})
     definitions = [*all_assets, *all_asset_checks]
     started = time.time()
-    runs = [observe([hf_dataset], instance=instance, resources=resources)]
+    observe = make_definitions(resources).resolve_job_def("observe_sources")
+    runs = [observe.execute_in_process(instance=instance)]
     for key in instance.get_dynamic_partitions("source_files"):
         runs.append(
             materialize(

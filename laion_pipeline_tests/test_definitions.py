@@ -1,6 +1,7 @@
 """The code location loads and has the asset graph the README describes ("What gets built")."""
 
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -207,3 +208,17 @@ def test_the_core_imports_no_dagster():
         [sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=True
     )
     assert done.stdout.strip() == "[]", done.stdout
+
+
+@pytest.mark.fast
+def test_dagster_internals_are_imported_in_one_module_only():
+    """Dagster's private modules (`dagster._...`) change without notice between releases: the
+    package imports them in `engine.py` alone (test_engine.py exercises what it uses)."""
+    package = Path(__file__).resolve().parents[1] / "laion_pipeline"
+    private = re.compile(r"^\s*(from|import) dagster\._", re.MULTILINE)
+    importing = sorted(
+        str(path.relative_to(package))
+        for path in package.rglob("*.py")
+        if private.search(path.read_text(encoding="utf-8"))
+    )
+    assert importing == ["engine.py"]
