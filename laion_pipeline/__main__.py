@@ -139,7 +139,7 @@ def stage(laion_data: LaionData, state: DataFolderState) -> int:
     from concurrent.futures import ProcessPoolExecutor
     from multiprocessing import get_context
 
-    from laion_pipeline.jobs import stage_partition
+    from laion_pipeline.engine import stage_partition
 
     keys = state.to_stage
     wanted = set(keys)

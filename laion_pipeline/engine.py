@@ -130,6 +130,23 @@ def _said(job: str, dagster_run: DagsterRun | None) -> int:
     return 0
 
 
+def stage_partition(key: str) -> tuple[str, str, bool]:
+    """One run of stage_source_files for the partition `key`, in this process, recorded in
+    the instance of `$DAGSTER_HOME` (`make run` calls it in worker processes); returns the
+    key, the run id and whether it succeeded."""
+    from laion_pipeline.definitions import defs  # the definitions import the jobs
+
+    with DagsterInstance.get() as instance:
+        result = defs.resolve_job_def("stage_source_files").execute_in_process(
+            partition_key=key,
+            instance=instance,
+            raise_on_error=False,
+            tags=MAKE_RUN_TAGS,
+            run_config=CONSOLE_AT_INFO,
+        )
+    return key, result.run_id, result.success
+
+
 def last_attempts(runs: Sequence[DagsterRun]) -> dict[str, DagsterRun]:
     """The latest run of each partition among ``runs`` (newest first, as the instance lists
     them): a retry replaces the run it retries."""

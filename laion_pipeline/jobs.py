@@ -121,23 +121,6 @@ def shard_run_tags(instance: DagsterInstance, laion_data: LaionData) -> dict[str
     return range_tags(keys)
 
 
-def stage_partition(key: str) -> tuple[str, str, bool]:
-    """One run of stage_source_files for the partition `key`, in this process, recorded in
-    the instance of `$DAGSTER_HOME` (`make run` calls it in worker processes); returns the
-    key, the run id and whether it succeeded."""
-    from laion_pipeline.definitions import defs  # the definitions import this module
-
-    with DagsterInstance.get() as instance:
-        result = defs.resolve_job_def("stage_source_files").execute_in_process(
-            partition_key=key,
-            instance=instance,
-            raise_on_error=False,
-            tags=MAKE_RUN_TAGS,
-            run_config=CONSOLE_AT_INFO,
-        )
-    return key, result.run_id, result.success
-
-
 def data_folder_state(
     resources: Mapping[str, Any], listing: SourceListing | None = None
 ) -> DataFolderState:
