@@ -28,8 +28,8 @@ from pathlib import Path
 
 from benchmarks.bench import SEARCH_MARKER, print_and_record
 from laion_pipeline.datasette import SHARD_SEARCH_URL
-from laion_pipeline.fts import laion_match
 from laion_pipeline.layout import DataLayout
+from laion_pipeline.phrases import laion_match
 from laion_pipeline.shard_search import COUNT_CAP
 
 # What is searched: the generator's captions use "the" in over half of them, rare made-up

@@ -16,9 +16,9 @@ from laion_pipeline.charts import distribution_figure, png, ranking_figure, undr
 from laion_pipeline.db import quote_identifier, sqlite_connect
 from laion_pipeline.errors import StaleInputError
 from laion_pipeline.files import json_bytes, read_json, write_atomic
-from laion_pipeline.fts import fts_phrase
 from laion_pipeline.inputs import StagedFile, StagingManifest
 from laion_pipeline.layout import ENTITY_KINDS, REPORT_CHARTS, DataLayout, ReleaseFiles, staged
+from laion_pipeline.phrases import fts_phrase
 from laion_pipeline.progress import Progress
 from laion_pipeline.report import percent, report_html
 from laion_pipeline.staging import create_staging

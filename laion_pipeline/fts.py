@@ -1,4 +1,5 @@
-"""SQLite FTS5: the one place that quotes a phrase, and the builders of ``images_fts``.
+"""SQLite FTS5: the builders of ``images_fts`` and its check (what a query says is in
+``laion_pipeline.phrases``).
 
 ``images_fts`` indexes ``images.text`` as an external-content FTS5 table (default unicode61
 tokenizer, full detail so phrase queries work). It is built either in place from the images
@@ -8,7 +9,6 @@ second way uses the second core and is what a full build does.
 
 import os
 import random
-import re
 import sqlite3
 import subprocess
 import sys
@@ -20,6 +20,7 @@ from typing import Any
 import duckdb
 
 from laion_pipeline.db import sqlite_connect, sqlite_transaction
+from laion_pipeline.phrases import fts_phrase
 from laion_pipeline.progress import Progress, wait_logging
 
 FTS_DDL = 'CREATE VIRTUAL TABLE main.images_fts USING fts5(text, content="images")'
@@ -40,43 +41,6 @@ INDEX_ROWS = (
     "INSERT INTO images_fts (rowid, text) SELECT rowid, text FROM images "
     "WHERE rowid BETWEEN ? AND ?"
 )
-
-
-def fts_phrase(name: str) -> str:
-    """``name`` as one FTS5 phrase: wrapped in double quotes, inner double quotes doubled.
-
-    Inside a phrase every character is literal text for the tokenizer, so names with ``'``,
-    ``*``, ``-``, ``:`` or FTS keywords (AND, OR, NOT, NEAR) match as words, never as syntax.
-    """
-    # A NUL would end the query string for SQLite ("unterminated string"); the tokenizer
-    # separates words at a NUL as at a space, so a space matches the same captions.
-    return '"' + name.replace('"', '""').replace("\x00", " ") + '"'
-
-
-# The longest text a search takes: a long caption pasted whole fits; a megabyte of text
-# would cost the server seconds and memory for a query no caption matches.
-MAX_QUERY_CHARS = 2_000
-
-
-class QueryTooLong(ValueError):
-    def __init__(self, length: int) -> None:
-        super().__init__(
-            f"the search text is {length:,} characters long: at most {MAX_QUERY_CHARS:,}"
-        )
-
-
-def laion_match(text: str | None) -> str:
-    """An FTS5 query for what a person typed: ``"a phrase"`` in double quotes is matched as a
-    phrase, anything else word by word (every word must occur). FTS5 operators and
-    punctuation are plain text, so no input is a syntax error; a text over
-    ``MAX_QUERY_CHARS`` characters raises ``QueryTooLong``."""
-    if text is not None and len(text) > MAX_QUERY_CHARS:
-        raise QueryTooLong(len(text))
-    text = (text or "").strip()
-    if len(text) >= 2 and text[0] == text[-1] == '"':
-        return fts_phrase(text[1:-1])
-    words = re.findall(r"[^\W_]+", text)
-    return " ".join(fts_phrase(word) for word in words) or fts_phrase(text)
 
 
 def caption_index_mismatches(

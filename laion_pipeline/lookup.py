@@ -19,7 +19,7 @@ import sqlite3
 import urllib.parse
 from typing import Any
 
-from laion_pipeline.fts import fts_phrase
+from laion_pipeline.phrases import fts_phrase
 
 # The key of a URL in DuckDB (the staged rows are read there) and in Python (the lookup).
 URL_KEY_SQL = "CAST(('0x' || md5({url})[1:15]) AS BIGINT)"

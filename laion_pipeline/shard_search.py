@@ -16,7 +16,7 @@ from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from laion_pipeline.fts import laion_match
+from laion_pipeline.phrases import laion_match
 from laion_pipeline.settings import whole_number
 
 PAGE_ROWS = 50

@@ -13,10 +13,11 @@ import pyarrow.compute as pc
 from laion_pipeline.build_db import require_table
 from laion_pipeline.db import quote_identifier, quote_string, sqlite_transaction
 from laion_pipeline.errors import StaleInputError
-from laion_pipeline.fts import SideIndex, fts_phrase, install_side_index
+from laion_pipeline.fts import SideIndex, install_side_index
 from laion_pipeline.inputs import StagedFile, StagingManifest
 from laion_pipeline.layout import DataLayout
 from laion_pipeline.lookup import URL_KEY_SQL
+from laion_pipeline.phrases import fts_phrase
 from laion_pipeline.progress import Progress
 from laion_pipeline.schema import BUILT_IMAGE_COLUMNS, IMAGE_COLUMNS
 from laion_pipeline.staging import check_files_unchanged, staging_view_sql

@@ -16,8 +16,8 @@ from pathlib import Path
 import pytest
 
 from laion_pipeline.datasette import SERVE_SETTINGS
-from laion_pipeline.fts import MAX_QUERY_CHARS
 from laion_pipeline.layout import REPORT_URL, DataLayout
+from laion_pipeline.phrases import MAX_QUERY_CHARS
 from laion_pipeline_tests.datasette_site import DB, served
 
 

@@ -9,10 +9,10 @@ import sqlite3
 import pytest
 
 from benchmarks.synthetic import sample_entity_names
-from laion_pipeline.fts import laion_match
 from laion_pipeline.ingest import stage_file
 from laion_pipeline.inputs import StagedFile
 from laion_pipeline.layout import SAMPLE_DIR
+from laion_pipeline.phrases import laion_match
 from laion_pipeline.profiles import choose_profile
 from laion_pipeline.shard_plan import plan_shards
 from laion_pipeline.shard_search import SearchedShard, search_page
