@@ -51,6 +51,7 @@ from laion_pipeline.datasette import LOOKUP_URL, SHARD_SEARCH_URL
 from laion_pipeline.layout import (
     DEFAULT_DATABASE,
     ENTITY_KINDS,
+    RELEASE_ID,
     REPORT_FILES,
     REPORT_URL,
     ReleaseFiles,
@@ -65,7 +66,6 @@ from laion_pipeline.lookup import (
     looks_like_url,
 )
 from laion_pipeline.phrases import MAX_QUERY_CHARS, QueryTooLong, laion_match
-from laion_pipeline.release import RELEASE_ID
 from laion_pipeline.settings import usable_cores
 from laion_pipeline.shard_search import (
     COUNT_CAP,

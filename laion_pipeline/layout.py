@@ -29,6 +29,9 @@ REPORT_FILES: tuple[str, ...] = (
 )
 # Where Datasette serves the report (the plugin's route).
 REPORT_URL = "/-/report/"
+# A release's id, the name of its folder in ``published/releases/``: its build time and the
+# start of its databases' sha256 (``-2``, ``-3``... when two share both).
+RELEASE_ID = re.compile(r"^[0-9]{8}T[0-9]{6}Z-[0-9a-f]{12}(-[0-9]+)?$")
 # The two pointers of ``published/``: each a symbolic link to a folder of ``releases/``.
 POINTERS = ("current", "previous")
 

@@ -16,7 +16,6 @@ from __future__ import annotations
 import datetime as dt
 import json
 import os
-import re
 import shutil
 import signal
 from pathlib import Path
@@ -28,7 +27,6 @@ from laion_pipeline.layout import DEFAULT_DATABASE, POINTERS, DataLayout, Releas
 
 # Tests set this variable to a step's name to SIGKILL the process at that step.
 FAULT_VARIABLE = "LAION_TEST_KILL_AT"
-RELEASE_ID = re.compile(r"^[0-9]{8}T[0-9]{6}Z-[0-9a-f]{12}(-[0-9]+)?$")
 
 
 def fault(step: str) -> None:
