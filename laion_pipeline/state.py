@@ -133,7 +133,10 @@ def _check_staged(
         return StagedCheck(key, staged)
     if not verify:
         return StagedCheck(key, None, LAGGING)
-    actual = sha256_file(parquet)
+    try:
+        actual = sha256_file(parquet)
+    except OSError as error:
+        return StagedCheck(key, None, f"{parquet.name} cannot be read ({error.strerror})")
     if older:
         # Written before records named the staging code and the staged file's hash.
         staged = dataclasses.replace(
