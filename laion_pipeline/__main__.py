@@ -126,11 +126,33 @@ def assess_and_observe(resources: dict, force: bool) -> DataFolderState | int:
                 f"the Dagster instance had no history of {len(reported)} assets and partitions "
                 "the data folder holds: reported them as materializations"
             )
-        print(f"up to date: release {state.served} ({state.why}); `make run FORCE=1` builds anyway")
+        say_up_to_date(state)
         return 0
     if not observe():
         return 1
     return data_folder_state(resources, SourceListing.read(resources["laion_data"].layout))
+
+
+def say_up_to_date(state: DataFolderState) -> None:
+    print(f"up to date: release {state.served} ({state.why}); `make run FORCE=1` builds anyway")
+
+
+def to_build(resources: dict, state: DataFolderState, force: bool) -> DataFolderState | None:
+    """What to build once the files the data folder lacked are staged: decided again (files
+    restaged because they were damaged or missing leave a release of the same inputs
+    standing: then None, said), and said."""
+    from laion_pipeline.jobs import data_folder_state
+
+    if state.to_stage:
+        state = data_folder_state(resources, state.listing)
+        if state.up_to_date and not force:
+            say_up_to_date(state)
+            return None
+    print(f"building a new release: {state.why}")
+    if state.inputs is not None and len(state.inputs.shards) > 1:
+        built = len(state.shards_to_build)
+        print(f"{built} of {len(state.inputs.shards)} shards to build, the others kept")
+    return state
 
 
 def stage(laion_data: LaionData, state: DataFolderState) -> int:
@@ -182,7 +204,7 @@ def run(
     from dagster import DagsterInstance
 
     from laion_pipeline.engine import launch, run_in_process_instead
-    from laion_pipeline.jobs import data_folder_state, shard_run_tags
+    from laion_pipeline.jobs import shard_run_tags
 
     instance_home()
     with DagsterInstance.get() as instance:
@@ -198,18 +220,10 @@ def run(
         state = assess_and_observe(resources, force)
         if isinstance(state, int):
             return state
-        if state.to_stage:
-            if stage(laion_data, state):
-                return 1
-            # Restaged damaged or missing files of the same sources: the release may stand.
-            state = data_folder_state(resources, state.listing)
-            if state.up_to_date and not force:
-                print(f"up to date: release {state.served} ({state.why})")
-                return 0
-        print(f"building a new release: {state.why}")
-        if state.inputs is not None and len(state.inputs.shards) > 1:
-            built = len(state.shards_to_build)
-            print(f"{built} of {len(state.inputs.shards)} shards to build, the others kept")
+        if state.to_stage and stage(laion_data, state):
+            return 1
+        if to_build(resources, state, force) is None:
+            return 0
         with DagsterInstance.get() as instance:
             tags = shard_run_tags(instance, laion_data)
         if launch(job, workspace, tags, in_process=in_process):
@@ -265,7 +279,7 @@ def run_on_workers(workspace: str, force: bool = False) -> int:
     from dagster import DagsterInstance
 
     from laion_pipeline.engine import Launcher
-    from laion_pipeline.jobs import MAKE_RUN_TAGS, data_folder_state
+    from laion_pipeline.jobs import MAKE_RUN_TAGS
 
     resources = build_resources()
     with ExitStack() as stack:
@@ -278,12 +292,8 @@ def run_on_workers(workspace: str, force: bool = False) -> int:
             print(f"{len(files)} source files to stage, a run each")
             if launcher.backfill("stage_source_files", files):
                 return 1
-            if files:  # restaged damaged or missing files of the same sources
-                state = data_folder_state(resources, state.listing)
-                if state.up_to_date and not force:
-                    print(f"up to date: release {state.served} ({state.why})")
-                    return 0
-            print(f"building a new release: {state.why}")
+            if to_build(resources, state, force) is None:
+                return 0
             if launcher.run("plan_shards", MAKE_RUN_TAGS):
                 return 1
             shards = instance.get_dynamic_partitions("shards")

@@ -190,11 +190,11 @@ def record_history(
         return reported
     shards = [key for key, _, _ in state.inputs.shards]
     sync_partitions(instance, SHARDS, shards)
-    release = {"release": state.served}
+    release, version = {"release": state.served}, state.inputs.digest[:24]
     for shard in shards:
         for asset in SHARD_ASSET_NAMES:
-            report(asset, shard, state.inputs.digest[:24], **release)
+            report(asset, shard, version, **release)
     analyzed = (layout.release(state.served).report_dir / "index.html").exists()
     for asset in (*RELEASE_ASSETS, "analysis") if analyzed else RELEASE_ASSETS:
-        report(asset, None, state.inputs.digest[:24], **release)
+        report(asset, None, version, **release)
     return reported

@@ -55,11 +55,13 @@ class ReleaseFiles:
 
     @cached_property  # read once per object: the name and the shards are asked for often
     def manifest(self) -> dict:
-        """The release's manifest.json (empty while the release is being written)."""
+        """The release's manifest.json: empty while the release is being written, or when the
+        file cannot be read (a release that says nothing of itself: its check says so)."""
         try:
-            return json.loads(self.manifest_json.read_text(encoding="utf-8"))
-        except FileNotFoundError:
+            manifest = json.loads(self.manifest_json.read_text(encoding="utf-8"))
+        except (OSError, ValueError):
             return {}
+        return manifest if isinstance(manifest, dict) else {}
 
     @property
     def database_name(self) -> str:

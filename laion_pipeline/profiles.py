@@ -13,6 +13,7 @@ import tomllib
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Any
 
 from laion_pipeline.errors import ConfigurationError
 from laion_pipeline.layout import DEFAULT_DATABASE
@@ -62,6 +63,11 @@ class Profile:
         """Changes whenever what the profile makes of a file changes (columns, filter)."""
         what = {"columns": self.columns, "required": self.required, "filter": self.row_filter}
         return hashlib.sha256(json.dumps(what, default=asdict).encode()).hexdigest()[:12]
+
+    @property
+    def filter_parameters(self) -> dict[str, Any] | None:
+        """The row filter as a staged file's record names it (column, at_least, variable)."""
+        return asdict(self.row_filter) if self.row_filter else None
 
     @property
     def summary(self) -> dict[str, object]:

@@ -27,7 +27,7 @@ from laion_pipeline.lock import shard_lock
 from laion_pipeline.release import current_release, fault, new_release, pointed_release, switch
 from laion_pipeline.seal import Seal, valid_seal
 from laion_pipeline.shard_plan import Shard, shards_of
-from laion_pipeline.state import ReleaseInputs
+from laion_pipeline.state import ReleaseInputs, list_hashes
 
 REQUIRED_TABLES = ("images", "images_fts", "domain", *ENTITY_KINDS)
 # With several shards: the catalog's tables, and each shard's.
@@ -238,8 +238,8 @@ def _publish(
         if f.shard is not None
     ]
     # What the next run compares to decide whether a build is needed (laion_pipeline.state).
-    lists = {kind: sha256_file(layout.entity_csv(kind)) for kind in ENTITY_KINDS}
-    inputs = ReleaseInputs.of(staged.files, staged.shard_rows, staged.profile, lists)
+    lists = list_hashes({kind: layout.entity_csv(kind).read_bytes() for kind in ENTITY_KINDS})
+    inputs = ReleaseInputs.of(staged.files, shards, staged.profile, lists)
     manifest = {
         "release": release_id,
         "database": release.db.name,

@@ -186,10 +186,7 @@ def held_release(layout: DataLayout) -> dict[str, Any]:
 def hold(layout: DataLayout, served: str, replaced: str | None) -> None:
     """Remember that ``served`` was chosen by a rollback from ``replaced``: the next run leaves
     it current until an input differs from ``replaced``'s."""
-    try:
-        inputs = layout.release(replaced).manifest.get("inputs_digest") if replaced else None
-    except ValueError:  # a manifest that cannot be read holds nothing
-        inputs = None
+    inputs = layout.release(replaced).manifest.get("inputs_digest") if replaced else None
     write_json_atomic(layout.held_json, {"release": served, "rolled_back_inputs": inputs})
 
 

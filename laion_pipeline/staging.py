@@ -2,7 +2,6 @@
 of the rows: the staged files are already typed for SQLite and carry their domain)."""
 
 from collections.abc import Sequence
-from dataclasses import asdict
 from pathlib import Path
 
 import duckdb
@@ -122,7 +121,7 @@ def stage_source_file(
         missing_columns=tuple(rows.columns.missing),
         source=label,
         profile=profile.name,
-        row_filter=asdict(profile.row_filter) if profile.row_filter else None,
+        row_filter=profile.filter_parameters,
         staging_code_version=STAGING_CODE_VERSION,
         staged_sha256=sha256_file(target),
     )

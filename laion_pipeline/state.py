@@ -17,6 +17,7 @@ import hashlib
 import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
 from typing import Any
 
@@ -28,12 +29,12 @@ from laion_pipeline.inputs import (
     SourceListing,
     StagedFile,
 )
-from laion_pipeline.layout import ENTITY_KINDS, DataLayout, ReleaseFiles
+from laion_pipeline.layout import ENTITY_KINDS, DataLayout
 from laion_pipeline.lock import staged_file_lock
 from laion_pipeline.profiles import Profile
 from laion_pipeline.release import held_release, pointed_release
 from laion_pipeline.seal import read_seal
-from laion_pipeline.shard_plan import plan_shards, shard_inputs
+from laion_pipeline.shard_plan import Shard, plan_shards, shard_inputs
 from laion_pipeline.versions import STAGING_CODE_VERSION, build_code_version
 
 NOT_STAGED = "not staged"
@@ -146,7 +147,7 @@ def _check_staged(
             staged_sha256=actual,
             source=staged.source or key,
             profile=staged.profile or profile.name,
-            row_filter=dataclasses.asdict(profile.row_filter) if profile.row_filter else None,
+            row_filter=profile.filter_parameters,
         )
         repaired = f"record of {parquet.name} upgraded to format {RECORD_FORMAT}"
     elif actual != staged.staged_sha256:
@@ -193,13 +194,14 @@ class ReleaseInputs:
     def of(
         cls,
         files: Sequence[StagedFile],
-        shard_rows: int,
+        shards: Sequence[Shard],
         profile: Mapping[str, Any],
         lists: Mapping[str, str],
     ) -> ReleaseInputs:
+        """The inputs of a release of ``files`` planned as ``shards``."""
         return cls(
             tuple(f.input for f in files),
-            tuple((s.key, s.first_rowid, s.last_rowid) for s in plan_shards(files, shard_rows)),
+            tuple((s.key, s.first_rowid, s.last_rowid) for s in shards),
             dict(profile),
             {kind: lists[kind] for kind in ENTITY_KINDS},
             build_code_version(),
@@ -209,7 +211,7 @@ class ReleaseInputs:
         """The inputs as a manifest records them (JSON's lists for tuples)."""
         return json.loads(json.dumps(dataclasses.asdict(self)))
 
-    @property
+    @cached_property  # the manifest and every reported materialization name it
     def digest(self) -> str:
         return hashlib.sha256(json.dumps(self.as_dict(), sort_keys=True).encode()).hexdigest()
 
@@ -264,13 +266,10 @@ class DataFolderState:
         ]
 
 
-def shards_to_build(
-    layout: DataLayout, files: Sequence[StagedFile], shard_rows: int
-) -> tuple[str, ...]:
+def shards_to_build(layout: DataLayout, shards: Sequence[Shard]) -> tuple[str, ...]:
     """The shards of a build of several whose database is missing or whose seal names other
     inputs (a shard whose seal names these inputs is kept: its hash is checked by the
     build); none for a build of one database, which is always built."""
-    shards = plan_shards(files, shard_rows)
     if len(shards) == 1:
         return ()
     return tuple(
@@ -279,15 +278,6 @@ def shards_to_build(
         if not layout.shard_db(s.key).exists()
         or getattr(read_seal(layout.shard_db(s.key)), "inputs", None) != shard_inputs(s)
     )
-
-
-def _manifest(release: ReleaseFiles) -> dict[str, Any]:
-    """A release's manifest; empty when it cannot be read (then it stands for no inputs)."""
-    try:
-        manifest = json.loads(release.manifest_json.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, ValueError):
-        return {}
-    return manifest if isinstance(manifest, dict) else {}
 
 
 def assess(
@@ -304,38 +294,33 @@ def assess(
     build is needed: its step that reads them says what is wrong)."""
     checks = tuple(check_staged(layout, entry, profile) for entry in listing.entries)
     current = pointed_release(layout, "current")
+    staged = [c.staged for c in checks if c.staged is not None]
+    if len(staged) < len(checks) or isinstance(lists, str):
+        why = lists if isinstance(lists, str) else "source files to stage"
+        return DataFolderState(listing, checks, None, current, None, why)
+    shards = plan_shards(staged, shard_rows)
+    inputs = ReleaseInputs.of(staged, shards, profile.summary, lists)
+    to_build = shards_to_build(layout, shards)
 
     def state(
-        inputs: ReleaseInputs | None,
-        served: str | None,
-        why: str,
-        changed: tuple[str, ...] = tuple(INPUT_PARTS),
+        served: str | None, why: str, changed: tuple[str, ...] = tuple(INPUT_PARTS)
     ) -> DataFolderState:
-        staged = [c.staged for c in checks if c.staged]
-        shards = () if inputs is None else shards_to_build(layout, staged, shard_rows)
-        return DataFolderState(listing, checks, inputs, current, served, why, changed, shards)
+        return DataFolderState(listing, checks, inputs, current, served, why, changed, to_build)
 
-    if any(c.staged is None for c in checks):
-        return state(None, None, "source files to stage")
-    if isinstance(lists, str):
-        return state(None, None, lists)
-    inputs = ReleaseInputs.of(
-        [c.staged for c in checks if c.staged], shard_rows, profile.summary, lists
-    )
     release = layout.release(current) if current else None
     if release is None or not all(db.exists() for db in release.databases):
-        return state(inputs, None, "nothing is published")
-    manifest = _manifest(release)
+        return state(None, "nothing is published")
+    manifest = release.manifest
     if manifest.get("inputs_digest") == inputs.digest:
-        return state(inputs, current, "built from them", ())
+        return state(current, "built from them", ())
     held = held_release(layout)
     if held.get("release") == current and held.get("rolled_back_inputs") == inputs.digest:
         why = "served again by `make rollback`; the release it replaced was built from them"
-        return state(inputs, current, why, ())
+        return state(current, why, ())
     changed = inputs.changed(manifest.get("inputs"))
     why = (
         f"changed since release {current}: {', '.join(INPUT_PARTS[part] for part in changed)}"
         if manifest.get("inputs")
         else f"release {current} records no inputs (published by an older version)"
     )
-    return state(inputs, None, why, changed)
+    return state(None, why, changed)

@@ -14,6 +14,7 @@ from laion_pipeline.inputs import SourceEntry, SourceListing, SourceRevision
 from laion_pipeline.layout import DataLayout
 from laion_pipeline.profiles import choose_profile
 from laion_pipeline.release import held_release, new_release, rollback, switch
+from laion_pipeline.shard_plan import plan_shards
 from laion_pipeline.staging import stage_source_file
 from laion_pipeline.state import ReleaseInputs, assess, check_staged
 from laion_pipeline_tests.conftest import row, write
@@ -105,16 +106,21 @@ def test_a_release_is_needed_until_one_holds_exactly_the_inputs(staged):
     state = assess(layout, listing, profile, LISTS, 100)
     assert not state.up_to_date and state.why == "nothing is published"
     inputs = state.inputs
-    assert inputs == ReleaseInputs.of(state.staged, 100, profile.summary, LISTS)
+    assert inputs == ReleaseInputs.of(
+        state.staged, plan_shards(state.staged, 100), profile.summary, LISTS
+    )
     other = dataclasses.replace(inputs, lists={**LISTS, "artists": "b" * 64})
     assert other.changed(inputs.as_dict()) == ("lists",)
     assert inputs.changed(None) == ("files", "shards", "profile", "lists", "code_version")
     # Another shard size that plans the same shards is no change; another database name is.
-    assert ReleaseInputs.of(state.staged, 1000, profile.summary, LISTS) == inputs
-    renamed = {**profile.summary, "database": "another"}
-    assert ReleaseInputs.of(state.staged, 100, renamed, LISTS).changed(inputs.as_dict()) == (
-        "profile",
+    assert (
+        ReleaseInputs.of(state.staged, plan_shards(state.staged, 1000), profile.summary, LISTS)
+        == inputs
     )
+    renamed = {**profile.summary, "database": "another"}
+    assert ReleaseInputs.of(state.staged, plan_shards(state.staged, 100), renamed, LISTS).changed(
+        inputs.as_dict()
+    ) == ("profile",)
     assert "could not" in assess(layout, listing, profile, "could not read", 100).why
 
 
