@@ -78,6 +78,7 @@ test-fast: $(STAMP)
 lint: $(STAMP)
 	$(BIN)/ruff check laion_pipeline laion_pipeline_tests benchmarks
 	$(BIN)/ruff format --check laion_pipeline laion_pipeline_tests benchmarks
+	$(BIN)/lint-imports
 
 ## The Dagster UI on http://127.0.0.1:3000 (webserver, daemon and code server, through `dg`)
 dev: $(STAMP) $(INSTANCE)

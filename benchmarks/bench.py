@@ -29,7 +29,7 @@ from benchmarks.synthetic import (
     generate_release,
     sample_entity_names,
 )
-from laion_pipeline.layout import ENTITY_KINDS, DataLayout
+from laion_pipeline.common.layout import ENTITY_KINDS, DataLayout
 
 NAME_LIST_SIZES = {"artists": 2_000, "celebrities": 2_000, "characters": 1_000}
 
@@ -102,9 +102,13 @@ def run_ours(parquet: Path, lists: Path, data: Path) -> dict[str, Any]:
     stage)."""
     from dagster import AssetSelection, DagsterEventType, DagsterInstance, materialize
 
-    from laion_pipeline.definitions import all_asset_checks, all_assets, make_definitions
-    from laion_pipeline.jobs import shard_run_tags
-    from laion_pipeline.resources import build_resources
+    from laion_pipeline.orchestration.definitions import (
+        all_asset_checks,
+        all_assets,
+        make_definitions,
+    )
+    from laion_pipeline.orchestration.jobs import shard_run_tags
+    from laion_pipeline.orchestration.resources import build_resources
 
     env = {
         "LAION_SOURCE": "local",
@@ -196,8 +200,8 @@ def run_ours(parquet: Path, lists: Path, data: Path) -> dict[str, Any]:
 def bench_staging(work: Path, rows: int, files: int = 4) -> str:
     """The filter and staging step alone (`stage_file`, one DuckDB thread: one core) on files
     shaped like today's releases: rows read per second per core, rows kept, bytes per row."""
-    from laion_pipeline.ingest import stage_file
-    from laion_pipeline.profiles import load_profiles
+    from laion_pipeline.sources.ingest import stage_file
+    from laion_pipeline.sources.profiles import load_profiles
 
     profiles = load_profiles()
     lines = [

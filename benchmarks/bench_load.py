@@ -40,8 +40,8 @@ from pathlib import Path
 
 from benchmarks.bench import machine, print_and_record
 from benchmarks.bench_search import _timed_get, serving
-from laion_pipeline.layout import ENTITY_KINDS, DataLayout
-from laion_pipeline.shard_search import COUNT_CAP, COUNT_CAP_VARIABLE
+from laion_pipeline.common.layout import ENTITY_KINDS, DataLayout
+from laion_pipeline.search.shard_search import COUNT_CAP, COUNT_CAP_VARIABLE
 
 LOAD_MARKER = "<!-- load benchmark -->"
 PRESS_REQUESTS = 1_000

@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from benchmarks.bench import machine, prepare_inputs, update_report
-from laion_pipeline.layout import ENTITY_KINDS
+from laion_pipeline.common.layout import ENTITY_KINDS
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent

@@ -27,10 +27,10 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from benchmarks.bench import SEARCH_MARKER, print_and_record
-from laion_pipeline.datasette import SHARD_SEARCH_URL
-from laion_pipeline.layout import DataLayout
-from laion_pipeline.phrases import laion_match
-from laion_pipeline.shard_search import COUNT_CAP
+from laion_pipeline.common.layout import DataLayout
+from laion_pipeline.common.phrases import laion_match
+from laion_pipeline.releases.datasette_files import SHARD_SEARCH_URL
+from laion_pipeline.search.shard_search import COUNT_CAP
 
 # What is searched: the generator's captions use "the" in over half of them, rare made-up
 # words, and the names of the sample lists.

@@ -23,8 +23,8 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from laion_pipeline.layout import SAMPLE_DIR
-from laion_pipeline.schema import LAION_ARROW_SCHEMA
+from laion_pipeline.common.layout import SAMPLE_DIR
+from laion_pipeline.common.schema import LAION_ARROW_SCHEMA
 
 SAMPLE_ROWS = 7_000
 FILE_COUNT = 7

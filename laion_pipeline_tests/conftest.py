@@ -21,15 +21,15 @@ from dagster import (
 )
 from dagster._core.definitions.observe import observe
 
-from laion_pipeline.assets.sources import hf_dataset
-from laion_pipeline.definitions import all_asset_checks, all_assets
-from laion_pipeline.inputs import SourceListing
-from laion_pipeline.jobs import shard_run_tags
-from laion_pipeline.layout import DataLayout
-from laion_pipeline.resources import build_resources
-from laion_pipeline.schema import LAION_ARROW_SCHEMA
-from laion_pipeline.sensors import refresh_stale_assets
-from laion_pipeline.state import check_staged
+from laion_pipeline.build.state import check_staged
+from laion_pipeline.common.layout import DataLayout
+from laion_pipeline.common.schema import LAION_ARROW_SCHEMA
+from laion_pipeline.orchestration.assets.sources import hf_dataset
+from laion_pipeline.orchestration.definitions import all_asset_checks, all_assets
+from laion_pipeline.orchestration.jobs import shard_run_tags
+from laion_pipeline.orchestration.resources import build_resources
+from laion_pipeline.orchestration.sensors import refresh_stale_assets
+from laion_pipeline.sources.inputs import SourceListing
 from laion_pipeline_tests.fake_hub import FakeHub, start_server
 
 

@@ -13,7 +13,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from laion_pipeline.datasette import SEARCH_PAGE_ROWS
+from laion_pipeline.releases.datasette_files import SEARCH_PAGE_ROWS
 from laion_pipeline_tests.dagster_dev import REPO_ROOT, free_port
 
 DB = "laion-aesthetic-6pls"

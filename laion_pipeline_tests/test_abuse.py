@@ -1,6 +1,6 @@
 """A hostile visitor through a real Datasette (`python -m laion_pipeline serve`): every URL
 answers 4xx or the page, never 500; no request makes the server allocate past the limits of
-`laion_pipeline.limits`; a NUL is text like any other; the report is served without following
+`laion_pipeline.serve.limits`; a NUL is text like any other; the report is served without following
 a link planted in its folder, and every response says `nosniff`."""
 
 import json
@@ -15,9 +15,9 @@ from pathlib import Path
 
 import pytest
 
-from laion_pipeline.datasette import SERVE_SETTINGS
-from laion_pipeline.layout import REPORT_URL, DataLayout
-from laion_pipeline.phrases import MAX_QUERY_CHARS
+from laion_pipeline.common.layout import REPORT_URL, DataLayout
+from laion_pipeline.common.phrases import MAX_QUERY_CHARS
+from laion_pipeline.releases.datasette_files import SERVE_SETTINGS
 from laion_pipeline_tests.datasette_site import DB, served
 
 

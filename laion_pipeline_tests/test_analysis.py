@@ -13,14 +13,20 @@ import pytest
 from dagster import DagsterInstance, materialize
 from PIL import Image
 
-from laion_pipeline import analysis as analysis_module
-from laion_pipeline.analysis import NUMBERS, ChartError, chart_figures, charts
-from laion_pipeline.charts import png, texts_outside
-from laion_pipeline.definitions import all_asset_checks, all_assets
-from laion_pipeline.layout import ENTITY_KINDS, REPORT_CHARTS, REPORT_FILES, SAMPLE_DIR, DataLayout
-from laion_pipeline.lock import data_dir_lock
-from laion_pipeline.release import rollback
-from laion_pipeline.resources import build_resources
+from laion_pipeline.analysis import findings as analysis_module
+from laion_pipeline.analysis.charts import png, texts_outside
+from laion_pipeline.analysis.findings import NUMBERS, ChartError, chart_figures, charts
+from laion_pipeline.common.layout import (
+    ENTITY_KINDS,
+    REPORT_CHARTS,
+    REPORT_FILES,
+    SAMPLE_DIR,
+    DataLayout,
+)
+from laion_pipeline.orchestration.definitions import all_asset_checks, all_assets
+from laion_pipeline.orchestration.resources import build_resources
+from laion_pipeline.releases.lock import data_dir_lock
+from laion_pipeline.releases.switch import rollback
 from laion_pipeline_tests.conftest import build, failure_text, local, row, tokens, write
 
 
@@ -222,7 +228,7 @@ def test_a_chart_that_cannot_be_drawn_names_its_list_and_label(analysis):
 def test_the_mean_aesthetic_score_does_not_depend_on_the_threads_that_sum_it():
     import duckdb
 
-    from laion_pipeline.analysis import distributions
+    from laion_pipeline.analysis.findings import distributions
 
     duck = duckdb.connect()
     duck.execute(

@@ -11,8 +11,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from laion_pipeline.layout import DataLayout
-from laion_pipeline.schema import LAION_ARROW_SCHEMA
+from laion_pipeline.common.layout import DataLayout
+from laion_pipeline.common.schema import LAION_ARROW_SCHEMA
 from laion_pipeline_tests.conftest import build, failure_text, local, phrase_count, row, write
 
 

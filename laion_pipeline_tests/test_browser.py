@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from laion_pipeline.layout import REPORT_CHARTS
+from laion_pipeline.common.layout import REPORT_CHARTS
 from laion_pipeline_tests.dagster_dev import REPO_ROOT
 from laion_pipeline_tests.datasette_site import DB, served
 

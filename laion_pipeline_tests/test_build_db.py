@@ -3,7 +3,7 @@ written again once published; the caption index rebuilt alone when asked."""
 
 import sqlite3
 
-from laion_pipeline.layout import DataLayout
+from laion_pipeline.common.layout import DataLayout
 from laion_pipeline_tests.conftest import build
 
 
@@ -66,7 +66,7 @@ def test_a_full_build_starts_a_fresh_file_without_leftovers(tmp_path):
 def test_a_failing_index_process_fails_the_step_with_its_error(tmp_path):
     import pytest
 
-    from laion_pipeline.fts import SideIndex
+    from laion_pipeline.build.fts import SideIndex
 
     side = SideIndex(tmp_path / "side.db", "CREATE VIEW staging_images AS SELECT nonsense")
     with pytest.raises(RuntimeError, match=r"building the caption index failed: .*nonsense"):

@@ -10,7 +10,7 @@ from email.message import Message
 
 import pytest
 
-from laion_pipeline.cache import MAX_AGE_SECONDS, CachedResponse, ResponseCache
+from laion_pipeline.serve.cache import MAX_AGE_SECONDS, CachedResponse, ResponseCache
 from laion_pipeline_tests.datasette_site import DB, served
 
 

@@ -11,13 +11,13 @@ import pytest
 from dagster import AssetCheckSeverity, build_asset_check_context
 from pytest_httpserver import HTTPServer
 
-from laion_pipeline.assets.checks import caption_index_matches_captions
-from laion_pipeline.build_db import open_build_db
-from laion_pipeline.fts import FTS_DDL, caption_index_mismatches
-from laion_pipeline.layout import SAMPLE_DIR, DataLayout
-from laion_pipeline.publish import manifest_problems
-from laion_pipeline.resources import EntityLists, LaionData
-from laion_pipeline.schema import LAION_ARROW_SCHEMA
+from laion_pipeline.build.build_db import open_build_db
+from laion_pipeline.build.fts import FTS_DDL, caption_index_mismatches
+from laion_pipeline.build.publish import manifest_problems
+from laion_pipeline.common.layout import SAMPLE_DIR, DataLayout
+from laion_pipeline.common.schema import LAION_ARROW_SCHEMA
+from laion_pipeline.orchestration.assets.checks import caption_index_matches_captions
+from laion_pipeline.orchestration.resources import EntityLists, LaionData
 from laion_pipeline_tests.conftest import build, failure_text, local, row, write
 
 
@@ -45,8 +45,8 @@ def test_a_retyped_column_fails_its_file_and_stops_the_build(tmp_path):
 
 
 def test_the_schema_check_passes_on_the_staged_files(sample_build):
-    from laion_pipeline.assets.checks import laion_columns_and_types
-    from laion_pipeline.resources import build_resources
+    from laion_pipeline.orchestration.assets.checks import laion_columns_and_types
+    from laion_pipeline.orchestration.resources import build_resources
 
     resources = build_resources({"LAION_DATA_DIR": str(sample_build.root)})
     result = laion_columns_and_types(resources["laion_data"], resources["staging_duckdb"])

@@ -16,7 +16,7 @@ import pytest
 from dagster import DagsterInstance, DagsterRunStatus, RunsFilter
 from dagster._core.storage.tags import REPOSITORY_LABEL_TAG
 
-from laion_pipeline.layout import DataLayout
+from laion_pipeline.common.layout import DataLayout
 
 PROJECT = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent

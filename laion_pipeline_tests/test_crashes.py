@@ -17,9 +17,9 @@ import pyarrow.parquet as pq
 import pytest
 
 from benchmarks.synthetic import generate, sample_entity_names
-from laion_pipeline.assets.serving import manifest_problems
-from laion_pipeline.files import sha256_file
-from laion_pipeline.layout import DataLayout
+from laion_pipeline.common.files import sha256_file
+from laion_pipeline.common.layout import DataLayout
+from laion_pipeline.orchestration.assets.serving import manifest_problems
 from laion_pipeline_tests.conftest import REPO_ROOT, build, run_command
 
 # Enough rows that each stage lasts long enough to be caught (a tenth of a second or more).
@@ -191,11 +191,11 @@ child = subprocess.Popen([sys.executable, "-c", sys.argv[1], str(os.getpid())])
 print(child.pid, flush=True)
 child.wait()
 """
-# The child: what `python -m laion_pipeline.fts` does first (given its parent's pid, since the
+# The child: what `python -m laion_pipeline.build.fts` does first (given its parent's pid, since the
 # parent may be gone before the child gets to ask), then a long index build.
 CHILD = """
 import sys, time
-from laion_pipeline.fts import _exit_with_parent
+from laion_pipeline.build.fts import _exit_with_parent
 _exit_with_parent(int(sys.argv[1]), every=0.1)
 time.sleep(60)
 """

@@ -20,10 +20,10 @@ from dagster import (
     RunsFilter,
 )
 
-from laion_pipeline.definitions import make_definitions
-from laion_pipeline.layout import ENTITY_KINDS, SAMPLE_DIR, DataLayout
-from laion_pipeline.lock import data_dir_lock
-from laion_pipeline.resources import build_resources
+from laion_pipeline.common.layout import ENTITY_KINDS, SAMPLE_DIR, DataLayout
+from laion_pipeline.orchestration.definitions import make_definitions
+from laion_pipeline.orchestration.resources import build_resources
+from laion_pipeline.releases.lock import data_dir_lock
 from laion_pipeline_tests.conftest import evaluate_sensor, local, row, run_command, write
 
 FILES = ("part-0.parquet", "part-1.parquet", "part-2.parquet")

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from laion_pipeline.datasette import datasette_metadata
+from laion_pipeline.releases.datasette_files import datasette_metadata
 
 PROJECT = Path(__file__).resolve().parents[1]
 

@@ -8,7 +8,7 @@ import pytest
 from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
-from laion_pipeline.ingest import domain_sql
+from laion_pipeline.sources.ingest import domain_sql
 
 ODD_URLS = [
     "https://i.pinimg.com/originals/ab.jpg",

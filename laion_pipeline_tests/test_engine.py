@@ -19,9 +19,9 @@ import pytest
 from celery import Celery
 from dagster import AssetKey, DagsterInstance, DagsterRunStatus, RunsFilter
 
-from laion_pipeline.layout import DataLayout
-from laion_pipeline.publish import release_problems
-from laion_pipeline.release import current_release, pointed_release
+from laion_pipeline.build.publish import release_problems
+from laion_pipeline.common.layout import DataLayout
+from laion_pipeline.releases.switch import current_release, pointed_release
 from laion_pipeline_tests.conftest import REPO_ROOT
 
 REDIS = shutil.which("redis-server")

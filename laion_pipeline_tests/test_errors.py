@@ -8,9 +8,9 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from laion_pipeline.errors import InvalidInputError
-from laion_pipeline.inputs import parse_entity_csv
-from laion_pipeline.layout import DataLayout
+from laion_pipeline.common.errors import InvalidInputError
+from laion_pipeline.common.layout import DataLayout
+from laion_pipeline.sources.inputs import parse_entity_csv
 from laion_pipeline_tests.conftest import build, failure_text
 
 
@@ -111,7 +111,7 @@ def test_bad_name_lists_are_refused_clearly(data, message):
 
 
 def test_too_little_disk_is_refused_before_the_build_starts(tmp_path, monkeypatch):
-    from laion_pipeline.assets import search
+    from laion_pipeline.orchestration.assets import search
 
     assert build(tmp_path).success
     layout = DataLayout(tmp_path.resolve())
@@ -128,8 +128,8 @@ def test_too_little_disk_is_refused_before_the_build_starts(tmp_path, monkeypatc
 
 @pytest.mark.fast
 def test_check_free_disk_measures_the_real_file_system(tmp_path):
-    from laion_pipeline.errors import NotEnoughDiskError
-    from laion_pipeline.files import check_free_disk
+    from laion_pipeline.common.errors import NotEnoughDiskError
+    from laion_pipeline.common.files import check_free_disk
 
     free = shutil.disk_usage(tmp_path).free
     check_free_disk(tmp_path, free // 2, "a small step")
@@ -139,7 +139,7 @@ def test_check_free_disk_measures_the_real_file_system(tmp_path):
 
 @pytest.mark.fast
 def test_small_sizes_are_said_in_megabytes():
-    from laion_pipeline.files import disk_size
+    from laion_pipeline.common.files import disk_size
 
     assert [disk_size(n) for n in (1, 3_400_000, 999_000_000, 2_500_000_000)] == [
         "1 MB",
@@ -151,9 +151,9 @@ def test_small_sizes_are_said_in_megabytes():
 
 @pytest.mark.fast
 def test_a_disk_that_fills_up_is_said_as_such_with_the_folder_and_the_space(tmp_path):
-    from laion_pipeline.db import sqlite_connect, sqlite_transaction
-    from laion_pipeline.errors import NotEnoughDiskError
-    from laion_pipeline.files import disk_for
+    from laion_pipeline.common.db import sqlite_connect, sqlite_transaction
+    from laion_pipeline.common.errors import NotEnoughDiskError
+    from laion_pipeline.common.files import disk_for
 
     conn = sqlite_connect(tmp_path / "full.db")
     conn.execute("CREATE TABLE t (x)")
@@ -178,9 +178,9 @@ def test_the_disk_a_build_needs_is_estimated_from_its_rows_not_its_compression(t
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    from laion_pipeline.fts import FTS_DDL
-    from laion_pipeline.inputs import StagedFile
-    from laion_pipeline.tables import estimated_database_bytes
+    from laion_pipeline.build.fts import FTS_DDL
+    from laion_pipeline.build.tables import estimated_database_bytes
+    from laion_pipeline.sources.inputs import StagedFile
 
     rows = 20_000
     caption = "an oil painting of a lighthouse by the sea at dusk, " * 6  # compresses away

@@ -13,9 +13,9 @@ import time
 
 import pytest
 
-from laion_pipeline.assets.serving import manifest_problems
-from laion_pipeline.layout import DataLayout
-from laion_pipeline.lock import data_dir_lock
+from laion_pipeline.common.layout import DataLayout
+from laion_pipeline.orchestration.assets.serving import manifest_problems
+from laion_pipeline.releases.lock import data_dir_lock
 from laion_pipeline_tests.conftest import build, failure_text, run_command
 
 
@@ -38,8 +38,8 @@ def test_a_data_dir_that_cannot_be_written_fails_clearly(tmp_path, data_dir, mes
 HOLD_LOCK = """
 import sys, time
 from pathlib import Path
-from laion_pipeline.layout import DataLayout
-from laion_pipeline.lock import data_dir_lock
+from laion_pipeline.common.layout import DataLayout
+from laion_pipeline.releases.lock import data_dir_lock
 with data_dir_lock(DataLayout(Path(sys.argv[1]))):
     print("locked", flush=True)
     time.sleep(float(sys.argv[2]))

@@ -24,12 +24,12 @@ from dagster._utils.test.data_versions import get_stale_status_resolver
 from tqdm.auto import tqdm
 from werkzeug import Request, Response
 
-from laion_pipeline.assets.sources import hf_dataset
-from laion_pipeline.definitions import all_assets
-from laion_pipeline.hub import HubClient, HubError, append_download
-from laion_pipeline.layout import SAMPLE_DIR, DataLayout
-from laion_pipeline.resources import EntityLists, HuggingFaceSource, build_resources
-from laion_pipeline.schema import LAION_ARROW_SCHEMA
+from laion_pipeline.common.layout import SAMPLE_DIR, DataLayout
+from laion_pipeline.common.schema import LAION_ARROW_SCHEMA
+from laion_pipeline.orchestration.assets.sources import hf_dataset
+from laion_pipeline.orchestration.definitions import all_assets
+from laion_pipeline.orchestration.resources import EntityLists, HuggingFaceSource, build_resources
+from laion_pipeline.sources.hub import HubClient, HubError, append_download
 from laion_pipeline_tests.conftest import build, failure_text
 from laion_pipeline_tests.fake_hub import FakeHub, start_server
 
@@ -448,16 +448,16 @@ RESTAGE = """
 import json, sys
 from pathlib import Path
 
-import laion_pipeline.files as files
+import laion_pipeline.common.files as files
 
 hashed = []
 sha256_file = files.sha256_file
 files.sha256_file = lambda path: hashed.append(str(path)) or sha256_file(path)
 
-from laion_pipeline.inputs import SourceListing
-from laion_pipeline.layout import DataLayout
-from laion_pipeline.resources import HuggingFaceSource, build_resources
-from laion_pipeline.staging import stage_source_file
+from laion_pipeline.sources.inputs import SourceListing
+from laion_pipeline.common.layout import DataLayout
+from laion_pipeline.orchestration.resources import HuggingFaceSource, build_resources
+from laion_pipeline.build.staging import stage_source_file
 
 data, endpoint, repo, key = sys.argv[1:]
 laion_data = build_resources({"LAION_DATA_DIR": data})["laion_data"]

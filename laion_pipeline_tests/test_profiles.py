@@ -8,10 +8,10 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from laion_pipeline.errors import ConfigurationError, InvalidInputError
-from laion_pipeline.ingest import stage_file
-from laion_pipeline.profiles import choose_profile, load_profiles
-from laion_pipeline.resources import build_resources
+from laion_pipeline.common.errors import ConfigurationError, InvalidInputError
+from laion_pipeline.orchestration.resources import build_resources
+from laion_pipeline.sources.ingest import stage_file
+from laion_pipeline.sources.profiles import choose_profile, load_profiles
 
 pytestmark = pytest.mark.fast
 

@@ -6,7 +6,7 @@ import sys
 
 import pytest
 
-from laion_pipeline.progress import Progress, wait_logging
+from laion_pipeline.common.progress import Progress, wait_logging
 
 pytestmark = pytest.mark.fast
 

@@ -15,12 +15,12 @@ import time
 import pytest
 
 from benchmarks.synthetic import generate, sample_entity_names
-from laion_pipeline.layout import DataLayout, staged
-from laion_pipeline.lock import data_dir_lock
-from laion_pipeline.publish import publish as publish_core
-from laion_pipeline.publish import release_problems
-from laion_pipeline.release import FAULT_VARIABLE, current_release, pointed_release
-from laion_pipeline.report import report_problems
+from laion_pipeline.analysis.report import report_problems
+from laion_pipeline.build.publish import publish as publish_core
+from laion_pipeline.build.publish import release_problems
+from laion_pipeline.common.layout import DataLayout, staged
+from laion_pipeline.releases.lock import data_dir_lock
+from laion_pipeline.releases.switch import FAULT_VARIABLE, current_release, pointed_release
 from laion_pipeline_tests.conftest import build
 from laion_pipeline_tests.datasette_site import DB, served
 
@@ -51,9 +51,9 @@ def publish(data_dir, kill_at: str | None = None) -> subprocess.CompletedProcess
 PUBLISH = """
 import sys
 from pathlib import Path
-from laion_pipeline.layout import DataLayout
-from laion_pipeline.lock import data_dir_lock
-from laion_pipeline.publish import publish
+from laion_pipeline.common.layout import DataLayout
+from laion_pipeline.releases.lock import data_dir_lock
+from laion_pipeline.build.publish import publish
 layout = DataLayout(Path(sys.argv[1]))
 with data_dir_lock(layout):
     publish(layout)

@@ -8,12 +8,12 @@ import sqlite3
 import pytest
 from dagster import DagsterInstance, RunRequest
 
-from laion_pipeline import versions
-from laion_pipeline.definitions import make_definitions
-from laion_pipeline.inputs import SourceListing
-from laion_pipeline.jobs import BUILD, data_folder_state, shard_run_tags
-from laion_pipeline.layout import ENTITY_KINDS, SAMPLE_DIR, DataLayout
-from laion_pipeline.resources import build_resources
+from laion_pipeline.common import versions
+from laion_pipeline.common.layout import ENTITY_KINDS, SAMPLE_DIR, DataLayout
+from laion_pipeline.orchestration.definitions import make_definitions
+from laion_pipeline.orchestration.jobs import BUILD, data_folder_state, shard_run_tags
+from laion_pipeline.orchestration.resources import build_resources
+from laion_pipeline.sources.inputs import SourceListing
 from laion_pipeline_tests.conftest import evaluate_sensor
 
 ENTITY_REFRESH = [

@@ -9,9 +9,9 @@ from pathlib import Path
 
 import pytest
 
-from laion_pipeline.errors import StaleInputError
-from laion_pipeline.layout import DEFAULT_DATABASE, DataLayout
-from laion_pipeline.release import (
+from laion_pipeline.common.errors import StaleInputError
+from laion_pipeline.common.layout import DEFAULT_DATABASE, DataLayout
+from laion_pipeline.releases.switch import (
     current_release,
     new_release,
     pointed_release,

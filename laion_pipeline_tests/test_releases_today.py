@@ -16,9 +16,9 @@ import pytest
 from dagster import DagsterInstance
 
 from benchmarks.synthetic import generate_release, read_names, sample_entity_names
-from laion_pipeline.inputs import SourceListing
-from laion_pipeline.layout import ENTITY_KINDS, SAMPLE_DIR, DataLayout
-from laion_pipeline.profiles import load_profiles
+from laion_pipeline.common.layout import ENTITY_KINDS, SAMPLE_DIR, DataLayout
+from laion_pipeline.sources.inputs import SourceListing
+from laion_pipeline.sources.profiles import load_profiles
 from laion_pipeline_tests.conftest import build, failure_text, phrase_count
 from laion_pipeline_tests.fake_hub import FakeHub, start_server
 from laion_pipeline_tests.test_served_release import served

@@ -6,8 +6,8 @@ from pathlib import Path
 import pyarrow.parquet as pq
 
 from benchmarks.synthetic import SAMPLE_ROWS, generate, sample_entity_names
-from laion_pipeline.layout import REPORT_FILES, SAMPLE_DIR, DataLayout
-from laion_pipeline.schema import LAION_ARROW_SCHEMA
+from laion_pipeline.common.layout import REPORT_FILES, SAMPLE_DIR, DataLayout
+from laion_pipeline.common.schema import LAION_ARROW_SCHEMA
 from laion_pipeline_tests.conftest import build
 
 

@@ -13,8 +13,8 @@ import pytest
 from datasette.utils import detect_fts
 
 from benchmarks.synthetic import read_names
-from laion_pipeline.layout import ENTITY_KINDS, SAMPLE_DIR
-from laion_pipeline.schema import IMAGE_COLUMNS
+from laion_pipeline.common.layout import ENTITY_KINDS, SAMPLE_DIR
+from laion_pipeline.common.schema import IMAGE_COLUMNS
 from laion_pipeline_tests.conftest import phrase_count
 
 

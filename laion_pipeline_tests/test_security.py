@@ -12,9 +12,9 @@ from pathlib import Path
 import pytest
 from dagster import DagsterInstance
 
-from laion_pipeline.layout import SAMPLE_DIR, DataLayout
-from laion_pipeline.metadata import markdown_list, markdown_table
-from laion_pipeline.web import public_url
+from laion_pipeline.common.layout import SAMPLE_DIR, DataLayout
+from laion_pipeline.common.web import public_url
+from laion_pipeline.orchestration.metadata import markdown_list, markdown_table
 from laion_pipeline_tests.conftest import build
 from laion_pipeline_tests.dagster_dev import REPO_ROOT
 from laion_pipeline_tests.datasette_site import DB, served

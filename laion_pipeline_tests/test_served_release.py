@@ -9,11 +9,11 @@ import sqlite3
 import pytest
 from datasette.app import Datasette
 
-from laion_pipeline.datasette import inspect_data, table_counts
-from laion_pipeline.datasette_plugin import RELEASE_HEADER
-from laion_pipeline.files import sha256_file
-from laion_pipeline.layout import DEFAULT_DATABASE, REPORT_URL, DataLayout
-from laion_pipeline.release import new_release, switch
+from laion_pipeline.common.files import sha256_file
+from laion_pipeline.common.layout import DEFAULT_DATABASE, REPORT_URL, DataLayout
+from laion_pipeline.releases.datasette_files import inspect_data, table_counts
+from laion_pipeline.releases.switch import new_release, switch
+from laion_pipeline.serve.plugin import RELEASE_HEADER
 
 pytestmark = pytest.mark.fast
 

@@ -17,16 +17,16 @@ import urllib.request
 import pytest
 from datasette.app import Datasette
 
-from laion_pipeline.datasette import SEARCH_PAGE_ROWS
-from laion_pipeline.datasette_plugin import (
+from laion_pipeline.common.layout import REPORT_FILES, REPORT_URL
+from laion_pipeline.releases.datasette_files import SEARCH_PAGE_ROWS
+from laion_pipeline.search.shard_search import COUNT_CAP, COUNT_CAP_VARIABLE, count_cap
+from laion_pipeline.serve.plugin import (
     images_table,
     laion_match,
     marked_caption,
     readable_float,
     render_cell,
 )
-from laion_pipeline.layout import REPORT_FILES, REPORT_URL
-from laion_pipeline.shard_search import COUNT_CAP, COUNT_CAP_VARIABLE, count_cap
 from laion_pipeline_tests.conftest import phrase_count, tokens
 from laion_pipeline_tests.datasette_site import DB, served
 
@@ -334,7 +334,7 @@ def test_the_plugin_has_every_hook_when_imported_before_datasette():
     """A script that imports the plugin first makes `import datasette` load the entry points
     while the plugin is half defined; it registers itself again once whole."""
     code = (
-        "import laion_pipeline.datasette_plugin as plugin\n"
+        "import laion_pipeline.serve.plugin as plugin\n"
         "from datasette.plugins import pm\n"
         "print(sorted(h.name for h in pm.get_hookcallers(plugin)))\n"
     )

@@ -8,7 +8,7 @@ import time
 import urllib.error
 import urllib.request
 
-from laion_pipeline.layout import DataLayout
+from laion_pipeline.common.layout import DataLayout
 from laion_pipeline_tests.conftest import build
 from laion_pipeline_tests.datasette_site import DB, served
 

@@ -16,13 +16,13 @@ import pytest
 from dagster import DagsterInstance
 
 from benchmarks.bench import SEARCH_MARKER
-from laion_pipeline.errors import PublishCheckError
-from laion_pipeline.files import sha256_file
-from laion_pipeline.layout import DataLayout, ReleaseFiles
-from laion_pipeline.lock import data_dir_lock
-from laion_pipeline.publish import publish, release_problems
-from laion_pipeline.release import current_release, pointed_release
-from laion_pipeline.seal import prepare, seal, valid_seal
+from laion_pipeline.build.publish import publish, release_problems
+from laion_pipeline.build.seal import prepare, seal, valid_seal
+from laion_pipeline.common.errors import PublishCheckError
+from laion_pipeline.common.files import sha256_file
+from laion_pipeline.common.layout import DataLayout, ReleaseFiles
+from laion_pipeline.releases.lock import data_dir_lock
+from laion_pipeline.releases.switch import current_release, pointed_release
 from laion_pipeline_tests.conftest import build
 from laion_pipeline_tests.test_served_release import served
 

@@ -9,15 +9,15 @@ import sqlite3
 import pytest
 
 from benchmarks.synthetic import sample_entity_names
-from laion_pipeline.ingest import stage_file
-from laion_pipeline.inputs import StagedFile
-from laion_pipeline.layout import SAMPLE_DIR
-from laion_pipeline.phrases import laion_match
-from laion_pipeline.profiles import choose_profile
-from laion_pipeline.shard_plan import plan_shards
-from laion_pipeline.shard_search import SearchedShard, search_page
-from laion_pipeline.shards import build_shard, catalog_domains, count_phrase_in_shards
-from laion_pipeline.tables import count_phrase
+from laion_pipeline.build.shard_plan import plan_shards
+from laion_pipeline.build.shards import build_shard, catalog_domains, count_phrase_in_shards
+from laion_pipeline.build.tables import count_phrase
+from laion_pipeline.common.layout import SAMPLE_DIR
+from laion_pipeline.common.phrases import laion_match
+from laion_pipeline.search.shard_search import SearchedShard, search_page
+from laion_pipeline.sources.ingest import stage_file
+from laion_pipeline.sources.inputs import StagedFile
+from laion_pipeline.sources.profiles import choose_profile
 
 pytestmark = pytest.mark.fast
 

@@ -9,14 +9,14 @@ from pathlib import Path
 
 import pytest
 
-from laion_pipeline.errors import ConfigurationError
-from laion_pipeline.inputs import SourceEntry, SourceListing, SourceRevision
-from laion_pipeline.layout import DataLayout
-from laion_pipeline.profiles import choose_profile
-from laion_pipeline.release import held_release, new_release, rollback, switch
-from laion_pipeline.shard_plan import plan_shards
-from laion_pipeline.staging import stage_source_file
-from laion_pipeline.state import ReleaseInputs, assess, check_staged
+from laion_pipeline.build.shard_plan import plan_shards
+from laion_pipeline.build.staging import stage_source_file
+from laion_pipeline.build.state import ReleaseInputs, assess, check_staged
+from laion_pipeline.common.errors import ConfigurationError
+from laion_pipeline.common.layout import DataLayout
+from laion_pipeline.releases.switch import held_release, new_release, rollback, switch
+from laion_pipeline.sources.inputs import SourceEntry, SourceListing, SourceRevision
+from laion_pipeline.sources.profiles import choose_profile
 from laion_pipeline_tests.conftest import row, write
 
 pytestmark = pytest.mark.fast
@@ -126,7 +126,7 @@ def test_a_release_is_needed_until_one_holds_exactly_the_inputs(staged):
 
 def test_a_new_staging_code_version_stages_every_file_again(staged, monkeypatch):
     layout, _, entry, profile = staged
-    monkeypatch.setattr("laion_pipeline.state.STAGING_CODE_VERSION", "99")
+    monkeypatch.setattr("laion_pipeline.build.state.STAGING_CODE_VERSION", "99")
     check = check_staged(layout, entry, profile)
     assert check.staged is None and "staged by staging code version 2, now 99" in check.reason
     # A record of the first format was written by staging code version 2: not upgraded to 99.

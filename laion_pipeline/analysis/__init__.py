@@ -1,0 +1,1 @@
+"""The 2022 findings as figures, charts and a report."""

@@ -1,0 +1,256 @@
+"""Shards: the staged files, in listing order, grouped into parts of at most ``max_rows`` kept
+rows (``LAION_SHARD_ROWS``), each built into a SQLite database of its own on one core from its
+files alone: its `images` (with their release-wide rowids, so the release's order is shard,
+then rowid, and one key pages a search across shards), `images_fts`, and its own `domain`
+table (ids local to the shard, counts of the shard).
+
+The catalog is the totals over every shard, as sums of the shards' parts: each host's count,
+with ids numbered in the order hosts first appear in the release (the ids one database of the
+whole release gives them), and each name's count of captions naming it.
+"""
+
+from __future__ import annotations
+
+import functools
+import sqlite3
+from collections.abc import Iterable, Iterator, Sequence
+from concurrent.futures import ProcessPoolExecutor
+from contextlib import ExitStack, contextmanager
+from dataclasses import dataclass
+from multiprocessing import get_context
+from pathlib import Path
+from typing import Any
+
+import duckdb
+
+from laion_pipeline.build.build_db import (
+    SIDE_FILES,
+    open_writable,
+    remove_side_files,
+    require_table,
+)
+from laion_pipeline.build.fts import build_images_fts
+from laion_pipeline.build.seal import built_from, prepare, seal, unseal
+from laion_pipeline.build.shard_plan import Shard, plan_shards, shard_inputs
+from laion_pipeline.build.staging import staged_files_of, staging_view_sql
+from laion_pipeline.build.tables import (
+    BUILD_PEAK_PER_DATABASE_BYTE,
+    DOMAIN_DDL,
+    build_domains,
+    count_phrase,
+    estimated_database_bytes,
+    load_images,
+)
+from laion_pipeline.common.db import sqlite_connect, sqlite_transaction
+from laion_pipeline.common.errors import StaleInputError
+from laion_pipeline.common.files import disk_for
+from laion_pipeline.common.layout import DataLayout
+from laion_pipeline.releases.lock import shard_lock
+from laion_pipeline.search.lookup import build_host_search
+from laion_pipeline.sources.inputs import SourceListing
+from laion_pipeline.sources.profiles import Profile
+
+SHARDS_DDL = (
+    "CREATE TABLE shards (key TEXT PRIMARY KEY, first_rowid INTEGER, last_rowid INTEGER, "
+    "images INTEGER, files TEXT)"
+)
+
+
+def plan_of_staged_files(
+    layout: DataLayout, profile: Profile, shard_rows: int
+) -> tuple[Shard, ...]:
+    """The shards ``staging_images`` will plan from the staged files of the observed listing
+    (an error naming the files not staged yet)."""
+    return plan_shards(staged_files_of(layout, SourceListing.read(layout), profile), shard_rows)
+
+
+def shard_file(layout: DataLayout, shards: Sequence[Shard], key: str) -> Path:
+    """Where the shard ``key`` is built: the build database itself when it is the only one."""
+    return layout.build_db if len(shards) == 1 else layout.shard_db(key)
+
+
+@dataclass(frozen=True)
+class BuiltShard:
+    rows: int
+    domains: int
+    null_captions: int
+
+
+def build_shard(shard: Shard, db: Path, log: Any = None, *, index: bool = True) -> BuiltShard:
+    """Write the shard's database ``db`` (a new file): its domain table, its images in file
+    order with their release-wide rowids, then (with ``index``) their caption index, all on
+    one core."""
+    duck = duckdb.connect()
+    conn = sqlite_connect(db)
+    try:
+        duck.execute("SET threads = 1")
+        duck.execute(staging_view_sql(shard.files, first_rowid=shard.first_rowid))
+        conn.execute("PRAGMA synchronous = OFF")  # a failed shard is built again from scratch
+        domains = build_domains(duck, conn)
+        loaded = load_images(duck, conn, shard.rows, log, first_rowid=shard.first_rowid)
+        if index:
+            build_images_fts(conn, log)
+    finally:
+        conn.close()
+        duck.close()
+    return BuiltShard(loaded.rows, domains, loaded.null_captions)
+
+
+PREVIEW_SQL = (
+    "SELECT i.rowid, d.domain, i.text, i.width, i.height, i.aesthetic "
+    "FROM images i JOIN domain d ON d.id = i.domain_id ORDER BY i.rowid LIMIT 10"
+)
+
+
+@dataclass(frozen=True)
+class ShardReport:
+    """What a build of one shard's database made, read while its writer still holds it: the
+    images loaded (None when only the index was rebuilt), the captions indexed, the first
+    rows; ``kept`` when the file was built from the same inputs before and kept."""
+
+    loaded: BuiltShard | None
+    indexed: int
+    preview: list[tuple]
+    kept: bool = False
+
+
+def shard_report(db: Path, loaded: BuiltShard | None, kept: bool = False) -> ShardReport:
+    conn = sqlite_connect(db, read_only=True)
+    try:
+        indexed = 0
+        if conn.execute("SELECT 1 FROM sqlite_master WHERE name = 'images_fts_docsize'").fetchone():
+            (indexed,) = conn.execute("SELECT count(*) FROM images_fts_docsize").fetchone()
+        if kept:
+            (rows, nulls) = conn.execute(
+                "SELECT count(*), count(*) - count(text) FROM images"
+            ).fetchone()
+            (domains,) = conn.execute("SELECT count(*) FROM domain").fetchone()
+            loaded = BuiltShard(rows, domains, nulls)
+        return ShardReport(loaded, indexed, conn.execute(PREVIEW_SQL).fetchall(), kept)
+    finally:
+        conn.close()
+
+
+def make_shard(layout: DataLayout, shard: Shard, *, images: bool, index: bool) -> ShardReport:
+    """Build the database of one shard of several, under its lock: with ``images``, a new file
+    (then with ``index`` its caption index too) that replaces the old one at once; else the
+    caption index alone, again, in the existing file (unshared from any release first). Either
+    way the file is then sealed (``laion_pipeline.build.seal``): analyzed, integrity-checked and
+    hashed here, on this shard's core, so the publish need not read it again."""
+    db = layout.shard_db(shard.key)
+    what = f"images [{shard.key}]"
+    inputs = shard_inputs(shard)
+    with shard_lock(layout, shard.key):
+        if images and index and built_from(db, inputs) is not None:
+            return shard_report(db, None, kept=True)  # built from these inputs, and whole
+        unseal(db)
+        if not images:
+            conn = open_writable(db, what)
+            try:
+                require_table(conn, "images", what)
+                build_images_fts(conn)
+            finally:
+                conn.close()
+            seal(db, *prepare(db, what), inputs)
+            return shard_report(db, None)
+        new = db.with_name(db.name + ".new")
+        for leftover in (new, *(new.with_name(new.name + s) for s in SIDE_FILES)):
+            leftover.unlink(missing_ok=True)  # what a killed build of this shard left
+        needed = int(BUILD_PEAK_PER_DATABASE_BYTE * estimated_database_bytes(shard.files))
+        with disk_for(db.parent, needed, f"building shard {shard.key}"):
+            built = build_shard(shard, new, index=index)
+        prepared = prepare(new, what)
+        remove_side_files(db)
+        new.replace(db)
+        seal(db, *prepared, inputs)
+        return shard_report(db, built)
+
+
+def make_shards(
+    layout: DataLayout, shards: Sequence[Shard], *, images: bool, index: bool, workers: int
+) -> list[ShardReport]:
+    """``make_shard`` for each of ``shards``, ``workers`` at a time (each a process on one
+    core), in their order."""
+    build = functools.partial(make_shard, layout, images=images, index=index)
+    if workers == 1 or len(shards) == 1:
+        return [build(shard) for shard in shards]
+    with ProcessPoolExecutor(min(workers, len(shards)), mp_context=get_context("spawn")) as pool:
+        return list(pool.map(build, shards))
+
+
+def write_catalog(db: Path, shards: Sequence[Shard], conns: Sequence[sqlite3.Connection]) -> int:
+    """Write the catalog tables of a release of several shards into the new file ``db``: the
+    ``domain`` table over every shard (with its ``domain_search``) and the ``shards`` table.
+    Returns the number of hosts."""
+    domains = catalog_domains(conns)
+    conn = sqlite_connect(db)
+    try:
+        with sqlite_transaction(conn):
+            conn.execute(DOMAIN_DDL)
+            conn.executemany("INSERT INTO domain VALUES (?, ?, ?)", domains)
+            build_host_search(conn)
+            conn.execute(SHARDS_DDL)
+            conn.executemany(
+                "INSERT INTO shards VALUES (?, ?, ?, ?, ?)",
+                [
+                    (s.key, s.first_rowid, s.last_rowid, s.rows, "\n".join(f.key for f in s.files))
+                    for s in shards
+                ],
+            )
+    finally:
+        conn.close()
+    return len(domains)
+
+
+def chosen_shards(shards: Sequence[Shard], keys: Iterable[str]) -> list[Shard]:
+    """The shards named ``keys`` (partitions of a run), in release order; an error naming any
+    that the plan of the staged files does not hold."""
+    wanted = set(keys)
+    unknown = sorted(wanted - {s.key for s in shards})
+    if unknown:
+        raise StaleInputError(
+            f"{', '.join(unknown)} not in the plan of the staged files ({len(shards)} shards): "
+            "materialize staging_images, then the shards it lists"
+        )
+    return [s for s in shards if s.key in wanted]
+
+
+@contextmanager
+def shard_connections(
+    layout: DataLayout, shards: Sequence[Shard]
+) -> Iterator[list[sqlite3.Connection]]:
+    """Read-only connections to every shard's database, in release order; an error naming
+    the shards not built (with their caption index) yet."""
+    paths = [shard_file(layout, shards, s.key) for s in shards]
+    missing = [s.key for s, path in zip(shards, paths, strict=True) if not path.exists()]
+    if missing:
+        raise StaleInputError(
+            f"{len(missing)} of {len(shards)} shards are not built ({', '.join(missing[:5])}"
+            f"{', ...' if len(missing) > 5 else ''}): materialize those partitions of images "
+            "and images_fts"
+        )
+    with ExitStack() as stack:
+        conns = []
+        for shard, path in zip(shards, paths, strict=True):
+            conn = sqlite_connect(path, read_only=True)
+            stack.callback(conn.close)
+            require_table(conn, "images_fts", f"images_fts [{shard.key}]")
+            conns.append(conn)
+        yield conns
+
+
+def catalog_domains(shards: Iterable[sqlite3.Connection]) -> list[tuple[int, str, int]]:
+    """``(id, domain, image_counts)`` over the shards (given in release order): counts summed,
+    ids in the order hosts first appear in the release."""
+    ids: dict[str, int] = {}
+    counts: dict[str, int] = {}
+    for conn in shards:
+        for domain, count in conn.execute("SELECT domain, image_counts FROM domain ORDER BY id"):
+            ids.setdefault(domain, len(ids) + 1)
+            counts[domain] = counts.get(domain, 0) + count
+    return [(number, domain, counts[domain]) for domain, number in ids.items()]
+
+
+def count_phrase_in_shards(shards: Sequence[sqlite3.Connection], name: str) -> int:
+    """How many captions of the release contain ``name`` as a phrase: the shards' sum."""
+    return sum(count_phrase(conn, name) for conn in shards)
