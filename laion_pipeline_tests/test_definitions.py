@@ -197,7 +197,8 @@ def test_only_orchestration_loads_dagster_and_only_serve_loads_datasette():
 @pytest.mark.fast
 def test_dagster_internals_are_imported_in_one_module_only():
     """Dagster's private modules (`dagster._...`) change without notice between releases: the
-    package imports them in `orchestration/engine.py` alone (test_engine.py exercises what it uses)."""
+    package imports them in `orchestration/engine.py` alone (test_engine.py exercises what it
+    uses)."""
     package = Path(__file__).resolve().parents[1] / "laion_pipeline"
     private = re.compile(r"^\s*(from|import) dagster\._", re.MULTILINE)
     importing = sorted(
