@@ -9,7 +9,7 @@ PROJECT_HOME := $(CURDIR)/.dagster_home
 export DAGSTER_HOME ?= $(PROJECT_HOME)
 INSTANCE := $(if $(filter $(PROJECT_HOME),$(abspath $(DAGSTER_HOME))),$(PROJECT_HOME)/dagster.yaml)
 
-.PHONY: install run run-on-workers worker daemon test test-fast lint dev serve where rollback bench bench-staging bench-search bench-scale bench-load bench-tools clean
+.PHONY: install run run-on-workers worker daemon test test-fast test-datasette-1 lint dev serve where rollback bench bench-staging bench-search bench-scale bench-load bench-tools clean
 
 install: $(STAMP)
 
@@ -74,6 +74,22 @@ test: lint
 ## The unit tests of the core and the Datasette plugin (under a minute): the inner loop.
 test-fast: $(STAMP)
 	$(BIN)/python -m pytest -m fast -q
+
+## The site's tests on Datasette's 1.0 line (`make test` runs them on the 0.65 line, the
+## default): a second environment, $(VENV_DATASETTE_1), with $(DATASETTE_1) installed.
+DATASETTE_1 ?= datasette==1.0a41
+VENV_DATASETTE_1 ?= .venv-datasette1
+SITE_TESTS := $(addprefix laion_pipeline_tests/,test_serving.py test_served_release.py \
+	test_serving_releases.py test_security.py test_abuse.py test_cache.py test_domains.py \
+	test_browser.py test_datasette_compat.py)
+$(VENV_DATASETTE_1)/.installed: setup.cfg pyproject.toml
+	test -x $(VENV_DATASETTE_1)/bin/python || $(PYTHON) -m venv $(VENV_DATASETTE_1)
+	$(VENV_DATASETTE_1)/bin/python -m pip install --quiet --upgrade pip
+	$(VENV_DATASETTE_1)/bin/python -m pip install -qq -e '.[dev]' '$(DATASETTE_1)'
+	touch $@
+
+test-datasette-1: $(VENV_DATASETTE_1)/.installed
+	$(VENV_DATASETTE_1)/bin/python -m pytest -n $(TEST_WORKERS) --dist loadscope $(SITE_TESTS)
 
 lint: $(STAMP)
 	$(BIN)/ruff check laion_pipeline laion_pipeline_tests benchmarks

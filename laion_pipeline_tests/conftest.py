@@ -1,7 +1,9 @@
 """Shared fixtures: real builds of the real asset definitions in temporary folders."""
 
 import functools
+import os
 import re
+import shutil
 import sqlite3
 import sys
 import unicodedata
@@ -138,6 +140,52 @@ def failure_text(result) -> str:
             texts.append(error.message)
             error = error.cause
     return "\n".join(texts)
+
+
+# The browser tests drive Debian's chromium (no browser download); screenshots go here.
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+OUTPUT = Path(os.environ.get("LAION_TEST_OUTPUT", REPO_ROOT / "test-output")) / "browser"
+
+needs_chromium = pytest.mark.skipif(
+    CHROMIUM is None and os.environ.get("CI") != "true",
+    reason="needs Debian's chromium (apt-get install chromium; .ci/run installs it)",
+)
+
+# The asset graph of the design: each asset and the assets it reads.
+EXPECTED_DEPENDENCIES = {
+    "hf_dataset": set(),
+    "entity_sheets": set(),
+    "source_files": {"hf_dataset"},
+    "entity_csvs": {"entity_sheets"},
+    "staging_images": {"source_files"},
+    "images": {"staging_images"},
+    "images_fts": {"images"},
+    "domains": {"images"},
+    "artists": {"images_fts", "domains", "entity_csvs"},
+    "celebrities": {"images_fts", "domains", "entity_csvs"},
+    "characters": {"images_fts", "domains", "entity_csvs"},
+    "published_database": {"images_fts", "artists", "celebrities", "characters"},
+    "analysis": {"published_database", "staging_images"},
+}
+
+
+def table_rows_count(page: dict) -> int:
+    """The rows a Datasette table page's JSON counts, on either line: the 0.65 line says
+    ``filtered_table_rows_count``; the 1.0 line says ``count`` when asked (``_extra=count``,
+    which the 0.65 line ignores)."""
+    return page["count"] if "count" in page else page["filtered_table_rows_count"]
+
+
+def connected_databases(payload: dict | list) -> list[dict]:
+    """The databases of Datasette's ``/-/databases.json``: a list on the 0.65 line,
+    ``{"databases": [...]}`` on the 1.0 line."""
+    return payload["databases"] if isinstance(payload, dict) else payload
+
+
+async def site_title(ds) -> str:
+    """The title a Datasette server's index page shows (from the served metadata)."""
+    html = (await ds.client.get("/")).text
+    return re.search(r"<h1>(.*?)</h1>", html, re.S).group(1).strip()
 
 
 @functools.cache

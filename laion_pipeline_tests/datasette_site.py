@@ -13,6 +13,9 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+from datasette.app import Datasette
+
+from laion_pipeline.common.layout import DataLayout
 from laion_pipeline.releases.datasette_files import SEARCH_PAGE_ROWS
 from laion_pipeline_tests.dagster_dev import REPO_ROOT, free_port
 
@@ -72,3 +75,14 @@ def served(data_dir: Path) -> Iterator[Site]:
     finally:
         os.killpg(server.pid, signal.SIGTERM)
         server.wait(timeout=10)
+
+
+def in_process(layout: DataLayout) -> Datasette:
+    """In process, what `make serve` starts: the database, inspect data and metadata through
+    `current`."""
+    current = layout.current
+    return Datasette(
+        immutables=[str(current.db)],
+        inspect_data=json.loads(current.inspect_json.read_text()),
+        metadata=json.loads(current.metadata_json.read_text()),
+    )

@@ -2,24 +2,14 @@
 search a name, see thumbnails, open a domain. Screenshots go to test-output/browser/. Requests
 anywhere but 127.0.0.1 (the thumbnails' hosts) are blocked: the tests use no network."""
 
-import os
-import shutil
 import urllib.parse
-from pathlib import Path
 
 import pytest
 
 from laion_pipeline.common.layout import REPORT_CHARTS
-from laion_pipeline_tests.dagster_dev import REPO_ROOT
+from laion_pipeline_tests.conftest import CHROMIUM, OUTPUT, needs_chromium
 from laion_pipeline_tests.datasette_site import DB, served
 
-CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
-OUTPUT = Path(os.environ.get("LAION_TEST_OUTPUT", REPO_ROOT / "test-output")) / "browser"
-
-needs_chromium = pytest.mark.skipif(
-    CHROMIUM is None and os.environ.get("CI") != "true",
-    reason="needs Debian's chromium (apt-get install chromium; .ci/run installs it)",
-)
 pytestmark = needs_chromium
 
 

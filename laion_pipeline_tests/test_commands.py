@@ -17,6 +17,7 @@ from dagster import DagsterInstance, DagsterRunStatus, RunsFilter
 from dagster._core.storage.tags import REPOSITORY_LABEL_TAG
 
 from laion_pipeline.common.layout import DataLayout
+from laion_pipeline_tests.conftest import connected_databases
 
 PROJECT = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
@@ -144,7 +145,7 @@ def test_serve_runs_datasette_on_the_published_database(tmp_path, sample_build):
         settings = get_json(f"http://127.0.0.1:{port}/-/settings.json")
         assert settings["sql_time_limit_ms"] == 10_000
         assert settings["suggest_facets"] is False and settings["allow_download"] is False
-        databases = get_json(f"http://127.0.0.1:{port}/-/databases.json")
+        databases = connected_databases(get_json(f"http://127.0.0.1:{port}/-/databases.json"))
         assert databases[0]["is_mutable"] is False  # immutable: opened with -i
     finally:
         os.killpg(server.pid, signal.SIGTERM)

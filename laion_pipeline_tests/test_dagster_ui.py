@@ -12,9 +12,8 @@ import time
 import pytest
 
 from laion_pipeline.common.layout import ENTITY_KINDS, SAMPLE_DIR
+from laion_pipeline_tests.conftest import CHROMIUM, EXPECTED_DEPENDENCIES, OUTPUT, needs_chromium
 from laion_pipeline_tests.dagster_dev import LOCATION, REPO_ROOT, DagsterDev
-from laion_pipeline_tests.test_browser import CHROMIUM, OUTPUT, needs_chromium
-from laion_pipeline_tests.test_definitions import EXPECTED_DEPENDENCIES
 
 ASSETS = """{ assetNodes {
     assetKey { path }

@@ -10,22 +10,7 @@ import pytest
 from dagster import AssetKey, DynamicPartitionsDefinition
 
 from laion_pipeline.definitions import defs
-
-EXPECTED_DEPENDENCIES = {
-    "hf_dataset": set(),
-    "entity_sheets": set(),
-    "source_files": {"hf_dataset"},
-    "entity_csvs": {"entity_sheets"},
-    "staging_images": {"source_files"},
-    "images": {"staging_images"},
-    "images_fts": {"images"},
-    "domains": {"images"},
-    "artists": {"images_fts", "domains", "entity_csvs"},
-    "celebrities": {"images_fts", "domains", "entity_csvs"},
-    "characters": {"images_fts", "domains", "entity_csvs"},
-    "published_database": {"images_fts", "artists", "celebrities", "characters"},
-    "analysis": {"published_database", "staging_images"},
-}
+from laion_pipeline_tests.conftest import EXPECTED_DEPENDENCIES
 
 
 @pytest.mark.fast

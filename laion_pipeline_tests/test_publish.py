@@ -21,7 +21,7 @@ from laion_pipeline.build.publish import release_problems
 from laion_pipeline.common.layout import DataLayout, staged
 from laion_pipeline.releases.lock import data_dir_lock
 from laion_pipeline.releases.switch import FAULT_VARIABLE, current_release, pointed_release
-from laion_pipeline_tests.conftest import build
+from laion_pipeline_tests.conftest import build, table_rows_count
 from laion_pipeline_tests.datasette_site import DB, served
 
 
@@ -285,9 +285,9 @@ def test_a_publish_killed_while_writing_the_database_leaves_the_old_release_serv
         conn = sqlite3.connect(f"{layout.published_db.as_uri()}?mode=ro", uri=True)
         assert conn.execute("PRAGMA integrity_check").fetchone() == ("ok",)
         conn.close()
-        served_count = site.json(f"/{DB}/artists.json", _shape="objects")[
-            "filtered_table_rows_count"
-        ]
+        served_count = table_rows_count(
+            site.json(f"/{DB}/artists.json", _shape="objects", _extra="count")
+        )
         assert served_count == before["row_counts"]["artists"]
 
     assert build(data, env, selection=["published_database"]).success

@@ -19,9 +19,9 @@ from benchmarks.synthetic import generate_release, read_names, sample_entity_nam
 from laion_pipeline.common.layout import ENTITY_KINDS, SAMPLE_DIR, DataLayout
 from laion_pipeline.sources.inputs import SourceListing
 from laion_pipeline.sources.profiles import load_profiles
-from laion_pipeline_tests.conftest import build, failure_text, phrase_count
+from laion_pipeline_tests.conftest import build, failure_text, phrase_count, table_rows_count
+from laion_pipeline_tests.datasette_site import in_process
 from laion_pipeline_tests.fake_hub import FakeHub, start_server
-from laion_pipeline_tests.test_served_release import served
 
 PROFILES = {
     # profile: (repo, shape of the files, rows, files)
@@ -135,12 +135,12 @@ def assert_served_under_the_profiles_name(layout: DataLayout, profile: str, imag
     assert list(metadata["databases"]) == [database]
     assert metadata["title"] == chosen.title
     assert f'href="/{database}"' in (layout.report_dir / "index.html").read_text()
-    ds = served(layout)
+    ds = in_process(layout)
 
     async def scenario() -> None:
         await ds.invoke_startup()
-        page = await ds.client.get(f"/{database}/images.json?_size=0")
-        assert page.status_code == 200 and page.json()["filtered_table_rows_count"] == images
+        page = await ds.client.get(f"/{database}/images.json?_size=0&_extra=count")
+        assert page.status_code == 200 and table_rows_count(page.json()) == images
         assert "x-laion-release" in page.headers
         search = await ds.client.get(f"/{database}/search.json?q=the&_shape=array")
         assert search.status_code == 200 and search.json()

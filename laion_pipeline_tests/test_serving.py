@@ -18,15 +18,11 @@ import pytest
 from datasette.app import Datasette
 
 from laion_pipeline.common.layout import REPORT_FILES, REPORT_URL
+from laion_pipeline.common.phrases import laion_match
 from laion_pipeline.releases.datasette_files import SEARCH_PAGE_ROWS
 from laion_pipeline.search.shard_search import COUNT_CAP, COUNT_CAP_VARIABLE, count_cap
-from laion_pipeline.serve.plugin import (
-    images_table,
-    laion_match,
-    marked_caption,
-    readable_float,
-    render_cell,
-)
+from laion_pipeline.serve.plugin import render_cell
+from laion_pipeline.serve.render import images_table, marked_caption, readable_float
 from laion_pipeline_tests.conftest import phrase_count, tokens
 from laion_pipeline_tests.datasette_site import DB, served
 
@@ -174,7 +170,8 @@ def test_the_table_of_images_shows_hostile_rows_as_text(tmp_path):
         "caption": marked_caption("<b>oil</b> & paint", "<b>\x01oil\x02</b> & paint"),
         "domain": "<i>x.example</i>",
     }
-    html = str(images_table(ds, [hostile, {**row, "url": "javascript:alert(1)", "caption": "",
+    prefix = ds.urls.path("/")[:-1]
+    html = str(images_table(prefix, [hostile, {**row, "url": "javascript:alert(1)", "caption": "",
                                            "domain": None}]))  # fmt: skip
     assert "<script>" not in html and "<b>" not in html and "<i>" not in html
     assert "&lt;b&gt;<mark>oil</mark>&lt;/b&gt; &amp; paint" in html  # the words found marked
@@ -330,10 +327,14 @@ def test_an_image_row_page_names_its_domain_and_hides_the_noise_columns(site, pu
         assert f".{cls}" in css and "display: none" in css
 
 
-def test_the_plugin_has_every_hook_when_imported_before_datasette():
-    """A script that imports the plugin first makes `import datasette` load the entry points
-    while the plugin is half defined; it registers itself again once whole."""
+@pytest.mark.parametrize(
+    "first", ["laion_pipeline.serve.plugin", "laion_pipeline.serve.views", "datasette.app"]
+)
+def test_the_plugin_has_every_hook_whatever_is_imported_first(first):
+    """Datasette loads its plugins as it is imported: whichever module a script imports
+    first (the plugin, a module of the site, or Datasette), the plugin is registered whole."""
     code = (
+        f"import {first}\n"
         "import laion_pipeline.serve.plugin as plugin\n"
         "from datasette.plugins import pm\n"
         "print(sorted(h.name for h in pm.get_hookcallers(plugin)))\n"
@@ -342,3 +343,19 @@ def test_the_plugin_has_every_hook_when_imported_before_datasette():
     assert done.returncode == 0, done.stderr[-2000:]
     for hook in ("asgi_wrapper", "register_routes", "render_cell", "startup", "prepare_connection"):
         assert hook in done.stdout, (hook, done.stdout)
+
+
+@pytest.mark.fast
+def test_a_template_dir_overrides_the_sites_pages(tmp_path):
+    """The site's pages are templates Datasette's loader finds: `datasette --template-dir`
+    with a file of the same name replaces one, as it does Datasette's own pages."""
+    (tmp_path / "templates").mkdir()
+    (tmp_path / "templates" / "laion_lookup.html").write_text(
+        "<p>Our own lookup page: at least {{ min_chars }} characters of a host.</p>"
+    )
+    plain = asyncio.run(Datasette([]).client.get("/-/lookup"))
+    assert plain.status_code == 200 and "Is your work in it" in plain.text
+    ours = Datasette([], template_dir=str(tmp_path / "templates"))
+    page = asyncio.run(ours.client.get("/-/lookup"))
+    assert page.status_code == 200
+    assert page.text.startswith("<p>Our own lookup page: at least 3 characters of a host.</p>")

@@ -23,8 +23,8 @@ from laion_pipeline.common.files import sha256_file
 from laion_pipeline.common.layout import DataLayout, ReleaseFiles
 from laion_pipeline.releases.lock import data_dir_lock
 from laion_pipeline.releases.switch import current_release, pointed_release
-from laion_pipeline_tests.conftest import build
-from laion_pipeline_tests.test_served_release import served
+from laion_pipeline_tests.conftest import build, connected_databases
+from laion_pipeline_tests.datasette_site import in_process
 
 NAME_TABLES = ("artists", "celebrities", "characters")
 
@@ -137,7 +137,7 @@ def test_the_site_searches_every_shard_as_one_database(seven_shards, sample_buil
     layout, _, _ = seven_shards
 
     async def search():
-        sharded, whole = served(layout), served(sample_build)
+        sharded, whole = in_process(layout), in_process(sample_build)
         return await every_page(sharded, q=q), await every_page(whole, q=q)
 
     (rows, counts), (one_rows, one_counts) = asyncio.run(search())
@@ -152,8 +152,8 @@ def test_the_site_serves_the_catalog_and_every_shard(seven_shards):
     layout, _, _ = seven_shards
 
     async def pages():
-        ds = served(layout)
-        databases = (await ds.client.get("/-/databases.json")).json()
+        ds = in_process(layout)
+        databases = connected_databases((await ds.client.get("/-/databases.json")).json())
         shard = await ds.client.get("/laion-aesthetic-6pls-shard-00001/images.json?_shape=objects")
         domain = await ds.client.get("/laion-aesthetic-6pls/domain?_sort_desc=image_counts")
         top = (
@@ -301,7 +301,7 @@ def test_the_lookups_answer_over_shards_as_over_one_database(seven_shards, sampl
     (url,) = rows(layout.shard_db("shard-00002"), "SELECT url FROM images WHERE rowid = 4500")[0]
 
     async def lookups():
-        sharded, whole = served(layout), served(sample_build)
+        sharded, whole = in_process(layout), in_process(sample_build)
         answers = []
         for ds in (sharded, whole):
             by_url = await ds.client.get("/-/lookup.json?" + urllib.parse.urlencode({"q": url}))

@@ -1,0 +1,246 @@
+"""The ASGI layer in front of Datasette: one release per request (the switch waits for the
+requests in flight), the release's response cache with single flight, the noise columns
+hidden, sorts Datasette cannot do refused with 400, over-long query strings with 414, and
+the security headers on every response."""
+
+import asyncio
+import re
+import urllib.parse
+from typing import Any
+
+from laion_pipeline.serve.cache import (
+    CACHE_HEADER,
+    CachedResponse,
+    ResponseCache,
+    cache_headers,
+    cacheable,
+    not_modified,
+)
+from laion_pipeline.serve.render import HIDDEN_COLUMNS
+from laion_pipeline.serve.site import Site, site_of
+
+RELEASE_HEADER = "x-laion-release"
+
+
+def _table_of(scope: dict, databases: list[str]) -> tuple[str, str] | None:
+    """The database and table of a table page (``/<database>/<table>``, ``.json`` or
+    ``.csv``) of one of ``databases``, else None."""
+    names = "|".join(re.escape(name) for name in databases)
+    found = names and re.fullmatch(
+        rf"/({names})/([^/]+?)(?:\.json|\.csv)?", urllib.parse.unquote(scope.get("path", ""))
+    )
+    return (found.group(1), found.group(2)) if found else None
+
+
+def _params(scope: dict) -> list[tuple[str, str]]:
+    query = scope.get("query_string", b"").decode("latin-1")
+    return urllib.parse.parse_qsl(query, keep_blank_values=True)
+
+
+async def _noise_columns(datasette: Any, site: Site, database: str) -> list[str]:
+    """The noise columns (``HIDDEN_COLUMNS``) that ``database``'s images table has: a database
+    built before ``url_key`` lacks it. Read once per release's database (it never changes)."""
+    key = (site.release.release_id if site.release else "", database)
+    noise = site.noise_columns.get(key)
+    if noise is None:
+        db = datasette.databases[database]
+        columns = await db.table_columns("images") if await db.table_exists("images") else []
+        noise = site.noise_columns[key] = [c for c in HIDDEN_COLUMNS if c in columns]
+    return noise
+
+
+async def _hide_noise_columns(datasette: Any, site: Site, scope: dict) -> dict:
+    """The images tables' pages and JSON without the noise columns, unless the request chose
+    its columns; a column the page is sorted by stays."""
+    table = _table_of(scope, site.served_databases())
+    if table is None or table[1] != "images":
+        return scope
+    params = _params(scope)
+    if any(key in ("_col", "_nocol") for key, _ in params):
+        return scope
+    sorted_by = {value for key, value in params if key in ("_sort", "_sort_desc")}
+    noise = await _noise_columns(datasette, site, table[0])
+    params += [("_nocol", column) for column in noise if column not in sorted_by]
+    return {**scope, "query_string": urllib.parse.urlencode(params).encode("latin-1")}
+
+
+async def _checked_sort(datasette: Any, scope: dict, databases: list[str]) -> tuple[dict, str]:
+    """A table page's ``_sort`` or ``_sort_desc`` made one Datasette can do (``rowid`` of a
+    table with a primary key is that key), or the reason it cannot (Datasette answers those
+    with a 500): the request's scope, and the problem or ``""``."""
+    table = _table_of(scope, databases)
+    params = _params(scope)
+    sorts = [(k, v) for k, v in params if k in ("_sort", "_sort_desc")]
+    if table is None or not sorts:
+        return scope, ""
+    if len(sorts) > 1:
+        return scope, "sort by one column: give _sort or _sort_desc once"
+    database, name = table
+    db = datasette.databases.get(database)
+    if db is None or not await db.table_exists(name):
+        return scope, ""  # Datasette's own 404
+    columns = await db.table_columns(name)
+    keys = await db.primary_keys(name)
+    key, column = sorts[0]
+    if column == "rowid" and len(keys) == 1:
+        params = [(k, keys[0] if k == key else v) for k, v in params]
+        query = urllib.parse.urlencode(params).encode("latin-1")
+        return {**scope, "query_string": query}, ""
+    sortable = {*columns, *(() if keys else ("rowid",))}
+    if column not in sortable:
+        return scope, (
+            f"{key}={column}: {name} has no such column (it has {', '.join(sorted(sortable))})"
+        )
+    return scope, ""
+
+
+# A longer query string is no search or page of ours: 414 before any work is done for it.
+MAX_QUERY_STRING_BYTES = 65_536
+SECURITY_HEADERS = [(b"x-content-type-options", b"nosniff")]
+
+
+async def _refuse(send: Any, status: int, text: str) -> None:
+    await send(
+        {
+            "type": "http.response.start",
+            "status": status,
+            "headers": [(b"content-type", b"text/plain; charset=utf-8"), *SECURITY_HEADERS],
+        }
+    )
+    await send({"type": "http.response.body", "body": text.encode()})
+
+
+# How long a request waits for the same request in flight before computing it itself.
+SINGLE_FLIGHT_WAIT_SECONDS = 0.5
+
+
+async def _cached(
+    site: Site,
+    app: Any,
+    scope: dict,
+    receive: Any,
+    send: Any,
+    release: str,
+    extra: list[tuple[bytes, bytes]],
+) -> None:
+    """Answer a GET from the release's response cache (``cache.py``): 304 when the client
+    holds this release's page, the cached response when there is one, else the app's, kept
+    for the next time."""
+    cache = site.cache
+    if not_modified(scope, release):
+        headers = [*cache_headers(release), *extra]
+        await send({"type": "http.response.start", "status": 304, "headers": headers})
+        await send({"type": "http.response.body", "body": b""})
+        return
+    # Many readers asking for the same new page at once (a story's name) wait for the one
+    # that computes it, then are answered from the cache.
+    in_flight: dict[tuple, asyncio.Future] = site.in_flight
+    key = (release, *ResponseCache.key(scope))
+    while True:
+        hit = cache.get(release, scope)
+        if hit is not None:
+            headers = [*hit.headers, (CACHE_HEADER, b"hit")]
+            await send({"type": "http.response.start", "status": hit.status, "headers": headers})
+            await send({"type": "http.response.body", "body": hit.body})
+            return
+        computing = in_flight.get(key)
+        if computing is None:
+            break
+        try:  # a page takes milliseconds; a slow query is not waited for past half a second
+            await asyncio.wait_for(asyncio.shield(computing), SINGLE_FLIGHT_WAIT_SECONDS)
+        except TimeoutError:
+            break
+        if cache.get(release, scope) is None:
+            break  # not kept (an error, or too big): compute it here too
+    done = in_flight[key] = asyncio.get_running_loop().create_future()
+    try:
+        await _computed(app, scope, receive, send, cache, release, extra)
+    finally:
+        if in_flight.get(key) is done:
+            del in_flight[key]
+        done.set_result(None)
+
+
+async def _computed(
+    app: Any,
+    scope: dict,
+    receive: Any,
+    send: Any,
+    cache: ResponseCache,
+    release: str,
+    extra: list[tuple[bytes, bytes]],
+) -> None:
+    """The app's answer, sent on with the release's cache headers, and kept when it may be."""
+    started: dict[str, Any] = {}
+    chunks: list[bytes] = []
+    kept = 0
+
+    async def keep(message: dict) -> None:
+        nonlocal kept
+        if message["type"] == "http.response.start":
+            headers = list(message.get("headers", []))
+            if message["status"] == 200:  # the release's page: the release's cache headers
+                headers = [h for h in headers if h[0].lower() not in (b"cache-control", b"etag")]
+                headers += cache_headers(release)
+            headers += extra
+            started.update(status=message["status"], headers=headers)
+            message = {**message, "headers": [*headers, (CACHE_HEADER, b"miss")]}
+        elif message["type"] == "http.response.body" and kept <= cache.max_entry:
+            chunks.append(message.get("body", b""))
+            kept += len(chunks[-1])
+            started["complete"] = not message.get("more_body", False)
+        await send(message)
+
+    await app(scope, receive, keep)
+    if started.get("complete") and kept <= cache.max_entry:
+        body = b"".join(chunks)
+        cache.put(
+            release, scope, CachedResponse(started["status"], tuple(started["headers"]), body)
+        )
+
+
+def wrapper(datasette: Any) -> Any:
+    """The ``asgi_wrapper`` of the plugin: the app wrapped for ``datasette``."""
+
+    def wrap(app: Any) -> Any:
+        async def one_release(scope: dict, receive: Any, send: Any) -> None:
+            site = site_of(datasette)
+            served = site.release
+            if scope.get("type") != "http":
+                await app(scope, receive, send)
+                return
+            if len(scope.get("query_string", b"")) > MAX_QUERY_STRING_BYTES:
+                await _refuse(
+                    send, 414, f"the query string is over {MAX_QUERY_STRING_BYTES:,} bytes"
+                )
+                return
+            # After enter(): a switch to a release of another profile renames the database.
+            release_id = (await served.enter()).encode() if served is not None else b""
+            extra = [
+                *SECURITY_HEADERS,
+                *([(RELEASE_HEADER.encode(), release_id)] if served else []),
+            ]
+
+            async def send_with_headers(message: dict) -> None:
+                if message["type"] == "http.response.start":
+                    message = {**message, "headers": [*message.get("headers", []), *extra]}
+                await send(message)
+
+            try:
+                databases = site.served_databases()
+                scope, problem = await _checked_sort(datasette, scope, databases)
+                if problem:
+                    await _refuse(send_with_headers, 400, problem)
+                    return
+                scope = await _hide_noise_columns(datasette, site, scope)
+                if served is None or not cacheable(scope):
+                    await app(scope, receive, send_with_headers)
+                else:
+                    await _cached(site, app, scope, receive, send, served.release_id, extra)
+            finally:
+                if served is not None:
+                    served.leave()
+
+        return one_release
+
+    return wrap

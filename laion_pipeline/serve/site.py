@@ -1,0 +1,81 @@
+"""The site's state: one object per Datasette server, made at startup (``site_of``)."""
+
+import sys
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import Any
+
+from laion_pipeline.common.settings import usable_cores
+from laion_pipeline.search.shard_search import SearchedShard, count_cap
+from laion_pipeline.serve.cache import ResponseCache
+from laion_pipeline.serve.switching import ServedRelease
+
+# Threads of the fast search's own: it never waits behind the arbitrary SQL that Datasette's
+# threads (``num_sql_threads``) run for up to ``sql_time_limit_ms``. SQLite releases the GIL
+# while it searches, so one thread a core keeps every core searching.
+SEARCH_THREADS = max(2, usable_cores())
+
+
+@dataclass
+class Site:
+    """What the plugin keeps for one server: our database's name, the release it serves (and
+    switches), the count cap of the search, the response cache, the requests being computed,
+    the search's threads, and each database's noise columns."""
+
+    database: str | None = None
+    release: ServedRelease | None = None
+    count_cap: int = field(default_factory=count_cap)
+    cache: ResponseCache = field(default_factory=ResponseCache)
+    in_flight: dict[tuple, Any] = field(default_factory=dict)
+    noise_columns: dict[str, list[str]] = field(default_factory=dict)
+    _search_executor: ThreadPoolExecutor | None = None
+
+    @property
+    def search_executor(self) -> ThreadPoolExecutor:
+        """The fast search's threads of this server (made on first use)."""
+        if self._search_executor is None:
+            self._search_executor = ThreadPoolExecutor(
+                SEARCH_THREADS, thread_name_prefix="laion-search"
+            )
+        return self._search_executor
+
+    def release_database(self) -> str | None:
+        """The name of our database among those Datasette serves (the profile's, such as
+        ``laion-aesthetic-6pls``): the served release's, else the one found at startup."""
+        return self.release.database if self.release is not None else self.database
+
+    def served_databases(self) -> list[str]:
+        """Every database of the served release: the one database, or the catalog then the
+        shards."""
+        if self.release is not None:
+            return self.release.names
+        return [self.database] if self.database else []
+
+    def sharded(self) -> bool:
+        """Whether the served release is a catalog and shards (not one database)."""
+        return len(self.served_databases()) > 1
+
+    def searched_shards(self, datasette: Any) -> list[SearchedShard]:
+        """The databases holding the served release's images, in release order, as the fast
+        search walks them."""
+        if self.release is not None:
+            shards = self.release.shards
+        else:  # a plain folder: the one database, its rowids not known here
+            shards = [(name, sys.maxsize) for name in self.served_databases()]
+        return [SearchedShard(name, last, search_runner(datasette, name)) for name, last in shards]
+
+
+def search_runner(datasette: Any, name: str) -> Any:
+    """How the site's own pages run a query on database ``name``: on the search's threads
+    (``ReleaseDatabase.search_fn``), or Datasette's for a database not of a release."""
+    db = datasette.get_database(name)
+    return getattr(db, "search_fn", db.execute_fn)
+
+
+def site_of(datasette: Any) -> Site:
+    """The site's state of ``datasette`` (an empty one before startup, or for a server of
+    databases not ours)."""
+    site = getattr(datasette, "laion_site", None)
+    if site is None:
+        site = datasette.laion_site = Site()
+    return site
