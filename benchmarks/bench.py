@@ -23,6 +23,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import psutil
+
 from benchmarks.synthetic import (
     FILE_COUNT,
     generate,
@@ -41,26 +43,16 @@ class Stage:
     peak_rss_mb: float
 
 
-def _rss_mb(pid: str) -> float:
-    try:
-        with open(f"/proc/{pid}/status") as status:
-            for line in status:
-                if line.startswith("VmRSS:"):
-                    return int(line.split()[1]) / 1024
-    except OSError:  # the process has just ended
-        pass
-    return 0.0
-
-
 def rss_mb() -> float:
     """Resident memory of this process and its children (the caption index's process)."""
-    children: list[str] = []
-    for task in Path("/proc/self/task").iterdir():
+    this = psutil.Process()
+    total = 0
+    for process in (this, *this.children(recursive=True)):
         try:
-            children += (task / "children").read_text().split()
-        except OSError:
+            total += process.memory_info().rss
+        except psutil.NoSuchProcess:  # a child that has just ended
             continue
-    return _rss_mb("self") + sum(_rss_mb(pid) for pid in children)
+    return total / 2**20
 
 
 def prepare_inputs(work: Path, rows: int, files: int = FILE_COUNT) -> tuple[Path, Path]:

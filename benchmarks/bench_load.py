@@ -38,6 +38,8 @@ import urllib.parse
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import psutil
+
 from benchmarks.bench import machine, print_and_record
 from benchmarks.bench_search import _timed_get, serving
 from laion_pipeline.common.layout import ENTITY_KINDS, DataLayout
@@ -213,9 +215,14 @@ async def drive(port: int, clients: int, seconds: float, pick) -> Tally:
     return tally
 
 
-def _rss_mb(pid: int, field_name: str) -> float:
+def rss_mb(pid: int) -> float:
+    return psutil.Process(pid).memory_info().rss / 2**20
+
+
+def peak_rss_mb(pid: int) -> float:
+    """The most memory the process has held (the kernel's VmHWM: psutil has no peak)."""
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith(field_name + ":"):
+        if line.startswith("VmHWM:"):
             return int(line.split()[1]) / 1024
     return 0.0
 
@@ -236,7 +243,7 @@ def measure(data: Path, clients: int, seconds: float) -> dict:
         for mix, pick in (("press", press_pick), ("distinct", distinct_pick)):
             tally = loop.run_until_complete(drive(port, clients, seconds, pick))
             results["mixes"][mix] = tally.summary(seconds)
-            results["mixes"][mix]["rss_mb"] = _rss_mb(server.pid, "VmRSS")
+            results["mixes"][mix]["rss_mb"] = rss_mb(server.pid)
         results["distinct_requests"] = len(distinct)
         results["press_requests"] = len(press)
 
@@ -274,11 +281,11 @@ def measure(data: Path, clients: int, seconds: float) -> dict:
                 _timed_get(base + urllib.parse.urlencode({"sql": sql}))
             took.append(time.perf_counter() - started)
         results["hostile"] = {"requests": len(hostile), "max_s": max(took)}
-        results["peak_rss_mb"] = _rss_mb(server.pid, "VmHWM")
+        results["peak_rss_mb"] = peak_rss_mb(server.pid)
     with serving(layout, {COUNT_CAP_VARIABLE: str(LOWER_CAP)}) as (port, server):
         tally = loop.run_until_complete(drive(port, clients, seconds, distinct_pick))
         mix = f"distinct, {COUNT_CAP_VARIABLE}={LOWER_CAP}"
-        results["mixes"][mix] = {**tally.summary(seconds), "rss_mb": _rss_mb(server.pid, "VmRSS")}
+        results["mixes"][mix] = {**tally.summary(seconds), "rss_mb": rss_mb(server.pid)}
     loop.close()
     return results
 

@@ -1,13 +1,13 @@
-"""Fetching a small file over http(s): redirects followed, transient failures retried."""
+"""Fetching a small file over http(s) with httpx2: redirects followed, transient failures
+retried (``retrying.Retries``)."""
 
-import base64
-import time
-import urllib.error
 import urllib.parse
-import urllib.request
+
+import httpx2
 
 from laion_pipeline import __version__
 from laion_pipeline.common.errors import SourceError
+from laion_pipeline.common.retrying import Retries, transient_http
 
 MAX_BYTES = 64 * 1024 * 1024
 TIMEOUT_SECONDS = 60
@@ -61,41 +61,45 @@ class FetchError(SourceError):
 
 def fetch_url(url: str, variable: str, *, attempts: int = 4, backoff: float = 2.0) -> bytes:
     """The body of ``url`` (following redirects), retried with backoff on network errors,
-    timeouts and 5xx answers."""
+    timeouts and 5xx answers (``Retries``). A ``user:password@`` in the URL is sent as HTTP
+    basic auth, and not on to another host a redirect points at."""
     shown = public_url(url)
     parts = urllib.parse.urlsplit(url)
-    if parts.username is not None:  # user:password@ in the URL: sent as HTTP basic auth
-        host = parts.netloc.rsplit("@", 1)[1]
-        url = urllib.parse.urlunsplit(parts._replace(netloc=host))
-    request = urllib.request.Request(url, headers={"User-Agent": f"laion-pipeline/{__version__}"})
+    auth = None
     if parts.username is not None:
-        credentials = f"{urllib.parse.unquote(parts.username)}:"
-        credentials += urllib.parse.unquote(parts.password or "")
-        # Not sent on to another host a redirect points at.
-        request.add_unredirected_header(
-            "Authorization", "Basic " + base64.b64encode(credentials.encode()).decode()
-        )
-    for attempt in range(1, attempts + 1):
-        try:
-            with urllib.request.urlopen(request, timeout=TIMEOUT_SECONDS) as response:
-                body = response.read(MAX_BYTES + 1)
-            if len(body) > MAX_BYTES:
-                raise FetchError(f"{variable}: {shown} is larger than {MAX_BYTES:,} bytes")
-            return body
-        except urllib.error.HTTPError as error:
-            transient = error.code in (408, 429) or error.code >= 500
-            if not transient or attempt == attempts:
-                raise FetchError(
-                    f"{variable}: {shown} answered HTTP {error.code} {error.reason}: check the URL "
-                    "(a Google Sheet must be shared as 'anyone with the link')",
-                    transient=transient,
-                ) from error
-        except (urllib.error.URLError, TimeoutError, ConnectionError) as error:
-            if attempt == attempts:
-                raise FetchError(
-                    f"{variable}: cannot reach {shown} ({error}): check the network, or set "
-                    f"{variable} to a local CSV file",
-                    transient=True,
-                ) from error
-        time.sleep(backoff * 2 ** (attempt - 1))
-    raise AssertionError("unreachable")
+        url = urllib.parse.urlunsplit(parts._replace(netloc=parts.netloc.rsplit("@", 1)[1]))
+        auth = (urllib.parse.unquote(parts.username), urllib.parse.unquote(parts.password or ""))
+
+    def get() -> bytes:
+        with httpx2.stream(
+            "GET",
+            url,
+            auth=auth,
+            follow_redirects=True,
+            timeout=TIMEOUT_SECONDS,
+            headers={"User-Agent": f"laion-pipeline/{__version__}"},
+        ) as response:
+            response.raise_for_status()
+            body = bytearray()
+            for chunk in response.iter_bytes():
+                body += chunk
+                if len(body) > MAX_BYTES:
+                    raise FetchError(f"{variable}: {shown} is larger than {MAX_BYTES:,} bytes")
+            return bytes(body)
+
+    try:
+        return Retries(attempts, backoff).call(get, what=f"{variable}: {shown}")
+    except httpx2.HTTPStatusError as error:
+        response = error.response
+        raise FetchError(
+            f"{variable}: {shown} answered HTTP {response.status_code} "
+            f"{response.reason_phrase}: check the URL (a Google Sheet must be shared as 'anyone "
+            "with the link')",
+            transient=transient_http(error),
+        ) from error
+    except (httpx2.TransportError, ConnectionError, TimeoutError) as error:
+        raise FetchError(
+            f"{variable}: cannot reach {shown} ({error}): check the network, or set "
+            f"{variable} to a local CSV file",
+            transient=True,
+        ) from error

@@ -22,7 +22,6 @@ from pathlib import Path, PurePosixPath
 from typing import Any, TypeVar
 from urllib.parse import urlsplit
 
-import httpx2
 from huggingface_hub import HfApi, get_hf_file_metadata, hf_hub_url
 from huggingface_hub.errors import (
     EntryNotFoundError,
@@ -41,6 +40,7 @@ from laion_pipeline.common.files import (
     check_free_disk,
     write_json_atomic,
 )
+from laion_pipeline.common.retrying import TRANSIENT_STATUS, Retries, transient_http
 
 DEFAULT_ENDPOINT = "https://huggingface.co"
 # The dataset of the 2022 write-up (taken down in December 2023).
@@ -98,8 +98,8 @@ def is_transient(error: BaseException) -> bool:
     """Worth retrying: network trouble, timeouts, 5xx, 408 and 429, a body cut short."""
     if isinstance(error, HfHubHTTPError):
         status = error.response.status_code if error.response is not None else None
-        return status is None or status in (408, 429) or status >= 500
-    if isinstance(error, (httpx2.TransportError, ConnectionError, TimeoutError)):
+        return status is None or status in TRANSIENT_STATUS or status >= 500
+    if transient_http(error):
         return True
     # huggingface_hub reports a body cut short as a bare OSError; file system errors carry errno.
     return type(error) is OSError and error.errno is None
@@ -239,20 +239,9 @@ class HubClient:
         self.token, self.attempts, self.backoff, self.log = token, attempts, backoff_seconds, log
 
     def _retrying(self, what: str, action: Callable[[], T]) -> T:
-        for attempt in range(1, self.attempts + 1):
-            try:
-                return action()
-            except Exception as error:
-                if not is_transient(error) or attempt == self.attempts:
-                    raise
-                delay = self.backoff * 2 ** (attempt - 1)
-                if self.log:
-                    self.log.warning(
-                        f"{what} failed ({type(error).__name__}: {error}); "
-                        f"retry {attempt} of {self.attempts - 1} in {delay:.1f} s"
-                    )
-                time.sleep(delay)
-        raise AssertionError("unreachable")
+        return Retries(self.attempts, self.backoff).call(
+            action, transient=is_transient, what=what, log=self.log
+        )
 
     def _unreachable(self, error: Exception) -> HubError:
         return HubError(
