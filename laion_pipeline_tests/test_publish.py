@@ -18,7 +18,7 @@ from benchmarks.synthetic import generate, sample_entity_names
 from laion_pipeline.analysis.report import report_problems
 from laion_pipeline.build.publish import publish as publish_core
 from laion_pipeline.build.publish import release_problems
-from laion_pipeline.common.layout import DataLayout, staged
+from laion_pipeline.common.layout import DataLayout, candidate
 from laion_pipeline.releases.lock import data_dir_lock
 from laion_pipeline.releases.switch import FAULT_VARIABLE, current_release, pointed_release
 from laion_pipeline_tests.conftest import build, table_rows_count
@@ -272,9 +272,9 @@ def test_a_publish_killed_while_writing_the_database_leaves_the_old_release_serv
         publishing = subprocess.Popen(
             [sys.executable, "-c", PUBLISH, str(layout.root)], stderr=subprocess.DEVNULL
         )
-        candidate = staged(layout.published_dir / layout.build_db.name)
+        written = candidate(layout.published_dir / layout.build_db.name)
         deadline = time.monotonic() + 60
-        while not candidate.exists() and publishing.poll() is None:
+        while not written.exists() and publishing.poll() is None:
             assert time.monotonic() < deadline
             time.sleep(0.001)
         publishing.send_signal(signal.SIGKILL)

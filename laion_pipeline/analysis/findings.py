@@ -23,7 +23,7 @@ from laion_pipeline.common.layout import (
     REPORT_CHARTS,
     DataLayout,
     ReleaseFiles,
-    staged,
+    candidate,
 )
 from laion_pipeline.common.phrases import fts_phrase
 from laion_pipeline.common.progress import Progress
@@ -424,6 +424,6 @@ def publish_report(release: ReleaseFiles, analysis: dict[str, Any], pngs: dict[s
         "index.html": report_html(analysis).encode(),
     }
     for path in release.report_files:
-        write_atomic(staged(path), contents[path.name])
+        write_atomic(candidate(path), contents[path.name])
     for path in release.report_files:
-        staged(path).replace(path)
+        candidate(path).replace(path)

@@ -28,7 +28,7 @@ from laion_pipeline.common.layout import (
     ENTITY_KINDS,
     DataLayout,
     ReleaseFiles,
-    staged,
+    candidate,
 )
 from laion_pipeline.releases.datasette_files import datasette_metadata, inspect_data, table_counts
 from laion_pipeline.releases.lock import shard_lock
@@ -348,7 +348,7 @@ def _release_databases(
     of a sealed shard: its seal's), then moved in. Returns the release id, its files, each
     database's sha256 by name and the seals taken instead of reading the file."""
     layout.releases_dir.mkdir(parents=True, exist_ok=True)
-    candidates = {f.name: staged(layout.published_dir / f"{f.name}.db") for f in files}
+    candidates = {f.name: candidate(layout.published_dir / f"{f.name}.db") for f in files}
     sha256: dict[str, str] = {}
     seals: dict[str, Seal] = {}
     try:

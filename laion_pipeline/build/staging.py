@@ -11,21 +11,11 @@ from laion_pipeline.common.db import quote_string
 from laion_pipeline.common.errors import StaleInputError
 from laion_pipeline.common.files import sha256_file
 from laion_pipeline.common.layout import DataLayout
-from laion_pipeline.common.schema import BUILT_IMAGE_COLUMNS, IMAGE_COLUMNS, STAGED_FILE_COLUMNS
+from laion_pipeline.common.schema import STAGED_FILE_COLUMNS, STAGING_VIEW_COLUMNS
 from laion_pipeline.common.versions import STAGING_CODE_VERSION
 from laion_pipeline.sources.ingest import stage_file
 from laion_pipeline.sources.inputs import SourceEntry, SourceListing, StagedFile
 from laion_pipeline.sources.profiles import Profile
-
-STAGING_COLUMNS: dict[str, tuple[str, str]] = {
-    "id": ("BIGINT", "Row number in file order, 1..N: the SQLite rowid of the image"),
-    **{
-        name: (STAGED_FILE_COLUMNS[name], text)
-        for name, (_, text) in IMAGE_COLUMNS.items()
-        if name not in BUILT_IMAGE_COLUMNS
-    },
-    "domain": ("VARCHAR", "Host of the URL: urlparse(url).netloc; '' when there is none"),
-}
 
 
 def staging_view_sql(files: Sequence[StagedFile], first_rowid: int = 1) -> str:
@@ -36,8 +26,8 @@ def staging_view_sql(files: Sequence[StagedFile], first_rowid: int = 1) -> str:
     for f in files:
         cases.append(f"WHEN {quote_string(f.path)} THEN {offsets}")
         offsets += f.rows
-    names = [name for name in STAGING_COLUMNS if name != "id"]
-    columns = ", ".join(f'"{name}"' for name in STAGING_COLUMNS)
+    names = [name for name in STAGING_VIEW_COLUMNS if name != "id"]
+    columns = ", ".join(f'"{name}"' for name in STAGING_VIEW_COLUMNS)
     select = ", ".join(f'"{name}"' for name in names)
     paths = ", ".join(quote_string(f.path) for f in files)
     offset = f"CASE filename {' '.join(cases)} END" if files else str(first_rowid - 1)
@@ -46,7 +36,7 @@ def staging_view_sql(files: Sequence[StagedFile], first_rowid: int = 1) -> str:
         if files
         # No file keeps a row (a filter kept none): an empty view of the right types.
         else "(SELECT "
-        + ", ".join(f'CAST(NULL AS {t}) AS "{n}"' for n, t in STAGED_FILE_COLUMNS.items())
+        + ", ".join(f'CAST(NULL AS {t}) AS "{n}"' for n, (t, _) in STAGED_FILE_COLUMNS.items())
         + ", CAST(0 AS BIGINT) AS file_row_number, '' AS filename WHERE false)"
     )
     return (
@@ -59,7 +49,7 @@ def schema_problems(conn: duckdb.DuckDBPyConnection, files: Sequence[StagedFile]
     """What is wrong with the columns of each staged file and of the staged view; empty when
     nothing is."""
     problems = []
-    expected_file = list(STAGED_FILE_COLUMNS.items())
+    expected_file = [(name, sql_type) for name, (sql_type, _) in STAGED_FILE_COLUMNS.items()]
     for f in files:
         found = [
             tuple(row[:2])
@@ -70,7 +60,7 @@ def schema_problems(conn: duckdb.DuckDBPyConnection, files: Sequence[StagedFile]
         if found != expected_file:
             problems.append(f"{f.key}: the staged file has columns {found}, not {expected_file}")
     staged = [tuple(row[:2]) for row in conn.execute("DESCRIBE staging_images").fetchall()]
-    expected = [(name, sql_type) for name, (sql_type, _) in STAGING_COLUMNS.items()]
+    expected = [(name, sql_type) for name, (sql_type, _) in STAGING_VIEW_COLUMNS.items()]
     if staged != expected:
         problems.append(f"staging_images has columns {staged}, not {expected}")
     return problems

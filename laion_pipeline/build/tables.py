@@ -18,7 +18,7 @@ from laion_pipeline.common.errors import StaleInputError
 from laion_pipeline.common.layout import DataLayout
 from laion_pipeline.common.phrases import fts_phrase
 from laion_pipeline.common.progress import Progress
-from laion_pipeline.common.schema import BUILT_IMAGE_COLUMNS, IMAGE_COLUMNS
+from laion_pipeline.common.schema import IMAGE_COLUMNS, STAGING_VIEW_COLUMNS
 from laion_pipeline.search.lookup import URL_KEY_SQL
 from laion_pipeline.sources.inputs import StagedFile, StagingManifest
 
@@ -98,7 +98,7 @@ IMAGES_INSERT = (
 
 # The staged rows as the images table takes them: the host (for domain_id) and the URL's key
 # (computed by DuckDB, on its threads, as the rows stream to SQLite) last.
-STAGED_COLUMNS = ["id", *(c for c in IMAGE_COLUMNS if c not in BUILT_IMAGE_COLUMNS), "domain"]
+STAGED_COLUMNS = list(STAGING_VIEW_COLUMNS)
 STAGED_IMAGES_SQL = (
     f"SELECT {', '.join(quote_identifier(c) for c in STAGED_COLUMNS)}, "
     f"{URL_KEY_SQL.format(url='url')} AS url_key FROM staging_images"

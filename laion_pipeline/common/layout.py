@@ -36,7 +36,7 @@ RELEASE_ID = re.compile(r"^[0-9]{8}T[0-9]{6}Z-[0-9a-f]{12}(-[0-9]+)?$")
 POINTERS = ("current", "previous")
 
 
-def staged(target: Path) -> Path:
+def candidate(target: Path) -> Path:
     """Where the next version of a file (a publish's database, a report's page) is written,
     hidden, before it replaces ``target`` or moves into its release."""
     return target.with_name(f".{target.name}.candidate")

@@ -71,14 +71,14 @@ IMAGES_FTS_COLUMNS: dict[str, tuple[str, str]] = {
     "text": ("FTS5", "images.text indexed for full-text search (unicode61, detail=full)"),
 }
 
-# The columns of the images table a source file gives (the profile says under which names).
-STAGED_SOURCE_COLUMNS: tuple[str, ...] = tuple(
+# The columns of the images table a source file gives (a profile says under which names).
+SOURCE_IMAGE_COLUMNS: tuple[str, ...] = tuple(
     c for c in IMAGE_COLUMNS if c not in BUILT_IMAGE_COLUMNS
 )
 
 # Our staged parquet files: one per source file, the rows a profile keeps, typed for SQLite,
-# with the URL's domain and the row's number in its source file (DuckDB types).
-STAGED_FILE_COLUMNS: dict[str, str] = {
+# with the URL's domain and the row's number in its source file: (DuckDB type, meaning).
+_STAGED_TYPES = {
     "url": "VARCHAR",
     "text": "VARCHAR",
     "width": "BIGINT",
@@ -89,19 +89,22 @@ STAGED_FILE_COLUMNS: dict[str, str] = {
     "aesthetic": "DOUBLE",
     "hash": "VARCHAR",
     "__index_level_0__": "BIGINT",
-    "domain": "VARCHAR",
-    "source_row": "BIGINT",
 }
-STAGED_PARQUET_COLUMNS: dict[str, tuple[str, str]] = {
-    **{
-        name: (STAGED_FILE_COLUMNS[name], text)
-        for name, (_, text) in IMAGE_COLUMNS.items()
-        if name not in BUILT_IMAGE_COLUMNS
-    },
-    "domain": ("VARCHAR", "Host of the URL: urlparse(url).netloc; '' when there is none"),
+DOMAIN_TEXT = "Host of the URL: urlparse(url).netloc; '' when there is none"
+STAGED_FILE_COLUMNS: dict[str, tuple[str, str]] = {
+    **{name: (_STAGED_TYPES[name], IMAGE_COLUMNS[name][1]) for name in SOURCE_IMAGE_COLUMNS},
+    "domain": ("VARCHAR", DOMAIN_TEXT),
     "source_row": (
         "BIGINT",
         "The row's number in its source file, from 0: with the file, a "
         "stable id that needs no __index_level_0__",
     ),
+}
+
+# The staging view over the staged files (`staging_images`): each row numbered in release
+# order (`id`, the SQLite rowid of the image), its columns, its domain.
+STAGING_VIEW_COLUMNS: dict[str, tuple[str, str]] = {
+    "id": ("BIGINT", "Row number in file order, 1..N: the SQLite rowid of the image"),
+    **{name: STAGED_FILE_COLUMNS[name] for name in SOURCE_IMAGE_COLUMNS},
+    "domain": ("VARCHAR", DOMAIN_TEXT),
 }

@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from laion_pipeline.common.errors import ConfigurationError, DataDirBusyError
-from laion_pipeline.common.layout import DataLayout, staged
+from laion_pipeline.common.layout import DataLayout, candidate
 from laion_pipeline.releases.switch import recover
 
 WAIT_LOG_SECONDS = 30.0
@@ -94,7 +94,7 @@ def remove_stale_temporaries(layout: DataLayout) -> list[Path]:
         (build, f"{layout.build_db.name}.copy"),
         (build, "images_fts.side.db*"),
         *(
-            (folder, staged(Path("*")).name)
+            (folder, candidate(Path("*")).name)
             for folder in (published, *layout.releases_dir.glob("*/report"))
         ),
     ]

@@ -71,7 +71,7 @@ def new_release(
     return release_id, release
 
 
-def _staged_pointer(layout: DataLayout, pointer: str) -> Path:
+def _candidate_pointer(layout: DataLayout, pointer: str) -> Path:
     return layout.published_dir / f".{pointer}.new"
 
 
@@ -79,17 +79,17 @@ def switch(layout: DataLayout, current: str, previous: str | None) -> None:
     """Serve release ``current`` and keep ``previous`` for rollback (see the module's
     docstring for why a kill at any instant leaves ``current`` whole)."""
     links = {"current": current, "previous": previous}
-    staged = {}
+    candidates = {}
     for pointer in POINTERS:  # current first: while its link waits, nothing has switched
         if links[pointer] is not None:
-            staged[pointer] = _staged_pointer(layout, pointer)
-            staged[pointer].unlink(missing_ok=True)
-            os.symlink(Path("releases") / links[pointer], staged[pointer])
+            candidates[pointer] = _candidate_pointer(layout, pointer)
+            candidates[pointer].unlink(missing_ok=True)
+            os.symlink(Path("releases") / links[pointer], candidates[pointer])
     fault("switch-links-written")
-    os.replace(staged["current"], layout.pointer("current"))
+    os.replace(candidates["current"], layout.pointer("current"))
     fault("switch-current-renamed")
-    if "previous" in staged:
-        os.replace(staged["previous"], layout.pointer("previous"))
+    if "previous" in candidates:
+        os.replace(candidates["previous"], layout.pointer("previous"))
     fault("switch-previous-renamed")
     remove_unused_releases(layout)
 
@@ -99,17 +99,17 @@ def recover(layout: DataLayout) -> list[Path]:
     pointer names (a publish killed before its switch, old releases). Returns what it removed
     or renamed."""
     touched = []
-    staged_current = _staged_pointer(layout, "current")
-    staged_previous = _staged_pointer(layout, "previous")
-    if staged_current.is_symlink():  # the switch never happened: undo it
-        staged_current.unlink()
-        touched.append(staged_current)
-        if staged_previous.is_symlink():
-            staged_previous.unlink()
-            touched.append(staged_previous)
-    elif staged_previous.is_symlink():  # current switched: finish the switch
-        os.replace(staged_previous, layout.pointer("previous"))
-        touched.append(staged_previous)
+    candidate_current = _candidate_pointer(layout, "current")
+    candidate_previous = _candidate_pointer(layout, "previous")
+    if candidate_current.is_symlink():  # the switch never happened: undo it
+        candidate_current.unlink()
+        touched.append(candidate_current)
+        if candidate_previous.is_symlink():
+            candidate_previous.unlink()
+            touched.append(candidate_previous)
+    elif candidate_previous.is_symlink():  # current switched: finish the switch
+        os.replace(candidate_previous, layout.pointer("previous"))
+        touched.append(candidate_previous)
     return touched + adopt_flat_layout(layout) + remove_unused_releases(layout)
 
 

@@ -13,7 +13,7 @@ import pyarrow.parquet as pq
 
 from laion_pipeline.common.db import quote_string
 from laion_pipeline.common.errors import InvalidInputError
-from laion_pipeline.common.schema import STAGED_FILE_COLUMNS, STAGED_SOURCE_COLUMNS
+from laion_pipeline.common.schema import SOURCE_IMAGE_COLUMNS, STAGED_FILE_COLUMNS
 from laion_pipeline.sources.profiles import Profile
 
 
@@ -41,7 +41,7 @@ READABLE_TYPES: dict[str, set[str]] = {
     "url": {"VARCHAR"},
     "text": {"VARCHAR"},
     "hash": _INTEGERS | {"VARCHAR"},
-    **{c: _NUMBERS for c in STAGED_SOURCE_COLUMNS if c not in ("url", "text", "hash")},
+    **{c: _NUMBERS for c in SOURCE_IMAGE_COLUMNS if c not in ("url", "text", "hash")},
 }
 
 
@@ -51,7 +51,7 @@ def _quote(name: str) -> str:
 
 def _typed(target: str, source: str | None) -> str:
     """The SQL that types source column ``source`` as images column ``target``."""
-    sql_type = STAGED_FILE_COLUMNS[target]
+    sql_type = STAGED_FILE_COLUMNS[target][0]
     if source is None:
         return f"CAST(NULL AS {sql_type})"
     value = _quote(source)
@@ -157,7 +157,7 @@ def stage_file(
         columns = find_columns(profile, label, found)
         typed = ", ".join(
             f"{_typed(name, columns.sources[name])} AS {_quote(name)}"
-            for name in STAGED_SOURCE_COLUMNS
+            for name in SOURCE_IMAGE_COLUMNS
         )
         where = ""
         if profile.row_filter:

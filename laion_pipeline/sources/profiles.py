@@ -17,7 +17,7 @@ from typing import Any
 
 from laion_pipeline.common.errors import ConfigurationError
 from laion_pipeline.common.layout import DEFAULT_DATABASE
-from laion_pipeline.common.schema import STAGED_SOURCE_COLUMNS
+from laion_pipeline.common.schema import SOURCE_IMAGE_COLUMNS
 
 BUNDLED_PROFILES = Path(__file__).with_name("profiles.toml")
 DEFAULT_PROFILE = "6plus"
@@ -98,19 +98,19 @@ def _profile(name: str, raw: Mapping, origin: str, environ: Mapping[str, str]) -
             'starting with a letter or digit), such as "laion-aesthetic-6pls"'
         )
     columns = raw.get("columns", {})
-    strange = set(columns) - set(STAGED_SOURCE_COLUMNS)
+    strange = set(columns) - set(SOURCE_IMAGE_COLUMNS)
     if strange:
         raise fail(
             f"columns names {', '.join(sorted(strange))}, which the images table does not have "
-            f"(it has {', '.join(STAGED_SOURCE_COLUMNS)})"
+            f"(it has {', '.join(SOURCE_IMAGE_COLUMNS)})"
         )
     required = tuple(raw.get("required", ("url", "text")))
-    if not {"url", "text"} <= set(required) or not set(required) <= set(STAGED_SOURCE_COLUMNS):
+    if not {"url", "text"} <= set(required) or not set(required) <= set(SOURCE_IMAGE_COLUMNS):
         raise fail("required must hold url and text, and only columns of the images table")
     row_filter = None
     if "filter" in raw:
         spec = raw["filter"]
-        if spec.get("column") not in STAGED_SOURCE_COLUMNS or "at_least" not in spec:
+        if spec.get("column") not in SOURCE_IMAGE_COLUMNS or "at_least" not in spec:
             raise fail("filter needs column (a column of the images table) and at_least")
         variable = spec.get("variable", "")
         value = environ.get(variable) if variable else None
@@ -133,7 +133,7 @@ def _profile(name: str, raw: Mapping, origin: str, environ: Mapping[str, str]) -
         revision=raw.get("revision", "main"),
         files=raw.get("files", "*.parquet"),
         required=required,
-        columns=tuple((c, tuple(columns.get(c, [c]))) for c in STAGED_SOURCE_COLUMNS),
+        columns=tuple((c, tuple(columns.get(c, [c]))) for c in SOURCE_IMAGE_COLUMNS),
         row_filter=row_filter,
     )
 

@@ -11,7 +11,7 @@ from laion_pipeline.build.staging import stage_source_file
 from laion_pipeline.build.state import check_staged
 from laion_pipeline.common.files import write_atomic
 from laion_pipeline.common.layout import ENTITY_KINDS
-from laion_pipeline.common.schema import ENTITY_CSV_COLUMNS, STAGED_PARQUET_COLUMNS
+from laion_pipeline.common.schema import ENTITY_CSV_COLUMNS, STAGED_FILE_COLUMNS
 from laion_pipeline.common.versions import CODE_VERSIONS
 from laion_pipeline.orchestration.assets.retries import retry_transient_errors
 from laion_pipeline.orchestration.assets.sources import (
@@ -32,7 +32,7 @@ from laion_pipeline.sources.inputs import SourceListing, parse_entity_csv
     group_name="raw",
     kinds={"parquet"},
     code_version=CODE_VERSIONS["source_files"],
-    metadata={"dagster/column_schema": table_schema(STAGED_PARQUET_COLUMNS)},
+    metadata={"dagster/column_schema": table_schema(STAGED_FILE_COLUMNS)},
 )
 def source_files(
     context: AssetExecutionContext, laion_data: LaionData, parquet_source: ParquetSource

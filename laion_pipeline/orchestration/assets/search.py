@@ -58,11 +58,11 @@ from laion_pipeline.common.db import sqlite_connect, sqlite_transaction
 from laion_pipeline.common.files import disk_for
 from laion_pipeline.common.layout import ENTITY_KINDS, DataLayout
 from laion_pipeline.common.schema import (
-    BUILT_IMAGE_COLUMNS,
     DOMAIN_COLUMNS,
     ENTITY_COLUMNS,
     IMAGE_COLUMNS,
     IMAGES_FTS_COLUMNS,
+    SOURCE_IMAGE_COLUMNS,
 )
 from laion_pipeline.common.versions import CODE_VERSIONS
 from laion_pipeline.orchestration.assets.raw import entity_csvs
@@ -115,7 +115,7 @@ DOMAINS_LINEAGE = column_lineage(
 )
 IMAGES_LINEAGE = column_lineage(
     {
-        **{c: [("staging_images", c)] for c in IMAGE_COLUMNS if c not in BUILT_IMAGE_COLUMNS},
+        **{c: [("staging_images", c)] for c in SOURCE_IMAGE_COLUMNS},
         "domain_id": [("staging_images", "domain")],
         "url_key": [("staging_images", "url")],
     }

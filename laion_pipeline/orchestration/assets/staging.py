@@ -13,11 +13,11 @@ from dagster_duckdb import DuckDBResource
 
 from laion_pipeline.build.shard_plan import shards_of
 from laion_pipeline.build.staging import (
-    STAGING_COLUMNS,
     create_staging,
     schema_problems,
     staged_files_of,
 )
+from laion_pipeline.common.schema import STAGING_VIEW_COLUMNS
 from laion_pipeline.common.versions import CODE_VERSIONS
 from laion_pipeline.orchestration.assets.raw import source_files
 from laion_pipeline.orchestration.metadata import (
@@ -38,7 +38,10 @@ PREVIEW = ["id", "domain", "url", "text"]
 
 # Where each staged column comes from.
 STAGING_LINEAGE = column_lineage(
-    {name: [("source_files", name if name != "id" else "source_row")] for name in STAGING_COLUMNS}
+    {
+        name: [("source_files", name if name != "id" else "source_row")]
+        for name in STAGING_VIEW_COLUMNS
+    }
 )
 
 
@@ -47,7 +50,7 @@ STAGING_LINEAGE = column_lineage(
     group_name="staging",
     kinds={"duckdb", "parquet"},
     code_version=CODE_VERSIONS["staging_images"],
-    metadata={"dagster/column_schema": table_schema(STAGING_COLUMNS)},
+    metadata={"dagster/column_schema": table_schema(STAGING_VIEW_COLUMNS)},
 )
 def staging_images(context: AssetExecutionContext, laion_data: LaionData) -> MaterializeResult:
     """Every kept image row of the staged source files, in file order, numbered 1..N (the
