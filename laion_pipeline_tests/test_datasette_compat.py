@@ -96,3 +96,30 @@ def test_a_releases_metadata_replaces_the_previous_releases(ds):
     title, page, _, _ = asyncio.run(served("Second", "name"))
     assert title == "Second" and "Described for Second" in page and "for First" not in page
     assert "sorted by name descending" in page
+
+
+@pytest.mark.skipif(not compat.DATASETTE_1, reason="datasette.yaml configuration: the 1.0 line")
+def test_the_users_configuration_stays_across_releases(tmp_path):
+    """A user's `allow` on our database (datasette.yaml) is kept beside each release's table
+    options; the release's options replace the previous release's."""
+    path = tmp_path / "one.db"
+    conn = sqlite3.connect(path)
+    conn.execute("CREATE TABLE artists (name TEXT, image_counts INTEGER)")
+    conn.commit()
+    conn.close()
+    ds = Datasette(
+        immutables=[str(path)], config={"databases": {"one": {"allow": {"id": "admin"}}}}
+    )
+    settings = compat.ReleaseSettings(ds)
+
+    async def switch(sort: str) -> int:
+        await ds.invoke_startup()
+        tables = {"artists": {"sort_desc": sort}}
+        await settings.use({}, {"title": sort, "databases": {"one": {"tables": tables}}})
+        return (await ds.client.get("/one/artists.json")).status_code
+
+    assert asyncio.run(switch("image_counts")) == 403  # not public: the user's allow holds
+    assert ds.config["databases"]["one"]["tables"]["artists"] == {"sort_desc": "image_counts"}
+    assert asyncio.run(switch("name")) == 403
+    assert ds.config["databases"]["one"]["tables"]["artists"] == {"sort_desc": "name"}
+    assert ds.config["databases"]["one"]["allow"] == {"id": "admin"}

@@ -328,7 +328,14 @@ def test_an_image_row_page_names_its_domain_and_hides_the_noise_columns(site, pu
 
 
 @pytest.mark.parametrize(
-    "first", ["laion_pipeline.serve.plugin", "laion_pipeline.serve.views", "datasette.app"]
+    "first",
+    [
+        "laion_pipeline.serve.plugin",
+        "laion_pipeline.serve.views",
+        "datasette.app",
+        "datasette.plugins",
+        "datasette.views.table",
+    ],
 )
 def test_the_plugin_has_every_hook_whatever_is_imported_first(first):
     """Datasette loads its plugins as it is imported: whichever module a script imports

@@ -353,29 +353,29 @@ def _release_databases(
     seals: dict[str, Seal] = {}
     try:
         for f, is_compact in zip(files, compact, strict=True):
-            candidate = candidates[f.name]
-            candidate.unlink(missing_ok=True)
+            written = candidates[f.name]
+            written.unlink(missing_ok=True)
             if is_compact:
-                link_or_copy(f.path, candidate)
+                link_or_copy(f.path, written)
             else:
                 conn = sqlite_connect(f.path, read_only=True)
                 try:
-                    conn.execute("VACUUM INTO ?", (str(candidate),))
+                    conn.execute("VACUUM INTO ?", (str(written),))
                 finally:
                     conn.close()
             sealed = valid_seal(f.path)
-            if sealed is not None and sealed.holds_for(candidate):  # a link of the sealed file
+            if sealed is not None and sealed.holds_for(written):  # a link of the sealed file
                 seals[f.name] = sealed
                 sha256[f.name] = sealed.sha256
                 continue
             if log:
                 log.info(
-                    f"checking the candidate {f.name} ({candidate.stat().st_size / 1e6:,.0f} "
+                    f"checking the candidate {f.name} ({written.stat().st_size / 1e6:,.0f} "
                     "MB): quick_check and sha256"
                 )
             with ThreadPoolExecutor(max_workers=2) as pool:
-                hashing = pool.submit(sha256_file, candidate)
-                checked = quick_check(candidate)
+                hashing = pool.submit(sha256_file, written)
+                checked = quick_check(written)
                 sha256[f.name] = hashing.result()
             if checked != "ok":
                 raise PublishCheckError(f"{f.path} fails SQLite's quick_check: {checked}")
@@ -389,8 +389,8 @@ def _release_databases(
         for f in files:
             os.replace(candidates[f.name], release.folder / f"{f.name}.db")
     finally:
-        for candidate in candidates.values():
-            candidate.unlink(missing_ok=True)
+        for written in candidates.values():
+            written.unlink(missing_ok=True)
     return release_id, release, sha256, seals
 
 

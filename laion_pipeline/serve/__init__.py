@@ -3,8 +3,13 @@ modules it calls: the served release and its switch, the fast search and lookup 
 rendering of cells and results, the response cache, the limits, and every Datasette internal
 in one module (``compat.py``).
 
-Datasette loads its plugins, this one among them, as ``datasette.app`` is imported: importing
-it here first means a module of ours is never half imported when that happens.
+Datasette loads its plugins, this one among them, as ``datasette.plugins`` is imported (by
+``datasette.app``): importing it here first means a module of ours is never half imported when
+that happens. Unless Datasette is loading its plugins now (a script imported
+``datasette.plugins`` first): then ``datasette.app`` cannot be imported yet, and need not be.
 """
 
-import datasette.app  # noqa: F401
+import sys
+
+if "datasette.plugins" not in sys.modules:
+    import datasette.app  # noqa: F401

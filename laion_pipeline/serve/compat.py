@@ -7,6 +7,7 @@ opened with the inspect data of the release (no counting of 12M rows) and its me
 replaces the server's; the fast search runs on connections Datasette prepared (our SQL
 functions, the limits); page templates are read once."""
 
+import copy
 import importlib.metadata
 from typing import Any
 
@@ -66,23 +67,16 @@ def _split(metadata: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
     return metadata, config
 
 
-# The 1.0 line's internal tables of metadata, refilled from the release's at a switch.
-METADATA_TABLES = (
-    "metadata_instance",
-    "metadata_databases",
-    "metadata_resources",
-    "metadata_columns",
-)
-
-
 class ReleaseSettings:
-    """The server's metadata and configuration, with a release's replacing the previous
-    release's; what the user gave on the command line (``-m``, ``-c``) otherwise stays."""
+    """The server's metadata and configuration with a release's in place of the previous
+    release's; what the user gave (``-m``, ``-c``: a database's ``allow``, another database's
+    metadata) stays."""
 
     def __init__(self, datasette: Any) -> None:
         self.datasette = datasette
-        self.user_config = dict(getattr(datasette, "config", None) or {})
-        self.databases: set[str] = set()
+        self.user_config: dict[str, Any] | None = None  # as it was before the first release
+        self.databases: set[str] = set()  # the databases the last release described
+        self.instance_keys: set[str] = set()  # and the instance's metadata it set
 
     async def use(self, inspect: dict[str, Any], metadata: dict[str, Any]) -> None:
         datasette = self.datasette
@@ -91,25 +85,54 @@ class ReleaseSettings:
             datasette._metadata_local = metadata
             return
         metadata, config = _split(metadata)
-        databases = {
-            name: conf
-            for name, conf in (self.user_config.get("databases") or {}).items()
-            if name not in self.databases
-        }
-        databases.update(config.get("databases", {}))
-        self.databases = set(config.get("databases", {}))
-        datasette.config = {**self.user_config, "databases": databases}
+        if self.user_config is None:
+            self.user_config = copy.deepcopy(getattr(datasette, "config", None) or {})
+        datasette.config = _merged(self.user_config, config)
+        stale = self.databases | set(metadata.get("databases", {}))
+        stale_keys = self.instance_keys
+
+        def forget(conn: Any) -> None:
+            for table in METADATA_TABLES:
+                conn.executemany(
+                    f"DELETE FROM {table} WHERE database_name = ?", [(n,) for n in stale]
+                )
+            conn.executemany(
+                "DELETE FROM metadata_instance WHERE key = ?", [(k,) for k in stale_keys]
+            )
+
+        await datasette.get_internal_database().execute_write_fn(forget)
         datasette._metadata_local = metadata
-        internal = datasette.get_internal_database()
-        for table in METADATA_TABLES:
-            await internal.execute_write(f"DELETE FROM {table}")
         await datasette.apply_metadata_json()
+        self.databases = set(metadata.get("databases", {})) | set(config.get("databases", {}))
+        self.instance_keys = {key for key in metadata if key != "databases"}
         from datasette.stored_queries import save_queries_from_config
 
         await save_queries_from_config(datasette)
         # The 1.0 line lists databases and tables from its internal catalog, refreshed at most
         # once a second: at once here, so no page names a database of the previous release.
         await datasette.refresh_schemas(force=True)
+
+
+# The 1.0 line's internal tables of a database's metadata, refilled from a release's.
+METADATA_TABLES = ("metadata_databases", "metadata_resources", "metadata_columns")
+
+
+def _merged(user: dict[str, Any], release: dict[str, Any]) -> dict[str, Any]:
+    """The user's configuration with the release's table options and queries added to each
+    of its databases (the user's own keys of a database, such as ``allow``, kept)."""
+    merged = copy.deepcopy(user)
+    databases = merged.setdefault("databases", {})
+    for name, options in release.get("databases", {}).items():
+        database = databases.setdefault(name, {})
+        for key, value in options.items():
+            if isinstance(value, dict) and isinstance(database.get(key), dict):
+                database[key] = {
+                    **database[key],
+                    **{k: {**database[key].get(k, {}), **v} for k, v in value.items()},
+                }
+            else:
+                database[key] = value
+    return merged
 
 
 async def site_title(datasette: Any) -> str | None:

@@ -98,7 +98,8 @@ class ServedRelease:
             self.datasette.remove_database(db.name)
         for db_name, db in opened:
             self.datasette.add_database(db, name=db_name)
-        await self.settings.use(inspect, metadata)
+        # Named before anything is awaited: a request let in after a failed switch is
+        # labelled (and cached) as the release whose databases answer it.
         self.release_id, self.database = Path(link).name, name
         self.names = [db_name for db_name, _ in opened]
         images = manifest.get("row_counts", {}).get("images", 0)  # rowids 1..images
@@ -107,6 +108,7 @@ class ServedRelease:
         ]
         for db in old:
             db.close()
+        await self.settings.use(inspect, metadata)
 
     async def enter(self) -> str:
         """Start a request: first switch to a newly published release, if there is one."""
