@@ -9,7 +9,7 @@ PROJECT_HOME := $(CURDIR)/.dagster_home
 export DAGSTER_HOME ?= $(PROJECT_HOME)
 INSTANCE := $(if $(filter $(PROJECT_HOME),$(abspath $(DAGSTER_HOME))),$(PROJECT_HOME)/dagster.yaml)
 
-.PHONY: install run run-on-workers worker daemon test test-fast test-datasette-1 lint dev serve where rollback bench bench-staging bench-search bench-scale bench-load bench-tools clean
+.PHONY: install run run-on-workers worker daemon test test-stories test-fast test-datasette-1 lint dev serve where rollback bench bench-staging bench-search bench-scale bench-load bench-tools clean
 
 install: $(STAMP)
 
@@ -63,13 +63,19 @@ worker: $(STAMP) $(CELERY_HOME)/dagster.yaml
 daemon: $(STAMP) $(CELERY_HOME)/dagster.yaml
 	DAGSTER_HOME=$(CELERY_HOME) $(BIN)/dagster-daemon run -w workspace.yaml
 
-## The whole test suite, after the linter (about 12 minutes on 2 cores), TEST_WORKERS tests at
-## a time (pytest-xdist): most tests wait on a process or a server, so 3 keep 2 cores busy;
-## each module's tests run together on one worker (loadscope), so a module's server or built
-## folder is set up once.
+## The tests, after the linter: each layer's tests (laion_pipeline_tests/<layer>/) and the
+## project's (packaging, docs), TEST_WORKERS at a time (pytest-xdist): most tests wait on a
+## process or a server, so 3 keep 2 cores busy; each module's tests run together on one worker
+## (loadscope), so a module's server or built folder is set up once. The end-to-end stories
+## (laion_pipeline_tests/stories/) are `make test-stories`; CI runs both.
 TEST_WORKERS ?= 3
 test: lint
-	$(BIN)/python -m pytest -n $(TEST_WORKERS) --dist loadscope
+	$(BIN)/python -m pytest -n $(TEST_WORKERS) --dist loadscope --ignore=laion_pipeline_tests/stories
+
+## The end-to-end stories: the commands the README gives, Dagster's UI and Celery engine, builds
+## killed at each stage, faults, whole sharded builds, a real browser.
+test-stories: $(STAMP)
+	$(BIN)/python -m pytest -n $(TEST_WORKERS) --dist loadscope laion_pipeline_tests/stories
 
 ## The unit tests of the core and the Datasette plugin (under a minute): the inner loop.
 test-fast: $(STAMP)
@@ -79,9 +85,9 @@ test-fast: $(STAMP)
 ## default): a second environment, $(VENV_DATASETTE_1), with $(DATASETTE_1) installed.
 DATASETTE_1 ?= datasette==1.0a41
 VENV_DATASETTE_1 ?= .venv-datasette1
-SITE_TESTS := $(addprefix laion_pipeline_tests/,test_serving.py test_served_release.py \
-	test_serving_releases.py test_security.py test_abuse.py test_cache.py test_domains.py \
-	test_browser.py test_datasette_compat.py)
+SITE_TESTS := laion_pipeline_tests/serve laion_pipeline_tests/stories/test_serving_releases.py \
+	laion_pipeline_tests/stories/test_browser.py laion_pipeline_tests/stories/test_security.py \
+	laion_pipeline_tests/sources/test_domains.py
 $(VENV_DATASETTE_1)/.installed: setup.cfg pyproject.toml
 	test -x $(VENV_DATASETTE_1)/bin/python || $(PYTHON) -m venv $(VENV_DATASETTE_1)
 	$(VENV_DATASETTE_1)/bin/python -m pip install --quiet --upgrade pip

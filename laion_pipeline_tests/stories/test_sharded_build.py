@@ -28,7 +28,7 @@ from laion_pipeline_tests.datasette_site import in_process
 
 NAME_TABLES = ("artists", "celebrities", "characters")
 
-PROJECT = Path(__file__).resolve().parents[1]
+PROJECT = Path(__file__).resolve().parents[2]
 
 
 def rows(db, sql: str) -> list[tuple]:

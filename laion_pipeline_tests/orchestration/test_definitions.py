@@ -143,7 +143,7 @@ def test_dg_check_defs_loads_the_project():
     """`dg check defs`, the project's definitions as the dg command line loads them."""
     done = subprocess.run(
         [str(Path(sys.executable).parent / "dg"), "check", "defs"],
-        cwd=Path(__file__).resolve().parents[1],
+        cwd=Path(__file__).resolve().parents[2],
         env={**os.environ, "VIRTUAL_ENV": str(Path(sys.executable).parents[1])},
         capture_output=True,
         text=True,
@@ -160,7 +160,7 @@ def test_only_orchestration_loads_dagster_and_only_serve_loads_datasette():
     """The work (sources, build, releases, search, analysis) is plain functions a test or a
     command calls without Dagster or Datasette; at run time too, lazy imports included, which
     the layers contract (`make lint`) reads only from the source."""
-    package = Path(__file__).resolve().parents[1] / "laion_pipeline"
+    package = Path(__file__).resolve().parents[2] / "laion_pipeline"
     core = sorted(
         ".".join(("laion_pipeline", *path.relative_to(package).with_suffix("").parts))
         for layer in ("common", "sources", "search", "releases", "build", "analysis")
@@ -184,7 +184,7 @@ def test_dagster_internals_are_imported_in_one_module_only():
     """Dagster's private modules (`dagster._...`) change without notice between releases: the
     package imports them in `orchestration/engine.py` alone (test_engine.py exercises what it
     uses)."""
-    package = Path(__file__).resolve().parents[1] / "laion_pipeline"
+    package = Path(__file__).resolve().parents[2] / "laion_pipeline"
     private = re.compile(r"^\s*(from|import) dagster\._", re.MULTILINE)
     importing = sorted(
         str(path.relative_to(package))

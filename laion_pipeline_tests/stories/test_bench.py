@@ -11,7 +11,7 @@ import pytest
 
 from benchmarks.bench import SEARCH_MARKER
 
-PROJECT = Path(__file__).resolve().parents[1]
+PROJECT = Path(__file__).resolve().parents[2]
 SEED_TOOLS = PROJECT / ".venv-seed" / "bin"
 
 

@@ -19,7 +19,7 @@ from dagster._core.storage.tags import REPOSITORY_LABEL_TAG
 from laion_pipeline.common.layout import DataLayout
 from laion_pipeline_tests.conftest import connected_databases
 
-PROJECT = Path(__file__).resolve().parents[1]
+PROJECT = Path(__file__).resolve().parents[2]
 BIN = Path(sys.executable).parent
 
 

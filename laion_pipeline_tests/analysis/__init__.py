@@ -1,0 +1,1 @@
+"""Tests of laion_pipeline/analysis/."""
