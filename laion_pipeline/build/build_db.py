@@ -10,6 +10,8 @@ import shutil
 import sqlite3
 from pathlib import Path
 
+import sqlite_utils
+
 from laion_pipeline.common.db import sqlite_connect
 from laion_pipeline.common.errors import StaleInputError
 from laion_pipeline.common.layout import DataLayout
@@ -62,5 +64,5 @@ def open_build_db(layout: DataLayout, *, write: bool) -> sqlite3.Connection:
 
 
 def require_table(conn: sqlite3.Connection, table: str, asset_name: str) -> None:
-    if not conn.execute("SELECT 1 FROM sqlite_master WHERE name = ?", (table,)).fetchone():
+    if not sqlite_utils.Database(conn, recursive_triggers=False).table(table).exists():
         raise StaleInputError(f"the build database has no {table} table: materialize {asset_name}")

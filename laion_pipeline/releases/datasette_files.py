@@ -5,9 +5,9 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+import sqlite_utils
 from markupsafe import escape
 
-from laion_pipeline.common.db import quote_identifier
 from laion_pipeline.common.layout import DEFAULT_DATABASE, ENTITY_KINDS, REPORT_URL
 from laion_pipeline.common.schema import IMAGE_COLUMNS
 from laion_pipeline.search.shard_search import PAGE_ROWS, search_sql
@@ -135,12 +135,9 @@ def datasette_metadata(
 def table_counts(conn: sqlite3.Connection) -> dict[str, int]:
     """Row counts of every table, as ``datasette inspect`` records them. ``images_fts`` reads
     its rows from ``images``, so it has as many (and is not counted a second time)."""
-    names = [r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")]
-    counts = {
-        name: conn.execute(f"SELECT count(*) FROM {quote_identifier(name)}").fetchone()[0]
-        for name in names
-        if name != "images_fts"
-    }
+    db = sqlite_utils.Database(conn, recursive_triggers=False)  # reads only
+    names = db.table_names()
+    counts = {name: db.table(name).count for name in names if name != "images_fts"}
     if "images_fts" in names:
         counts["images_fts"] = counts["images"]
     return counts
