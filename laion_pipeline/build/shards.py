@@ -29,7 +29,7 @@ from laion_pipeline.build.build_db import (
     remove_side_files,
     require_table,
 )
-from laion_pipeline.build.fts import build_images_fts
+from laion_pipeline.build.fts import SideIndex, build_images_fts, install_side_index
 from laion_pipeline.build.seal import built_from, prepare, seal, unseal
 from laion_pipeline.build.shard_plan import Shard, plan_shards, shard_inputs
 from laion_pipeline.build.staging import staged_files_of, staging_view_sql
@@ -76,21 +76,48 @@ class BuiltShard:
     null_captions: int
 
 
-def build_shard(shard: Shard, db: Path, log: Any = None, *, index: bool = True) -> BuiltShard:
+def build_shard(
+    shard: Shard,
+    db: Path,
+    log: Any = None,
+    *,
+    index: bool = True,
+    side_index: Path | None = None,
+    threads: int | None = 1,
+) -> BuiltShard:
     """Write the shard's database ``db`` (a new file): its domain table, its images in file
-    order with their release-wide rowids, then (with ``index``) their caption index, all on
-    one core."""
+    order with their release-wide rowids, then (with ``index``) their caption index. A shard
+    built alone on the machine gives the index a core of its own: with ``side_index`` (a
+    scratch file) the captions are indexed in a second process while the images load, then
+    copied in (``fts.SideIndex``); otherwise one core does both, one after the other.
+    ``threads``: DuckDB's threads for the scan (None: one a core)."""
     duck = duckdb.connect()
     conn = sqlite_connect(db)
+    side = None
     try:
-        duck.execute("SET threads = 1")
-        duck.execute(staging_view_sql(shard.files, first_rowid=shard.first_rowid))
+        if threads is not None:
+            duck.execute(f"SET threads = {int(threads)}")
+        view = staging_view_sql(shard.files, first_rowid=shard.first_rowid)
+        duck.execute(view)
         conn.execute("PRAGMA synchronous = OFF")  # a failed shard is built again from scratch
         domains = build_domains(duck, conn)
+        if index and side_index is not None:
+            side = SideIndex(side_index, view)
         loaded = load_images(duck, conn, shard.rows, log, first_rowid=shard.first_rowid)
-        if index:
+        if side is not None:
+            if log:
+                log.info("images loaded; waiting for the caption index to finish")
+            side.finish(log)
+            side = None
+            conn.close()  # the index is copied in by a connection of its own
+            if log:
+                log.info("caption index built; copying it into the database")
+            install_side_index(db, side_index)
+        elif index:
             build_images_fts(conn, log)
     finally:
+        if side is not None:
+            side.abandon()
         conn.close()
         duck.close()
     return BuiltShard(loaded.rows, domains, loaded.null_captions)

@@ -10,17 +10,13 @@ import duckdb
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from laion_pipeline.build.build_db import require_table
-from laion_pipeline.build.fts import SideIndex, install_side_index
-from laion_pipeline.build.staging import check_files_unchanged, staging_view_sql
 from laion_pipeline.common.db import quote_identifier, quote_string, sqlite_transaction
 from laion_pipeline.common.errors import StaleInputError
-from laion_pipeline.common.layout import DataLayout
 from laion_pipeline.common.phrases import fts_phrase
 from laion_pipeline.common.progress import Progress
 from laion_pipeline.common.schema import IMAGE_COLUMNS, STAGING_VIEW_COLUMNS
 from laion_pipeline.search.lookup import URL_KEY_SQL
-from laion_pipeline.sources.inputs import StagedFile, StagingManifest
+from laion_pipeline.sources.inputs import StagedFile
 
 BATCH_ROWS = 50_000
 
@@ -213,45 +209,3 @@ def build_entity_table(
             [[row[c] for c in columns] + [counts[row["name"]]] for row in rows],
         )
     return [(row["name"], counts[row["name"]]) for row in rows]
-
-
-def staged_files(layout: DataLayout) -> tuple[StagedFile, ...]:
-    """The parquet files ``staging_images`` reads, unchanged since they were verified."""
-    if not layout.staging_db.exists():
-        raise StaleInputError(f"{layout.staging_db} does not exist: materialize staging_images")
-    files = StagingManifest.read(layout).files
-    check_files_unchanged(files)
-    return files
-
-
-def load_images_and_index(
-    layout: DataLayout,
-    conn: sqlite3.Connection,
-    duck: duckdb.DuckDBPyConnection,
-    files: Sequence[StagedFile],
-    with_index: bool,
-    log: Any = None,
-) -> LoadedImages:
-    """Load ``images``; with ``with_index``, index the captions in a second process meanwhile
-    and add the index once both are done."""
-    total = sum(f.rows for f in files)
-    side_path = layout.build_db.with_name("images_fts.side.db")
-    side = None
-    try:
-        require_table(conn, "domain", "domains")
-        conn.execute("PRAGMA synchronous = OFF")  # a crash leaves a build file we start again
-        if with_index:
-            side = SideIndex(side_path, staging_view_sql(files))
-        loaded = load_images(duck, conn, total, log)
-        if side:
-            if log:
-                log.info("images loaded; waiting for the caption index to finish")
-            side.finish(log)
-            side = None
-            if log:
-                log.info("caption index built; copying it into the build database")
-            install_side_index(layout.build_db, side_path)
-    finally:
-        if side:
-            side.abandon()
-    return loaded

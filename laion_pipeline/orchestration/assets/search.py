@@ -8,7 +8,7 @@ own tables, each in one transaction, so a failed step leaves the previous tables
 
 import collections
 import functools
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator
 from contextlib import ExitStack
 from pathlib import Path
 from typing import Any
@@ -23,7 +23,6 @@ from dagster import (
     asset,
     multi_asset,
 )
-from dagster_duckdb import DuckDBResource
 
 from laion_pipeline.build.build_db import (
     fresh_build_db,
@@ -32,10 +31,10 @@ from laion_pipeline.build.build_db import (
     require_table,
 )
 from laion_pipeline.build.fts import build_images_fts
-from laion_pipeline.build.shard_plan import shards_of
+from laion_pipeline.build.shard_plan import Shard, shards_of
 from laion_pipeline.build.shards import (
-    BuiltShard,
     ShardReport,
+    build_shard,
     chosen_shards,
     count_phrase_in_shards,
     make_shards,
@@ -48,13 +47,10 @@ from laion_pipeline.build.staging import check_files_unchanged
 from laion_pipeline.build.tables import (
     BUILD_PEAK_PER_DATABASE_BYTE,
     TOP_DOMAINS_SQL,
-    build_domains,
     build_entity_table,
     estimated_database_bytes,
-    load_images_and_index,
-    staged_files,
 )
-from laion_pipeline.common.db import sqlite_connect, sqlite_transaction
+from laion_pipeline.common.db import sqlite_transaction
 from laion_pipeline.common.files import disk_for
 from laion_pipeline.common.layout import ENTITY_KINDS, DataLayout
 from laion_pipeline.common.schema import (
@@ -80,7 +76,7 @@ from laion_pipeline.orchestration.partitions import SHARDS
 from laion_pipeline.orchestration.resources import LaionData
 from laion_pipeline.releases.lock import data_dir_lock
 from laion_pipeline.search.lookup import build_host_search
-from laion_pipeline.sources.inputs import StagedFile, StagingManifest, parse_entity_csv
+from laion_pipeline.sources.inputs import StagingManifest, parse_entity_csv
 
 
 def list_problems(rows: list[dict[str, str]], log: Any, kind: str) -> dict[str, Any]:
@@ -167,7 +163,7 @@ IMAGES_FTS_DESCRIPTION = (
     can_subset=True,
 )
 def images_and_index(
-    context: AssetExecutionContext, laion_data: LaionData, staging_duckdb: DuckDBResource
+    context: AssetExecutionContext, laion_data: LaionData
 ) -> Iterator[MaterializeResult]:
     """Builds the shards of the run; either asset alone is rebuilt on its own (the index then
     from the images table)."""
@@ -179,8 +175,8 @@ def images_and_index(
     # A run of no partition (a subset of the job chosen by hand) builds every shard.
     partitioned = context.has_partition_key or context.has_partition_key_range
     wanted = chosen_shards(shards, context.partition_keys) if partitioned else list(shards)
-    if len(shards) == 1:  # its files are checked by staged_files, under the lock
-        reports = [_build_the_one_shard(context, laion_data, staging_duckdb, selected)]
+    if len(shards) == 1:  # its files are checked under the data folder's lock
+        reports = [_build_the_one_shard(context, laion_data, shards[0], selected)]
     else:
         if "images" in selected:
             check_files_unchanged([f for shard in wanted for f in shard.files])
@@ -247,14 +243,12 @@ def images_and_index(
 
 
 def _build_the_one_shard(
-    context: AssetExecutionContext,
-    laion_data: LaionData,
-    staging_duckdb: DuckDBResource,
-    selected: set[str],
+    context: AssetExecutionContext, laion_data: LaionData, shard: Shard, selected: set[str]
 ) -> ShardReport:
-    """The build database of one shard (the 2022 shape): a fresh file with its domain table and
-    its images, loaded while a second process indexes the captions; or the index alone, again,
-    from the images table."""
+    """The database of the one shard (the 2022 shape), under the data folder's lock: a fresh
+    file built by `build_shard`, its captions indexed by a second process while the images
+    load, that becomes the build database, which `domains` and the name tables then complete;
+    or the index alone, again, from the images table."""
     layout = laion_data.layout
     with data_dir_lock(layout, context.log):
         if "images" not in selected:
@@ -265,39 +259,21 @@ def _build_the_one_shard(
             finally:
                 conn.close()
             return shard_report(layout.build_db, None)
-        files = staged_files(layout)
-        needed = int(BUILD_PEAK_PER_DATABASE_BYTE * estimated_database_bytes(files))
+        check_files_unchanged(shard.files)
+        needed = int(BUILD_PEAK_PER_DATABASE_BYTE * estimated_database_bytes(shard.files))
         with disk_for(layout.build_db.parent, needed, "building the database"):
-            return _build_images(context, layout, staging_duckdb, files, selected)
-
-
-def _build_images(
-    context: AssetExecutionContext,
-    layout: DataLayout,
-    staging_duckdb: DuckDBResource,
-    files: Sequence[StagedFile],
-    selected: set[str],
-) -> ShardReport:
-    """Load the images of `files` into a fresh build database (with the caption index
-    when `images_fts` is selected), under the caller's lock."""
-    new = fresh_build_db(layout)
-    with staging_duckdb.get_connection() as duck:
-        conn = sqlite_connect(new)
-        try:
-            domains = build_domains(duck, conn)
-        finally:
-            conn.close()
-        install_build_db(new, layout)
-        conn = open_build_db(layout, write=True)
-        try:
-            loaded = load_images_and_index(
-                layout, conn, duck, files, "images_fts" in selected, context.log
+            new = fresh_build_db(layout)
+            built = build_shard(
+                shard,
+                new,
+                context.log,
+                index="images_fts" in selected,
+                side_index=layout.build_db.with_name("images_fts.side.db"),
+                threads=None,
             )
-        finally:
-            conn.close()
-    # Read before the lock is released: another run may start a new build file after it.
-    built = BuiltShard(loaded.rows, domains, loaded.null_captions)
-    return shard_report(layout.build_db, built)
+            install_build_db(new, layout)
+        # Read before the lock is released: another run may start a new build file after it.
+        return shard_report(layout.build_db, built)
 
 
 def _shards_metadata(files: list[Path], table: str) -> dict[str, Any]:
