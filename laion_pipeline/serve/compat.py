@@ -67,6 +67,10 @@ def _split(metadata: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
     return metadata, config
 
 
+# The 1.0 line's internal tables of a database's metadata, refilled from a release's.
+METADATA_TABLES = ("metadata_databases", "metadata_resources", "metadata_columns")
+
+
 class ReleaseSettings:
     """The server's metadata and configuration with a release's in place of the previous
     release's; what the user gave (``-m``, ``-c``: a database's ``allow``, another database's
@@ -113,30 +117,22 @@ class ReleaseSettings:
         await datasette.refresh_schemas(force=True)
 
 
-# The 1.0 line's internal tables of a database's metadata, refilled from a release's.
-METADATA_TABLES = ("metadata_databases", "metadata_resources", "metadata_columns")
-
-
 def _merged(user: dict[str, Any], release: dict[str, Any]) -> dict[str, Any]:
-    """The user's configuration with the release's table options and queries added to each
-    of its databases (the user's own keys of a database, such as ``allow``, kept)."""
+    """``user``'s configuration with ``release``'s merged in, key by key at every depth: the
+    release's table options and queries added, the user's own keys (a database's ``allow``)
+    kept."""
     merged = copy.deepcopy(user)
-    databases = merged.setdefault("databases", {})
-    for name, options in release.get("databases", {}).items():
-        database = databases.setdefault(name, {})
-        for key, value in options.items():
-            if isinstance(value, dict) and isinstance(database.get(key), dict):
-                database[key] = {
-                    **database[key],
-                    **{k: {**database[key].get(k, {}), **v} for k, v in value.items()},
-                }
-            else:
-                database[key] = value
+    for key, value in release.items():
+        if isinstance(value, dict) and isinstance(merged.get(key), dict):
+            merged[key] = _merged(merged[key], value)
+        else:
+            merged[key] = value
     return merged
 
 
 async def site_title(datasette: Any) -> str | None:
-    """The instance's title from the metadata."""
+    """The instance's title from Datasette's metadata (a query of the internal database on
+    the 1.0 line: the site asks it only when it serves no release)."""
     if DATASETTE_1:
         return (await datasette.get_instance_metadata()).get("title")
     return datasette.metadata("title")

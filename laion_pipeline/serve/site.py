@@ -3,10 +3,13 @@
 import sys
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
+from laion_pipeline.common.layout import DEFAULT_DATABASE, ReleaseFiles
 from laion_pipeline.common.settings import usable_cores
 from laion_pipeline.search.shard_search import SearchedShard, count_cap
+from laion_pipeline.serve import compat
 from laion_pipeline.serve.cache import ResponseCache
 from laion_pipeline.serve.switching import ServedRelease
 
@@ -27,7 +30,7 @@ class Site:
     count_cap: int = field(default_factory=count_cap)
     cache: ResponseCache = field(default_factory=ResponseCache)
     in_flight: dict[tuple, Any] = field(default_factory=dict)
-    noise_columns: dict[str, list[str]] = field(default_factory=dict)
+    noise_columns: dict[tuple[str, str], list[str]] = field(default_factory=dict)
     _search_executor: ThreadPoolExecutor | None = None
 
     @property
@@ -50,6 +53,33 @@ class Site:
         if self.release is not None:
             return self.release.names
         return [self.database] if self.database else []
+
+    async def title(self, datasette: Any) -> str:
+        """The title the site's pages show: the served release's (read once, at its switch),
+        else Datasette's metadata's."""
+        if self.release is not None and self.release.title:
+            return self.release.title
+        return await compat.site_title(datasette) or "LAION"
+
+    async def start(self, datasette: Any) -> None:
+        """Find our database among those Datasette opened (the one beside a release manifest,
+        or in a plain folder the 2022 name) and, when it is served through the pointer
+        ``published/current``, serve the release it names and follow it."""
+        ours = [
+            db
+            for db in datasette.databases.values()
+            if db.path and ReleaseFiles(Path(db.path).parent).manifest_json.is_file()
+        ] or [db for db in datasette.databases.values() if db.name == DEFAULT_DATABASE]
+        if not ours:
+            return
+        self.database = ours[0].name
+        compat.templates_fixed(datasette)
+        pointer = Path(ours[0].path).parent if ours[0].path else None
+        if pointer is not None and pointer.is_symlink():
+            served = ServedRelease(datasette, pointer, lambda: self.search_executor)
+            served.names = [ours[0].name]
+            await served.load(served.pointed())
+            self.release = served
 
     def sharded(self) -> bool:
         """Whether the served release is a catalog and shards (not one database)."""

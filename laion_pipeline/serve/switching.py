@@ -63,6 +63,7 @@ class ServedRelease:
         self.settings = compat.ReleaseSettings(datasette)
         self.release_id = ""
         self.database = ""
+        self.title: str | None = None  # the release's, from its metadata
         self.names: list[str] = []  # every database of the release, the catalog first
         # The databases holding images, in release order, each with its last rowid.
         self.shards: list[tuple[str, int]] = []
@@ -101,6 +102,7 @@ class ServedRelease:
         # Named before anything is awaited: a request let in after a failed switch is
         # labelled (and cached) as the release whose databases answer it.
         self.release_id, self.database = Path(link).name, name
+        self.title = metadata.get("title")
         self.names = [db_name for db_name, _ in opened]
         images = manifest.get("row_counts", {}).get("images", 0)  # rowids 1..images
         self.shards = [(s["database"], s["last_rowid"]) for s in manifest.get("shards", ())] or [

@@ -28,7 +28,6 @@ from laion_pipeline.search.lookup import (
     looks_like_url,
 )
 from laion_pipeline.search.shard_search import search_page
-from laion_pipeline.serve import compat
 from laion_pipeline.serve.render import (
     HIDDEN_COLUMNS,
     count_text,
@@ -179,7 +178,7 @@ async def lookup(datasette: Any, request: Any) -> Response:
         "more_hosts": more_hosts,
         "min_chars": MIN_HOST_CHARS,
         "problem": problem,
-        "title": await compat.site_title(datasette) or "LAION",
+        "title": await site.title(datasette),
     }
     return Response.html(await datasette.render_template(LOOKUP_TEMPLATE, context, request))
 
@@ -264,7 +263,7 @@ async def search(datasette: Any, request: Any) -> Response:
         "examples": await example_names(datasette, site) if not q and host is None else [],
         "looks_like_url": looks_like_url(q),
         "lookup_url": LOOKUP_URL,
-        "title": await compat.site_title(datasette) or "LAION",
+        "title": await site.title(datasette),
     }
     return Response.html(await datasette.render_template(SEARCH_TEMPLATE, context, request))
 

@@ -15,40 +15,22 @@ modules of ``laion_pipeline.serve``; the pages are the templates in ``templates/
   it (``X-Laion-Release``); answers are cached per release (``cache.py``).
 """
 
-from pathlib import Path
 from typing import Any
 
 from datasette import hookimpl
 
-from laion_pipeline.common.layout import DEFAULT_DATABASE, ENTITY_KINDS, ReleaseFiles
+from laion_pipeline.common.layout import ENTITY_KINDS
 from laion_pipeline.common.phrases import laion_match
 from laion_pipeline.serve import asgi, compat, render, views
 from laion_pipeline.serve.limits import limit_connection
 from laion_pipeline.serve.site import site_of
-from laion_pipeline.serve.switching import ServedRelease
 
 
 @hookimpl
 def startup(datasette: Any) -> Any:
     async def inner() -> None:
         compat.plain_tracebacks()
-        site = site_of(datasette)
-        # Ours is the database beside a release manifest (or, in a plain folder, the 2022 name).
-        ours = [
-            db
-            for db in datasette.databases.values()
-            if db.path and ReleaseFiles(Path(db.path).parent).manifest_json.is_file()
-        ] or [db for db in datasette.databases.values() if db.name == DEFAULT_DATABASE]
-        if not ours:
-            return
-        site.database = ours[0].name
-        compat.templates_fixed(datasette)
-        pointer = Path(ours[0].path).parent if ours[0].path else None
-        if pointer is not None and pointer.is_symlink():
-            served = ServedRelease(datasette, pointer, lambda: site.search_executor)
-            served.names = [ours[0].name]
-            await served.load(served.pointed())
-            site.release = served
+        await site_of(datasette).start(datasette)
 
     return inner
 
