@@ -158,6 +158,22 @@ def shard_report(db: Path, loaded: BuiltShard | None, kept: bool = False) -> Sha
         conn.close()
 
 
+def rebuild_index(db: Path, what: str, log: Any = None) -> None:
+    """The caption index alone, again, from the images table of ``db`` (unshared from any
+    release first)."""
+    conn = open_writable(db, what)
+    try:
+        require_table(conn, "images", what)
+        build_images_fts(conn, log)
+    finally:
+        conn.close()
+
+
+def build_bytes(shard: Shard) -> int:
+    """The free disk a build of ``shard``'s database needs at its peak."""
+    return int(BUILD_PEAK_PER_DATABASE_BYTE * estimated_database_bytes(shard.files))
+
+
 def make_shard(layout: DataLayout, shard: Shard, *, images: bool, index: bool) -> ShardReport:
     """Build the database of one shard of several, under its lock: with ``images``, a new file
     (then with ``index`` its caption index too) that replaces the old one at once; else the
@@ -172,19 +188,13 @@ def make_shard(layout: DataLayout, shard: Shard, *, images: bool, index: bool) -
             return shard_report(db, None, kept=True)  # built from these inputs, and whole
         unseal(db)
         if not images:
-            conn = open_writable(db, what)
-            try:
-                require_table(conn, "images", what)
-                build_images_fts(conn)
-            finally:
-                conn.close()
+            rebuild_index(db, what)
             seal(db, *prepare(db, what), inputs)
             return shard_report(db, None)
         new = db.with_name(db.name + ".new")
         for leftover in (new, *(new.with_name(new.name + s) for s in SIDE_FILES)):
             leftover.unlink(missing_ok=True)  # what a killed build of this shard left
-        needed = int(BUILD_PEAK_PER_DATABASE_BYTE * estimated_database_bytes(shard.files))
-        with disk_for(db.parent, needed, f"building shard {shard.key}"):
+        with disk_for(db.parent, build_bytes(shard), f"building shard {shard.key}"):
             built = build_shard(shard, new, index=index)
         prepared = prepare(new, what)
         remove_side_files(db)

@@ -14,6 +14,8 @@ T = TypeVar("T")
 
 # HTTP answers that may be different a moment later.
 TRANSIENT_STATUS = (408, 429)
+# The network failing under a request: no answer, or an answer cut short.
+NETWORK_ERRORS = (httpx2.TransportError, ConnectionError, TimeoutError)
 
 
 def transient_http(error: BaseException) -> bool:
@@ -21,7 +23,7 @@ def transient_http(error: BaseException) -> bool:
     if isinstance(error, httpx2.HTTPStatusError):
         status = error.response.status_code
         return status in TRANSIENT_STATUS or status >= 500
-    return isinstance(error, (httpx2.TransportError, ConnectionError, TimeoutError))
+    return isinstance(error, NETWORK_ERRORS)
 
 
 @dataclass(frozen=True)

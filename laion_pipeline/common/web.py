@@ -7,7 +7,7 @@ import httpx2
 
 from laion_pipeline import __version__
 from laion_pipeline.common.errors import SourceError
-from laion_pipeline.common.retrying import Retries, transient_http
+from laion_pipeline.common.retrying import NETWORK_ERRORS, Retries, transient_http
 
 MAX_BYTES = 64 * 1024 * 1024
 TIMEOUT_SECONDS = 60
@@ -97,7 +97,7 @@ def fetch_url(url: str, variable: str, *, attempts: int = 4, backoff: float = 2.
             "with the link')",
             transient=transient_http(error),
         ) from error
-    except (httpx2.TransportError, ConnectionError, TimeoutError) as error:
+    except NETWORK_ERRORS as error:
         raise FetchError(
             f"{variable}: cannot reach {shown} ({error}): check the network, or set "
             f"{variable} to a local CSV file",

@@ -5,6 +5,7 @@ Every variable of the README's configuration table is read here and nowhere else
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from collections.abc import Mapping
 from dataclasses import field
@@ -135,14 +136,7 @@ class HuggingFaceSource(ParquetSource):
     backoff_seconds: float = 2.0
 
     def source(self) -> Source:
-        return HubSource(
-            self.repo_id,
-            self.revision,
-            self.endpoint,
-            self.offline,
-            self.attempts,
-            self.backoff_seconds,
-        )
+        return HubSource(**{f.name: getattr(self, f.name) for f in dataclasses.fields(HubSource)})
 
 
 class MisconfiguredSource(ParquetSource):

@@ -30,14 +30,15 @@ from laion_pipeline.build.build_db import (
     open_build_db,
     require_table,
 )
-from laion_pipeline.build.fts import build_images_fts
 from laion_pipeline.build.shard_plan import Shard, shards_of
 from laion_pipeline.build.shards import (
     ShardReport,
+    build_bytes,
     build_shard,
     chosen_shards,
     count_phrase_in_shards,
     make_shards,
+    rebuild_index,
     shard_connections,
     shard_file,
     shard_report,
@@ -45,10 +46,8 @@ from laion_pipeline.build.shards import (
 )
 from laion_pipeline.build.staging import check_files_unchanged
 from laion_pipeline.build.tables import (
-    BUILD_PEAK_PER_DATABASE_BYTE,
     TOP_DOMAINS_SQL,
     build_entity_table,
-    estimated_database_bytes,
 )
 from laion_pipeline.common.db import sqlite_transaction
 from laion_pipeline.common.files import disk_for
@@ -252,16 +251,10 @@ def _build_the_one_shard(
     layout = laion_data.layout
     with data_dir_lock(layout, context.log):
         if "images" not in selected:
-            conn = open_build_db(layout, write=True)
-            try:
-                require_table(conn, "images", "images")
-                build_images_fts(conn, context.log)
-            finally:
-                conn.close()
+            rebuild_index(layout.build_db, "images", context.log)
             return shard_report(layout.build_db, None)
         check_files_unchanged(shard.files)
-        needed = int(BUILD_PEAK_PER_DATABASE_BYTE * estimated_database_bytes(shard.files))
-        with disk_for(layout.build_db.parent, needed, "building the database"):
+        with disk_for(layout.build_db.parent, build_bytes(shard), "building the database"):
             new = fresh_build_db(layout)
             built = build_shard(
                 shard,
