@@ -111,14 +111,14 @@ def test_bad_name_lists_are_refused_clearly(data, message):
 
 
 def test_too_little_disk_is_refused_before_the_build_starts(tmp_path, monkeypatch):
-    from laion_pipeline.orchestration.assets import search
+    from laion_pipeline.build import shards
 
     assert build(tmp_path).success
     layout = DataLayout(tmp_path.resolve())
     before = layout.published_db.read_bytes()
     build_before = layout.build_db.stat().st_mtime_ns
     # As if the build needed a million million times its database.
-    monkeypatch.setattr(search, "BUILD_PEAK_PER_DATABASE_BYTE", 1e12)
+    monkeypatch.setattr(shards, "BUILD_PEAK_PER_DATABASE_BYTE", 1e12)
     result = build(tmp_path, raise_on_error=False)
     text = failure_text(result)
     assert "building the database needs about" in text and "set LAION_DATA_DIR" in text
