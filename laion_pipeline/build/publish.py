@@ -17,8 +17,8 @@ from typing import Any
 
 from laion_pipeline import __version__
 from laion_pipeline.build.build_db import open_writable
+from laion_pipeline.build.plan import BuildPlan, Shard, shards_of
 from laion_pipeline.build.seal import Seal, valid_seal
-from laion_pipeline.build.shard_plan import Shard, shards_of
 from laion_pipeline.build.state import ReleaseInputs, list_hashes
 from laion_pipeline.common.db import sqlite_connect
 from laion_pipeline.common.errors import PublishCheckError, StaleInputError
@@ -31,7 +31,6 @@ from laion_pipeline.common.layout import (
     candidate,
 )
 from laion_pipeline.releases.datasette_files import datasette_metadata, inspect_data, table_counts
-from laion_pipeline.releases.lock import shard_lock
 from laion_pipeline.releases.switch import (
     current_release,
     fault,
@@ -41,8 +40,7 @@ from laion_pipeline.releases.switch import (
 )
 from laion_pipeline.sources.inputs import StagingManifest
 
-REQUIRED_TABLES = ("images", "images_fts", "domain", *ENTITY_KINDS)
-# With several shards: the catalog's tables, and each shard's.
+# The catalog's tables, and each shard's (one database holds both).
 CATALOG_TABLES = ("domain", "shards", *ENTITY_KINDS)
 SHARD_TABLES = ("images", "images_fts", "domain")
 # Above this share of free pages the published copy is written compacted (VACUUM INTO).
@@ -97,33 +95,31 @@ def _counted_images(conn: sqlite3.Connection, what: str, hint: str) -> dict[str,
     return counts
 
 
-def check_tables(conn: sqlite3.Connection) -> dict[str, int]:
-    """Check that the build database has every table, and that they agree; return their row
-    counts."""
-    _require_tables(conn, REQUIRED_TABLES, "the build database")
-    return _agreeing_images(conn, "the build database", "")
-
-
-def check_shard_tables(
-    catalog: sqlite3.Connection, shards: Sequence[Shard], conns: Sequence[sqlite3.Connection]
+def check_build_tables(
+    files: Sequence[BuildFile], conns: Sequence[sqlite3.Connection], shards: Sequence[Shard]
 ) -> tuple[dict[str, int], list[dict[str, int]]]:
-    """Check the catalog and every shard of a build of several: each shard's tables agree and
-    hold exactly its planned rowids, the catalog's ``shards`` table is the plan and its
-    domain counts sum to every image. Returns the release's row counts (images over every
-    shard, the rest the catalog's) and each shard's."""
-    _require_tables(catalog, CATALOG_TABLES, "the catalog database")
-    per_shard = []
-    for shard, conn in zip(shards, conns, strict=True):
-        what, hint = f"shard {shard.key}", f" [{shard.key}]"
-        _require_tables(conn, SHARD_TABLES, what)
-        counts = _agreeing_images(conn, what, hint)
+    """Check the build's databases (``files``, the catalog's first, open as ``conns``): each
+    shard's tables agree and hold exactly its planned rowids, the catalog's ``shards`` table
+    is the plan and its domain counts sum to every image. Returns the release's row counts
+    (the images over every shard, the rest the catalog's) and each file's."""
+    per_file = []
+    for f, conn in zip(files, conns, strict=True):
+        if f.catalog:
+            _require_tables(conn, CATALOG_TABLES, f.what)
+        if f.shard is None:
+            per_file.append(table_counts(conn))
+            continue
+        hint = f" [{f.shard.key}]"
+        _require_tables(conn, SHARD_TABLES, f.what)
+        counts = _agreeing_images(conn, f.what, hint)
         rowids = conn.execute("SELECT min(rowid), max(rowid) FROM images").fetchone()
-        if counts["images"] != shard.rows or (shard.rows and rowids != shard.rowid_range):
+        if counts["images"] != f.shard.rows or (f.shard.rows and rowids != f.shard.rowid_range):
             raise PublishCheckError(
-                f"{what} holds {counts['images']:,} images (rowids {rowids}), the plan "
-                f"{shard.rows:,} ({shard.rowid_range}): materialize images{hint}"
+                f"{f.what} holds {counts['images']:,} images (rowids {rowids}), the plan "
+                f"{f.shard.rows:,} ({f.shard.rowid_range}): materialize images{hint}"
             )
-        per_shard.append(counts)
+        per_file.append(counts)
+    catalog = conns[0]
     planned = [(s.key, s.first_rowid, s.last_rowid, s.rows) for s in shards]
     recorded = catalog.execute(
         "SELECT key, first_rowid, last_rowid, images FROM shards ORDER BY key"
@@ -132,7 +128,7 @@ def check_shard_tables(
         raise PublishCheckError(
             "the catalog's shards table is not the plan of the staged files: materialize domains"
         )
-    images = sum(c["images"] for c in per_shard)
+    images = sum(c["images"] for f, c in zip(files, per_file, strict=True) if f.shard)
     (domain_total,) = catalog.execute(
         "SELECT coalesce(sum(image_counts), 0) FROM domain"
     ).fetchone()
@@ -141,7 +137,7 @@ def check_shard_tables(
             f"the catalog's domain image_counts sum to {domain_total:,} but the shards hold "
             f"{images:,} images: materialize domains"
         )
-    return {**table_counts(catalog), "images": images}, per_shard
+    return {**per_file[0], "images": images}, per_file
 
 
 def quick_check(db: Path) -> str:
@@ -166,16 +162,32 @@ class BuildFile:
 
     name: str  # the file's stem in the release: what Datasette serves it as
     path: Path
-    shard: Shard | None = None  # None for the catalog (or the one database)
+    catalog: bool  # holds the catalog's tables
+    shard: Shard | None  # the shard whose images it holds, if any
+
+    @property
+    def what(self) -> str:
+        """The file, as an error names it."""
+        return "the build database" if self.catalog else f"shard {self.shard.key}"
 
 
-def build_files(layout: DataLayout, shards: Sequence[Shard], database: str) -> list[BuildFile]:
-    """The databases a release of ``shards`` publishes: the build database, then (with
-    several) each shard's."""
-    files = [BuildFile(database, layout.build_db)]
-    if len(shards) > 1:
-        files += [BuildFile(f"{database}-{s.key}", layout.shard_db(s.key), s) for s in shards]
-    return files
+def build_files(plan: BuildPlan, database: str) -> list[BuildFile]:
+    """The databases a release of ``plan`` publishes, the catalog's first, as ``plan``
+    places them."""
+    return [
+        BuildFile(
+            database if path == plan.catalog else f"{database}-{shard.key}",
+            path,
+            path == plan.catalog,
+            shard,
+        )
+        for path, shard in _files_and_shards(plan)
+    ]
+
+
+def _files_and_shards(plan: BuildPlan) -> list[tuple[Path, Shard | None]]:
+    by_file = {plan.file(s): s for s in plan.shards}
+    return [(path, by_file.get(path)) for path in plan.files()]
 
 
 def _same_files(files: Sequence[BuildFile], release: ReleaseFiles) -> bool:
@@ -195,7 +207,7 @@ def build_is_release(layout: DataLayout, release: ReleaseFiles) -> bool:
     except (OSError, ValueError, KeyError, TypeError):
         return False
     database = str(staged.profile.get("database", DEFAULT_DATABASE))
-    files = build_files(layout, shards_of(staged), database)
+    files = build_files(BuildPlan(layout, shards_of(staged)), database)
     return all(f.unchanged() for f in staged.files) and _same_files(files, release)
 
 
@@ -206,13 +218,10 @@ def publish(layout: DataLayout, log: Any = None) -> dict[str, Any]:
     file at once. The caller holds the data folder's lock; this takes each shard's too, so
     no shard is rebuilt meanwhile. Returns the manifest."""
     staged = StagingManifest.read(layout)
-    shards = shards_of(staged)
+    plan = BuildPlan(layout, shards_of(staged))
     database = str(staged.profile.get("database", DEFAULT_DATABASE))
-    files = build_files(layout, shards, database)
-    with ExitStack() as stack:
-        for shard in shards if len(shards) > 1 else ():
-            stack.enter_context(shard_lock(layout, shard.key, log))
-        return _publish(layout, staged, shards, files, log)
+    with plan.locked(log):
+        return _publish(layout, staged, plan.shards, build_files(plan, database), log)
 
 
 def _publish(
@@ -247,7 +256,7 @@ def _publish(
             **({"seal": seals[f.name].as_dict()} if f.name in seals else {}),
         }
         for f in files
-        if f.shard is not None
+        if f.shard is not None and not f.catalog
     ]
     # What the next run compares to decide whether a build is needed (laion_pipeline.build.state).
     lists = list_hashes({kind: layout.entity_csv(kind).read_bytes() for kind in ENTITY_KINDS})
@@ -324,12 +333,7 @@ def _checked_build(
                 if analyzing:
                     conn.execute("PRAGMA analysis_limit = 1000")  # approximate statistics, in ms
                     conn.execute("ANALYZE")
-        if len(files) == 1:
-            counts = check_tables(conns[0])
-            per_file = [counts]
-        else:
-            counts, per_shard = check_shard_tables(conns[0], shards, conns[1:])
-            per_file = [table_counts(conns[0]), *per_shard]
+        counts, per_file = check_build_tables(files, conns, shards)
         compact = []
         for f, conn in zip(files, conns, strict=True):
             (free,) = conn.execute("PRAGMA freelist_count").fetchone()

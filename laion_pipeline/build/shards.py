@@ -25,13 +25,15 @@ import duckdb
 
 from laion_pipeline.build.build_db import (
     SIDE_FILES,
+    fresh_build_db,
+    install_build_db,
     open_writable,
     remove_side_files,
     require_table,
 )
 from laion_pipeline.build.fts import SideIndex, build_images_fts, install_side_index
+from laion_pipeline.build.plan import BuildPlan, Shard, plan_shards, shard_inputs
 from laion_pipeline.build.seal import built_from, prepare, seal, unseal
-from laion_pipeline.build.shard_plan import Shard, plan_shards, shard_inputs
 from laion_pipeline.build.staging import staged_files_of, staging_view_sql
 from laion_pipeline.build.tables import (
     BUILD_PEAK_PER_DATABASE_BYTE,
@@ -62,11 +64,6 @@ def plan_of_staged_files(
     """The shards ``staging_images`` will plan from the staged files of the observed listing
     (an error naming the files not staged yet)."""
     return plan_shards(staged_files_of(layout, SourceListing.read(layout), profile), shard_rows)
-
-
-def shard_file(layout: DataLayout, shards: Sequence[Shard], key: str) -> Path:
-    """Where the shard ``key`` is built: the build database itself when it is the only one."""
-    return layout.build_db if len(shards) == 1 else layout.shard_db(key)
 
 
 @dataclass(frozen=True)
@@ -174,101 +171,111 @@ def build_bytes(shard: Shard) -> int:
     return int(BUILD_PEAK_PER_DATABASE_BYTE * estimated_database_bytes(shard.files))
 
 
-def make_shard(layout: DataLayout, shard: Shard, *, images: bool, index: bool) -> ShardReport:
-    """Build the database of one shard of several, under its lock: with ``images``, a new file
-    (then with ``index`` its caption index too) that replaces the old one at once; else the
-    caption index alone, again, in the existing file (unshared from any release first). Either
-    way the file is then sealed (``laion_pipeline.build.seal``): analyzed, integrity-checked and
-    hashed here, on this shard's core, so the publish need not read it again."""
-    db = layout.shard_db(shard.key)
+def make_shard(
+    plan: BuildPlan, shard: Shard, *, images: bool, index: bool, log: Any = None
+) -> ShardReport:
+    """Build the database of one shard of ``plan``, under the shard's lock: with ``images``, a
+    new file (then with ``index`` its caption index too) that replaces the old one at once;
+    else the caption index alone, again, in the existing file (unshared from any release
+    first). Where the plan seals its shards, the file is then sealed
+    (``laion_pipeline.build.seal``): analyzed, integrity-checked and hashed here, on this
+    shard's core, so the publish need not read it again; and a file sealed as built from the
+    same inputs is kept, not built."""
+    db = plan.file(shard)
     what = f"images [{shard.key}]"
     inputs = shard_inputs(shard)
-    with shard_lock(layout, shard.key):
-        if images and index and built_from(db, inputs) is not None:
+    with shard_lock(plan.layout, db, log):
+        if plan.sealed and images and index and built_from(db, inputs) is not None:
             return shard_report(db, None, kept=True)  # built from these inputs, and whole
         unseal(db)
         if not images:
-            rebuild_index(db, what)
-            seal(db, *prepare(db, what), inputs)
+            rebuild_index(db, what, log)
+            if plan.sealed:
+                seal(db, *prepare(db, what), inputs)
             return shard_report(db, None)
         new = db.with_name(db.name + ".new")
         for leftover in (new, *(new.with_name(new.name + s) for s in SIDE_FILES)):
             leftover.unlink(missing_ok=True)  # what a killed build of this shard left
         with disk_for(db.parent, build_bytes(shard), f"building shard {shard.key}"):
-            built = build_shard(shard, new, index=index)
-        prepared = prepare(new, what)
+            built = build_shard(
+                shard,
+                new,
+                log,
+                index=index,
+                side_index=plan.side_index(shard),
+                threads=plan.threads(shard),
+            )
+        prepared = prepare(new, what) if plan.sealed else None
         remove_side_files(db)
         new.replace(db)
-        seal(db, *prepared, inputs)
+        if prepared is not None:
+            seal(db, *prepared, inputs)
+        # Read before the lock is released: another run may start a new file after it.
         return shard_report(db, built)
 
 
 def make_shards(
-    layout: DataLayout, shards: Sequence[Shard], *, images: bool, index: bool, workers: int
+    plan: BuildPlan, shards: Sequence[Shard], *, images: bool, index: bool, workers: int, log: Any
 ) -> list[ShardReport]:
     """``make_shard`` for each of ``shards``, ``workers`` at a time (each a process on one
-    core), in their order."""
-    build = functools.partial(make_shard, layout, images=images, index=index)
+    core), in their order; ``log`` is told of a shard built in this process."""
     if workers == 1 or len(shards) == 1:
-        return [build(shard) for shard in shards]
+        return [make_shard(plan, s, images=images, index=index, log=log) for s in shards]
+    build = functools.partial(make_shard, plan, images=images, index=index)
     with ProcessPoolExecutor(min(workers, len(shards)), mp_context=get_context("spawn")) as pool:
         return list(pool.map(build, shards))
 
 
-def write_catalog(db: Path, shards: Sequence[Shard], conns: Sequence[sqlite3.Connection]) -> int:
-    """Write the catalog tables of a release of several shards into the new file ``db``: the
-    ``domain`` table over every shard (with its ``domain_search``) and the ``shards`` table.
-    Returns the number of hosts."""
-    domains = catalog_domains(conns)
-    conn = sqlite_connect(db)
+def write_catalog(plan: BuildPlan) -> int:
+    """Write the catalog's tables from the shards' databases: the ``domain`` table over
+    every shard (with its ``domain_search``) and the ``shards`` table. Into a fresh file
+    that then becomes the build database; or, where the plan puts the catalog in its one
+    shard, into that shard's database, whose own domain table is the release's. The caller
+    holds the plan's locks. Returns the number of hosts."""
+    with shard_connections(plan) as conns:
+        domains = catalog_domains(conns)
+    if plan.catalog_in_shard:
+        new, conn = None, open_writable(plan.catalog, "images")
+    else:
+        new = fresh_build_db(plan.layout)
+        conn = sqlite_connect(new)
     try:
         with sqlite_transaction(conn):
-            conn.execute(DOMAIN_DDL)
-            conn.executemany("INSERT INTO domain VALUES (?, ?, ?)", domains)
+            if new is not None:
+                conn.execute(DOMAIN_DDL)
+                conn.executemany("INSERT INTO domain VALUES (?, ?, ?)", domains)
             build_host_search(conn)
+            conn.execute("DROP TABLE IF EXISTS shards")
             conn.execute(SHARDS_DDL)
             conn.executemany(
                 "INSERT INTO shards VALUES (?, ?, ?, ?, ?)",
                 [
                     (s.key, s.first_rowid, s.last_rowid, s.rows, "\n".join(f.key for f in s.files))
-                    for s in shards
+                    for s in plan.shards
                 ],
             )
     finally:
         conn.close()
+    if new is not None:
+        install_build_db(new, plan.layout)
     return len(domains)
 
 
-def chosen_shards(shards: Sequence[Shard], keys: Iterable[str]) -> list[Shard]:
-    """The shards named ``keys`` (partitions of a run), in release order; an error naming any
-    that the plan of the staged files does not hold."""
-    wanted = set(keys)
-    unknown = sorted(wanted - {s.key for s in shards})
-    if unknown:
-        raise StaleInputError(
-            f"{', '.join(unknown)} not in the plan of the staged files ({len(shards)} shards): "
-            "materialize staging_images, then the shards it lists"
-        )
-    return [s for s in shards if s.key in wanted]
-
-
 @contextmanager
-def shard_connections(
-    layout: DataLayout, shards: Sequence[Shard]
-) -> Iterator[list[sqlite3.Connection]]:
+def shard_connections(plan: BuildPlan) -> Iterator[list[sqlite3.Connection]]:
     """Read-only connections to every shard's database, in release order; an error naming
     the shards not built (with their caption index) yet."""
-    paths = [shard_file(layout, shards, s.key) for s in shards]
-    missing = [s.key for s, path in zip(shards, paths, strict=True) if not path.exists()]
+    paths = [plan.file(s) for s in plan.shards]
+    missing = [s.key for s, path in zip(plan.shards, paths, strict=True) if not path.exists()]
     if missing:
         raise StaleInputError(
-            f"{len(missing)} of {len(shards)} shards are not built ({', '.join(missing[:5])}"
-            f"{', ...' if len(missing) > 5 else ''}): materialize those partitions of images "
-            "and images_fts"
+            f"{len(missing)} of {len(plan.shards)} shards are not built "
+            f"({', '.join(missing[:5])}{', ...' if len(missing) > 5 else ''}): materialize "
+            "those partitions of images and images_fts"
         )
     with ExitStack() as stack:
         conns = []
-        for shard, path in zip(shards, paths, strict=True):
+        for shard, path in zip(plan.shards, paths, strict=True):
             conn = sqlite_connect(path, read_only=True)
             stack.callback(conn.close)
             require_table(conn, "images_fts", f"images_fts [{shard.key}]")

@@ -21,8 +21,8 @@ from functools import cached_property
 from pathlib import Path
 from typing import Any
 
+from laion_pipeline.build.plan import BuildPlan, Shard, plan_shards, shard_inputs
 from laion_pipeline.build.seal import read_seal
-from laion_pipeline.build.shard_plan import Shard, plan_shards, shard_inputs
 from laion_pipeline.common.errors import ConfigurationError, DataDirBusyError
 from laion_pipeline.common.files import sha256_file
 from laion_pipeline.common.layout import ENTITY_KINDS, DataLayout
@@ -266,17 +266,16 @@ class DataFolderState:
         ]
 
 
-def shards_to_build(layout: DataLayout, shards: Sequence[Shard]) -> tuple[str, ...]:
-    """The shards of a build of several whose database is missing or whose seal names other
-    inputs (a shard whose seal names these inputs is kept: its hash is checked by the
-    build); none for a build of one database, which is always built."""
-    if len(shards) == 1:
-        return ()
+def shards_to_build(plan: BuildPlan) -> tuple[str, ...]:
+    """The shards of ``plan`` whose database a build makes: every one, unless the plan seals
+    its shards (then those whose database is missing or whose seal names other inputs: a
+    shard whose seal names these inputs is kept, its hash checked by the build)."""
     return tuple(
         s.key
-        for s in shards
-        if not layout.shard_db(s.key).exists()
-        or getattr(read_seal(layout.shard_db(s.key)), "inputs", None) != shard_inputs(s)
+        for s in plan.shards
+        if not plan.sealed
+        or not plan.file(s).exists()
+        or getattr(read_seal(plan.file(s)), "inputs", None) != shard_inputs(s)
     )
 
 
@@ -300,7 +299,7 @@ def assess(
         return DataFolderState(listing, checks, None, current, None, why)
     shards = plan_shards(staged, shard_rows)
     inputs = ReleaseInputs.of(staged, shards, profile.summary, lists)
-    to_build = shards_to_build(layout, shards)
+    to_build = shards_to_build(BuildPlan(layout, shards))
 
     def state(
         served: str | None, why: str, changed: tuple[str, ...] = tuple(INPUT_PARTS)

@@ -149,9 +149,11 @@ def to_build(resources: dict, state: DataFolderState, force: bool) -> DataFolder
             say_up_to_date(state)
             return None
     print(f"building a new release: {state.why}")
-    if state.inputs is not None and len(state.inputs.shards) > 1:
-        built = len(state.shards_to_build)
-        print(f"{built} of {len(state.inputs.shards)} shards to build, the others kept")
+    if state.inputs is not None:
+        built, shards = len(state.shards_to_build), len(state.inputs.shards)
+        print(
+            f"{built} of {shards} shards to build" + (", the others kept" if built < shards else "")
+        )
     return state
 
 

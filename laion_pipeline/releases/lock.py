@@ -134,12 +134,12 @@ def staged_file_lock(
 
 
 @contextmanager
-def shard_lock(layout: DataLayout, key: str, log: Any = None) -> Iterator[None]:
-    """Hold the lock of one shard's database in a build of several: shards build at once
-    (each writes only its own file), two runs of the same shard take turns, and a publish
-    holds every shard's lock while it checks and links their files."""
+def shard_lock(layout: DataLayout, db: Path, log: Any = None) -> Iterator[None]:
+    """Hold the lock of one shard's database ``db`` (``<db>.lock`` beside it): shards build
+    at once (each writes only its own file), two runs of the same shard take turns, and the
+    catalog's steps and the publish hold every shard's lock while they read, check and link
+    their files."""
     writable_data_dir(layout)
-    db = layout.shard_db(key)
     db.parent.mkdir(parents=True, exist_ok=True)
     with _exclusive(db.with_suffix(".lock"), db, log, wait=True):
         yield

@@ -9,7 +9,7 @@ import sqlite3
 import pytest
 
 from benchmarks.synthetic import sample_entity_names
-from laion_pipeline.build.shard_plan import plan_shards
+from laion_pipeline.build.plan import plan_shards
 from laion_pipeline.build.shards import build_shard, catalog_domains, count_phrase_in_shards
 from laion_pipeline.build.tables import count_phrase
 from laion_pipeline.common.layout import SAMPLE_DIR

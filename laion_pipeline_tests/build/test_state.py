@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from laion_pipeline.build.shard_plan import plan_shards
+from laion_pipeline.build.plan import plan_shards
 from laion_pipeline.build.staging import stage_source_file
 from laion_pipeline.build.state import ReleaseInputs, assess, check_staged
 from laion_pipeline.common.errors import ConfigurationError

@@ -121,7 +121,7 @@ def test_too_little_disk_is_refused_before_the_build_starts(tmp_path, monkeypatc
     monkeypatch.setattr(shards, "BUILD_PEAK_PER_DATABASE_BYTE", 1e12)
     result = build(tmp_path, raise_on_error=False)
     text = failure_text(result)
-    assert "building the database needs about" in text and "set LAION_DATA_DIR" in text
+    assert "building shard shard-00000 needs about" in text and "set LAION_DATA_DIR" in text
     assert layout.published_db.read_bytes() == before
     assert layout.build_db.stat().st_mtime_ns == build_before
 

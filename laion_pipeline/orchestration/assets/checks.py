@@ -22,8 +22,7 @@ from dagster_duckdb import DuckDBResource
 from laion_pipeline.analysis.report import report_problems
 from laion_pipeline.build.build_db import require_table
 from laion_pipeline.build.fts import caption_index_mismatches
-from laion_pipeline.build.shard_plan import Shard, shards_of
-from laion_pipeline.build.shards import chosen_shards
+from laion_pipeline.build.plan import BuildPlan, Shard
 from laion_pipeline.build.staging import schema_problems
 from laion_pipeline.common.db import quote_identifier, sqlite_connect
 from laion_pipeline.common.errors import StaleInputError
@@ -66,17 +65,14 @@ def shard_databases(
 ) -> Iterator[list[tuple[Shard, sqlite3.Connection]]]:
     """The databases of the shards a run built (every shard, for a check executed on its
     own), read-only, once they have `tables`, each with its shard."""
-    shards = shards_of(StagingManifest.read(layout))
-    if len(shards) == 1:
-        with build_database(layout, *tables) as conn:
-            yield [(shards[0], conn)]
-        return
+    plan = BuildPlan.of_staged(layout)
+    shards = plan.shards
     if context.has_partition_key or context.has_partition_key_range:
-        shards = tuple(chosen_shards(shards, context.partition_keys))
+        shards = tuple(plan.chosen(context.partition_keys))
     with ExitStack() as stack:
         opened = []
         for shard in shards:
-            path = layout.shard_db(shard.key)
+            path = plan.file(shard)
             if not path.exists():
                 raise StaleInputError(f"{path} does not exist: materialize images [{shard.key}]")
             conn = sqlite_connect(path, read_only=True)
@@ -88,9 +84,9 @@ def shard_databases(
         yield opened
 
 
-def in_shard(shard: Shard, problems: list[str], several: bool) -> list[str]:
-    """Problems of one shard's database, named by the shard when there are several."""
-    return [f"{shard.key}: {p}" for p in problems] if several else problems
+def in_shard(shard: Shard, problems: list[str]) -> list[str]:
+    """Problems of one shard's database, named by its shard."""
+    return [f"{shard.key}: {p}" for p in problems]
 
 
 def share_check(count: int, total: int, limit: float, what: str) -> AssetCheckResult:
@@ -173,8 +169,7 @@ def domain_ids_valid(
     context: AssetCheckExecutionContext, laion_data: LaionData
 ) -> AssetCheckResult:
     with shard_databases(context, laion_data.layout, "domain", "images") as shards:
-        several = len(shards) > 1
-        found = [p for s, c in shards for p in in_shard(s, domain_id_problems(c), several)]
+        found = [p for s, c in shards for p in in_shard(s, domain_id_problems(c))]
     return problems_result(found, shards=len(shards))
 
 
@@ -218,7 +213,7 @@ def row_counts_match(
     with shard_databases(context, laion_data.layout, "images", "images_fts_docsize") as shards:
         for shard, conn in shards:
             problems, counts = row_count_problems(conn, shard.rows)
-            found += in_shard(shard, problems, len(shards) > 1)
+            found += in_shard(shard, problems)
             totals.update(counts)
     return problems_result(found, **totals)
 
@@ -245,7 +240,7 @@ def caption_index_matches_captions(
                     f"index (rowids {', '.join(map(str, wrong[:5]))}...): materialize images "
                     "and images_fts again"
                 )
-                problems += in_shard(shard, [problem], len(shards) > 1)
+                problems += in_shard(shard, [problem])
     return problems_result(problems, checked=checked_in_all, mismatched=wrong_in_all)
 
 

@@ -1,8 +1,8 @@
 """Search database layer: the SQLite tables Datasette serves, built in `build/`.
 
-`images` (one partition per shard) builds each shard's database afresh; with one shard that
-is the build database, which `domains` and the name tables then complete; with several,
-`domains` starts a fresh catalog database beside them. Every other step adds or replaces its
+`images` (one partition per shard) builds each shard's database afresh; `domains` and the name
+tables then write the catalog, where the build's plan (`build.plan.BuildPlan`) puts it: into
+the one shard's database, or a fresh file beside several. Every other step adds or replaces its
 own tables, each in one transaction, so a failed step leaves the previous tables in place.
 """
 
@@ -24,24 +24,12 @@ from dagster import (
     multi_asset,
 )
 
-from laion_pipeline.build.build_db import (
-    fresh_build_db,
-    install_build_db,
-    open_build_db,
-    require_table,
-)
-from laion_pipeline.build.shard_plan import Shard, shards_of
+from laion_pipeline.build.build_db import open_build_db, require_table
+from laion_pipeline.build.plan import BuildPlan
 from laion_pipeline.build.shards import (
-    ShardReport,
-    build_bytes,
-    build_shard,
-    chosen_shards,
     count_phrase_in_shards,
     make_shards,
-    rebuild_index,
     shard_connections,
-    shard_file,
-    shard_report,
     write_catalog,
 )
 from laion_pipeline.build.staging import check_files_unchanged
@@ -49,8 +37,6 @@ from laion_pipeline.build.tables import (
     TOP_DOMAINS_SQL,
     build_entity_table,
 )
-from laion_pipeline.common.db import sqlite_transaction
-from laion_pipeline.common.files import disk_for
 from laion_pipeline.common.layout import ENTITY_KINDS, DataLayout
 from laion_pipeline.common.schema import (
     DOMAIN_COLUMNS,
@@ -74,8 +60,7 @@ from laion_pipeline.orchestration.metadata import (
 from laion_pipeline.orchestration.partitions import SHARDS
 from laion_pipeline.orchestration.resources import LaionData
 from laion_pipeline.releases.lock import data_dir_lock
-from laion_pipeline.search.lookup import build_host_search
-from laion_pipeline.sources.inputs import StagingManifest, parse_entity_csv
+from laion_pipeline.sources.inputs import parse_entity_csv
 
 
 def list_problems(rows: list[dict[str, str]], log: Any, kind: str) -> dict[str, Any]:
@@ -167,35 +152,31 @@ def images_and_index(
     """Builds the shards of the run; either asset alone is rebuilt on its own (the index then
     from the images table)."""
     timer = StepTimer()
-    layout = laion_data.layout
     selected = {key.path[-1] for key in context.selected_asset_keys}
-    manifest = StagingManifest.read(layout)
-    shards = shards_of(manifest)
+    plan = BuildPlan.of_staged(laion_data.layout)
     # A run of no partition (a subset of the job chosen by hand) builds every shard.
     partitioned = context.has_partition_key or context.has_partition_key_range
-    wanted = chosen_shards(shards, context.partition_keys) if partitioned else list(shards)
-    if len(shards) == 1:  # its files are checked under the data folder's lock
-        reports = [_build_the_one_shard(context, laion_data, shards[0], selected)]
-    else:
-        if "images" in selected:
-            check_files_unchanged([f for shard in wanted for f in shard.files])
+    wanted = plan.chosen(context.partition_keys) if partitioned else list(plan.shards)
+    if "images" in selected:
+        check_files_unchanged([f for shard in wanted for f in shard.files])
+    context.log.info(
+        f"building {len(wanted)} of {len(plan.shards)} shards, "
+        f"{min(laion_data.parallel_files, len(wanted))} at a time"
+    )
+    reports = make_shards(
+        plan,
+        wanted,
+        images="images" in selected,
+        index="images_fts" in selected,
+        workers=laion_data.parallel_files,
+        log=context.log,
+    )
+    kept = [s.key for s, r in zip(wanted, reports, strict=True) if r.kept]
+    if kept:
         context.log.info(
-            f"building {len(wanted)} of {len(shards)} shards, "
-            f"{min(laion_data.parallel_files, len(wanted))} at a time"
+            f"{len(kept)} of {len(wanted)} shards were built from the same files and code "
+            f"before, and are whole (their seal): kept, not built ({', '.join(kept[:5])})"
         )
-        reports = make_shards(
-            layout,
-            wanted,
-            images="images" in selected,
-            index="images_fts" in selected,
-            workers=laion_data.parallel_files,
-        )
-        kept = [s.key for s, r in zip(wanted, reports, strict=True) if r.kept]
-        if kept:
-            context.log.info(
-                f"{len(kept)} of {len(wanted)} shards were built from the same files and code "
-                f"before, and are whole (their seal): kept, not built ({', '.join(kept[:5])})"
-            )
     loaded = [r.loaded for r in reports if r.loaded is not None]
     shard_table = MetadataValue.md(
         markdown_table(
@@ -203,7 +184,7 @@ def images_and_index(
             [(s.key, len(s.files), s.first_rowid, s.last_rowid, s.rows) for s in wanted],
         )
     )
-    files = [shard_file(layout, shards, s.key) for s in wanted]
+    files = [plan.file(s) for s in wanted]
 
     def result(asset: str, **metadata: Any) -> MaterializeResult:
         """The materialization of `asset` for the shards of the run."""
@@ -241,34 +222,6 @@ def images_and_index(
         )
 
 
-def _build_the_one_shard(
-    context: AssetExecutionContext, laion_data: LaionData, shard: Shard, selected: set[str]
-) -> ShardReport:
-    """The database of the one shard (the 2022 shape), under the data folder's lock: a fresh
-    file built by `build_shard`, its captions indexed by a second process while the images
-    load, that becomes the build database, which `domains` and the name tables then complete;
-    or the index alone, again, from the images table."""
-    layout = laion_data.layout
-    with data_dir_lock(layout, context.log):
-        if "images" not in selected:
-            rebuild_index(layout.build_db, "images", context.log)
-            return shard_report(layout.build_db, None)
-        check_files_unchanged(shard.files)
-        with disk_for(layout.build_db.parent, build_bytes(shard), "building the database"):
-            new = fresh_build_db(layout)
-            built = build_shard(
-                shard,
-                new,
-                context.log,
-                index="images_fts" in selected,
-                side_index=layout.build_db.with_name("images_fts.side.db"),
-                threads=None,
-            )
-            install_build_db(new, layout)
-        # Read before the lock is released: another run may start a new build file after it.
-        return shard_report(layout.build_db, built)
-
-
 def _shards_metadata(files: list[Path], table: str) -> dict[str, Any]:
     if len(files) == 1:
         return {**file_metadata(files[0]), "dagster/table_name": table}
@@ -295,20 +248,9 @@ def domains(context: AssetExecutionContext, laion_data: LaionData) -> Materializ
     timer = StepTimer()
     layout = laion_data.layout
     with data_dir_lock(layout, context.log):
-        shards = shards_of(StagingManifest.read(layout))
-        if len(shards) > 1:
-            new = fresh_build_db(layout)
-            with shard_connections(layout, shards) as conns:
-                write_catalog(new, shards, conns)
-            install_build_db(new, layout)
-        else:  # the one database: its hosts made searchable by any part of their name
-            conn = open_build_db(layout, write=True)
-            try:
-                require_table(conn, "domain", "images")
-                with sqlite_transaction(conn):
-                    build_host_search(conn)
-            finally:
-                conn.close()
+        plan = BuildPlan.of_staged(layout)
+        with plan.locked(context.log):
+            write_catalog(plan)
         conn = open_build_db(layout, write=False)
         try:
             require_table(conn, "domain", "images")
@@ -325,7 +267,7 @@ def domains(context: AssetExecutionContext, laion_data: LaionData) -> Materializ
                 **timer.metadata(),
                 "dagster/row_count": count,
                 "dagster/column_lineage": DOMAINS_LINEAGE,
-                "shard_count": len(shards),
+                "shard_count": len(plan.shards),
                 "images_without_domain": empty,
                 "top_domains": MetadataValue.md(markdown_table(["domain", "images"], top)),
             }
@@ -362,15 +304,12 @@ def entity_tables(
     """The name lists as tables, each name counted in the caption index."""
     layout = laion_data.layout
     with data_dir_lock(layout, context.log), ExitStack() as stack:
-        shards = shards_of(StagingManifest.read(layout))
+        plan = BuildPlan.of_staged(layout)
+        stack.enter_context(plan.locked(context.log))
+        conns = stack.enter_context(shard_connections(plan))
+        count = functools.partial(count_phrase_in_shards, conns)
         conn = open_build_db(layout, write=True)
         stack.callback(conn.close)
-        if len(shards) == 1:
-            require_table(conn, "images_fts", "images_fts")
-            count = None  # in the build database's own index
-        else:
-            conns = stack.enter_context(shard_connections(layout, shards))
-            count = functools.partial(count_phrase_in_shards, conns)
         for key in sorted(context.selected_asset_keys):
             timer = StepTimer()
             kind = key.path[-1]

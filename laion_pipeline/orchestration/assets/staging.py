@@ -11,7 +11,7 @@ from dagster import (
 )
 from dagster_duckdb import DuckDBResource
 
-from laion_pipeline.build.shard_plan import shards_of
+from laion_pipeline.build.plan import shards_of
 from laion_pipeline.build.staging import (
     create_staging,
     schema_problems,
