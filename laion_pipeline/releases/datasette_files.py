@@ -6,7 +6,7 @@ from pathlib import Path
 from typing import Any
 
 import sqlite_utils
-from markupsafe import escape
+from markupsafe import Markup
 
 from laion_pipeline.common.layout import DEFAULT_DATABASE, ENTITY_KINDS, REPORT_URL
 from laion_pipeline.common.schema import IMAGE_COLUMNS
@@ -47,6 +47,21 @@ IMAGES_TABLE = {
 }
 
 
+# The front page's text (every value escaped: a Markup format string).
+DESCRIPTION_HTML = Markup(
+    "<p>{about}{kept}</p>"
+    '<p><a href="{lookup}">Is your work in it?</a> Look up an image by its URL, or a website '
+    "by any part of its name.</p>"
+    '<p><a href="{search}">Search the captions</a> (fast: words, or "a phrase" in double '
+    'quotes), browse <a href="{images}">the images</a>{across}, see '
+    '<a href="/{database}/domain">where the images come from</a>, or count the '
+    '<a href="/{database}/artists">artists</a>, <a href="/{database}/celebrities">celebrities'
+    '</a> and <a href="/{database}/characters">characters</a> they name.</p>'
+    '<p><a href="{report}">The analysis</a>: charts and tables of the top domains, the most '
+    "named people, and the aesthetic scores, sizes and unsafe and watermark probabilities.</p>"
+)
+
+
 def datasette_metadata(
     source: dict[str, str], profile: dict[str, Any], shards: Sequence[str] = ()
 ) -> dict[str, Any]:
@@ -64,7 +79,6 @@ def datasette_metadata(
         }
         for kind in ENTITY_KINDS
     }
-    search = SHARD_SEARCH_URL  # the search page, over the one database or every shard
     images = f"/{shards[0]}/images" if shards else f"/{database}/images"
     across = f" (in {len(shards)} shard databases)" if shards else ""
     catalog: dict[str, Any] = {
@@ -80,12 +94,12 @@ def datasette_metadata(
             "domain_search": {"hidden": True},
         }
     }
-    if shards:
-        catalog["tables"]["shards"] = {
-            "description": "The shard databases of the release: each holds the images with "
-            "rowids first_rowid to last_rowid, from the source files listed.",
-        }
-    else:
+    catalog["tables"]["shards"] = {
+        "description": "The shards of the release: each holds the images with rowids "
+        "first_rowid to last_rowid, from the source files listed (a release of one shard "
+        "holds them in this database).",
+    }
+    if not shards:
         catalog["queries"] = {
             "search": {
                 "title": "Search the captions",
@@ -109,20 +123,17 @@ def datasette_metadata(
     }
     return {
         "title": profile["title"],
-        "description_html": (
-            f"<p>{escape(profile.get('about', ''))}{escape(kept)}</p>"
-            f'<p><a href="{LOOKUP_URL}">Is your work in it?</a> Look up an image by its URL, '
-            "or a website by any part of its name.</p>"
-            f'<p><a href="{search}">Search the captions</a> (fast: words, or '
-            f'"a phrase" in double quotes), browse <a href="{images}">the '
-            f"images</a>{escape(across)}, see "
-            f'<a href="/{database}/domain">where the images come from</a>, or count the '
-            f'<a href="/{database}/artists">artists</a>, '
-            f'<a href="/{database}/celebrities">celebrities</a> and '
-            f'<a href="/{database}/characters">characters</a> they name.</p>'
-            f'<p><a href="{REPORT_URL}">The analysis</a>: charts and tables of the top domains, '
-            "the most named people, and the aesthetic scores, sizes and unsafe and watermark "
-            "probabilities.</p>"
+        "description_html": str(
+            DESCRIPTION_HTML.format(
+                about=profile.get("about", ""),
+                kept=kept,
+                lookup=LOOKUP_URL,
+                search=SHARD_SEARCH_URL,
+                images=images,
+                across=across,
+                database=database,
+                report=REPORT_URL,
+            )
         ),
         "source": source_text,
         "source_url": source_url,

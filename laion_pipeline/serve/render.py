@@ -2,6 +2,7 @@
 to a host's images and to a name's search) and the table of images of a search or a lookup."""
 
 import urllib.parse
+from dataclasses import dataclass
 from typing import Any
 
 from markupsafe import Markup, escape
@@ -33,38 +34,43 @@ def host_url(domain: str | None) -> str:
     return f"{SHARD_SEARCH_URL}?" + urllib.parse.urlencode({"domain": domain or ""})
 
 
+# Markup is written one way: templates with autoescape for pages (plugin/templates/), and for
+# a cell, a Markup format string, whose every argument is escaped.
+URL_CELL = Markup(
+    '<a href="{url}" rel="noreferrer"><img src="{url}" loading="lazy" '
+    'referrerpolicy="no-referrer" alt="" style="max-width:{px}px;max-height:{px}px"></a>'
+    '<div class="laion-url" style="word-break: break-all; font-size: 0.8em">{url}</div>'
+)
+DOMAIN_ID_CELL = Markup('<a href="{link}">{name}</a> <span class="laion-id">{id}</span>')
+LINK_CELL = Markup('<a href="{link}">{text}</a>')
+NO_HOST = "(no host)"
+
+
+def is_web_address(value: str | None) -> bool:
+    """Whether ``value`` may be linked and shown as an image (never javascript: or data:)."""
+    return bool(value) and value.lower().startswith(("http://", "https://"))
+
+
 def url_cell(value: str) -> Markup | None:
     """An image URL as a lazy thumbnail linking to the image, the address as text under it:
     what an artist came for, there whether or not the image loads (dead links, hotlink
-    blocking, no network). None for a value that is not a web address (shown as text: never
-    a link to javascript: or data:)."""
-    if not value.lower().startswith(("http://", "https://")):
-        return None
-    url = escape(value)
-    return Markup(
-        f'<a href="{url}" rel="noreferrer"><img src="{url}" loading="lazy" '
-        f'referrerpolicy="no-referrer" alt="" '
-        f'style="max-width:{THUMBNAIL_PX}px;max-height:{THUMBNAIL_PX}px"></a>'
-        f'<div class="laion-url" style="word-break: break-all; font-size: 0.8em">{url}</div>'
-    )
+    blocking, no network). None for a value that is not a web address (shown as text)."""
+    return URL_CELL.format(url=value, px=THUMBNAIL_PX) if is_web_address(value) else None
 
 
 def domain_id_cell(name: str | None, domain_id: Any) -> Markup:
     """An image's host by name, linking to all its images (over every shard), its id after."""
-    return Markup(
-        f'<a href="{escape(host_url(name))}">{escape(name) or "(no host)"}</a> '
-        f'<span class="laion-id">{escape(domain_id)}</span>'
-    )
+    return DOMAIN_ID_CELL.format(link=host_url(name), name=name or NO_HOST, id=domain_id)
 
 
 def domain_cell(value: str, link: str) -> Markup:
     """A host of the domain table, linking to its images."""
-    return Markup(f'<a href="{escape(link)}">{escape(value) or "(no host)"}</a>')
+    return LINK_CELL.format(link=link, text=value or NO_HOST)
 
 
 def name_cell(value: str) -> Markup:
     """A name of a list, linking to the search for it as a phrase."""
-    return Markup(f'<a href="{escape(search_url(value))}">{escape(value)}</a>')
+    return LINK_CELL.format(link=search_url(value), text=value)
 
 
 def images_link(database: str, domain_id: Any) -> str:
@@ -86,47 +92,45 @@ def _score(value: float | None) -> str:
     return "-" if value is None else f"{value:.2f}"
 
 
-def images_table(prefix: str, rows: list[dict[str, Any]]) -> Markup:
-    """The table of images of a search or a lookup: each row's thumbnail, caption (``caption``,
-    HTML), link to its row page, URL as text, host linking to its images, and scores; the
-    links under ``prefix`` (Datasette's base_url without its last slash)."""
-    # Written in Python, not a template: Jinja costs about 10 ms for a page of 50 rows (an
-    # escape and a generator step per expression), most of what an uncached search page cost.
-    image_style = f"max-width:{THUMBNAIL_PX}px;max-height:{THUMBNAIL_PX}px"
-    html = [
-        '<table class="rows-and-columns laion-results">\n<thead><tr><th>image</th>'
-        "<th>caption</th><th>URL</th><th>domain</th><th>scores</th></tr></thead>\n<tbody>\n"
+@dataclass(frozen=True)
+class ResultRow:
+    """An image of a search or a lookup as ``laion_images.html`` shows it: plain values, every
+    link made here, the caption HTML (its found words marked)."""
+
+    url: str
+    web: bool  # the URL is a web address: linked, and shown as a thumbnail
+    caption: Markup
+    rowid: int
+    row_link: str
+    domain: str
+    host_link: str
+    aesthetic: str
+    unsafe: str
+    watermark: str
+    width: int | None
+    height: int | None
+
+
+def result_rows(prefix: str, rows: list[dict[str, Any]]) -> list[ResultRow]:
+    """The rows of a search or a lookup for ``laion_images.html`` (each with its ``caption``
+    as HTML), their links under ``prefix`` (Datasette's base_url without its last slash)."""
+    return [
+        ResultRow(
+            url=row["url"] or "",
+            web=is_web_address(row["url"]),
+            caption=row["caption"],
+            rowid=row["rowid"],
+            row_link=f"{prefix}/{urllib.parse.quote(row['shard'])}/images/{row['rowid']}",
+            domain=row["domain"] or NO_HOST,
+            host_link=prefix + host_url(row["domain"]),
+            aesthetic=_score(row["aesthetic"]),
+            unsafe=_score(row["punsafe"]),
+            watermark=_score(row["pwatermark"]),
+            width=row["width"],
+            height=row["height"],
+        )
+        for row in rows
     ]
-    for row in rows:
-        url = row["url"]
-        shown = escape(url or "")
-        web = bool(url) and url.lower().startswith(("http://", "https://"))
-        image = (
-            f'<a href="{shown}" rel="noreferrer"><img src="{shown}" loading="lazy" '
-            f'referrerpolicy="no-referrer" alt="" style="{image_style}"></a>'
-            if web
-            else ""
-        )
-        address = f'<a href="{shown}" rel="noreferrer">{shown}</a>' if web else shown
-        domain = row["domain"]
-        host_link = escape(prefix + host_url(domain))
-        size = (
-            f"{escape(row['width'])} &times; {escape(row['height'])}"
-            if row["width"] and row["height"]
-            else ""
-        )
-        html.append(
-            f"<tr><td>{image}</td>"
-            f'<td>{row["caption"]}<br><a href="{escape(prefix)}/{escape(row["shard"])}/images/'
-            f'{row["rowid"]}" title="this image\'s row">#{row["rowid"]}</a></td>'
-            f'<td class="laion-url">{address}</td>'
-            f'<td><a href="{host_link}">{escape(domain) if domain else "(no host)"}</a></td>'
-            f'<td class="laion-scores">aesthetic {_score(row["aesthetic"])}<br>'
-            f"unsafe {_score(row['punsafe'])}<br>watermark {_score(row['pwatermark'])}<br>"
-            f"{size}</td></tr>\n"
-        )
-    html.append("</tbody>\n</table>")
-    return Markup("".join(html))
 
 
 def count_text(count: int, more_than: bool) -> str:

@@ -30,10 +30,11 @@ from laion_pipeline.search.lookup import (
 from laion_pipeline.search.shard_search import search_page
 from laion_pipeline.serve.render import (
     HIDDEN_COLUMNS,
+    THUMBNAIL_PX,
     count_text,
     host_url,
-    images_table,
     marked_caption,
+    result_rows,
 )
 from laion_pipeline.serve.site import Site, search_runner, site_of
 
@@ -168,9 +169,10 @@ async def lookup(datasette: Any, request: Any) -> Response:
         "is_url": is_url,
         "part": part,
         "images": images,
-        "images_table": images_table(
+        "result_rows": result_rows(
             _prefix(datasette), [{**row, "caption": escape(row["text"] or "")} for row in images]
         ),
+        "thumbnail_px": THUMBNAIL_PX,
         "hosts": [
             (domain, count, datasette.urls.path(host_url(domain))) for domain, count in hosts
         ],
@@ -252,10 +254,11 @@ async def search(datasette: Any, request: Any) -> Response:
         "q": q,
         "host": host,
         "rows": page.rows,
-        "images_table": images_table(
+        "result_rows": result_rows(
             _prefix(datasette),
             [{**r, "caption": marked_caption(r["text"], r["found"])} for r in page.rows],
         ),
+        "thumbnail_px": THUMBNAIL_PX,
         "count_text": count_text(page.count, page.more_than_count),
         "next_url": next_url,
         "previous_url": previous_url,

@@ -22,7 +22,7 @@ from laion_pipeline.common.phrases import laion_match
 from laion_pipeline.releases.datasette_files import SEARCH_PAGE_ROWS
 from laion_pipeline.search.shard_search import COUNT_CAP, COUNT_CAP_VARIABLE, count_cap
 from laion_pipeline.serve.plugin import render_cell
-from laion_pipeline.serve.render import images_table, marked_caption, readable_float
+from laion_pipeline.serve.render import marked_caption, readable_float, result_rows
 from laion_pipeline_tests.conftest import phrase_count, tokens
 from laion_pipeline_tests.datasette_site import DB, served
 
@@ -171,8 +171,16 @@ def test_the_table_of_images_shows_hostile_rows_as_text(tmp_path):
         "domain": "<i>x.example</i>",
     }
     prefix = ds.urls.path("/")[:-1]
-    html = str(images_table(prefix, [hostile, {**row, "url": "javascript:alert(1)", "caption": "",
-                                           "domain": None}]))  # fmt: skip
+    rows = result_rows(prefix, [hostile, {**row, "url": "javascript:alert(1)", "caption": "",
+                                          "domain": None}])  # fmt: skip
+
+    async def render() -> str:
+        await ds.invoke_startup()
+        return await ds.render_template(
+            "laion_images.html", {"result_rows": rows, "thumbnail_px": 120}
+        )
+
+    html = asyncio.run(render())
     assert "<script>" not in html and "<b>" not in html and "<i>" not in html
     assert "&lt;b&gt;<mark>oil</mark>&lt;/b&gt; &amp; paint" in html  # the words found marked
     assert 'href="/site/-/search?domain=%3Ci%3Ex.example%3C%2Fi%3E"' in html
