@@ -141,7 +141,7 @@ bench: $(STAMP) bench-tools
 	$(BIN)/python -m benchmarks.bench --rows $(ROWS) --files $(FILES) $(BENCH_FLAGS) \
 		--report docs/benchmarks.md
 
-## The filter and staging step alone, one core, on ROWS rows shaped like today's releases
+## The filter and staging step alone, one core, on ROWS rows shaped like today's datasets
 ## (aesthetics v2 before the 6+ filter, Re-LAION 2B): rows per second per core.
 bench-staging: $(STAMP)
 	$(BIN)/python -m benchmarks.bench --staging --rows $(ROWS) --report docs/benchmarks.md

@@ -191,13 +191,13 @@ def run_ours(parquet: Path, lists: Path, data: Path) -> dict[str, Any]:
 
 def bench_staging(work: Path, rows: int, files: int = 4) -> str:
     """The filter and staging step alone (`stage_file`, one DuckDB thread: one core) on files
-    shaped like today's releases: rows read per second per core, rows kept, bytes per row."""
+    shaped like today's datasets: rows read per second per core, rows kept, bytes per row."""
     from laion_pipeline.sources.ingest import stage_file
     from laion_pipeline.sources.profiles import load_profiles
 
     profiles = load_profiles()
     lines = [
-        f"### {rows:,} rows of today's releases: the filter and staging step, one core",
+        f"### {rows:,} rows of today's datasets: the filter and staging step, one core",
         "",
         f"Machine: {machine()}",
         "",
@@ -456,7 +456,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--staging",
         action="store_true",
-        help="only the filter and staging step, on files shaped like today's releases",
+        help="only the filter and staging step, on files shaped like today's datasets",
     )
     parser.add_argument("--child", type=Path, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)

@@ -278,7 +278,7 @@ def generate(
         return list(pool.map(_write_file, *zip(*jobs, strict=True)))
 
 
-# The shapes of today's releases (the README's "Profiles"), made from the 2022 columns.
+# The shapes of today's datasets (the README's "Profiles"), made from the 2022 columns.
 RELEASE_SHAPES = ("aesthetics-v2", "relaion2b-en", "laion2b-en-aesthetic")
 
 

@@ -357,7 +357,7 @@ class HubClient:
         if not files:
             raise HubError(
                 f"{self.repo_id} at {self.revision} ({info.sha}) has no .parquet files matching "
-                f"{pattern}: set LAION_HF_REPO to a copy of the release, or LAION_PROFILE to "
+                f"{pattern}: set LAION_HF_REPO to a copy of the dataset, or LAION_PROFILE to "
                 "the profile of this repo"
             )
         return HubListing(self.repo_id, self.revision, info.sha, tuple(files))

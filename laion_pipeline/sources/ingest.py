@@ -100,7 +100,7 @@ def find_columns(profile: Profile, label: str, found: dict[str, str]) -> FileCol
     if missing:
         raise InvalidInputError(
             f"{label} lacks the LAION columns {', '.join(missing)} of profile {profile.name} "
-            f"(it has {', '.join(found)}): point the source at files of that release, or "
+            f"(it has {', '.join(found)}): point the source at files of that dataset, or "
             "choose the profile of these files with LAION_PROFILE"
         )
     if wrong:

@@ -1,4 +1,4 @@
-"""Profiles: which LAION release a build reads, as data (`profiles.toml`, plus a file of the
+"""Profiles: which LAION dataset a build reads, as data (`profiles.toml`, plus a file of the
 user's own in ``LAION_PROFILES_FILE``): its repo, its files, where each column of the images
 table comes from, an optional row filter, the published database's name and the site's title."""
 

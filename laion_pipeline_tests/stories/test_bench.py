@@ -71,7 +71,7 @@ def test_bench_of_the_staging_step_on_todays_releases(tmp_path):
     done = bench(tmp_path, "--staging")
     assert done.returncode == 0, done.stderr[-3000:]
     report = (tmp_path / "bench.md").read_text()
-    heading = "### 3,000 rows of today's releases: the filter and staging step, one core"
+    heading = "### 3,000 rows of today's datasets: the filter and staging step, one core"
     assert report.count(heading) == 1
     assert "the build's" in report  # the build's section of the same size stays
     for shape in ("aesthetics-v2 (aesthetics-v2-6plus)", "relaion2b-en (relaion2b-en)"):

@@ -37,7 +37,7 @@ from laion_pipeline.sources.inputs import SourceListing, parse_entity_csv
 def source_files(
     context: AssetExecutionContext, laion_data: LaionData, parquet_source: ParquetSource
 ) -> MaterializeResult:
-    """One source file of the release, staged: downloaded (or copied from the local folder)
+    """One source file of the dataset, staged: downloaded (or copied from the local folder)
     and verified against its size and sha256, its rows filtered by the profile (for
     `aesthetics-v2-6plus`, `aesthetic >= LAION_MIN_AESTHETIC`), its columns found by the
     profile's names and typed for SQLite (a column the file lacks is NULL), each row given

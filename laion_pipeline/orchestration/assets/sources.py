@@ -54,7 +54,7 @@ def partition_version(entry: SourceEntry, profile: Profile) -> str:
     # The 2022 layout (profile 6plus); other profiles map their own names onto these columns.
     metadata={"dagster/column_schema": table_schema(LAION_PARQUET_COLUMNS)},
     description=(
-        "The source files of the release chosen by `LAION_PROFILE`, one partition each: the "
+        "The source files of the dataset chosen by `LAION_PROFILE`, one partition each: the "
         "files of the dataset repo at its revision (or of the sample or local folder) that "
         "the profile wants. Observing it lists them (in `raw/source_files.json`), adds a "
         "partition for each new file and removes those of files that are gone; each "

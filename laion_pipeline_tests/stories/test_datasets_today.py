@@ -1,4 +1,4 @@
-"""Today's LAION releases from a hub on 127.0.0.1: Spark part files (with `.crc` and `_SUCCESS`
+"""Today's LAION datasets from a hub on 127.0.0.1: Spark part files (with `.crc` and `_SUCCESS`
 beside them) of each profile's shape, downloaded by the real code, filtered and staged one
 partition per file, and published tables checked against an independent computation; a gated
 repo; a listing without sizes; a new revision that changes 3 files of 12; LAION_KEEP_RAW=0."""
