@@ -86,6 +86,7 @@ test-fast: $(STAMP)
 DATASETTE_1 ?= datasette==1.0a41
 VENV_DATASETTE_1 ?= .venv-datasette1
 SITE_TESTS := laion_pipeline_tests/serve laion_pipeline_tests/stories/test_serving_releases.py \
+	laion_pipeline_tests/stories/test_open_sql.py \
 	laion_pipeline_tests/stories/test_browser.py laion_pipeline_tests/stories/test_security.py \
 	laion_pipeline_tests/sources/test_domains.py
 $(VENV_DATASETTE_1)/.installed: setup.cfg pyproject.toml

@@ -1,5 +1,6 @@
 """`python -m laion_pipeline serve` (what `make serve` runs) on 127.0.0.1 for the tests."""
 
+import http.client
 import json
 import os
 import signal
@@ -34,6 +35,26 @@ class Site:
         with urllib.request.urlopen(url, timeout=30) as response:
             return response.read().decode()
 
+    def ask(self, path: str, client: str = "127.0.0.1", timeout: float = 120) -> tuple:
+        """Status, ``X-Laion-Release`` and body of ``path``, asked from the address ``client``
+        (every 127.0.0.0/8 address is this machine's: a client of its own to the server). A
+        redirect is followed (the 1.0 line sends ``sql=`` on to ``/-/query``)."""
+        port = urllib.parse.urlsplit(self.base).port
+        for _ in range(3):
+            conn = http.client.HTTPConnection(
+                "127.0.0.1", port, timeout=timeout, source_address=(client, 0)
+            )
+            try:
+                conn.request("GET", path)
+                response = conn.getresponse()
+                body = response.read()
+            finally:
+                conn.close()
+            if response.status not in (301, 302) or not response.getheader("location"):
+                return response.status, response.getheader("x-laion-release"), body
+            path = response.getheader("location")
+        return response.status, response.getheader("x-laion-release"), body
+
     def json(self, path: str, **params: str):
         return json.loads(self.get(path, **params))
 
@@ -49,13 +70,19 @@ class Site:
 
 
 @contextmanager
-def served(data_dir: Path) -> Iterator[Site]:
-    """Datasette on the published database of ``data_dir``, stopped with its process group."""
+def served(data_dir: Path, env: dict[str, str] | None = None) -> Iterator[Site]:
+    """Datasette on the published database of ``data_dir`` (with ``env`` added to the
+    environment), stopped with its process group."""
     port = free_port()
     server = subprocess.Popen(
         [sys.executable, "-m", "laion_pipeline", "serve", "--port", str(port)],
         cwd=REPO_ROOT,
-        env={**os.environ, "LAION_DATA_DIR": str(data_dir), "NO_PROXY": "127.0.0.1"},
+        env={
+            **os.environ,
+            "LAION_DATA_DIR": str(data_dir),
+            "NO_PROXY": "127.0.0.1",
+            **(env or {}),
+        },
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
         start_new_session=True,

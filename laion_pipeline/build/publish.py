@@ -369,6 +369,13 @@ def _release_databases(
                     conn.close()
             sealed = valid_seal(f.path)
             if sealed is not None and sealed.holds_for(written):  # a link of the sealed file
+                # Its integrity_check is the seal's; its bytes are hashed again, so a file
+                # changed behind its seal (size and time put back) is never published.
+                if sha256_file(written) != sealed.sha256:
+                    raise PublishCheckError(
+                        f"{f.path} is not the file its seal describes (its sha256 differs): "
+                        f"materialize images{f' [{f.shard.key}]' if f.shard else ''} again"
+                    )
                 seals[f.name] = sealed
                 sha256[f.name] = sealed.sha256
                 continue

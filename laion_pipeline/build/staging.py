@@ -114,6 +114,7 @@ def stage_source_file(
         row_filter=profile.filter_parameters,
         staging_code_version=STAGING_CODE_VERSION,
         staged_sha256=sha256_file(target),
+        values_nulled=rows.nulled,
     )
     staged.write(layout)
     return staged

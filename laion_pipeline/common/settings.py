@@ -18,9 +18,22 @@ def usable_cores() -> int:
         return os.cpu_count() or 1
 
 
-def truthy(value: str | None) -> bool:
-    """A yes/no setting: `1`, `true`, `yes` or `on` (any case) is yes."""
-    return (value or "").strip().lower() in ("1", "true", "yes", "on")
+YES = ("1", "true", "yes", "on")
+NO = ("0", "false", "no", "off")
+
+
+def yes_no(name: str, value: str | None, default: bool) -> bool:
+    """A yes/no setting: `1`, `true`, `yes` or `on` (any case) is yes, `0`, `false`, `no` or
+    `off` is no, unset or empty is ``default``; anything else is refused, naming the setting
+    (`maybe` is no answer)."""
+    text = (value or "").strip().lower()
+    if not text:
+        return default
+    if text in YES or text in NO:
+        return text in YES
+    raise ConfigurationError(
+        f"{name}={value!r}: set it to {' or '.join(YES[:2])} for yes, {' or '.join(NO[:2])} for no"
+    )
 
 
 def whole_number(
@@ -31,6 +44,6 @@ def whole_number(
     if not (value or "").strip():
         return default
     text = value.strip().replace("_", "").replace(",", "")
-    if not text.isdigit() or int(text) < at_least:
+    if not (text.isascii() and text.isdigit()) or int(text) < at_least:  # 0-9 only
         raise ConfigurationError(f"{name}={value!r}: set it to {meaning}")
     return int(text)

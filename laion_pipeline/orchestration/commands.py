@@ -309,6 +309,13 @@ def run_on_workers(workspace: str, force: bool = False) -> int:
 
 def rollback(wait: bool) -> int:
     layout = _layout()
+    if not layout.published_dir.is_dir():  # never a folder made for a mistyped path
+        print(
+            f"Nothing to roll back to: {layout.published_dir} does not exist (is "
+            f"LAION_DATA_DIR={layout.root} the data folder you built?)",
+            file=sys.stderr,
+        )
+        return 1
     try:
         with data_dir_lock(layout, wait=wait):
             served = restore_previous(layout)
@@ -339,11 +346,14 @@ def datasette_command(host: str, port: int) -> list[str]:
 
 
 def serve(host: str, port: int) -> int:
-    try:
-        count_cap()  # refused here, with the variable's name, rather than by the server
+    from laion_pipeline.serve.pools import SqlLimits
+
+    try:  # refused here, with the variable's name, rather than by the server
+        count_cap()
+        SqlLimits.from_environment()
     except ValueError as error:
         print(error, file=sys.stderr)
-        return 1
+        return 2
     layout = _layout()
     if not layout.published_db.exists():
         print(f"{layout.published_db} does not exist: run `make run` first.", file=sys.stderr)

@@ -17,7 +17,7 @@ from dagster_duckdb import DuckDBResource
 
 from laion_pipeline.common.errors import ConfigurationError
 from laion_pipeline.common.layout import ENTITY_KINDS, SAMPLE_DIR, DataLayout
-from laion_pipeline.common.settings import truthy, usable_cores, whole_number
+from laion_pipeline.common.settings import usable_cores, whole_number, yes_no
 from laion_pipeline.sources.folders import SampleSource, local_source
 from laion_pipeline.sources.hub import DEFAULT_ENDPOINT
 from laion_pipeline.sources.huggingface import HubSource
@@ -187,7 +187,7 @@ def build_resources(environ: Mapping[str, str] | None = None) -> dict[str, Any]:
             repo_id=env.get("LAION_HF_REPO") or "",
             revision=env.get("LAION_HF_REVISION") or "",
             endpoint=env.get("HF_ENDPOINT") or DEFAULT_ENDPOINT,
-            offline=truthy(env.get("HF_HUB_OFFLINE")),
+            offline=yes_no("HF_HUB_OFFLINE", env.get("HF_HUB_OFFLINE"), False),
         )
     else:
         source = MisconfiguredSource(
@@ -219,7 +219,7 @@ def build_resources(environ: Mapping[str, str] | None = None) -> dict[str, Any]:
         profiles_file=profiles_file,
         filter_settings={v: env[v] for v in sorted(variables) if env.get(v)},
         source_kind=source_kind,
-        keep_raw=truthy(env.get("LAION_KEEP_RAW") or "1"),
+        keep_raw=yes_no("LAION_KEEP_RAW", env.get("LAION_KEEP_RAW"), True),
         workers=whole_number(
             "LAION_WORKERS",
             env.get("LAION_WORKERS"),

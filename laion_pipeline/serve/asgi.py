@@ -1,7 +1,7 @@
-"""The ASGI layer in front of Datasette: one release per request (the switch waits for the
-requests in flight), the release's response cache with single flight, the noise columns
-hidden, sorts Datasette cannot do refused with 400, over-long query strings with 414, and
-the security headers on every response."""
+"""The ASGI layer in front of Datasette: one release per request (``switching.py``), open SQL
+on its own threads within its limits (``pools.py``), the release's response cache with single
+flight, the noise columns hidden, sorts Datasette cannot do refused with 400, over-long query
+strings with 414, and the security headers on every response."""
 
 import asyncio
 import re
@@ -12,10 +12,12 @@ from laion_pipeline.serve.cache import (
     CACHE_HEADER,
     CachedResponse,
     ResponseCache,
+    any_current,
     cache_headers,
     cacheable,
     not_modified,
 )
+from laion_pipeline.serve.pools import OPEN_SQL, Refused
 from laion_pipeline.serve.render import HIDDEN_COLUMNS
 from laion_pipeline.serve.site import Site, site_of
 
@@ -94,17 +96,72 @@ async def _checked_sort(datasette: Any, scope: dict, databases: list[str]) -> tu
     return scope, ""
 
 
+# Parameters that make a page run SQL a visitor wrote.
+OPEN_SQL_PARAMS = ("sql", "_where")
+
+
+def runs_open_sql(scope: dict, site: Site) -> bool:
+    """Whether a request runs SQL a visitor chose: ``sql=`` or ``_where=`` on any page,
+    1.0's ``/<database>/-/query``, or a canned query of the served release (a page of one of
+    its databases that is not one of its tables)."""
+    if any(key in OPEN_SQL_PARAMS for key, _ in _params(scope)):
+        return True
+    parts = urllib.parse.unquote(scope.get("path", "")).strip("/").split("/")
+    if len(parts) >= 3 and parts[1:3] == ["-", "query"]:
+        return True
+    tables = site.release.tables.get(parts[0]) if site.release is not None else None
+    if len(parts) != 2 or tables is None or parts[1] == "-":
+        return False
+    name = re.sub(r"\.(json|csv)$", "", parts[1])
+    return name not in tables
+
+
+def _client(scope: dict) -> str:
+    """The request's client: its peer address, as uvicorn gives it."""
+    client = scope.get("client")
+    return str(client[0]) if client else "unknown"
+
+
+RETRY_LATER = ((b"retry-after", b"5"),)
+
+
+def _through_pools(app: Any, site: Site, sql: bool) -> Any:
+    """``app`` for one request: open SQL admitted within its limits (else refused with what to
+    do) and run on Datasette's threads; every other page on the pages' threads."""
+    if not sql:
+        return app
+
+    async def admitted(scope: dict, receive: Any, send: Any) -> None:
+        try:
+            with site.sql_admission.admitted(_client(scope)):
+                token = OPEN_SQL.set(True)
+                try:
+                    await app(scope, receive, send)
+                finally:
+                    OPEN_SQL.reset(token)
+        except Refused as refused:
+            await _refuse(send, refused.status, str(refused), RETRY_LATER)
+
+    return admitted
+
+
 # A longer query string is no search or page of ours: 414 before any work is done for it.
 MAX_QUERY_STRING_BYTES = 65_536
 SECURITY_HEADERS = [(b"x-content-type-options", b"nosniff")]
 
 
-async def _refuse(send: Any, status: int, text: str) -> None:
+async def _refuse(
+    send: Any, status: int, text: str, headers: tuple[tuple[bytes, bytes], ...] = ()
+) -> None:
     await send(
         {
             "type": "http.response.start",
             "status": status,
-            "headers": [(b"content-type", b"text/plain; charset=utf-8"), *SECURITY_HEADERS],
+            "headers": [
+                (b"content-type", b"text/plain; charset=utf-8"),
+                *SECURITY_HEADERS,
+                *headers,
+            ],
         }
     )
     await send({"type": "http.response.body", "body": text.encode()})
@@ -127,6 +184,9 @@ async def _cached(
     holds this release's page, the cached response when there is one, else the app's, kept
     for the next time."""
     cache = site.cache
+    cache.follow(release)  # the latest release: the cache is its own
+    if any_current(scope):
+        send = _not_modified_if_found(send)
     if not_modified(scope, release):
         headers = [*cache_headers(release), *extra]
         await send({"type": "http.response.start", "status": 304, "headers": headers})
@@ -159,6 +219,31 @@ async def _cached(
         if in_flight.get(key) is done:
             del in_flight[key]
         done.set_result(None)
+
+
+def _not_modified_if_found(send: Any) -> Any:
+    """``send`` for ``If-None-Match: *``: a page found (200) is answered 304 without its
+    body; any other status as it is."""
+    found = False
+
+    async def sending(message: dict) -> None:
+        nonlocal found
+        if message["type"] == "http.response.start":
+            found = message["status"] == 200
+            if found:
+                headers = [
+                    h
+                    for h in message.get("headers", [])
+                    if h[0].lower() not in (b"content-length", b"content-type")
+                ]
+                message = {**message, "status": 304, "headers": headers}
+        elif message["type"] == "http.response.body" and found:
+            if message.get("more_body", False):
+                return
+            message = {"type": "http.response.body", "body": b""}
+        await send(message)
+
+    return sending
 
 
 async def _computed(
@@ -215,10 +300,11 @@ def wrapper(datasette: Any) -> Any:
                 )
                 return
             # After enter(): a switch to a release of another profile renames the database.
-            release_id = (await served.enter()).encode() if served is not None else b""
+            entered = await served.enter() if served is not None else None
+            release_id = entered[0].release_id if entered is not None else ""
             extra = [
                 *SECURITY_HEADERS,
-                *([(RELEASE_HEADER.encode(), release_id)] if served else []),
+                *([(RELEASE_HEADER.encode(), release_id.encode())] if entered else []),
             ]
 
             async def send_with_headers(message: dict) -> None:
@@ -233,13 +319,16 @@ def wrapper(datasette: Any) -> Any:
                     await _refuse(send_with_headers, 400, problem)
                     return
                 scope = await _hide_noise_columns(datasette, site, scope)
-                if served is None or not cacheable(scope):
-                    await app(scope, receive, send_with_headers)
+                pooled = _through_pools(app, site, runs_open_sql(scope, site))
+                # A request that entered a release a switch has since replaced is answered
+                # from that release, and kept out of the cache, which is the new one's.
+                if served is None or not cacheable(scope) or release_id != served.latest_id:
+                    await pooled(scope, receive, send_with_headers)
                 else:
-                    await _cached(site, app, scope, receive, send, served.release_id, extra)
+                    await _cached(site, pooled, scope, receive, send, release_id, extra)
             finally:
-                if served is not None:
-                    served.leave()
+                if served is not None and entered is not None:
+                    served.leave(*entered)
 
         return one_release
 

@@ -2,12 +2,12 @@
 answer again, from memory, until the next release is served.
 
 ``ResponseCache`` keeps whole responses (status 200, at most ``MAX_ENTRY_BYTES`` each) of GET
-requests, keyed by the release that answered and the request's path and query string, the
-least recently used dropped past ``MAX_BYTES`` in all; a new release empties it. Every page
-of a release carries ``ETag: W/"<release id>"`` and ``Cache-Control: public, max-age=60``,
-so a browser or a CDN in front of the site keeps it too and asks again (``If-None-Match``,
-answered ``304 Not Modified`` while the release is the same) once a minute: a publish reaches
-every reader within a minute.
+requests, keyed by the release that answered and the request's scheme, host, path and query
+string, the least recently used dropped past ``MAX_BYTES`` in all; a new release empties it.
+Every page of a release carries ``ETag: W/"<release id>"`` and
+``Cache-Control: public, max-age=60``, so a browser or a CDN in front of the site keeps it too
+and asks again (``If-None-Match``, answered ``304 Not Modified`` while the release is the
+same) once a minute: a publish reaches every reader within a minute.
 """
 
 from __future__ import annotations
@@ -54,20 +54,42 @@ def cache_headers(release: str) -> list[tuple[bytes, bytes]]:
     ]
 
 
+# Request headers that make a page someone's own: the signed-in actor's (Datasette's cookie,
+# a token). Such a request is never answered from the cache nor kept in it.
+PERSONAL_COOKIE = b"ds_actor"
+
+
 def cacheable(scope: dict) -> bool:
-    """Whether a request's answer is the release's, the same for everyone: a GET of a page
-    that is not about the server itself."""
+    """Whether a request's answer is the release's, the same for everyone who asks with the
+    same key (``ResponseCache.key``): a GET of a page that is not about the server itself,
+    by a visitor not signed in."""
     path = scope.get("path", "")
-    return scope.get("method") == "GET" and not path.startswith(UNCACHED_PREFIXES)
+    if scope.get("method") != "GET" or path.startswith(UNCACHED_PREFIXES):
+        return False
+    for name, value in scope.get("headers", ()):
+        if name == b"authorization" or (name == b"cookie" and PERSONAL_COOKIE in value):
+            return False
+    return True
+
+
+def _if_none_match(scope: dict) -> list[bytes]:
+    return [
+        tag.strip()
+        for name, value in scope.get("headers", ())
+        if name == b"if-none-match"
+        for tag in value.split(b",")
+    ]
 
 
 def not_modified(scope: dict, release: str) -> bool:
     """Whether the request says it holds this release's page already (``If-None-Match``)."""
-    tag = etag(release)
-    for name, value in scope.get("headers", ()):
-        if name == b"if-none-match":
-            return any(t.strip() in (tag, b"*") for t in value.split(b","))
-    return False
+    return etag(release) in _if_none_match(scope)
+
+
+def any_current(scope: dict) -> bool:
+    """Whether the request asks ``If-None-Match: *``: "not modified" if the page exists at
+    all (RFC 9110, 13.1.2), which only its answer tells (a 404 stays a 404)."""
+    return b"*" in _if_none_match(scope)
 
 
 class ResponseCache:
@@ -79,23 +101,37 @@ class ResponseCache:
         self.max_entry = max_entry
         self.release = ""
         self.bytes = 0
-        self._entries: OrderedDict[tuple[bytes, bytes], CachedResponse] = OrderedDict()
+        self._entries: OrderedDict[tuple[bytes, ...], CachedResponse] = OrderedDict()
         self._lock = threading.Lock()
 
-    def _for(self, release: str) -> None:
-        if release != self.release:  # a new release: nothing of the old one is served again
-            self._entries.clear()
-            self.release, self.bytes = release, 0
+    def follow(self, release: str) -> None:
+        """Serve ``release`` from now on: a new release empties the cache, so nothing of the
+        old one is served again."""
+        with self._lock:
+            if release != self.release:
+                self._entries.clear()
+                self.release, self.bytes = release, 0
 
     @staticmethod
-    def key(scope: dict) -> tuple[bytes, bytes]:
-        return scope.get("path", "").encode("utf-8", "surrogateescape"), scope.get(
-            "query_string", b""
+    def key(scope: dict) -> tuple[bytes, ...]:
+        """Everything a page depends on: Datasette writes absolute links (``Link:``, a page's
+        JSON and CSV links) from the request's scheme and ``Host``, so both are in the key,
+        and a forged ``Host`` is answered its own page, never anyone else's. (uvicorn sets the
+        scheme from ``X-Forwarded-Proto`` of a trusted proxy only; nothing reads
+        ``X-Forwarded-Host``.)"""
+        host = next((value for name, value in scope.get("headers", ()) if name == b"host"), b"")
+        return (
+            scope.get("scheme", "http").encode(),
+            host,
+            scope.get("path", "").encode("utf-8", "surrogateescape"),
+            scope.get("query_string", b""),
         )
 
     def get(self, release: str, scope: dict) -> CachedResponse | None:
+        """The response kept for ``scope``, if ``release`` is the one the cache follows."""
         with self._lock:
-            self._for(release)
+            if release != self.release:
+                return None
             found = self._entries.get(self.key(scope))
             if found is not None:
                 self._entries.move_to_end(self.key(scope))
@@ -107,7 +143,8 @@ class ResponseCache:
         if any(name == b"set-cookie" for name, _ in response.headers):
             return
         with self._lock:
-            self._for(release)
+            if release != self.release:  # answered by a release a switch has replaced
+                return
             key = self.key(scope)
             old = self._entries.pop(key, None)
             if old is not None:

@@ -46,6 +46,22 @@ def executor(datasette: Any) -> Any:
     return datasette.executor
 
 
+def bad_request(datasette: Any, request: Any, message: str) -> Any:
+    """Datasette's own error page (or JSON) for a 400 saying ``message``."""
+    from datasette.handle_exception import handle_exception
+    from datasette.utils.asgi import BadRequest
+
+    return handle_exception(datasette, request, BadRequest(message))
+
+
+def split_executor(datasette: Any) -> None:
+    """Datasette's thread pool for SQL kept for open SQL, the pages given their own
+    (``pools.split``)."""
+    from laion_pipeline.serve.pools import split
+
+    datasette.executor = split(datasette.executor)
+
+
 def open_with_inspect(db: Database, info: dict[str, Any]) -> None:
     """Give an immutable database the hash, size and table counts of the release's inspect
     data, so Datasette neither hashes nor counts the file."""

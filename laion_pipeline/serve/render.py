@@ -1,6 +1,7 @@
 """How the site shows values: cells of Datasette's pages (thumbnails, readable floats, links
 to a host's images and to a name's search) and the table of images of a search or a lookup."""
 
+import re
 import urllib.parse
 from dataclasses import dataclass
 from typing import Any
@@ -39,11 +40,62 @@ def host_url(domain: str | None) -> str:
 URL_CELL = Markup(
     '<a href="{url}" rel="noreferrer"><img src="{url}" loading="lazy" '
     'referrerpolicy="no-referrer" alt="" style="max-width:{px}px;max-height:{px}px"></a>'
-    '<div class="laion-url" style="word-break: break-all; font-size: 0.8em">{url}</div>'
+    '<div class="laion-url" style="word-break: break-all; font-size: 0.8em">{shown}</div>'
 )
 DOMAIN_ID_CELL = Markup('<a href="{link}">{name}</a> <span class="laion-id">{id}</span>')
 LINK_CELL = Markup('<a href="{link}">{text}</a>')
+# A host or URL shown isolated from the text around it, flagged when it reorders itself.
+SHOWN = Markup("<bdi>{text}</bdi>")
+FLAGGED = Markup('<bdi>{text}</bdi> <span class="laion-warning" title="{why}">\u26a0</span>')
+
+
+def shown(text: str) -> Markup:
+    """A host or a URL for a page: visible (``visible``), isolated (``<bdi>``), and flagged
+    when it holds a character that reorders text."""
+    if reorders(text):
+        return FLAGGED.format(text=visible(text), why=REORDERS)
+    return SHOWN.format(text=visible(text))
+
+
 NO_HOST = "(no host)"
+
+
+# Characters that reorder the text around them: a host or URL holding one can display as
+# another ("moc.elpmaxe" shown as "example.com").
+BIDI_CONTROLS = frozenset(
+    "\u200e\u200f\u061c\u202a\u202b\u202c\u202d\u202e\u2066\u2067\u2068\u2069"
+)
+REORDERS = "\u26a0 contains characters that reorder text"
+
+
+def visible(text: str) -> str:
+    """``text`` as a reader may trust it: each control character shown as its symbol (a tab
+    as \u2409, a NUL as \u2400), each other invisible formatting character, direction controls
+    among them, as ``<U+202E>``; printable text as it is."""
+    if text.isprintable():
+        return text
+    shown = []
+    for char in text:
+        code = ord(char)
+        if code < 0x20:
+            shown.append(chr(0x2400 + code))
+        elif code == 0x7F:
+            shown.append("\u2421")
+        elif char.isprintable() or char == " ":
+            shown.append(char)
+        else:
+            shown.append(f"<U+{code:04X}>")
+    return "".join(shown)
+
+
+def reorders(text: str | None) -> bool:
+    """Whether ``text`` holds a character that reorders the text around it."""
+    return bool(text) and not text.isprintable() and any(c in BIDI_CONTROLS for c in text)
+
+
+def text_cell(value: str) -> Markup:
+    """A text of a table page with its control characters shown, not obeyed."""
+    return escape(visible(value))
 
 
 def is_web_address(value: str | None) -> bool:
@@ -55,27 +107,34 @@ def url_cell(value: str) -> Markup | None:
     """An image URL as a lazy thumbnail linking to the image, the address as text under it:
     what an artist came for, there whether or not the image loads (dead links, hotlink
     blocking, no network). None for a value that is not a web address (shown as text)."""
-    return URL_CELL.format(url=value, px=THUMBNAIL_PX) if is_web_address(value) else None
+    if not is_web_address(value):
+        return None
+    return URL_CELL.format(url=value, px=THUMBNAIL_PX, shown=shown(value))
 
 
 def domain_id_cell(name: str | None, domain_id: Any) -> Markup:
     """An image's host by name, linking to all its images (over every shard), its id after."""
-    return DOMAIN_ID_CELL.format(link=host_url(name), name=name or NO_HOST, id=domain_id)
+    return DOMAIN_ID_CELL.format(
+        link=host_url(name), name=shown(name) if name else NO_HOST, id=domain_id
+    )
 
 
 def domain_cell(value: str, link: str) -> Markup:
     """A host of the domain table, linking to its images."""
-    return LINK_CELL.format(link=link, text=value or NO_HOST)
+    return LINK_CELL.format(link=link, text=shown(value) if value else NO_HOST)
 
 
 def name_cell(value: str) -> Markup:
     """A name of a list, linking to the search for it as a phrase."""
-    return LINK_CELL.format(link=search_url(value), text=value)
+    return LINK_CELL.format(link=search_url(value), text=visible(value))
 
 
 def images_link(database: str, domain_id: Any) -> str:
     """The table page of a one-database release's images of one host."""
     return f"/{database}/images?" + urllib.parse.urlencode({"domain_id": domain_id})
+
+
+FOUND_MARKERS = re.compile(f"({re.escape(FOUND_START)}|{re.escape(FOUND_END)})")
 
 
 def marked_caption(text: str | None, found: str | None) -> Markup:
@@ -84,8 +143,11 @@ def marked_caption(text: str | None, found: str | None) -> Markup:
     if text is None:
         return Markup("")
     if found is None or FOUND_START in text or FOUND_END in text:
-        return escape(text)
-    return Markup(str(escape(found)).replace(FOUND_START, "<mark>").replace(FOUND_END, "</mark>"))
+        return escape(visible(text))
+    tags = {FOUND_START: Markup("<mark>"), FOUND_END: Markup("</mark>")}
+    return Markup("").join(
+        tags.get(part) or escape(visible(part)) for part in FOUND_MARKERS.split(found)
+    )
 
 
 def _score(value: float | None) -> str:
@@ -98,11 +160,12 @@ class ResultRow:
     link made here, the caption HTML (its found words marked)."""
 
     url: str
+    url_shown: Markup
     web: bool  # the URL is a web address: linked, and shown as a thumbnail
     caption: Markup
     rowid: int
     row_link: str
-    domain: str
+    domain: Markup
     host_link: str
     aesthetic: str
     unsafe: str
@@ -117,11 +180,12 @@ def result_rows(prefix: str, rows: list[dict[str, Any]]) -> list[ResultRow]:
     return [
         ResultRow(
             url=row["url"] or "",
+            url_shown=shown(row["url"] or ""),
             web=is_web_address(row["url"]),
             caption=row["caption"],
             rowid=row["rowid"],
             row_link=f"{prefix}/{urllib.parse.quote(row['shard'])}/images/{row['rowid']}",
-            domain=row["domain"] or NO_HOST,
+            domain=shown(row["domain"]) if row["domain"] else Markup(NO_HOST),
             host_link=prefix + host_url(row["domain"]),
             aesthetic=_score(row["aesthetic"]),
             unsafe=_score(row["punsafe"]),

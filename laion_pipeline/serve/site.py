@@ -11,6 +11,7 @@ from laion_pipeline.common.settings import usable_cores
 from laion_pipeline.search.shard_search import SearchedShard, count_cap
 from laion_pipeline.serve import compat
 from laion_pipeline.serve.cache import ResponseCache
+from laion_pipeline.serve.pools import SqlAdmission
 from laion_pipeline.serve.switching import ServedRelease
 
 # Threads of the fast search's own: it never waits behind the arbitrary SQL that Datasette's
@@ -23,7 +24,7 @@ SEARCH_THREADS = max(2, usable_cores())
 class Site:
     """What the plugin keeps for one server: our database's name, the release it serves (and
     switches), the count cap of the search, the response cache, the requests being computed,
-    the search's threads, and each database's noise columns."""
+    the search's threads, each database's noise columns and the open SQL admitted."""
 
     database: str | None = None
     release: ServedRelease | None = None
@@ -31,6 +32,7 @@ class Site:
     cache: ResponseCache = field(default_factory=ResponseCache)
     in_flight: dict[tuple, Any] = field(default_factory=dict)
     noise_columns: dict[tuple[str, str], list[str]] = field(default_factory=dict)
+    sql_admission: SqlAdmission = field(default_factory=SqlAdmission)
     _search_executor: ThreadPoolExecutor | None = None
 
     @property
@@ -77,7 +79,7 @@ class Site:
         pointer = Path(ours[0].path).parent if ours[0].path else None
         if pointer is not None and pointer.is_symlink():
             served = ServedRelease(datasette, pointer, lambda: self.search_executor)
-            served.names = [ours[0].name]
+            served.replaces = [ours[0].name]
             await served.load(served.pointed())
             self.release = served
 

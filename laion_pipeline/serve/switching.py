@@ -1,13 +1,15 @@
-"""One release at a time: the release a server serves through a pointer
-(``published/current``), and the switch to the next one, between requests, never during one,
-so no response mixes two releases."""
+"""One release per request: the release a server serves through a pointer
+(``published/current``), and the switch to the next one, which never waits and never changes
+the release a request in flight reads, so no response mixes two releases."""
 
 import asyncio
 import json
 import os
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from concurrent.futures import Executor
+from contextvars import ContextVar, Token
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -51,8 +53,104 @@ class ReleaseDatabase(Database):
         return await self._run_in(self._search_threads(), fn)
 
 
+@dataclass
+class Generation:
+    """One release as the server serves it: its databases by name (the one database, or the
+    catalog then every shard) and what the pages read of it, with the requests it answers."""
+
+    release_id: str
+    database: str  # the catalog's name: the profile's
+    title: str | None
+    databases: dict[str, Database]
+    tables: dict[str, set[str]]  # each database's tables, from the inspect data
+    # The databases holding images, in release order, each with its last rowid.
+    shards: list[tuple[str, int]]
+    in_flight: int = 0
+    retired: bool = False
+
+    @property
+    def names(self) -> list[str]:
+        return list(self.databases)
+
+    def close(self) -> None:
+        for db in self.databases.values():
+            db.close()
+
+
+# The release the request being handled entered (each request's task has its own).
+_ENTERED: ContextVar[Generation | None] = ContextVar("laion_entered_release", default=None)
+
+
+class ReleaseDatabases(dict):
+    """Datasette's databases as each request sees them: a request that entered a release
+    sees that release's databases for its whole life, even after a switch has put the next
+    release's in their place for the requests after it. Outside a request, and for every
+    database that is not a release's, the databases as they are now."""
+
+    def __init__(self, served: "ServedRelease", databases: dict[str, Database]) -> None:
+        super().__init__(databases)
+        self.served = served
+
+    def _entered(self) -> Generation | None:
+        """The older release the current request entered, if it did."""
+        entered = _ENTERED.get()
+        if entered is None or entered is self.served.latest or not entered.retired:
+            return None
+        return entered if entered in self.served.generations else None
+
+    def items(self) -> list[tuple[str, Database]]:  # type: ignore[override]
+        entered = self._entered()
+        now = list(dict.items(self))
+        if entered is None:
+            return now
+        latest = set(self.served.latest.databases)
+        kept = [(name, db) for name, db in now if name not in latest]
+        first = next((i for i, (name, _) in enumerate(now) if name in latest), len(kept))
+        return [*kept[:first], *entered.databases.items(), *kept[first:]]
+
+    def keys(self) -> list[str]:  # type: ignore[override]
+        return [name for name, _ in self.items()]
+
+    def values(self) -> list[Database]:  # type: ignore[override]
+        return [db for _, db in self.items()]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self.keys())
+
+    def __len__(self) -> int:
+        return len(self.items())
+
+    def __contains__(self, name: object) -> bool:
+        return name in self.keys()
+
+    def __getitem__(self, name: str) -> Database:
+        entered = self._entered()
+        if entered is not None:
+            if name in entered.databases:
+                return entered.databases[name]
+            if name in self.served.latest.databases:
+                raise KeyError(name)
+        return dict.__getitem__(self, name)
+
+    def get(self, name: str, default: Any = None) -> Any:  # type: ignore[override]
+        try:
+            return self[name]
+        except KeyError:
+            return default
+
+    def copy(self) -> dict[str, Database]:  # type: ignore[override]
+        return dict(dict.items(self))  # what Datasette's add_database starts from
+
+
 class ServedRelease:
-    """The release a server serves through ``pointer``, and the switch to the next one."""
+    """The release a server serves through ``pointer``, and the switch to the next one.
+
+    A switch never waits for the requests in flight: the first request after a publish or a
+    rollback opens the new release (its databases, inspect data and metadata), and it and
+    every request after it are answered from it at once; the requests in flight finish on
+    the release they entered (``ReleaseDatabases``), whose databases are closed when the last
+    of them ends. The server's metadata and settings are the new release's from the switch.
+    """
 
     def __init__(
         self, datasette: Any, pointer: Path, search_threads: Callable[[], Executor]
@@ -61,17 +159,10 @@ class ServedRelease:
         self.pointer = pointer
         self.search_threads = search_threads
         self.settings = compat.ReleaseSettings(datasette)
-        self.release_id = ""
-        self.database = ""
-        self.title: str | None = None  # the release's, from its metadata
-        self.names: list[str] = []  # every database of the release, the catalog first
-        # The databases holding images, in release order, each with its last rowid.
-        self.shards: list[tuple[str, int]] = []
-        self._in_flight = 0
-        self._idle = asyncio.Event()
-        self._idle.set()
-        self._open = asyncio.Event()
-        self._open.set()
+        self.latest: Generation | None = None
+        self.generations: list[Generation] = []  # the latest, and older ones still answering
+        self.replaces: list[str] = []  # before the first load: the database Datasette opened
+        self._switching = asyncio.Lock()
 
     def pointed(self) -> str:
         try:
@@ -79,56 +170,109 @@ class ServedRelease:
         except OSError:  # a publish replaces the link by a rename: it is always there
             return ""
 
+    def _seen(self) -> Generation:
+        """The release the current request entered, else the latest."""
+        entered = _ENTERED.get()
+        if entered is not None and entered in self.generations:
+            return entered
+        assert self.latest is not None, "no release loaded"
+        return self.latest
+
+    @property
+    def release_id(self) -> str:
+        return self._seen().release_id
+
+    @property
+    def database(self) -> str:
+        return self._seen().database
+
+    @property
+    def title(self) -> str | None:
+        return self._seen().title
+
+    @property
+    def names(self) -> list[str]:
+        return self._seen().names
+
+    @property
+    def shards(self) -> list[tuple[str, int]]:
+        return self._seen().shards
+
+    @property
+    def tables(self) -> dict[str, set[str]]:
+        return self._seen().tables
+
+    @property
+    def latest_id(self) -> str:
+        return self.latest.release_id if self.latest is not None else ""
+
     async def load(self, link: str) -> None:
-        """Serve the release ``link`` names: its databases (the one database, or the catalog
-        and every shard), inspect data and metadata."""
+        """Serve the release ``link`` names from the next request on."""
         release = ReleaseFiles(self.pointer.parent / link)
         name = release.database_name  # a release of another profile has another name
         inspect = json.loads(release.inspect_json.read_text(encoding="utf-8"))
         metadata = json.loads(release.metadata_json.read_text(encoding="utf-8"))
         manifest = release.manifest
-        opened = []
+        opened: dict[str, Database] = {}
         for path in release.databases:
             db = ReleaseDatabase(self.datasette, path, self.search_threads)
             compat.open_with_inspect(db, inspect[path.stem])
-            opened.append((path.stem, db))
-        # Before the first load, the database Datasette opened itself from the command line.
-        names = self.names or [name]
-        old = [self.datasette.databases[n] for n in names if n in self.datasette.databases]
-        for db in old:
-            self.datasette.remove_database(db.name)
-        for db_name, db in opened:
-            self.datasette.add_database(db, name=db_name)
-        # Named before anything is awaited: a request let in after a failed switch is
-        # labelled (and cached) as the release whose databases answer it.
-        self.release_id, self.database = Path(link).name, name
-        self.title = metadata.get("title")
-        self.names = [db_name for db_name, _ in opened]
+            db.name = db.route = path.stem
+            opened[path.stem] = db
         images = manifest.get("row_counts", {}).get("images", 0)  # rowids 1..images
-        self.shards = [(s["database"], s["last_rowid"]) for s in manifest.get("shards", ())] or [
-            (name, images)
-        ]
-        for db in old:
-            db.close()
+        shards = [(s["database"], s["last_rowid"]) for s in manifest.get("shards", ())]
+        new = Generation(
+            Path(link).name,
+            name,
+            metadata.get("title"),
+            opened,
+            {n: set(inspect[n]["tables"]) for n in opened},
+            shards or [(name, images)],
+        )
+        old = self.latest
+        replaced = set(old.databases) if old is not None else set(self.replaces)
+        now = dict(dict.items(self.datasette.databases))
+        databases: dict[str, Database] = {}
+        for db_name, db in now.items():
+            if db_name not in replaced:
+                databases[db_name] = db
+            elif not databases.keys() & opened.keys():
+                databases.update(opened)  # where the old release's databases were
+        databases.update(opened)
+        self.generations.append(new)
+        self.latest = new
+        self.datasette.databases = ReleaseDatabases(self, databases)
+        if old is not None:
+            old.retired = True
+            self._close_if_done(old)
+        elif self.replaces:
+            for db_name in self.replaces:
+                if db_name in now:
+                    now[db_name].close()
         await self.settings.use(inspect, metadata)
 
-    async def enter(self) -> str:
-        """Start a request: first switch to a newly published release, if there is one."""
-        link = self.pointed()
-        if link and Path(link).name != self.release_id and self._open.is_set():
-            self._open.clear()
-            try:
-                await self._idle.wait()  # the requests on the old release finish on it
-                await self.load(link)
-            finally:
-                self._open.set()
-        while not self._open.is_set():
-            await self._open.wait()
-        self._in_flight += 1
-        self._idle.clear()
-        return self.release_id
+    def _close_if_done(self, generation: Generation) -> None:
+        if generation.retired and not generation.in_flight:
+            self.generations.remove(generation)
+            generation.close()
 
-    def leave(self) -> None:
-        self._in_flight -= 1
-        if not self._in_flight:
-            self._idle.set()
+    async def enter(self) -> tuple[Generation, Token]:
+        """Start a request: first switch to a newly published release, if there is one; the
+        request is then answered from the release it entered, whatever switches meanwhile."""
+        if not isinstance(self.datasette.databases, ReleaseDatabases):  # Datasette added one
+            self.datasette.databases = ReleaseDatabases(self, dict(self.datasette.databases))
+        link = self.pointed()
+        if self._switching.locked() or (link and Path(link).name != self.latest_id):
+            async with self._switching:  # one switch at a time; the requests after it wait
+                link = self.pointed()  # for it (it opens files: milliseconds)
+                if link and Path(link).name != self.latest_id:
+                    await self.load(link)
+        entered = self.latest
+        assert entered is not None, "no release loaded"
+        entered.in_flight += 1
+        return entered, _ENTERED.set(entered)
+
+    def leave(self, entered: Generation, token: Token) -> None:
+        _ENTERED.reset(token)
+        entered.in_flight -= 1
+        self._close_if_done(entered)

@@ -14,7 +14,7 @@ from typing import Any
 
 from datasette import Response
 from datasette.utils import to_css_class
-from markupsafe import escape
+from markupsafe import Markup, escape
 
 from laion_pipeline.common.layout import RELEASE_ID, REPORT_FILES, REPORT_URL
 from laion_pipeline.common.phrases import MAX_QUERY_CHARS, QueryTooLong
@@ -35,6 +35,7 @@ from laion_pipeline.serve.render import (
     host_url,
     marked_caption,
     result_rows,
+    shown,
 )
 from laion_pipeline.serve.site import Site, search_runner, site_of
 
@@ -152,6 +153,13 @@ async def lookup(datasette: Any, request: Any) -> Response:
             "(`make run`) to look them up here."
         )
     if request.url_vars["format"]:
+        if part and not hosts and len(part.strip()) < MIN_HOST_CHARS and not problem:
+            # The hosts are found by a trigram index: a shorter text matches nothing (the
+            # page says so in its heading).
+            problem = (
+                f"Type at least {MIN_HOST_CHARS} characters of a website: the hosts are found "
+                f"by pieces of {MIN_HOST_CHARS} characters."
+            )
         return Response.json(
             {
                 "q": text,
@@ -174,7 +182,7 @@ async def lookup(datasette: Any, request: Any) -> Response:
         ),
         "thumbnail_px": THUMBNAIL_PX,
         "hosts": [
-            (domain, count, datasette.urls.path(host_url(domain))) for domain, count in hosts
+            (shown(domain), count, datasette.urls.path(host_url(domain))) for domain, count in hosts
         ],
         "hosts_count": host_count,
         "more_hosts": more_hosts,
@@ -183,6 +191,17 @@ async def lookup(datasette: Any, request: Any) -> Response:
         "title": await site.title(datasette),
     }
     return Response.html(await datasette.render_template(LOOKUP_TEMPLATE, context, request))
+
+
+RELEASE_CHANGED = Markup(
+    '<!DOCTYPE html><title>The release changed</title><p>{said}</p><p><a href="{start}">'
+    "Start again</a></p>"
+)
+REPORT_GONE = Markup(
+    "<!DOCTYPE html><title>Release no longer served</title>"
+    "<p>Release {release} is no longer served, nor its report: a newer release (or a "
+    'rollback) replaced it. <a href="{current}">The report of the release served now</a>.</p>'
+)
 
 
 async def report(datasette: Any, request: Any) -> Response:
@@ -195,8 +214,17 @@ async def report(datasette: Any, request: Any) -> Response:
         return Response.redirect(
             f"{REPORT_URL}{served.release_id}/", headers={"Cache-Control": "no-cache"}
         )
+    if release is None and RELEASE_ID.match(name):  # a release's report, without its slash
+        return Response.redirect(f"{REPORT_URL}{name}/", headers={"Cache-Control": "no-cache"})
     path = _report_file(datasette, site, release, name)
     body = None if path is None else _read_no_link(path)
+    gone = release is not None and path is not None and not path.parent.parent.is_dir()
+    if body is None and gone:  # its folder removed after a newer release was served
+        return Response.html(
+            REPORT_GONE.format(release=release, current=REPORT_URL),
+            status=404,
+            headers={"Cache-Control": "no-cache"},
+        )
     if body is None:
         return Response.text(
             "No such file in the report: materialize the analysis asset to publish it.",
@@ -209,6 +237,49 @@ async def report(datasette: Any, request: Any) -> Response:
     )
 
 
+# Errors a request's own parameters cause (``_where=randomblob(1e9)``, ``_where=nope``, a
+# number past SQLite's integers): the request is to change, so a 400, never a 500.
+REQUEST_ERRORS = (
+    sqlite3.OperationalError,
+    sqlite3.DataError,
+    sqlite3.ProgrammingError,
+    OverflowError,
+)
+
+
+# What no parameter causes: the server's own trouble, a 500.
+SERVER_TROUBLE = ("disk I/O", "locked", "unable to open", "malformed", "out of memory")
+
+
+def request_problem(request: Any, exception: Exception) -> str | None:
+    """What to tell a visitor whose request's parameters made its SQL fail (None for an
+    error of the server's, or of a request without parameters)."""
+    if not isinstance(exception, REQUEST_ERRORS) or not request.query_string:
+        return None
+    if any(words in str(exception) for words in SERVER_TROUBLE):
+        return None
+    return (
+        f"This request's SQL could not run ({exception}): change its parameters "
+        "(_where, the filters, _sort, _size, sql)."
+    )
+
+
+# The largest rowid SQLite gives (a signed 64-bit integer).
+LAST_ROWID = 2**63 - 1
+
+
+def rowid_parameter(value: str | None, name: str) -> int | None:
+    """A page's ``after`` or ``before``: a rowid in ASCII digits, at most ``LAST_ROWID``;
+    None when not given; else a ValueError saying what is allowed."""
+    if not value:
+        return None
+    if not (value.isascii() and value.isdigit()) or int(value) > LAST_ROWID:
+        raise ValueError(
+            f"{name}={value[:40]!r}: a rowid, written in the digits 0-9, from 0 to {LAST_ROWID}"
+        )
+    return int(value)
+
+
 async def search(datasette: Any, request: Any) -> Response:
     """The fast search over every shard of the served release (or its one database):
     captions matching ``q``, or with ``domain`` the images of that host; a page after
@@ -217,20 +288,40 @@ async def search(datasette: Any, request: Any) -> Response:
     q = request.args.get("q", "")
     host = request.args.get("domain")
     try:
-        after = max(0, int(request.args.get("after") or 0))
-        before = request.args.get("before")
-        before = max(1, int(before)) if before else None
-    except ValueError:
-        return Response.text("after and before must be rowids: whole numbers", status=400)
+        after = rowid_parameter(request.args.get("after"), "after")
+        before = rowid_parameter(request.args.get("before"), "before")
+    except ValueError as error:
+        return Response.text(str(error), status=400)
+    if after is not None and before is not None:
+        return Response.text(
+            "give after (the page after a rowid) or before (the page before one), not both",
+            status=400,
+        )
+    after = min(after or 0, LAST_ROWID - 1)  # rowids end there: a page after it is empty
     for asked_text in (q, host or ""):
         if len(asked_text) > MAX_QUERY_CHARS:
             return Response.text(str(QueryTooLong(len(asked_text))), status=400)
+    asked = {"q": q} if host is None else {"domain": host}
+    # A page link names the release it pages through: rowids are a release's own.
+    served = site.release.release_id if site.release is not None else None
+    paged = request.args.get("release")
+    if paged and served and paged != served:
+        start = f"{SHARD_SEARCH_URL}?" + urllib.parse.urlencode(asked)
+        said = (
+            f"This search was paged through release {paged}, which is no longer served: the "
+            f"release changed, start again from the first page of release {served}."
+        )
+        if request.url_vars["format"]:
+            return Response.json({"error": said, "start_url": start}, status=410)
+        return Response.html(
+            RELEASE_CHANGED.format(said=said, start=datasette.urls.path(start)), status=410
+        )
     shards = site.searched_shards(datasette)
     page = await search_page(shards, q, after, host=host, before=before, cap=site.count_cap)
-    asked = {"q": q} if host is None else {"domain": host}
+    pinned = {"release": served} if served else {}
 
     def page_url(**key: int) -> str:
-        return f"{SHARD_SEARCH_URL}?" + urllib.parse.urlencode({**asked, **key})
+        return f"{SHARD_SEARCH_URL}?" + urllib.parse.urlencode({**asked, **key, **pinned})
 
     next_url = page_url(after=page.next_after) if page.next_after is not None else None
     previous_url = (

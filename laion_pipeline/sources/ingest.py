@@ -5,7 +5,7 @@ again). DuckDB does the scan, the filter and the write in one pass."""
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import duckdb
@@ -49,21 +49,63 @@ def _quote(name: str) -> str:
     return '"' + name.replace('"', '""') + '"'
 
 
+# The rule each number column's values keep. A value outside it becomes NULL, never rounded or
+# clamped, and is counted per column in the staged file's record (``StagedRows.nulled``); a NaN
+# is how pandas wrote a missing value, so it becomes NULL uncounted.
+VALUE_RULES = {
+    "width": "a whole number of pixels from 1 to 2^31 - 1",
+    "height": "a whole number of pixels from 1 to 2^31 - 1",
+    "similarity": "a finite number",
+    "punsafe": "a probability: a number from 0 to 1",
+    "pwatermark": "a probability: a number from 0 to 1",
+    "aesthetic": "a finite number",
+}
+# Past this a finite double is no float32 (the scores are stored as float32's decimals).
+FLOAT32_MAX = 3.4e38
+
+
+def _number(source: str) -> str:
+    return f"CAST({_quote(source)} AS DOUBLE)"
+
+
+def _within_rule(target: str, number: str) -> str:
+    """SQL: whether the DOUBLE ``number`` keeps ``target``'s rule (``VALUE_RULES``)."""
+    if target in ("width", "height"):
+        whole = f"{number} = floor({number})"
+        return f"(isfinite({number}) AND {whole} AND {number} BETWEEN 1 AND {2**31 - 1})"
+    if target in ("punsafe", "pwatermark"):
+        return f"(isfinite({number}) AND {number} BETWEEN 0 AND 1)"
+    return f"(isfinite({number}) AND abs({number}) < {FLOAT32_MAX})"
+
+
 def _typed(target: str, source: str | None) -> str:
-    """The SQL that types source column ``source`` as images column ``target``."""
+    """The SQL that types source column ``source`` as images column ``target``: a number
+    outside its rule (``VALUE_RULES``) as NULL."""
     sql_type = STAGED_FILE_COLUMNS[target][0]
     if source is None:
         return f"CAST(NULL AS {sql_type})"
     value = _quote(source)
+    if target not in VALUE_RULES:
+        return f"CAST({value} AS {sql_type})"
+    number = _number(source)
     if target in ("width", "height"):
-        # pandas wrote missing sizes as NaN: NaN, infinities and nonsense become NULL.
-        number = f"CAST({value} AS DOUBLE)"
-        finite = f"isfinite({number}) AND abs({number}) < 1e15"
-        return f"CASE WHEN {finite} THEN CAST({number} AS BIGINT) END"
-    if target in ("punsafe", "pwatermark", "aesthetic"):
+        kept = f"CAST({number} AS BIGINT)"
+    elif target in ("punsafe", "pwatermark", "aesthetic"):
         # The shortest decimal of the float32, as the 2022 CSV route stored it: 0.1, not 0.1000001.
-        return f"CAST(CAST(CAST({value} AS FLOAT) AS VARCHAR) AS DOUBLE)"
-    return f"CAST({value} AS {sql_type})"
+        kept = f"CAST(CAST(CAST({value} AS FLOAT) AS VARCHAR) AS DOUBLE)"
+    else:
+        kept = f"CAST({number} AS {sql_type})"
+    return f"CASE WHEN {_within_rule(target, number)} THEN {kept} END"
+
+
+def _nulled(target: str, source: str) -> str:
+    """SQL: the count of a column's values that ``_typed`` makes NULL for breaking its rule
+    (a value that was there, and not NaN)."""
+    number = _number(source)
+    return (
+        f"count(*) FILTER (WHERE {_quote(source)} IS NOT NULL AND NOT isnan({number}) "
+        f"AND NOT {_within_rule(target, number)})"
+    )
 
 
 @dataclass(frozen=True)
@@ -132,6 +174,8 @@ class StagedRows:
     rows_read: int
     rows_kept: int
     columns: FileColumns
+    # Per column, the values of the rows kept that broke its rule and were stored as NULL.
+    nulled: dict[str, int] = field(default_factory=dict)
 
 
 def stage_file(
@@ -160,9 +204,9 @@ def stage_file(
             for name in SOURCE_IMAGE_COLUMNS
         )
         where = ""
-        if profile.row_filter:
-            source = _quote(columns.sources[profile.row_filter.column] or "")
-            where = f"WHERE CAST({source} AS DOUBLE) >= {profile.row_filter.at_least!r}"
+        if profile.row_filter:  # a score to keep is a finite number: +inf is not 6 or more
+            score = _number(columns.sources[profile.row_filter.column] or "")
+            where = f"WHERE isfinite({score}) AND {score} >= {profile.row_filter.at_least!r}"
         select = (
             f"SELECT * EXCLUDE (source_row), {domain_sql(_quote('url'))} AS domain, source_row "
             f"FROM (SELECT {typed}, file_row_number AS source_row FROM {scan} {where})"
@@ -180,8 +224,15 @@ def stage_file(
             os.replace(partial, target)
         finally:
             partial.unlink(missing_ok=True)
+        ruled = [(t, columns.sources[t]) for t in VALUE_RULES if columns.sources.get(t)]
+        nulled: dict[str, int] = {}
+        if ruled:  # a second scan, of the number columns alone
+            counts = duck.execute(
+                f"SELECT {', '.join(_nulled(t, s) for t, s in ruled)} FROM {scan} {where}"
+            ).fetchone()
+            nulled = {t: n for (t, _), n in zip(ruled, counts, strict=True) if n}
     except duckdb.Error as error:
         raise InvalidInputError(f"{label} cannot be read: {error}") from error
     finally:
         duck.close()
-    return StagedRows(rows_read, kept, columns)
+    return StagedRows(rows_read, kept, columns, nulled)

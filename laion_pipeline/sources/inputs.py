@@ -7,7 +7,7 @@ import csv
 import hashlib
 import io
 import json
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
@@ -98,6 +98,8 @@ class StagedFile:
     staging_code_version: str = ""
     staged_sha256: str = ""  # of the staged parquet file
     format: int = RECORD_FORMAT
+    # Per column, the values that broke the column's rule and were stored as NULL.
+    values_nulled: dict[str, int] = field(default_factory=dict)
 
     @property
     def name(self) -> str:

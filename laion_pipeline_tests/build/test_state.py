@@ -11,9 +11,15 @@ import pytest
 
 from laion_pipeline.build.plan import plan_shards
 from laion_pipeline.build.staging import stage_source_file
-from laion_pipeline.build.state import ReleaseInputs, assess, check_staged
+from laion_pipeline.build.state import (
+    FIRST_FORMAT_STAGING_CODE,
+    ReleaseInputs,
+    assess,
+    check_staged,
+)
 from laion_pipeline.common.errors import ConfigurationError
 from laion_pipeline.common.layout import DataLayout
+from laion_pipeline.common.versions import STAGING_CODE_VERSION
 from laion_pipeline.releases.switch import held_release, new_release, rollback, switch
 from laion_pipeline.sources.inputs import SourceEntry, SourceListing, SourceRevision
 from laion_pipeline.sources.profiles import choose_profile
@@ -72,8 +78,16 @@ def test_a_moved_data_folder_is_checked_by_hash_and_its_records_follow(staged, t
     assert check_staged(moved, entry, profile).repaired == ""  # the record now says so
 
 
-def test_a_record_of_the_first_format_is_upgraded_in_place(staged):
+def test_a_record_of_the_first_format_is_upgraded_in_place(staged, monkeypatch):
+    """A record of the first format, written by the staging code of its day, is upgraded in
+    place while that code is current (it is not now: such files are staged again)."""
     layout, _, entry, profile = staged
+    monkeypatch.setattr(
+        "laion_pipeline.build.state.STAGING_CODE_VERSION", FIRST_FORMAT_STAGING_CODE
+    )
+    record = layout.staged_record(entry.key)
+    current = json.loads(record.read_text())
+    record.write_text(json.dumps({**current, "staging_code_version": FIRST_FORMAT_STAGING_CODE}))
     record = layout.staged_record(entry.key)
     old = json.loads(record.read_text())
     for field in ("format", "staged_sha256", "staging_code_version", "source", "profile"):
@@ -128,7 +142,8 @@ def test_a_new_staging_code_version_stages_every_file_again(staged, monkeypatch)
     layout, _, entry, profile = staged
     monkeypatch.setattr("laion_pipeline.build.state.STAGING_CODE_VERSION", "99")
     check = check_staged(layout, entry, profile)
-    assert check.staged is None and "staged by staging code version 2, now 99" in check.reason
+    now = f"staged by staging code version {STAGING_CODE_VERSION}, now 99"
+    assert check.staged is None and now in check.reason
     # A record of the first format was written by staging code version 2: not upgraded to 99.
     record = layout.staged_record(entry.key)
     old = json.loads(record.read_text())

@@ -209,3 +209,14 @@ def test_the_disk_a_build_needs_is_estimated_from_its_rows_not_its_compression(t
     file = StagedFile("a", str(staged), staged.stat().st_size, 0, rows, rows, "", "", "")
     assert real > 10 * staged.stat().st_size  # the parquet says little about the database
     assert real <= estimated_database_bytes([file]) <= 3 * real
+
+
+@pytest.mark.fast
+def test_a_rollback_in_a_mistyped_data_folder_creates_nothing(tmp_path, monkeypatch, capsys):
+    from laion_pipeline.orchestration.commands import main
+
+    typo = tmp_path / "dta"
+    monkeypatch.setenv("LAION_DATA_DIR", str(typo))
+    assert main(["rollback"]) == 1
+    assert not typo.exists()
+    assert "does not exist" in capsys.readouterr().err

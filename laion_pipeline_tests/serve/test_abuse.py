@@ -174,13 +174,14 @@ def test_the_search_never_waits_behind_arbitrary_sql(site):
     it would not if it queued behind them."""
     limit = SERVE_SETTINGS["sql_time_limit_ms"] / 1000
 
-    def slow() -> tuple[float, str | None]:
+    def slow(client: str) -> tuple[float, str | None]:
         started = time.monotonic()
-        error = query_error(site, SLOW_SQL)
-        return time.monotonic() - started, error
+        code, _, body = site.ask(f"/{DB}.json?" + urllib.parse.urlencode({"sql": SLOW_SQL}), client)
+        assert code in (200, 400), (code, body[:300])
+        return time.monotonic() - started, json.loads(body).get("error")
 
-    with ThreadPoolExecutor(3) as pool:
-        running = [pool.submit(slow) for _ in range(3)]
+    with ThreadPoolExecutor(3) as pool:  # three clients: each may run two at most
+        running = [pool.submit(slow, f"127.0.0.{n + 30}") for n in range(3)]
         time.sleep(1)  # the three are running
         waits = []
         for q in ["painting", '"Alphonse Mucha"', "the", "zorakalo"] * 3:
@@ -193,3 +194,63 @@ def test_the_search_never_waits_behind_arbitrary_sql(site):
     assert max(waits) < limit / 3, waits
     for took, error in slowest:
         assert "too long" in (error or "") and took < limit + 5
+
+
+LAST_ROWID = 2**63 - 1
+
+
+@pytest.mark.parametrize(
+    ("params", "code", "said"),
+    [
+        ({"q": "painting", "after": str(LAST_ROWID)}, 200, None),
+        ({"q": "painting", "before": str(LAST_ROWID)}, 200, None),
+        ({"q": "painting", "after": str(LAST_ROWID + 1)}, 400, "digits 0-9"),
+        ({"q": "painting", "before": str(2**64)}, 400, "digits 0-9"),
+        ({"q": "painting", "after": "\uff11\uff12"}, 400, "digits 0-9"),  # full-width 12
+        ({"q": "painting", "after": "\u0661\u0662"}, 400, "digits 0-9"),  # Arabic-Indic 12
+        ({"q": "painting", "after": "-5"}, 400, "digits 0-9"),
+        ({"q": "painting", "after": "3", "before": "9"}, 400, "not both"),
+    ],
+)
+def test_a_page_key_is_a_rowid_in_ascii_digits_or_a_400_saying_so(site, params, code, said):
+    for path in ("/-/search", "/-/search.json"):
+        got, body = status(site, path, **params)
+        assert got == code, (path, params, body[:200])
+        assert said is None or said in body
+
+
+@pytest.mark.parametrize(
+    "params",
+    [
+        {"_where": "randomblob(100000000)"},
+        {"_where": "no_such_column = 1"},
+        {"_size": "abc"},
+        {"_size": "-1"},
+        {"_size": "99999999999999999999"},
+        {"_sort": "nope"},
+        {"width__gt": "99999999999999999999999"},
+    ],
+)
+def test_a_table_pages_bad_parameter_is_a_400_never_a_500(site, params):
+    for path in (f"/{DB}/images", f"/{DB}/images.json"):
+        code, body = status(site, path, **params)
+        assert code == 400, (path, params, code, body[:300])
+
+
+def test_a_report_address_without_its_slash_or_of_a_release_gone_says_where_to_go(
+    site, sample_build
+):
+    release = sample_build.current.folder.resolve().name
+    with urllib.request.urlopen(f"{site.base}{REPORT_URL}{release}", timeout=30) as response:
+        assert response.url == f"{site.base}{REPORT_URL}{release}/" and response.status == 200
+    code, body = status(site, f"{REPORT_URL}20200101T000000Z-0123456789ab/")
+    assert code == 404 and "no longer served" in body
+    assert f'href="{REPORT_URL}"' in body
+
+
+@pytest.mark.parametrize("q", ["a", "ab", " x "])
+def test_a_lookup_of_a_host_too_short_to_find_says_so(site, q):
+    code, body = status(site, "/-/lookup.json", q=q)
+    answer = json.loads(body)
+    assert code == 200 and answer["hosts_count"] == 0
+    assert "at least 3 characters" in answer["problem"]

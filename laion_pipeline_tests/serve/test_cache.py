@@ -77,6 +77,7 @@ def scope(path: str) -> dict:
 
 def test_the_cache_stays_within_its_bytes_dropping_the_least_recently_used():
     cache = ResponseCache(max_bytes=1000, max_entry=400)
+    cache.follow("r1")
     for n in range(5):
         cache.put("r1", scope(f"/{n}"), response(300))
     assert cache.bytes <= 1000 and len(cache) == 3
@@ -88,7 +89,12 @@ def test_the_cache_stays_within_its_bytes_dropping_the_least_recently_used():
     assert cache.get("r1", scope("/big")) is None
     cache.put("r1", scope("/error"), CachedResponse(500, (), b"no"))
     assert cache.get("r1", scope("/error")) is None
+    # A request of a release a switch replaced is neither answered nor kept.
+    assert cache.get("r0", scope("/5")) is None and len(cache) == 3
+    cache.put("r0", scope("/old"), response(10))
+    assert cache.get("r1", scope("/old")) is None
     # The next release serves nothing of the last one.
+    cache.follow("r2")
     assert cache.get("r2", scope("/5")) is None and len(cache) == 0 and cache.bytes == 0
 
 
@@ -101,3 +107,45 @@ def test_many_readers_of_one_new_page_wait_for_one_computation(site):
     assert {status for status, _, _ in answers} == {200}
     assert len({body for _, _, body in answers}) == 1
     assert [h["x-laion-cache"] for _, h, _ in answers].count("miss") == 1
+
+
+# Every header Datasette or uvicorn reads to build a page's links, and those a proxy may send:
+# each with what a poisoned page would show.
+FORGED = [
+    ("Host", "evil.attacker.example", "evil.attacker.example"),
+    ("X-Forwarded-Host", "evil.attacker.example", "evil.attacker.example"),
+    ("X-Forwarded-Proto", "https", "https://127.0.0.1"),
+    ("X-Forwarded-For", "203.0.113.9", "203.0.113.9"),
+    ("X-Forwarded-Port", "6666", ":6666"),
+    ("Forwarded", "host=evil.attacker.example;proto=https", "evil.attacker.example"),
+    ("X-Original-URL", "/evil-path", "evil-path"),
+]
+
+
+@pytest.mark.parametrize(("header", "value", "shows"), FORGED)
+def test_a_forged_header_never_reaches_another_visitor(site, header, value, shows):
+    """A page first asked for with a forged header (what an attacker does to prime the
+    cache) is answered to the next visitor as if it had never been asked."""
+    for path in ("/", f"/{DB}/images?_size=3", f"/{DB}/images/2", f"/{DB}/domain.json"):
+        primed = f"{path}{'&' if '?' in path else '?'}_primed={header}"
+        get(site, primed, **{header: value})
+        status, headers, body = get(site, primed)
+        assert status == 200, (path, status)
+        seen = body.decode() + "".join(f"{k}: {v}\n" for k, v in headers.items())
+        assert shows not in seen, (header, path)
+
+
+def test_a_signed_in_visitors_page_is_never_kept(site):
+    path = f"/{DB}/artists?_signed_in=1"
+    get(site, path, Cookie="ds_actor=anything")
+    _, headers, _ = get(site, path, Cookie="ds_actor=anything")
+    assert headers["x-laion-cache"] != "hit"
+    _, headers, _ = get(site, path, Authorization="Bearer dstok_x")
+    assert headers["x-laion-cache"] != "hit"
+
+
+def test_if_none_match_any_is_not_modified_only_for_a_page_that_exists(site):
+    status, _, body = get(site, f"/{DB}/artists?_star=1", **{"If-None-Match": "*"})
+    assert (status, body) == (304, b"")
+    status, _, _ = get(site, "/no/such/page", **{"If-None-Match": "*"})
+    assert status == 404

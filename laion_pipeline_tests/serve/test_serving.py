@@ -99,7 +99,7 @@ def test_domains_are_labelled_and_link_to_their_images(site, published):
     (top_id, top) = published.execute(
         "SELECT id, domain FROM domain ORDER BY image_counts DESC LIMIT 1"
     ).fetchone()
-    assert f'<a href="/{DB}/images?domain_id={top_id}">{top}</a>' in html
+    assert f'<a href="/{DB}/images?domain_id={top_id}"><bdi>{top}</bdi></a>' in html
     assert html.index(top) < html.index("</table>")  # sorted by image_counts, biggest first
 
 
@@ -188,7 +188,7 @@ def test_the_table_of_images_shows_hostile_rows_as_text(tmp_path):
     assert "aesthetic 6.46<br>unsafe -<br>watermark 0.10" in html
     assert "640 &times; 480" in html
     assert 'href="javascript' not in html and 'src="javascript' not in html
-    assert '<td class="laion-url">javascript:alert(1)</td>' in html  # shown, not linked
+    assert '<td class="laion-url"><bdi>javascript:alert(1)</bdi></td>' in html  # not linked
     assert "(no host)" in html
 
 
@@ -275,7 +275,7 @@ def test_a_count_cap_that_is_not_a_number_of_rows_is_refused_by_name(tmp_path):
         text=True,
         timeout=60,
     )
-    assert refused.returncode == 1 and COUNT_CAP_VARIABLE in refused.stderr
+    assert refused.returncode == 2 and COUNT_CAP_VARIABLE in refused.stderr
 
 
 def test_is_my_work_in_it_finds_an_image_by_its_exact_url(site, published):
@@ -322,10 +322,10 @@ def test_an_image_row_page_names_its_domain_and_hides_the_noise_columns(site, pu
     ).fetchone()
     html = site.get(f"/{DB}/images/{rowid}")
     link = "/-/search?" + urllib.parse.urlencode({"domain": domain})
-    assert f'<a href="{link}">{domain}</a>' in html
+    assert f'<a href="{link}"><bdi>{domain}</bdi></a>' in html
     assert (
-        f'<div class="laion-url" style="word-break: break-all; font-size: 0.8em">{url}</div>'
-        in (html.replace("&amp;", "&"))
+        '<div class="laion-url" style="word-break: break-all; font-size: 0.8em">'
+        f"<bdi>{url}</bdi></div>" in (html.replace("&amp;", "&"))
     )
     # The noise columns: hidden by the style sheet the page links, by their cells' classes.
     assert '<link rel="stylesheet" href="/-/laion-row.css">' in html
@@ -374,3 +374,21 @@ def test_a_template_dir_overrides_the_sites_pages(tmp_path):
     page = asyncio.run(ours.client.get("/-/lookup"))
     assert page.status_code == 200
     assert page.text.startswith("<p>Our own lookup page: at least 3 characters of a host.</p>")
+
+
+@pytest.mark.fast
+def test_controls_are_shown_and_a_host_that_reorders_itself_is_isolated_and_flagged():
+    from laion_pipeline.serve.render import shown, url_cell, visible
+
+    assert visible("plain caption") == "plain caption"
+    assert visible("a\tb\x00c\x7f") == "a\u2409b\u2400c\u2421"
+    host = "evil\u202eelpmaxe.com"  # shows as "evilexample.com" reversed in a browser
+    html = str(shown(host))
+    assert "\u202e" not in html and "&lt;U+202E&gt;" in html
+    assert html.startswith("<bdi>") and "reorder" in html
+    assert str(shown("example.com")) == "<bdi>example.com</bdi>"
+    cell = str(url_cell("https://x.example/\u202egpj.exe"))
+    assert 'href="https://x.example/\u202egpj.exe"' in cell  # the link is the URL itself
+    assert "&lt;U+202E&gt;gpj.exe</bdi>" in cell  # the text shows the override
+    caption = str(marked_caption("oil\x1b[31m painting", "\x01oil\x02\x1b[31m painting"))
+    assert "\x1b" not in caption and caption == "<mark>oil</mark>\u241b[31m painting"

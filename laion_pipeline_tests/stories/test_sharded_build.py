@@ -4,6 +4,7 @@ counts and the same search results as the one-database build of the same files."
 
 import asyncio
 import json
+import os
 import shutil
 import sqlite3
 import subprocess
@@ -268,6 +269,28 @@ def test_a_shard_changed_after_its_build_is_checked_again_by_the_publish(seven_s
         f.write(b"\xff" * page_size)
     served = pointed_release(layout, "current")
     with data_dir_lock(layout), pytest.raises(PublishCheckError, match="shard-00001"):
+        publish(layout)
+    assert pointed_release(layout, "current") == served
+
+
+def test_a_shard_changed_behind_its_seal_is_refused_by_the_publish(seven_shards, tmp_path):
+    """Bytes changed in place with the size and time put back: the seal's identity still
+    holds, but the publish hashes what it publishes and refuses it."""
+    layout = DataLayout(tmp_path / "data")
+    shutil.copytree(seven_shards[0].root, layout.root, symlinks=True)
+    shard = layout.shard_db("shard-00003")
+    seal(shard, *prepare(shard, "shard-00003"))
+    before = shard.stat()
+    conn = sqlite3.connect(shard)
+    (page_size,) = conn.execute("PRAGMA page_size").fetchone()
+    conn.close()
+    with shard.open("r+b") as f:
+        f.seek(page_size * 2)
+        f.write(b"\x00" * 16)
+    os.utime(shard, ns=(before.st_atime_ns, before.st_mtime_ns))
+    assert valid_seal(shard) is not None  # the seal still holds by identity
+    served = pointed_release(layout, "current")
+    with data_dir_lock(layout), pytest.raises(PublishCheckError, match=r"shard-00003.*sha256"):
         publish(layout)
     assert pointed_release(layout, "current") == served
 

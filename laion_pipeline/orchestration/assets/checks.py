@@ -27,7 +27,7 @@ from laion_pipeline.build.staging import schema_problems
 from laion_pipeline.common.db import quote_identifier, sqlite_connect
 from laion_pipeline.common.errors import StaleInputError
 from laion_pipeline.common.layout import ENTITY_KINDS, DataLayout
-from laion_pipeline.orchestration.metadata import markdown_list
+from laion_pipeline.orchestration.metadata import markdown_list, markdown_table
 from laion_pipeline.orchestration.resources import LaionData
 from laion_pipeline.releases.switch import current_release
 from laion_pipeline.sources.inputs import StagingManifest
@@ -125,6 +125,35 @@ def laion_columns_and_types(
     with staging_duckdb.get_connection() as conn:
         problems = schema_problems(conn, files)
     return problems_result(problems, problems=MetadataValue.md(markdown_list(problems) or "none"))
+
+
+@asset_check(
+    asset="staging_images",
+    description="Every number kept its column's rule (sizes whole numbers of pixels from 1 to "
+    "2^31 - 1, probabilities from 0 to 1, scores finite); a value that broke it was stored as "
+    "NULL, never rounded or clamped, and is counted here per column and source file (a "
+    "warning: the build goes on).",
+)
+def values_within_rules(laion_data: LaionData) -> AssetCheckResult:
+    files = StagingManifest.read(laion_data.layout).files
+    totals: collections.Counter[str] = collections.Counter()
+    for f in files:
+        totals.update(f.values_nulled)
+    rows = [(f.key, c, n) for f in files for c, n in sorted(f.values_nulled.items())]
+    described = ", ".join(f"{column} {n:,}" for column, n in sorted(totals.items()))
+    return AssetCheckResult(
+        passed=not totals,
+        severity=AssetCheckSeverity.WARN,
+        description=f"values stored as NULL for breaking their column's rule: {described}"
+        if totals
+        else None,
+        metadata={
+            "values_nulled": sum(totals.values()),
+            "by_file": MetadataValue.md(
+                markdown_table(["source file", "column", "values"], rows[:100]) if rows else "none"
+            ),
+        },
+    )
 
 
 @asset_check(

@@ -23,7 +23,12 @@ from laion_pipeline.orchestration.metadata import StepTimer, file_metadata, run_
 from laion_pipeline.orchestration.partitions import SOURCE_FILES
 from laion_pipeline.orchestration.resources import EntityLists, LaionData, ParquetSource
 from laion_pipeline.releases.lock import data_dir_lock, staged_file_lock
-from laion_pipeline.sources.inputs import SourceListing, parse_entity_csv
+from laion_pipeline.sources.inputs import SourceListing, StagedFile, parse_entity_csv
+
+
+def nulled_text(staged: StagedFile) -> str:
+    """``width 2, punsafe 1``: the values of each column stored as NULL for breaking its rule."""
+    return ", ".join(f"{column} {n:,}" for column, n in sorted(staged.values_nulled.items()))
 
 
 @asset(
@@ -74,6 +79,10 @@ def source_files(
             else ""
         )
     )
+    if staged.values_nulled:
+        context.log.warning(
+            f"{key}: values outside their column's rule stored as NULL: {nulled_text(staged)}"
+        )
     return MaterializeResult(
         data_version=DataVersion(staged.data_version),
         metadata={
@@ -87,6 +96,8 @@ def source_files(
             "profile": profile.name,
             "filter": profile.row_filter.description if profile.row_filter else "none",
             "missing_columns": ", ".join(staged.missing_columns) or "none",
+            "values_nulled": sum(staged.values_nulled.values()),
+            "values_nulled_by_column": nulled_text(staged) or "none",
             "raw_kept": laion_data.keep_raw,
         },
     )

@@ -30,6 +30,7 @@ from laion_pipeline.serve.site import site_of
 def startup(datasette: Any) -> Any:
     async def inner() -> None:
         compat.plain_tracebacks()
+        compat.split_executor(datasette)
         await site_of(datasette).start(datasette)
 
     return inner
@@ -60,6 +61,8 @@ def render_cell(
         return render.domain_cell(value, render.images_link(database, row["id"]))
     if table in ENTITY_KINDS and column == "name" and value:
         return render.name_cell(value)
+    if isinstance(value, str) and not value.isprintable():  # controls shown, not obeyed
+        return render.text_cell(value)
     return None
 
 
@@ -91,3 +94,9 @@ def asgi_wrapper(datasette: Any) -> Any:
 @hookimpl
 def register_routes() -> list[tuple[str, Any]]:
     return views.ROUTES
+
+
+@hookimpl
+def handle_exception(datasette: Any, request: Any, exception: Exception) -> Any:
+    problem = views.request_problem(request, exception)
+    return compat.bad_request(datasette, request, problem) if problem else None
