@@ -363,12 +363,13 @@ def test_odd_numbers_fall_in_the_end_bins_or_count_as_no_value(tmp_path):
     assert aesthetic["bins"][-1] == {"from": 9.75, "to": 10.0, "label": "9.75", "images": 1}
     assert sum(b["images"] for b in aesthetic["bins"]) == 3
     assert analysis["aesthetic_mean"] == pytest.approx((3e38 - 3.0 + 6.5) / 3, rel=1e-6)
+    # A probability outside 0..1 is NULL from staging on (the value rules): 2.0 and -1.0 too.
     punsafe = {b["label"]: b["images"] for b in analysis["punsafe"]["bins"] if b["images"]}
-    assert (punsafe, analysis["punsafe"]["null"]) == ({"0.00": 1, "0.50": 1, "0.95": 1}, 3)
-    assert analysis["unsafe_images"] == 1  # 2.0; 0.5 is not above 0.5
+    assert (punsafe, analysis["punsafe"]["null"]) == ({"0.50": 1}, 5)
+    assert analysis["unsafe_images"] == 0  # 0.5 is not above 0.5
     width = {b["label"]: b["images"] for b in analysis["width"]["bins"] if b["images"]}
-    # NaN and 1e20 are NULL in the images table too; -5 and 0 start the first bin
-    assert (width, analysis["width"]["null"]) == ({"0": 2, "3840": 1, "4096+": 1}, 2)
+    # NaN, 1e20, -5 and 0 are no width (NULL); 100,000 falls in the last bin
+    assert (width, analysis["width"]["null"]) == ({"3840": 1, "4096+": 1}, 4)
 
 
 def test_a_new_publish_removes_the_report_of_the_database_it_replaces(tmp_path):
