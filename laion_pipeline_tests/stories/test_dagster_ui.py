@@ -110,7 +110,7 @@ def test_observed_sources_build_everything_then_an_edited_list_refreshes_only_wh
         for node in nodes.values()
         for check in node["assetChecksOrError"].get("checks", [])
     ]
-    assert len(checks) == 11, checks
+    assert len(checks) == 12, checks
 
     # "Observe sources", as the weekly schedule does: the sensor stages every source file (a
     # run per partition), then refreshes everything else in one run.
@@ -287,7 +287,7 @@ def test_executing_the_checks_evaluates_them_and_rebuilds_nothing(dev):
         for node in assets(dev, CHECK_RUNS).values()
         for check in node["assetChecksOrError"].get("checks", [])
     }
-    assert len(executed) == len(checks) == 11
+    assert len(executed) == len(checks) == 12
     for key, execution in executed.items():
         assert execution == {"runId": run_id, "status": "SUCCEEDED"}, key
     assert files_of(dev.data) == before

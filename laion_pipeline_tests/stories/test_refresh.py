@@ -76,6 +76,7 @@ def test_full_build_observes_the_sources_and_passes_every_check(pipeline):
     evaluations = result.get_asset_check_evaluations()
     assert {(e.asset_key.to_user_string(), e.check_name) for e in evaluations} == {
         ("staging_images", "laion_columns_and_types"),
+        ("staging_images", "values_within_rules"),
         ("domains", "few_images_without_domain"),
         ("images", "domain_ids_valid"),
         ("images", "few_null_captions"),
