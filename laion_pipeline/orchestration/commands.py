@@ -41,6 +41,8 @@ IN_PROCESS_BYTES = 64 * 1024 * 1024
 SHOWN_REASONS = 10
 # What a command says in a line instead of a traceback: each names what is wrong, what to do.
 REFUSALS = (ConfigurationError, InvalidInputError, NotEnoughDiskError, SourceError, StaleInputError)
+# The exit status of a command refused for a setting to change (as argparse's usage errors).
+CONFIGURATION_EXIT = 2
 # How often a command that waits says so.
 PROGRESS_SECONDS = 10.0
 
@@ -415,11 +417,12 @@ def main(argv: Sequence[str] | None = None) -> int:
             return run(args.job, args.workspace, args.host, args.port, args.force)
         if args.command == "run-on-workers":
             return run_on_workers(args.workspace, args.force)
+        if args.command == "where":
+            return where(args.host, args.port)
+        if args.command == "rollback":
+            return rollback(args.wait)
+        return serve(args.host, args.port)
     except REFUSALS as error:  # said in a line: what is wrong and what to do
         print(f"{type(error).__name__}: {error}", file=sys.stderr)
-        return 1
-    if args.command == "where":
-        return where(args.host, args.port)
-    if args.command == "rollback":
-        return rollback(args.wait)
-    return serve(args.host, args.port)
+        # A setting to change is a usage error (2, as argparse's); anything else 1.
+        return CONFIGURATION_EXIT if isinstance(error, ConfigurationError) else 1

@@ -220,3 +220,26 @@ def test_a_rollback_in_a_mistyped_data_folder_creates_nothing(tmp_path, monkeypa
     assert main(["rollback"]) == 1
     assert not typo.exists()
     assert "does not exist" in capsys.readouterr().err
+
+
+@pytest.mark.fast
+@pytest.mark.parametrize(
+    ("command", "setting", "said"),
+    [
+        (["run"], {"LAION_PROFILE": "nope"}, "LAION_PROFILE='nope' is not a profile"),
+        (["serve"], {"LAION_SQL_PER_CLIENT": "many"}, "LAION_SQL_PER_CLIENT='many'"),
+        (["serve"], {"LAION_SEARCH_COUNT_CAP": "\uff15\uff10"}, "LAION_SEARCH_COUNT_CAP="),
+    ],
+)
+def test_a_setting_to_change_is_one_line_and_exit_status_2(
+    command, setting, said, tmp_path, monkeypatch, capsys
+):
+    from laion_pipeline.orchestration.commands import main
+
+    monkeypatch.setenv("LAION_DATA_DIR", str(tmp_path))
+    monkeypatch.setenv("DAGSTER_HOME", str(tmp_path / "home"))
+    for name, value in setting.items():
+        monkeypatch.setenv(name, value)
+    assert main(command) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and said in err
