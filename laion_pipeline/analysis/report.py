@@ -11,6 +11,7 @@ import jinja2
 
 from laion_pipeline.common.files import read_json
 from laion_pipeline.common.layout import ENTITY_KINDS, REPORT_CHARTS, ReleaseFiles
+from laion_pipeline.sources.inputs import shown_location
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 
@@ -27,9 +28,10 @@ def percent(share: float) -> str:
     return f"{share:.1%}"
 
 
-def _source(source: dict[str, str]) -> str:
+def source_text(source: dict[str, str]) -> str:
     revision = source.get("revision", "")
-    return f"{source['kind']} {source['location']}" + (f" at {revision[:12]}" if revision else "")
+    where = shown_location(source)
+    return f"{source['kind']} {where}" + (f" at {revision[:12]}" if revision else "")
 
 
 def _url(database: str, path: str, query: dict[str, str]) -> str:
@@ -55,7 +57,7 @@ def report_html(analysis: dict[str, Any]) -> str:
     page = TEMPLATES.get_template("report.html").render(
         database=database,
         name=name,
-        source=_source(database["source"]),
+        source=source_text(database["source"]),
         key_numbers=key_numbers,
         domains=[
             {

@@ -11,6 +11,7 @@ from markupsafe import Markup
 from laion_pipeline.common.layout import DEFAULT_DATABASE, ENTITY_KINDS, REPORT_URL
 from laion_pipeline.common.schema import IMAGE_COLUMNS
 from laion_pipeline.search.shard_search import PAGE_ROWS, search_sql
+from laion_pipeline.sources.inputs import shown_location
 
 SEARCH_PAGE_ROWS = PAGE_ROWS
 # Datasette's canned query of the fast search: any text typed in q is a valid FTS5 query
@@ -31,7 +32,7 @@ def _source(source: dict[str, str]) -> tuple[str, str]:
         )
     if source["kind"] == "sample":  # no page to link: the 2022 dataset was taken down
         return ("Synthetic LAION-shaped sample bundled with laion-pipeline (not real images)", "")
-    return (f"LAION parquet files in {source['location']}", "")
+    return (f"LAION parquet files of the folder {shown_location(source)}", "")
 
 
 # Where the search page is served, over the one database or every shard (a route of ours).

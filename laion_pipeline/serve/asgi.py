@@ -4,6 +4,7 @@ flight, the noise columns hidden, sorts Datasette cannot do refused with 400, ov
 strings with 414, and the security headers on every response."""
 
 import asyncio
+import json
 import re
 import urllib.parse
 from typing import Any
@@ -123,6 +124,32 @@ def _client(scope: dict) -> str:
 
 
 RETRY_LATER = ((b"retry-after", b"5"),)
+# Datasette's list of its databases, which names each file's absolute path on the server.
+DATABASES_PAGES = ("/-/databases", "/-/databases.json")
+
+
+async def _databases_without_paths(datasette: Any, send: Any) -> None:
+    """``/-/databases.json`` as Datasette answers it, without the server's file paths."""
+    listed = [
+        {
+            "name": name,
+            "route": db.route,
+            "size": db.size,
+            "is_mutable": db.is_mutable,
+            "is_memory": db.is_memory,
+            "hash": db.hash,
+        }
+        for name, db in datasette.databases.items()
+        if name != "_internal"
+    ]
+    await send(
+        {
+            "type": "http.response.start",
+            "status": 200,
+            "headers": [(b"content-type", b"application/json; charset=utf-8"), *SECURITY_HEADERS],
+        }
+    )
+    await send({"type": "http.response.body", "body": json.dumps(listed).encode()})
 
 
 def _through_pools(app: Any, site: Site, sql: bool) -> Any:
@@ -313,6 +340,9 @@ def wrapper(datasette: Any) -> Any:
                 await send(message)
 
             try:
+                if scope.get("path") in DATABASES_PAGES:
+                    await _databases_without_paths(datasette, send_with_headers)
+                    return
                 databases = site.served_databases()
                 scope, problem = await _checked_sort(datasette, scope, databases)
                 if problem:

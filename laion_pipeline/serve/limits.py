@@ -11,6 +11,9 @@ that arbitrary SQL (which stays open to everyone) cannot take the server's memor
   fetched: the text and blob bytes, 8 for a number), so no page of a thousand rows of
   megabyte values is ever built.
 
+No statement reads where the server keeps its files (``pragma_database_list``'s ``file``
+reads as NULL).
+
 Time is bounded elsewhere: Datasette's ``sql_time_limit_ms`` interrupts SQLite, and our one
 SQL function (``laion_match``) refuses inputs over ``fts.MAX_QUERY_CHARS`` characters.
 """
@@ -54,10 +57,23 @@ class ResultBudget:
         return self.row_factory(cursor, row) if self.row_factory else row
 
 
+# The columns that would show where the server keeps its files: read as NULL.
+HIDDEN_COLUMNS = {("pragma_database_list", "file")}
+
+
+def hide_file_paths(action: int, table: str | None, column: str | None, *_: Any) -> int:
+    """SQLite's authorizer for the site's connections: ``pragma_database_list``'s ``file``
+    (the server's absolute path) reads as NULL; everything else as usual."""
+    if action == sqlite3.SQLITE_READ and (table, column) in HIDDEN_COLUMNS:
+        return sqlite3.SQLITE_IGNORE
+    return sqlite3.SQLITE_OK
+
+
 def limit_connection(conn: sqlite3.Connection) -> None:
     """Give ``conn`` the site's limits (see the module's text)."""
     for limit, value in CONNECTION_LIMITS.items():
         conn.setlimit(limit, value)
+    conn.set_authorizer(hide_file_paths)
     conn.execute(f"PRAGMA soft_heap_limit = {SOFT_HEAP_BYTES}")  # both are process-wide
     conn.execute(f"PRAGMA hard_heap_limit = {HARD_HEAP_BYTES}")
     conn.row_factory = ResultBudget(conn.row_factory)

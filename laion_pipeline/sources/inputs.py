@@ -8,7 +8,7 @@ import hashlib
 import io
 import json
 from dataclasses import asdict, dataclass, field, fields
-from pathlib import Path
+from pathlib import Path, PurePath
 from typing import Any
 
 from laion_pipeline.common.errors import ConfigurationError, InvalidInputError, StaleInputError
@@ -27,6 +27,14 @@ class SourceRevision:
     kind: str
     location: str
     revision: str
+
+
+def shown_location(source: dict[str, str]) -> str:
+    """Where a release's source is, as its pages say it: a Hub repo by its id; a folder on the
+    server by its name alone, never the server's absolute path."""
+    if source.get("kind") == "huggingface":
+        return source["location"]
+    return PurePath(source["location"]).name or source["location"]
 
 
 @dataclass(frozen=True)

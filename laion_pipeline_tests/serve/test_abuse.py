@@ -254,3 +254,28 @@ def test_a_lookup_of_a_host_too_short_to_find_says_so(site, q):
     answer = json.loads(body)
     assert code == 200 and answer["hosts_count"] == 0
     assert "at least 3 characters" in answer["problem"]
+
+
+def test_no_page_and_no_query_shows_where_the_server_keeps_its_files(site, sample_build):
+    where = str(sample_build.root.resolve())
+    release = sample_build.current.folder.resolve().name
+    pages = [
+        "/",
+        f"/{DB}",
+        f"/{DB}/images?_size=3",
+        "/-/databases.json",
+        "/-/databases",
+        "/-/metadata.json",
+        "/-/settings.json",
+        "/-/plugins.json",
+        "/-/versions.json",
+        "/-/search?q=painting",
+        f"{REPORT_URL}{release}/",
+    ]
+    for path in pages:
+        code, body = status(site, path)
+        assert code == 200 and where not in body, path
+    for sql in ("select * from pragma_database_list", "select file from pragma_database_list()"):
+        code, body = status(site, f"/{DB}.json", sql=sql, _shape="array")
+        assert code == 200 and where not in body, sql
+        assert all(row["file"] is None for row in json.loads(body)), body
