@@ -20,6 +20,7 @@ from laion_pipeline.build.build_db import open_writable
 from laion_pipeline.build.plan import BuildPlan, Shard, shards_of
 from laion_pipeline.build.seal import Seal, valid_seal
 from laion_pipeline.build.state import ReleaseInputs, list_hashes
+from laion_pipeline.build.tables import search_examples
 from laion_pipeline.common.db import sqlite_connect
 from laion_pipeline.common.errors import PublishCheckError, StaleInputError
 from laion_pipeline.common.files import read_json, sha256_file, write_json_atomic
@@ -261,6 +262,12 @@ def _publish(
     # What the next run compares to decide whether a build is needed (laion_pipeline.build.state).
     lists = list_hashes({kind: layout.entity_csv(kind).read_bytes() for kind in ENTITY_KINDS})
     inputs = ReleaseInputs.of(staged.files, shards, staged.profile, lists)
+    first = next(f for f in files if f.shard is not None)  # the release's first images
+    conn = sqlite_connect(release.folder / f"{first.name}.db", read_only=True)
+    try:
+        examples = search_examples(conn)
+    finally:
+        conn.close()
     manifest = {
         "release": release_id,
         "database": release.db.name,
@@ -275,6 +282,7 @@ def _publish(
         "entity_csvs": inputs.lists,
         "inputs": inputs.as_dict(),
         "inputs_digest": inputs.digest,
+        "search_examples": examples,  # the search page's examples, from its own captions
         "built_at": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
         "code_version": __version__,
     }

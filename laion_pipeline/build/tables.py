@@ -1,6 +1,9 @@
 """The tables of the search database: `domain`, `images` (with its caption index, built by a
 second process meanwhile) and the name tables, from the staged rows."""
 
+import collections
+import itertools
+import re
 import sqlite3
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -209,3 +212,40 @@ def build_entity_table(
             [[row[c] for c in columns] + [counts[row["name"]]] for row in rows],
         )
     return [(row["name"], counts[row["name"]]) for row in rows]
+
+
+# Words too common to show what a search finds (examples are words of four letters or more).
+STOPWORDS = frozenset(
+    (
+        "from", "have", "that", "this", "were", "with", "your", "they", "them", "their",
+        "will", "just", "free", "best", "more", "most", "jpeg", "image", "images", "photo",
+        "photos", "picture", "pictures", "stock", "vector", "about", "what", "when", "into",
+    )
+)  # fmt: skip
+EXAMPLE_SAMPLE_ROWS = 20_000
+TOKEN = re.compile(r"[^\W_]+")  # what FTS5's unicode61 tokenizer takes as a word, near enough
+WORD = re.compile(r"[^\W\d_]{4,}")
+
+
+def _example_word(token: str) -> bool:
+    return WORD.fullmatch(token) is not None and token not in STOPWORDS
+
+
+def search_examples(conn: sqlite3.Connection, count: int = 3) -> list[str]:
+    """Searches that find images in this release, for the search page: its most frequent
+    words and its most frequent pair of words (as a phrase), among the captions of its first
+    ``EXAMPLE_SAMPLE_ROWS`` images (letters only, four or more, no common word)."""
+    words: collections.Counter[str] = collections.Counter()
+    pairs: collections.Counter[str] = collections.Counter()
+    rows = conn.execute("SELECT text FROM images ORDER BY rowid LIMIT ?", (EXAMPLE_SAMPLE_ROWS,))
+    for (text,) in rows:
+        tokens = TOKEN.findall((text or "").lower())
+        words.update({t for t in tokens if _example_word(t)})
+        pairs.update(
+            f"{a} {b}"
+            for a, b in itertools.pairwise(tokens)
+            if a != b and _example_word(a) and _example_word(b)
+        )
+    examples = [word for word, _ in words.most_common(count)]
+    phrase = next((p for p, n in pairs.most_common(1) if n > 1), None)
+    return examples + ([f'"{phrase}"'] if phrase else [])

@@ -65,6 +65,7 @@ class Generation:
     tables: dict[str, set[str]]  # each database's tables, from the inspect data
     # The databases holding images, in release order, each with its last rowid.
     shards: list[tuple[str, int]]
+    examples: list[str]  # searches that find images in it (chosen when it was published)
     in_flight: int = 0
     retired: bool = False
 
@@ -203,6 +204,10 @@ class ServedRelease:
         return self._seen().tables
 
     @property
+    def examples(self) -> list[str]:
+        return self._seen().examples
+
+    @property
     def latest_id(self) -> str:
         return self.latest.release_id if self.latest is not None else ""
 
@@ -228,6 +233,7 @@ class ServedRelease:
             opened,
             {n: set(inspect[n]["tables"]) for n in opened},
             shards or [(name, images)],
+            list(manifest.get("search_examples", [])),
         )
         old = self.latest
         replaced = set(old.databases) if old is not None else set(self.replaces)

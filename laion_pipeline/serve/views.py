@@ -355,6 +355,7 @@ async def search(datasette: Any, request: Any) -> Response:
         "previous_url": previous_url,
         "images": images,
         "examples": await example_names(datasette, site) if not q and host is None else [],
+        "search_examples": site.release.examples if site.release is not None else [],
         "looks_like_url": looks_like_url(q),
         "lookup_url": LOOKUP_URL,
         "title": await site.title(datasette),

@@ -5,6 +5,7 @@ pages."""
 
 import asyncio
 import collections
+import json
 import os
 import re
 import sqlite3
@@ -392,3 +393,15 @@ def test_controls_are_shown_and_a_host_that_reorders_itself_is_isolated_and_flag
     assert "&lt;U+202E&gt;gpj.exe</bdi>" in cell  # the text shows the override
     caption = str(marked_caption("oil\x1b[31m painting", "\x01oil\x02\x1b[31m painting"))
     assert "\x1b" not in caption and caption == "<mark>oil</mark>\u241b[31m painting"
+
+
+def test_the_search_pages_examples_come_from_the_release_and_each_finds_images(
+    site, sample_build
+):
+    examples = json.loads(sample_build.manifest_json.read_text())["search_examples"]
+    assert len(examples) == 4 and examples[-1].startswith('"')  # three words and a phrase
+    page = site.get("/-/search")
+    for example in examples:
+        assert f"?{urllib.parse.urlencode({'q': example})}" in page.replace("&amp;", "&")
+        assert site.json("/-/search.json", q=example)["count"] > 0, example
+    assert "oil on canvas" not in page  # no example the release may not hold
