@@ -54,6 +54,13 @@ def bad_request(datasette: Any, request: Any, message: str) -> Any:
     return handle_exception(datasette, request, BadRequest(message))
 
 
+def replace_databases(datasette: Any, databases: dict[str, Database]) -> None:
+    """Datasette's mapping of its databases replaced by ``databases`` (a mapping that answers
+    each request with the databases of the release it entered): Datasette looks every
+    database up through ``datasette.databases``, and its own ``add_database`` copies it."""
+    datasette.databases = databases
+
+
 def split_executor(datasette: Any) -> None:
     """Datasette's thread pool for SQL kept for open SQL, the pages given their own
     (``pools.split``)."""

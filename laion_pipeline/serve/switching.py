@@ -247,7 +247,7 @@ class ServedRelease:
         databases.update(opened)
         self.generations.append(new)
         self.latest = new
-        self.datasette.databases = ReleaseDatabases(self, databases)
+        compat.replace_databases(self.datasette, ReleaseDatabases(self, databases))
         if old is not None:
             old.retired = True
             self._close_if_done(old)
@@ -266,7 +266,9 @@ class ServedRelease:
         """Start a request: first switch to a newly published release, if there is one; the
         request is then answered from the release it entered, whatever switches meanwhile."""
         if not isinstance(self.datasette.databases, ReleaseDatabases):  # Datasette added one
-            self.datasette.databases = ReleaseDatabases(self, dict(self.datasette.databases))
+            compat.replace_databases(
+                self.datasette, ReleaseDatabases(self, dict(self.datasette.databases))
+            )
         link = self.pointed()
         if self._switching.locked() or (link and Path(link).name != self.latest_id):
             async with self._switching:  # one switch at a time; the requests after it wait

@@ -54,6 +54,32 @@ def test_the_sql_threads_are_datasettes_executor(ds):
     assert hasattr(compat.executor(ds), "submit")
 
 
+def test_the_pages_run_on_threads_of_their_own_and_open_sql_on_datasettes(tmp_path):
+    datasette = Datasette(memory=True)
+    threads = compat.executor(datasette)  # what Datasette made: open SQL's
+    compat.split_executor(datasette)
+    assert compat.executor(datasette).sql is threads
+    assert compat.executor(datasette).pages is not threads
+    answer = asyncio.run(datasette.get_database("_memory").execute("SELECT 1 + 1"))
+    assert answer.rows[0][0] == 2  # Datasette's queries run through it
+
+
+def test_datasette_looks_its_databases_up_through_the_replaced_mapping(ds, tmp_path):
+    asked = []
+
+    class Counting(dict):
+        def __getitem__(self, name):
+            asked.append(name)
+            return dict.__getitem__(self, name)
+
+    compat.replace_databases(ds, Counting(ds.databases))
+    assert ds.get_database("one").name == "one" and "one" in asked
+    response = asyncio.run(ds.client.get("/one/artists.json?_shape=array"))
+    assert response.status_code == 200 and len(response.json()) == 2
+    ds.add_database(Database(ds, memory_name="later"), name="later")  # copies it: no error
+    assert "later" in ds.databases and "one" in ds.databases
+
+
 def test_the_inspect_data_spares_hashing_and_counting(ds, tmp_path):
     db = Database(ds, path=str(tmp_path / "one.db"), is_mutable=False)
     compat.open_with_inspect(

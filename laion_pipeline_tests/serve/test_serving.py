@@ -395,9 +395,7 @@ def test_controls_are_shown_and_a_host_that_reorders_itself_is_isolated_and_flag
     assert "\x1b" not in caption and caption == "<mark>oil</mark>\u241b[31m painting"
 
 
-def test_the_search_pages_examples_come_from_the_release_and_each_finds_images(
-    site, sample_build
-):
+def test_the_search_pages_examples_come_from_the_release_and_each_finds_images(site, sample_build):
     examples = json.loads(sample_build.manifest_json.read_text())["search_examples"]
     assert len(examples) == 4 and examples[-1].startswith('"')  # three words and a phrase
     page = site.get("/-/search")
