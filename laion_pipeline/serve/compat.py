@@ -66,7 +66,7 @@ def split_executor(datasette: Any) -> None:
     (``pools.split``)."""
     from laion_pipeline.serve.pools import split
 
-    datasette.executor = split(datasette.executor)
+    datasette.executor = split(datasette.executor, datasette.setting("num_sql_threads"))
 
 
 def open_with_inspect(db: Database, info: dict[str, Any]) -> None:
@@ -110,6 +110,10 @@ class ReleaseSettings:
         datasette.inspect_data = inspect
         if not DATASETTE_1:
             datasette._metadata_local = metadata
+            # Datasette refreshes its catalog of the databases' tables from whichever request
+            # comes first, on that request's threads: here, at once, on the pages' threads,
+            # never behind open SQL.
+            await datasette.refresh_schemas()
             return
         metadata, config = _split(metadata)
         if self.user_config is None:

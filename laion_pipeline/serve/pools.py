@@ -19,7 +19,9 @@ machine), so a visitor cannot choose its own address.
 from __future__ import annotations
 
 import collections
+import contextlib
 import os
+import threading
 from collections.abc import Callable, Iterator, Mapping
 from concurrent.futures import Executor, Future, ThreadPoolExecutor
 from contextlib import contextmanager
@@ -58,13 +60,31 @@ class SplitExecutor(Executor):
         self.pages.shutdown(wait, cancel_futures=cancel_futures)
 
 
-def split(executor: Executor | None) -> Executor | None:
-    """``executor`` (Datasette's, for open SQL) with a pool of its own for the pages; None
+# How much less CPU open SQL gets than the rest of the server when both want it: Linux's
+# nice value of its threads (19, the lowest priority: a thread at 0 is given about 70 times
+# its share). A dozen queries running to the time limit then take only the CPU nothing else
+# wants, so the event loop, the pages and the search are not starved on a machine of few
+# cores.
+SQL_NICENESS = 19
+
+
+def lower_priority() -> None:
+    """Give the calling thread the lowest CPU priority (Linux: a thread's own nice value;
+    elsewhere, nothing)."""
+    with contextlib.suppress(AttributeError, OSError):
+        os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), SQL_NICENESS)
+
+
+def split(executor: Executor | None, threads: int) -> Executor | None:
+    """Datasette's executor split: open SQL on ``threads`` threads (Datasette's
+    ``num_sql_threads``) at the lowest CPU priority, the pages on a pool of their own; None
     (Datasette runs queries on the event loop's thread) stays None."""
     if executor is None or isinstance(executor, SplitExecutor):
         return executor
+    executor.shutdown(wait=False)  # replaced by threads that start at the lowest priority
+    sql = ThreadPoolExecutor(threads, thread_name_prefix="laion-sql", initializer=lower_priority)
     pages = ThreadPoolExecutor(PAGE_THREADS, thread_name_prefix="laion-pages")
-    return SplitExecutor(executor, pages)
+    return SplitExecutor(sql, pages)
 
 
 @dataclass(frozen=True)

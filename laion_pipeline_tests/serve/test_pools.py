@@ -1,6 +1,7 @@
 """Where a request's SQL runs: open SQL on Datasette's threads within its limits, every other
 page on threads of its own."""
 
+import os
 import threading
 from concurrent.futures import ThreadPoolExecutor
 
@@ -9,6 +10,7 @@ import pytest
 from laion_pipeline.common.errors import ConfigurationError
 from laion_pipeline.serve.pools import (
     OPEN_SQL,
+    SQL_NICENESS,
     SQL_PER_CLIENT,
     SQL_PER_CLIENT_VARIABLE,
     SQL_WAITING,
@@ -26,15 +28,21 @@ def thread_name() -> str:
     return threading.current_thread().name
 
 
+def priority() -> int:
+    return os.getpriority(os.PRIO_PROCESS, threading.get_native_id())
+
+
 def test_open_sql_and_pages_run_on_pools_of_their_own():
-    datasette_threads = ThreadPoolExecutor(1, thread_name_prefix="datasette")
-    executor = split(datasette_threads)
-    assert split(executor) is executor and split(None) is None
+    executor = split(ThreadPoolExecutor(1, thread_name_prefix="datasette"), 1)
+    assert split(executor, 1) is executor and split(None, 1) is None
     try:
         assert executor.submit(thread_name).result().startswith("laion-pages")
+        assert executor.submit(priority).result() == priority()
         token = OPEN_SQL.set(True)
         try:
-            assert executor.submit(thread_name).result().startswith("datasette")
+            assert executor.submit(thread_name).result().startswith("laion-sql")
+            # Open SQL gets the CPU nothing else wants: the lowest priority.
+            assert executor.submit(priority).result() == SQL_NICENESS
         finally:
             OPEN_SQL.reset(token)
         # The one thread for open SQL held: a page still runs at once.
