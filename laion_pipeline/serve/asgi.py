@@ -156,7 +156,18 @@ def _through_pools(app: Any, site: Site, sql: bool) -> Any:
     """``app`` for one request: open SQL admitted within its limits (else refused with what to
     do) and run on Datasette's threads; every other page on the pages' threads."""
     if not sql:
-        return app
+
+        async def page(scope: dict, receive: Any, send: Any) -> None:
+            # Said, not inherited: a server may start a request's task from the task of the
+            # request before it on the connection (uvicorn does for pipelined requests), whose
+            # context would carry its open SQL.
+            token = OPEN_SQL.set(False)
+            try:
+                await app(scope, receive, send)
+            finally:
+                OPEN_SQL.reset(token)
+
+        return page
 
     async def admitted(scope: dict, receive: Any, send: Any) -> None:
         try:
