@@ -19,6 +19,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import collections
+import itertools
 import json
 import os
 import random
@@ -29,7 +30,7 @@ import urllib.parse
 from pathlib import Path
 
 from benchmarks.bench import machine, print_and_record
-from benchmarks.bench_load import SLOW_SQL, Tally, _get, _open, press_requests
+from benchmarks.bench_load import SLOW_SQL, Tally, _get, _open, keep_asking, press_requests
 from benchmarks.bench_search import serving
 from laion_pipeline.common.layout import ENTITY_KINDS, DataLayout
 from laion_pipeline.releases.lock import data_dir_lock
@@ -99,32 +100,11 @@ async def press(port: int, clients: int, seconds: float, requests, rng) -> dict[
     tallies = {kind: Tally() for kind in KINDS}
     deadline = time.perf_counter() + seconds
 
-    async def client(start: int) -> None:
-        reader = writer = None
-        turn = start
-        while time.perf_counter() < deadline:
-            kind = KINDS[turn % len(KINDS)]
-            turn += 1
-            path = rng.choice(requests[kind])
-            tally = tallies[kind]
-            try:
-                if writer is None:
-                    reader, writer = await asyncio.open_connection("127.0.0.1", port)
-                started = time.perf_counter()
-                status = await asyncio.wait_for(_get(reader, writer, path), 60)
-                tally.latencies.append(time.perf_counter() - started)
-                tally.statuses[status] = tally.statuses.get(status, 0) + 1
-                if status != 200:
-                    tally.errors += 1
-            except (OSError, asyncio.IncompleteReadError, TimeoutError, ValueError):
-                tally.errors += 1
-                if writer is not None:
-                    writer.close()
-                reader = writer = None
-        if writer is not None:
-            writer.close()
+    def turns(start: int):
+        kinds = itertools.cycle(KINDS[start % len(KINDS) :] + KINDS[: start % len(KINDS)])
+        return lambda: (rng.choice(requests[kind := next(kinds)]), tallies[kind])
 
-    await asyncio.gather(*(client(n) for n in range(clients)))
+    await asyncio.gather(*(keep_asking(port, deadline, turns(n)) for n in range(clients)))
     return tallies
 
 

@@ -185,33 +185,37 @@ async def _get(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, path:
     return status
 
 
+async def keep_asking(port: int, deadline: float, pick) -> None:
+    """One client on a keep-alive connection until ``deadline``: ``pick()`` gives the next
+    path and the ``Tally`` it counts in."""
+    reader = writer = None
+    while time.perf_counter() < deadline:
+        path, tally = pick()
+        try:
+            if writer is None:
+                reader, writer = await asyncio.open_connection("127.0.0.1", port)
+            started = time.perf_counter()
+            status = await asyncio.wait_for(_get(reader, writer, path), 60)
+            tally.latencies.append(time.perf_counter() - started)
+            tally.statuses[status] = tally.statuses.get(status, 0) + 1
+            if status != 200:
+                tally.errors += 1
+        except (OSError, asyncio.IncompleteReadError, TimeoutError, ValueError):
+            tally.errors += 1
+            if writer is not None:
+                writer.close()
+            reader = writer = None
+    if writer is not None:
+        writer.close()
+
+
 async def drive(port: int, clients: int, seconds: float, pick) -> Tally:
     """``clients`` clients for ``seconds``, each sending ``pick()``'s next path."""
     tally = Tally()
     deadline = time.perf_counter() + seconds
-
-    async def client() -> None:
-        reader = writer = None
-        while time.perf_counter() < deadline:
-            path = pick()
-            try:
-                if writer is None:
-                    reader, writer = await asyncio.open_connection("127.0.0.1", port)
-                started = time.perf_counter()
-                status = await asyncio.wait_for(_get(reader, writer, path), 60)
-                tally.latencies.append(time.perf_counter() - started)
-                tally.statuses[status] = tally.statuses.get(status, 0) + 1
-                if status != 200:
-                    tally.errors += 1
-            except (OSError, asyncio.IncompleteReadError, TimeoutError, ValueError):
-                tally.errors += 1
-                if writer is not None:
-                    writer.close()
-                reader = writer = None
-        if writer is not None:
-            writer.close()
-
-    await asyncio.gather(*(client() for _ in range(clients)))
+    await asyncio.gather(
+        *(keep_asking(port, deadline, lambda: (pick(), tally)) for _ in range(clients))
+    )
     return tally
 
 

@@ -124,3 +124,20 @@ def test_load_bench_drives_every_mix_and_the_abuse_without_an_error(tmp_path, sa
         requests, errors = line.split("|")[2], line.split("|")[7]
         assert int(requests.replace(",", "")) > 0 and errors.strip() == "0", line
     assert "refused" in text and ", 0 errors." in text
+
+
+def test_abuse_bench_reports_every_page_kind_through_slow_sql_and_a_rollback(
+    tmp_path, sample_build
+):
+    data = tmp_path / "data"
+    shutil.copytree(sample_build.root, data, symlinks=True)  # it rolls back: a copy of its own
+    report = tmp_path / "bench.md"
+    command = [sys.executable, "-m", "benchmarks.bench_abuse", "--data", str(data)]
+    command += ["--clients", "6", "--seconds", "4", "--report", str(report)]
+    done = subprocess.run(command, cwd=PROJECT, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    text = report.read_text()
+    assert "### Abuse, 7,000 rows" in text and "a rollback after 2 s" in text
+    for kind in ("index", "table", "row", "names", "search", "lookup"):
+        (line,) = [row for row in text.splitlines() if row.startswith(f"| {kind} |")]
+        assert int(line.split("|")[2].replace(",", "")) > 0 and line.split("|")[5].strip() == "0"
