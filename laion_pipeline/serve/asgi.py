@@ -327,11 +327,14 @@ def wrapper(datasette: Any) -> Any:
 
     def wrap(app: Any) -> Any:
         async def one_release(scope: dict, receive: Any, send: Any) -> None:
-            site = site_of(datasette)
-            served = site.release
             if scope.get("type") != "http":
                 await app(scope, receive, send)
                 return
+            # Datasette starts itself on its first request (in process, no lifespan): here,
+            # before it, so even that request is answered by the release.
+            await datasette.invoke_startup()
+            site = site_of(datasette)
+            served = site.release
             if len(scope.get("query_string", b"")) > MAX_QUERY_STRING_BYTES:
                 await _refuse(
                     send, 414, f"the query string is over {MAX_QUERY_STRING_BYTES:,} bytes"
