@@ -121,13 +121,13 @@ async def slow_sql(port: int, path: str, seconds: float) -> collections.Counter:
                     "127.0.0.1", port, local_addr=(f"127.0.0.{n + 2}", 0)
                 )
                 try:
-                    statuses[await asyncio.wait_for(_get(reader, writer, path), 120)] += 1
+                    status = await asyncio.wait_for(_get(reader, writer, path), 120)
                 finally:
                     writer.close()
             except (OSError, asyncio.IncompleteReadError, TimeoutError, ValueError):
-                statuses["failed"] += 1
-                await asyncio.sleep(0.5)
-            if statuses.get(429) or statuses.get(503):
+                status = "failed"
+            statuses[status] += 1
+            if status in (429, 503, "failed"):
                 await asyncio.sleep(0.5)  # as a client told to wait would
 
     await asyncio.gather(*(client(n) for n in range(SLOW_CLIENTS)))

@@ -27,7 +27,7 @@ from laion_pipeline.common.layout import (
 )
 from laion_pipeline.common.phrases import fts_phrase
 from laion_pipeline.common.progress import Progress
-from laion_pipeline.sources.inputs import StagedFile, StagingManifest
+from laion_pipeline.sources.inputs import StagedFile, StagingManifest, shown_location
 
 TOP = 20
 
@@ -297,10 +297,9 @@ def analyze(
             )
         return {
             "database": {
-                **{
-                    k: manifest[k]
-                    for k in ("database", "sha256", "built_at", "source", "row_counts")
-                },
+                **{k: manifest[k] for k in ("database", "sha256", "built_at", "row_counts")},
+                # Served as analysis.json: a local source by its folder, never the server's path
+                "source": {**manifest["source"], "location": shown_location(manifest["source"])},
                 "title": manifest.get("profile", {}).get("title", "LAION"),
             },
             "domains": manifest["row_counts"]["domain"],

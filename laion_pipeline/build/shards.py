@@ -226,17 +226,18 @@ def make_shards(
         return list(pool.map(build, shards))
 
 
-def write_catalog(plan: BuildPlan) -> int:
+def write_catalog(plan: BuildPlan) -> None:
     """Write the catalog's tables from the shards' databases: the ``domain`` table over
     every shard (with its ``domain_search``) and the ``shards`` table. Into a fresh file
     that then becomes the build database; or, where the plan puts the catalog in its one
     shard, into that shard's database, whose own domain table is the release's. The caller
-    holds the plan's locks. Returns the number of hosts."""
-    with shard_connections(plan) as conns:
-        domains = catalog_domains(conns)
-    if plan.catalog_in_shard:
+    holds the plan's locks."""
+    domains: list[tuple[int, str, int]] = []
+    if plan.catalog_in_shard:  # its own domain table is the release's: nothing to sum
         new, conn = None, open_writable(plan.catalog, "images")
     else:
+        with shard_connections(plan) as conns:
+            domains = catalog_domains(conns)
         new = fresh_build_db(plan.layout)
         conn = sqlite_connect(new)
     try:
@@ -258,7 +259,6 @@ def write_catalog(plan: BuildPlan) -> int:
         conn.close()
     if new is not None:
         install_build_db(new, plan.layout)
-    return len(domains)
 
 
 @contextmanager

@@ -248,4 +248,4 @@ def search_examples(conn: sqlite3.Connection, count: int = 3) -> list[str]:
         )
     examples = [word for word, _ in words.most_common(count)]
     phrase = next((p for p, n in pairs.most_common(1) if n > 1), None)
-    return examples + ([f'"{phrase}"'] if phrase else [])
+    return examples + ([fts_phrase(phrase)] if phrase else [])

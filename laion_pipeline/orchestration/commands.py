@@ -355,7 +355,7 @@ def serve(host: str, port: int) -> int:
         SqlLimits.from_environment()
     except ValueError as error:
         print(error, file=sys.stderr)
-        return 2
+        return CONFIGURATION_EXIT
     layout = _layout()
     if not layout.published_db.exists():
         print(f"{layout.published_db} does not exist: run `make run` first.", file=sys.stderr)

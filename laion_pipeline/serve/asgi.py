@@ -156,18 +156,7 @@ def _through_pools(app: Any, site: Site, sql: bool) -> Any:
     """``app`` for one request: open SQL admitted within its limits (else refused with what to
     do) and run on Datasette's threads; every other page on the pages' threads."""
     if not sql:
-
-        async def page(scope: dict, receive: Any, send: Any) -> None:
-            # Said, not inherited: a server may start a request's task from the task of the
-            # request before it on the connection (uvicorn does for pipelined requests), whose
-            # context would carry its open SQL.
-            token = OPEN_SQL.set(False)
-            try:
-                await app(scope, receive, send)
-            finally:
-                OPEN_SQL.reset(token)
-
-        return page
+        return app
 
     async def admitted(scope: dict, receive: Any, send: Any) -> None:
         try:
@@ -333,6 +322,10 @@ def wrapper(datasette: Any) -> Any:
             # Datasette starts itself on its first request (in process, no lifespan): here,
             # before it, so even that request is answered by the release.
             await datasette.invoke_startup()
+            # Said for each request, not inherited: a server may start a request's task from
+            # the task of the one before it on the connection (uvicorn does for pipelined
+            # requests), whose context would carry its open SQL.
+            OPEN_SQL.set(False)
             site = site_of(datasette)
             served = site.release
             if len(scope.get("query_string", b"")) > MAX_QUERY_STRING_BYTES:

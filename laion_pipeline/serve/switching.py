@@ -109,19 +109,25 @@ class ReleaseDatabases(dict):
         first = next((i for i, (name, _) in enumerate(now) if name in latest), len(kept))
         return [*kept[:first], *entered.databases.items(), *kept[first:]]
 
-    def keys(self) -> list[str]:  # type: ignore[override]
+    def keys(self) -> Any:
+        if self._entered() is None:  # the usual case: a dict's own, no list made
+            return dict.keys(self)
         return [name for name, _ in self.items()]
 
-    def values(self) -> list[Database]:  # type: ignore[override]
+    def values(self) -> Any:
+        if self._entered() is None:
+            return dict.values(self)
         return [db for _, db in self.items()]
 
     def __iter__(self) -> Iterator[str]:
         return iter(self.keys())
 
     def __len__(self) -> int:
-        return len(self.items())
+        return dict.__len__(self) if self._entered() is None else len(self.items())
 
     def __contains__(self, name: object) -> bool:
+        if self._entered() is None:
+            return dict.__contains__(self, name)
         return name in self.keys()
 
     def __getitem__(self, name: str) -> Database:
@@ -139,8 +145,10 @@ class ReleaseDatabases(dict):
         except KeyError:
             return default
 
-    def copy(self) -> dict[str, Database]:  # type: ignore[override]
-        return dict(dict.items(self))  # what Datasette's add_database starts from
+    def copy(self) -> "ReleaseDatabases":  # type: ignore[override]
+        # What Datasette's add_database and remove_database start from and put back: still
+        # a mapping that answers each request from its release.
+        return ReleaseDatabases(self.served, dict(dict.items(self)))
 
 
 class ServedRelease:
@@ -265,10 +273,6 @@ class ServedRelease:
     async def enter(self) -> tuple[Generation, Token]:
         """Start a request: first switch to a newly published release, if there is one; the
         request is then answered from the release it entered, whatever switches meanwhile."""
-        if not isinstance(self.datasette.databases, ReleaseDatabases):  # Datasette added one
-            compat.replace_databases(
-                self.datasette, ReleaseDatabases(self, dict(self.datasette.databases))
-            )
         link = self.pointed()
         if self._switching.locked() or (link and Path(link).name != self.latest_id):
             async with self._switching:  # one switch at a time; the requests after it wait

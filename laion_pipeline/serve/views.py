@@ -14,7 +14,7 @@ from typing import Any
 
 from datasette import Response
 from datasette.utils import to_css_class
-from markupsafe import Markup, escape
+from markupsafe import Markup
 
 from laion_pipeline.common.layout import RELEASE_ID, REPORT_FILES, REPORT_URL
 from laion_pipeline.common.phrases import MAX_QUERY_CHARS, QueryTooLong
@@ -178,7 +178,8 @@ async def lookup(datasette: Any, request: Any) -> Response:
         "part": part,
         "images": images,
         "result_rows": result_rows(
-            _prefix(datasette), [{**row, "caption": escape(row["text"] or "")} for row in images]
+            _prefix(datasette),
+            [{**row, "caption": marked_caption(row["text"], None)} for row in images],
         ),
         "thumbnail_px": THUMBNAIL_PX,
         "hosts": [

@@ -27,6 +27,7 @@ from laion_pipeline.build.staging import schema_problems
 from laion_pipeline.common.db import quote_identifier, sqlite_connect
 from laion_pipeline.common.errors import StaleInputError
 from laion_pipeline.common.layout import ENTITY_KINDS, DataLayout
+from laion_pipeline.orchestration.assets.raw import nulled_text
 from laion_pipeline.orchestration.metadata import markdown_list, markdown_table
 from laion_pipeline.orchestration.resources import LaionData
 from laion_pipeline.releases.switch import current_release
@@ -140,7 +141,7 @@ def values_within_rules(laion_data: LaionData) -> AssetCheckResult:
     for f in files:
         totals.update(f.values_nulled)
     rows = [(f.key, c, n) for f in files for c, n in sorted(f.values_nulled.items())]
-    described = ", ".join(f"{column} {n:,}" for column, n in sorted(totals.items()))
+    described = nulled_text(totals)
     return AssetCheckResult(
         passed=not totals,
         severity=AssetCheckSeverity.WARN,

@@ -2,6 +2,7 @@
 lists, fetched and checked."""
 
 import hashlib
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -23,12 +24,12 @@ from laion_pipeline.orchestration.metadata import StepTimer, file_metadata, run_
 from laion_pipeline.orchestration.partitions import SOURCE_FILES
 from laion_pipeline.orchestration.resources import EntityLists, LaionData, ParquetSource
 from laion_pipeline.releases.lock import data_dir_lock, staged_file_lock
-from laion_pipeline.sources.inputs import SourceListing, StagedFile, parse_entity_csv
+from laion_pipeline.sources.inputs import SourceListing, parse_entity_csv
 
 
-def nulled_text(staged: StagedFile) -> str:
-    """``width 2, punsafe 1``: the values of each column stored as NULL for breaking its rule."""
-    return ", ".join(f"{column} {n:,}" for column, n in sorted(staged.values_nulled.items()))
+def nulled_text(nulled: Mapping[str, int]) -> str:
+    """``punsafe 1, width 2``: the values of each column stored as NULL for breaking its rule."""
+    return ", ".join(f"{column} {n:,}" for column, n in sorted(nulled.items()))
 
 
 @asset(
@@ -80,9 +81,8 @@ def source_files(
         )
     )
     if staged.values_nulled:
-        context.log.warning(
-            f"{key}: values outside their column's rule stored as NULL: {nulled_text(staged)}"
-        )
+        nulled = nulled_text(staged.values_nulled)
+        context.log.warning(f"{key}: values outside their column's rule stored as NULL: {nulled}")
     return MaterializeResult(
         data_version=DataVersion(staged.data_version),
         metadata={
@@ -97,7 +97,7 @@ def source_files(
             "filter": profile.row_filter.description if profile.row_filter else "none",
             "missing_columns": ", ".join(staged.missing_columns) or "none",
             "values_nulled": sum(staged.values_nulled.values()),
-            "values_nulled_by_column": nulled_text(staged) or "none",
+            "values_nulled_by_column": nulled_text(staged.values_nulled) or "none",
             "raw_kept": laion_data.keep_raw,
         },
     )
