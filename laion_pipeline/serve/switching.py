@@ -6,6 +6,7 @@ import asyncio
 import json
 import os
 import threading
+import traceback
 from collections.abc import Callable, Iterator
 from concurrent.futures import Executor
 from contextvars import ContextVar, Token
@@ -17,6 +18,22 @@ from datasette.database import Database
 
 from laion_pipeline.common.layout import ReleaseFiles
 from laion_pipeline.serve import compat
+
+
+def _let_go_of_cursors(error: BaseException) -> None:
+    """Free, on the query's own thread, what the frames of a failed query hold (its cursor
+    above all), rather than wherever the exception is dropped.
+
+    A query stopped at the time limit raises with its cursor still referenced by the
+    traceback; the exception reaches the event loop, and the cursor would be freed there when
+    the request is done with it. Freeing a cursor finalizes its statement, which waits for
+    the connection, and by then the connection's thread is running the next queued query: the
+    event loop, and every request, would wait for that query, up to the time limit."""
+    seen: set[int] = set()
+    while error is not None and id(error) not in seen:
+        seen.add(id(error))
+        traceback.clear_frames(error.__traceback__)
+        error = error.__context__  # type: ignore[assignment]
 
 
 class ReleaseDatabase(Database):
@@ -36,7 +53,11 @@ class ReleaseDatabase(Database):
                 conn = self.connect()
                 compat.prepare_connection(self.ds, conn, self.name)
                 self._connections.conn = conn
-            return fn(conn)
+            try:
+                return fn(conn)
+            except BaseException as error:
+                _let_go_of_cursors(error)
+                raise
 
         return asyncio.get_running_loop().run_in_executor(executor, in_thread)
 

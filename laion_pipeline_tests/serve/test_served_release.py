@@ -8,6 +8,7 @@ import sqlite3
 
 import pytest
 from datasette.app import Datasette
+from datasette.database import QueryInterrupted
 
 from laion_pipeline.common.files import sha256_file
 from laion_pipeline.common.layout import DEFAULT_DATABASE, REPORT_URL, DataLayout
@@ -120,3 +121,29 @@ def test_a_database_served_by_its_own_path_is_not_switched(tmp_path):
         assert RELEASE_HEADER not in response.headers
 
     asyncio.run(scenario())
+
+
+def test_a_query_stopped_at_the_time_limit_lets_go_of_its_cursor_on_its_own_thread(tmp_path):
+    """The error of a stopped query reaches the event loop without its cursor: freeing a
+    cursor waits for its connection, which by then runs the next query on that thread, so a
+    cursor freed on the event loop held every request until that query ended."""
+    layout = DataLayout(tmp_path)
+    switch(layout, tiny_release(layout, ["Hokusai"]), None)
+    ds = in_process(layout)
+    endless = "with recursive c(x) as (select 1 union all select x + 1 from c) select count(*) from c"
+
+    async def scenario() -> BaseException:
+        await ds.invoke_startup()
+        with pytest.raises(QueryInterrupted) as raised:
+            await ds.get_database(DEFAULT_DATABASE).execute(endless, custom_time_limit=50)
+        return raised.value
+
+    error: BaseException | None = asyncio.run(scenario())
+    held = []
+    while error is not None:
+        tb = error.__traceback__
+        while tb is not None:
+            held += [v for v in tb.tb_frame.f_locals.values() if isinstance(v, sqlite3.Cursor)]
+            tb = tb.tb_next
+        error = error.__context__
+    assert held == []
