@@ -115,6 +115,8 @@ def stage_source_file(
         staging_code_version=STAGING_CODE_VERSION,
         staged_sha256=sha256_file(target),
         values_nulled=rows.nulled,
+        rows_blocked=rows.blocked,
+        takedowns=profile.takedowns.digest,
     )
     staged.write(layout)
     return staged

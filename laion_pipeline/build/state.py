@@ -113,7 +113,9 @@ def _check_staged(
             f"{staged.source_version})",
         )
     if staged.profile_digest != profile.digest:
-        return StagedCheck(key, None, "staged with another profile or filter")
+        return StagedCheck(
+            key, None, "staged with another profile, filter or list of takedowns (LAION_BLOCKLIST)"
+        )
     older = staged.format < RECORD_FORMAT
     code = FIRST_FORMAT_STAGING_CODE if older else staged.staging_code_version
     if code != STAGING_CODE_VERSION:

@@ -348,14 +348,23 @@ def datasette_command(host: str, port: int) -> list[str]:
 
 
 def serve(host: str, port: int) -> int:
+    from laion_pipeline.common.blocklist import blocklist_from_environment
     from laion_pipeline.serve.pools import SqlLimits
+    from laion_pipeline.serve.site import thumbnails_setting
 
     try:  # refused here, with the variable's name, rather than by the server
         count_cap()
         SqlLimits.from_environment()
+        thumbnails_setting()
+        takedowns = blocklist_from_environment()
     except ValueError as error:
         print(error, file=sys.stderr)
         return CONFIGURATION_EXIT
+    except SourceError as error:  # a list of takedowns at a URL that does not answer
+        print(error, file=sys.stderr)
+        return 1
+    if takedowns:
+        print(f"Takedowns in force: {takedowns.entries:,} entries of {takedowns.origin}.")
     layout = _layout()
     if not layout.published_db.exists():
         print(f"{layout.published_db} does not exist: run `make run` first.", file=sys.stderr)

@@ -15,6 +15,7 @@ from typing import Any
 from dagster import ConfigurableResource
 from dagster_duckdb import DuckDBResource
 
+from laion_pipeline.common.blocklist import BLOCKLIST_VARIABLE, read_blocklist
 from laion_pipeline.common.errors import ConfigurationError
 from laion_pipeline.common.layout import ENTITY_KINDS, SAMPLE_DIR, DataLayout
 from laion_pipeline.common.settings import usable_cores, whole_number, yes_no
@@ -48,6 +49,8 @@ class LaionData(ConfigurableResource):
     keep_raw: bool = True
     workers: int = 0
     shard_rows: int = DEFAULT_SHARD_ROWS
+    # The list of takedowns staging leaves out (`LAION_BLOCKLIST`): a file or an http(s) URL.
+    blocklist: str = ""
 
     @property
     def layout(self) -> DataLayout:
@@ -55,12 +58,14 @@ class LaionData(ConfigurableResource):
 
     @property
     def profile(self) -> Profile:
-        return choose_profile(
+        """The profile a build stages with, and the takedowns it leaves out."""
+        profile = choose_profile(
             self.profile_name or None,
             self.source_kind,
             self.profiles_file or None,
             self.filter_settings,
         )
+        return dataclasses.replace(profile, takedowns=read_blocklist(self.blocklist))
 
     @property
     def parallel_files(self) -> int:
@@ -220,6 +225,7 @@ def build_resources(environ: Mapping[str, str] | None = None) -> dict[str, Any]:
         filter_settings={v: env[v] for v in sorted(variables) if env.get(v)},
         source_kind=source_kind,
         keep_raw=yes_no("LAION_KEEP_RAW", env.get("LAION_KEEP_RAW"), True),
+        blocklist=(env.get(BLOCKLIST_VARIABLE) or "").strip(),
         workers=whole_number(
             "LAION_WORKERS",
             env.get("LAION_WORKERS"),

@@ -31,7 +31,8 @@ def url_key(url: str) -> int:
 
 
 IMAGE_BY_URL_SQL = """select images.rowid, images.url, images.text, domain.domain,
-  images.width, images.height, images.aesthetic, images.punsafe, images.pwatermark
+  images.width, images.height, images.aesthetic, images.punsafe, images.pwatermark,
+  images.hash
 from images
   join domain on domain.id = images.domain_id
 where images.url_key = :key and images.url = :url

@@ -49,6 +49,7 @@ RESULT_COLUMNS = (
     "aesthetic",
     "punsafe",
     "pwatermark",
+    "hash",  # LAION's: what a takedown may name the image by
 )
 
 

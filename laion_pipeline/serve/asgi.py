@@ -327,6 +327,7 @@ def wrapper(datasette: Any) -> Any:
             # requests), whose context would carry its open SQL.
             OPEN_SQL.set(False)
             site = site_of(datasette)
+            site.takedowns.refresh()
             served = site.release
             if len(scope.get("query_string", b"")) > MAX_QUERY_STRING_BYTES:
                 await _refuse(
@@ -335,6 +336,7 @@ def wrapper(datasette: Any) -> Any:
                 return
             # After enter(): a switch to a release of another profile renames the database.
             entered = await served.enter() if served is not None else None
+            site.takedowns.apply_to(site.served_release_id(), lambda: site.database_paths(datasette))
             release_id = entered[0].release_id if entered is not None else ""
             extra = [
                 *SECURITY_HEADERS,
@@ -362,7 +364,11 @@ def wrapper(datasette: Any) -> Any:
                 if served is None or not cacheable(scope) or release_id != served.latest_id:
                     await pooled(scope, receive, send_with_headers)
                 else:
-                    await _cached(site, pooled, scope, receive, send, release_id, extra)
+                    # A cached page (and its ETag) is of the release and the takedowns in
+                    # force: a new takedown is never answered from a page kept before it.
+                    digest = site.takedowns.blocklist.digest
+                    version = f"{release_id}-takedowns-{digest}" if digest else release_id
+                    await _cached(site, pooled, scope, receive, send, version, extra)
             finally:
                 if served is not None and entered is not None:
                     served.leave(*entered)

@@ -42,6 +42,10 @@ URL_CELL = Markup(
     'referrerpolicy="no-referrer" alt="" style="max-width:{px}px;max-height:{px}px"></a>'
     '<div class="laion-url" style="word-break: break-all; font-size: 0.8em">{shown}</div>'
 )
+# Served without thumbnails (``LAION_THUMBNAILS=no``): the address, a link, no image loaded.
+URL_LINK_CELL = Markup(
+    '<a class="laion-url" href="{url}" rel="noreferrer" style="word-break: break-all">{shown}</a>'
+)
 DOMAIN_ID_CELL = Markup('<a href="{link}">{name}</a> <span class="laion-id">{id}</span>')
 LINK_CELL = Markup('<a href="{link}">{text}</a>')
 # A host or URL shown isolated from the text around it, flagged when it reorders itself.
@@ -103,12 +107,15 @@ def is_web_address(value: str | None) -> bool:
     return bool(value) and value.lower().startswith(("http://", "https://"))
 
 
-def url_cell(value: str) -> Markup | None:
+def url_cell(value: str, thumbnails: bool = True) -> Markup | None:
     """An image URL as a lazy thumbnail linking to the image, the address as text under it:
     what an artist came for, there whether or not the image loads (dead links, hotlink
-    blocking, no network). None for a value that is not a web address (shown as text)."""
+    blocking, no network); without ``thumbnails``, the address as a link. None for a value
+    that is not a web address (shown as text)."""
     if not is_web_address(value):
         return None
+    if not thumbnails:
+        return URL_LINK_CELL.format(url=value, shown=shown(value))
     return URL_CELL.format(url=value, px=THUMBNAIL_PX, shown=shown(value))
 
 

@@ -1,5 +1,6 @@
 """The site's state: one object per Datasette server, made at startup (``site_of``)."""
 
+import os
 import sys
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -7,12 +8,13 @@ from pathlib import Path
 from typing import Any
 
 from laion_pipeline.common.layout import DEFAULT_DATABASE, ReleaseFiles
-from laion_pipeline.common.settings import usable_cores
+from laion_pipeline.common.settings import usable_cores, yes_no
 from laion_pipeline.search.shard_search import SearchedShard, count_cap
 from laion_pipeline.serve import compat
 from laion_pipeline.serve.cache import ResponseCache
 from laion_pipeline.serve.pools import SqlAdmission
 from laion_pipeline.serve.switching import ServedRelease
+from laion_pipeline.serve.takedowns import Takedowns
 
 # Threads of the fast search's own: it never waits behind the arbitrary SQL that Datasette's
 # threads (``num_sql_threads``) run for up to ``sql_time_limit_ms``. SQLite releases the GIL
@@ -20,11 +22,19 @@ from laion_pipeline.serve.switching import ServedRelease
 SEARCH_THREADS = max(2, usable_cores())
 
 
+THUMBNAILS_VARIABLE = "LAION_THUMBNAILS"
+
+
+def thumbnails_setting() -> bool:
+    return yes_no(THUMBNAILS_VARIABLE, os.environ.get(THUMBNAILS_VARIABLE), True)
+
+
 @dataclass
 class Site:
     """What the plugin keeps for one server: our database's name, the release it serves (and
     switches), the count cap of the search, the response cache, the requests being computed,
-    the search's threads, each database's noise columns and the open SQL admitted."""
+    the search's threads, each database's noise columns, the open SQL admitted and the
+    takedowns in force."""
 
     database: str | None = None
     release: ServedRelease | None = None
@@ -33,6 +43,9 @@ class Site:
     in_flight: dict[tuple, Any] = field(default_factory=dict)
     noise_columns: dict[tuple[str, str], list[str]] = field(default_factory=dict)
     sql_admission: SqlAdmission = field(default_factory=SqlAdmission)
+    takedowns: Takedowns = field(default_factory=Takedowns)
+    # Whether pages load the images (thumbnails) or only link them (``LAION_THUMBNAILS=no``).
+    thumbnails: bool = field(default_factory=thumbnails_setting)
     _search_executor: ThreadPoolExecutor | None = None
 
     @property
@@ -75,13 +88,25 @@ class Site:
         if not ours:
             return
         self.database = ours[0].name
+        self.takedowns.start()
         compat.templates_fixed(datasette)
         pointer = Path(ours[0].path).parent if ours[0].path else None
         if pointer is not None and pointer.is_symlink():
-            served = ServedRelease(datasette, pointer, lambda: self.search_executor)
+            served = ServedRelease(
+                datasette, pointer, lambda: self.search_executor, lambda: self.takedowns.blocklist
+            )
             served.replaces = [ours[0].name]
             await served.load(served.pointed())
             self.release = served
+
+    def served_release_id(self) -> str:
+        """The latest release this server serves ("" for a plain folder)."""
+        return self.release.latest_id if self.release is not None else ""
+
+    def database_paths(self, datasette: Any) -> list[Path]:
+        """The files of every database of the served release."""
+        paths = [datasette.databases[name].path for name in self.served_databases()]
+        return [Path(path) for path in paths if path]
 
     def sharded(self) -> bool:
         """Whether the served release is a catalog and shards (not one database)."""

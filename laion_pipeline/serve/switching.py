@@ -14,14 +14,35 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from datasette.database import Database
+from datasette.database import Database, Results
 
+from laion_pipeline.common.blocklist import NO_BLOCKLIST, Blocklist
 from laion_pipeline.common.layout import ReleaseFiles
 from laion_pipeline.serve import compat
 
 
-def _let_go_of_cursors(error: BaseException) -> None:
-    """Free, on the query's own thread, what the frames of a failed query hold (its cursor
+def _letting_go_of_cursors(fn: Callable[[Any], Any]) -> Callable[[Any], Any]:
+    """``fn``, which frees on the query's own thread what the frames of a failed query hold
+    (its cursor above all), rather than wherever the exception is dropped.
+
+    A query stopped at the time limit raises with its cursor still referenced by the
+    traceback; the exception reaches the event loop, and the cursor would be freed there when
+    the request is done with it. Freeing a cursor finalizes its statement, which waits for
+    the connection, and by then the connection's thread is running the next queued query: the
+    event loop, and every request, would wait for that query, up to the time limit."""
+
+    def run(conn: Any) -> Any:
+        try:
+            return fn(conn)
+        except BaseException as error:
+            _let_go_of_frames(error)
+            raise
+
+    return run
+
+
+def _let_go_of_frames(error: BaseException) -> None:
+    """Free on the query's own thread, what the frames of a failed query hold (its cursor
     above all), rather than wherever the exception is dropped.
 
     A query stopped at the time limit raises with its cursor still referenced by the
@@ -36,15 +57,39 @@ def _let_go_of_cursors(error: BaseException) -> None:
         error = error.__context__  # type: ignore[assignment]
 
 
+def _without_takedowns(result: Any, blocklist: Blocklist) -> Any:
+    """A query's rows for Datasette's pages without those naming a taken-down image."""
+    if blocklist and isinstance(result, Results):
+        kept = [row for row in result.rows if not blocklist.blocks_row(row)]
+        if len(kept) < len(result.rows):
+            return Results(kept, result.truncated, result.description)
+    return result
+
+
 class ReleaseDatabase(Database):
     """A release's database file, immutable. Datasette keeps each thread's connection under the
     database's name, which every release shares: a release keeps its own instead, and runs
-    the fast search's queries on threads of their own (``search_fn``)."""
+    the fast search's queries on threads of their own (``search_fn``). Every row a query gives
+    Datasette is checked against the takedowns in force (``blocklist``)."""
 
-    def __init__(self, datasette: Any, path: Path, search_threads: Callable[[], Executor]) -> None:
+    def __init__(
+        self,
+        datasette: Any,
+        path: Path,
+        search_threads: Callable[[], Executor],
+        blocklist: Callable[[], Blocklist] = lambda: NO_BLOCKLIST,
+    ) -> None:
         super().__init__(datasette, path=str(path), is_mutable=False)
         self._connections = threading.local()
         self._search_threads = search_threads
+        self._blocklist = blocklist
+
+    def _served(self, fn: Callable[[Any], Any]) -> Callable[[Any], Any]:
+        freeing = _letting_go_of_cursors(fn)
+        blocklist = self._blocklist()
+        if not blocklist:
+            return freeing
+        return lambda conn: _without_takedowns(freeing(conn), blocklist)
 
     def _run_in(self, executor: Executor, fn: Any) -> Any:
         def in_thread() -> Any:
@@ -53,25 +98,26 @@ class ReleaseDatabase(Database):
                 conn = self.connect()
                 compat.prepare_connection(self.ds, conn, self.name)
                 self._connections.conn = conn
-            try:
-                return fn(conn)
-            except BaseException as error:
-                _let_go_of_cursors(error)
-                raise
+            return fn(conn)
 
         return asyncio.get_running_loop().run_in_executor(executor, in_thread)
 
     async def execute_fn(self, fn: Any) -> Any:
         executor = compat.executor(self.ds)
         if executor is None:
-            return await super().execute_fn(fn)
-        return await self._run_in(executor, fn)
+            return await super().execute_fn(self._served(fn))
+        return await self._run_in(executor, self._served(fn))
+
+    async def _execute_fn(self, fn: Any) -> Any:
+        """The 1.0 line's way to run SQL (``execute`` calls it, not ``execute_fn``)."""
+        return await super()._execute_fn(self._served(fn))  # type: ignore[misc]
 
     async def search_fn(self, fn: Any) -> Any:
-        """``execute_fn`` on the fast search's own threads."""
+        """``execute_fn`` on the fast search's own threads (its rows are the site's pages' to
+        check against the takedowns: they page by them)."""
         if compat.executor(self.ds) is None:
-            return await super().execute_fn(fn)
-        return await self._run_in(self._search_threads(), fn)
+            return await super().execute_fn(_letting_go_of_cursors(fn))
+        return await self._run_in(self._search_threads(), _letting_go_of_cursors(fn))
 
 
 @dataclass
@@ -183,11 +229,16 @@ class ServedRelease:
     """
 
     def __init__(
-        self, datasette: Any, pointer: Path, search_threads: Callable[[], Executor]
+        self,
+        datasette: Any,
+        pointer: Path,
+        search_threads: Callable[[], Executor],
+        blocklist: Callable[[], Blocklist] = lambda: NO_BLOCKLIST,
     ) -> None:
         self.datasette = datasette
         self.pointer = pointer
         self.search_threads = search_threads
+        self.blocklist = blocklist
         self.settings = compat.ReleaseSettings(datasette)
         self.latest: Generation | None = None
         self.generations: list[Generation] = []  # the latest, and older ones still answering
@@ -249,7 +300,7 @@ class ServedRelease:
         manifest = release.manifest
         opened: dict[str, Database] = {}
         for path in release.databases:
-            db = ReleaseDatabase(self.datasette, path, self.search_threads)
+            db = ReleaseDatabase(self.datasette, path, self.search_threads, self.blocklist)
             compat.open_with_inspect(db, inspect[path.stem])
             db.name = db.route = path.stem
             opened[path.stem] = db

@@ -4,6 +4,7 @@ sheet that hides the noise columns of a row page. Pages are Jinja templates of t
 (``plugin/templates/``): a ``--template-dir`` of the user's with the same names overrides
 them."""
 
+import dataclasses
 import os
 import re
 import sqlite3
@@ -16,6 +17,7 @@ from datasette import Response
 from datasette.utils import to_css_class
 from markupsafe import Markup
 
+from laion_pipeline.common.blocklist import Blocklist
 from laion_pipeline.common.layout import RELEASE_ID, REPORT_FILES, REPORT_URL
 from laion_pipeline.common.phrases import MAX_QUERY_CHARS, QueryTooLong
 from laion_pipeline.releases.datasette_files import LOOKUP_URL, SHARD_SEARCH_URL
@@ -116,6 +118,13 @@ def _prefix(datasette: Any) -> str:
     return datasette.urls.path("/")[:-1]
 
 
+def not_taken_down(rows: list[dict[str, Any]], blocklist: Blocklist) -> list[dict[str, Any]]:
+    """The rows of the site's search or lookup naming no taken-down image."""
+    if not blocklist:
+        return rows
+    return [row for row in rows if not blocklist.blocks_row(row.values())]
+
+
 async def lookup(datasette: Any, request: Any) -> Response:
     """ "Is my work in it?": ``q`` an image URL (its images, found by the URL exactly, in every
     shard, and its host), or a host or part of one (the hosts containing it, biggest first,
@@ -145,6 +154,9 @@ async def lookup(datasette: Any, request: Any) -> Response:
                 host_count = len(hosts)
             if not hosts:
                 hosts, host_count, more_hosts = await run(lambda conn: hosts_containing(conn, part))
+        blocklist = site.takedowns.blocklist
+        images = not_taken_down(images, blocklist)
+        hosts = [(domain, n) for domain, n in hosts if not blocklist.blocks_host(domain)]
     except sqlite3.OperationalError as error:
         if "no such table" not in str(error) and "no such column" not in str(error):
             raise
@@ -182,6 +194,7 @@ async def lookup(datasette: Any, request: Any) -> Response:
             [{**row, "caption": marked_caption(row["text"], None)} for row in images],
         ),
         "thumbnail_px": THUMBNAIL_PX,
+        "thumbnails": site.thumbnails,
         "hosts": [
             (shown(domain), count, datasette.urls.path(host_url(domain))) for domain, count in hosts
         ],
@@ -319,6 +332,8 @@ async def search(datasette: Any, request: Any) -> Response:
         )
     shards = site.searched_shards(datasette)
     page = await search_page(shards, q, after, host=host, before=before, cap=site.count_cap)
+    # Left out after paging (pages run by rowid): a page may show fewer rows than asked.
+    page = dataclasses.replace(page, rows=not_taken_down(page.rows, site.takedowns.blocklist))
     pinned = {"release": served} if served else {}
 
     def page_url(**key: int) -> str:
@@ -351,6 +366,7 @@ async def search(datasette: Any, request: Any) -> Response:
             [{**r, "caption": marked_caption(r["text"], r["found"])} for r in page.rows],
         ),
         "thumbnail_px": THUMBNAIL_PX,
+        "thumbnails": site.thumbnails,
         "count_text": count_text(page.count, page.more_than_count),
         "next_url": next_url,
         "previous_url": previous_url,

@@ -9,8 +9,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import duckdb
+import pyarrow as pa
 import pyarrow.parquet as pq
 
+from laion_pipeline.common.blocklist import Blocklist
 from laion_pipeline.common.db import quote_string
 from laion_pipeline.common.errors import InvalidInputError
 from laion_pipeline.common.schema import SOURCE_IMAGE_COLUMNS, STAGED_FILE_COLUMNS
@@ -176,6 +178,36 @@ class StagedRows:
     columns: FileColumns
     # Per column, the values of the rows kept that broke its rule and were stored as NULL.
     nulled: dict[str, int] = field(default_factory=dict)
+    # Rows the filter kept that the takedowns left out (``LAION_BLOCKLIST``).
+    blocked: int = 0
+
+
+def _host_sql(url: str) -> str:
+    """DuckDB SQL for the host of the URL in ``url`` as ``Blocklist`` compares it: lower case,
+    without user, port or final dot."""
+    return rf"rtrim(regexp_replace(lower({domain_sql(url)}), '^.*@|:[0-9]*$', '', 'g'), '.')"
+
+
+def _takedowns_sql(duck: duckdb.DuckDBPyConnection, blocklist: Blocklist, columns: FileColumns) -> str:
+    """SQL: whether a source row is taken down (its URL, its hash, or its website or a parent
+    of it listed); the lists become tables of ``duck``, matched by hash joins."""
+    url, hash_column = columns.sources.get("url"), columns.sources.get("hash")
+    blocked = []
+    if blocklist.urls and url:
+        duck.register("blocked_urls", pa.table({"entry": sorted(blocklist.urls)}))
+        blocked.append(f"{_quote(url)} IN (SELECT entry FROM blocked_urls)")
+    if blocklist.hashes and hash_column:
+        duck.register("blocked_hashes", pa.table({"entry": sorted(blocklist.hashes)}))
+        blocked.append(f"CAST({_quote(hash_column)} AS VARCHAR) IN (SELECT entry FROM blocked_hashes)")
+    if blocklist.hosts and url:
+        duck.register("blocked_hosts", pa.table({"entry": sorted(blocklist.hosts)}))
+        host = _host_sql(_quote(url))
+        # A listed website blocks its subdomains: the row's host's last n labels, for each n
+        # a listed website has.
+        for labels in sorted({h.count(".") + 1 for h in blocklist.hosts}):
+            suffix = f"array_to_string(string_split({host}, '.')[-{labels}:], '.')"
+            blocked.append(f"{suffix} IN (SELECT entry FROM blocked_hosts)")
+    return f"coalesce({' OR '.join(blocked)}, false)" if blocked else "false"
 
 
 def stage_file(
@@ -203,10 +235,12 @@ def stage_file(
             f"{_typed(name, columns.sources[name])} AS {_quote(name)}"
             for name in SOURCE_IMAGE_COLUMNS
         )
-        where = ""
+        kept_by_filter = "true"
         if profile.row_filter:  # a score to keep is a finite number: +inf is not 6 or more
             score = _number(columns.sources[profile.row_filter.column] or "")
-            where = f"WHERE isfinite({score}) AND {score} >= {profile.row_filter.at_least!r}"
+            kept_by_filter = f"isfinite({score}) AND {score} >= {profile.row_filter.at_least!r}"
+        taken_down = _takedowns_sql(duck, profile.takedowns, columns)
+        where = f"WHERE {kept_by_filter} AND NOT {taken_down}"
         select = (
             f"SELECT * EXCLUDE (source_row), {domain_sql(_quote('url'))} AS domain, source_row "
             f"FROM (SELECT {typed}, file_row_number AS source_row FROM {scan} {where})"
@@ -231,8 +265,13 @@ def stage_file(
                 f"SELECT {', '.join(_nulled(t, s) for t, s in ruled)} FROM {scan} {where}"
             ).fetchone()
             nulled = {t: n for (t, _), n in zip(ruled, counts, strict=True) if n}
+        blocked = 0
+        if profile.takedowns:
+            (blocked,) = duck.execute(
+                f"SELECT count(*) FROM {scan} WHERE {kept_by_filter} AND {taken_down}"
+            ).fetchone()
     except duckdb.Error as error:
         raise InvalidInputError(f"{label} cannot be read: {error}") from error
     finally:
         duck.close()
-    return StagedRows(rows_read, kept, columns, nulled)
+    return StagedRows(rows_read, kept, columns, nulled, blocked)

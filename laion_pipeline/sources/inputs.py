@@ -108,6 +108,9 @@ class StagedFile:
     format: int = RECORD_FORMAT
     # Per column, the values that broke the column's rule and were stored as NULL.
     values_nulled: dict[str, int] = field(default_factory=dict)
+    # The rows the filter kept that the takedowns left out, and the list's digest ("" for none).
+    rows_blocked: int = 0
+    takedowns: str = ""
 
     @property
     def name(self) -> str:
@@ -136,12 +139,15 @@ class StagedFile:
     @property
     def published(self) -> dict[str, Any]:
         """What a release's manifest says of the file."""
-        return {
+        published = {
             "name": self.key,
             "rows_read": self.rows_read,
             "rows": self.rows,
             "sha256": self.sha256,
         }
+        if self.takedowns:
+            published |= {"rows_blocked": self.rows_blocked, "takedowns": self.takedowns}
+        return published
 
     @property
     def input(self) -> dict[str, str]:

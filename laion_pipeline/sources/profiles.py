@@ -15,6 +15,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+from laion_pipeline.common.blocklist import NO_BLOCKLIST, Blocklist
 from laion_pipeline.common.errors import ConfigurationError
 from laion_pipeline.common.layout import DEFAULT_DATABASE
 from laion_pipeline.common.schema import SOURCE_IMAGE_COLUMNS
@@ -53,6 +54,9 @@ class Profile:
     # Per images column (in table order), the source column names to look for, in order.
     columns: tuple[tuple[str, tuple[str, ...]], ...]
     row_filter: RowFilter | None
+    # The images left out by staging (``LAION_BLOCKLIST``): the environment's, like the filter's
+    # parameters; none unless a build's resources give it.
+    takedowns: Blocklist = NO_BLOCKLIST
 
     def wants(self, path: str) -> bool:
         """Whether a repo or folder path is one of the profile's parquet files."""
@@ -60,8 +64,15 @@ class Profile:
 
     @property
     def digest(self) -> str:
-        """Changes whenever what the profile makes of a file changes (columns, filter)."""
-        what = {"columns": self.columns, "required": self.required, "filter": self.row_filter}
+        """Changes whenever what the profile makes of a file changes (columns, filter, the
+        takedowns it leaves out)."""
+        what: dict[str, Any] = {
+            "columns": self.columns,
+            "required": self.required,
+            "filter": self.row_filter,
+        }
+        if self.takedowns:
+            what["takedowns"] = self.takedowns.digest
         return hashlib.sha256(json.dumps(what, default=asdict).encode()).hexdigest()[:12]
 
     @property

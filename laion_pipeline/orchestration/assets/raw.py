@@ -80,6 +80,10 @@ def source_files(
             else ""
         )
     )
+    if staged.takedowns:
+        context.log.info(
+            f"{key}: left out {staged.rows_blocked:,} rows taken down ({profile.takedowns.origin})"
+        )
     if staged.values_nulled:
         nulled = nulled_text(staged.values_nulled)
         context.log.warning(f"{key}: values outside their column's rule stored as NULL: {nulled}")
@@ -96,6 +100,8 @@ def source_files(
             "profile": profile.name,
             "filter": profile.row_filter.description if profile.row_filter else "none",
             "missing_columns": ", ".join(staged.missing_columns) or "none",
+            "rows_blocked": staged.rows_blocked,
+            "takedowns": staged.takedowns or "none",
             "values_nulled": sum(staged.values_nulled.values()),
             "values_nulled_by_column": nulled_text(staged.values_nulled) or "none",
             "raw_kept": laion_data.keep_raw,

@@ -50,7 +50,7 @@ def render_cell(
     if database not in site.served_databases():
         return None
     if column == "url" and isinstance(value, str):
-        return render.url_cell(value)
+        return render.url_cell(value, site.thumbnails)
     if isinstance(value, float):
         return render.readable_float(value)
     if table == "images" and column == "domain_id" and value is not None:
