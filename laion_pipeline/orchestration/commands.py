@@ -350,7 +350,7 @@ def datasette_command(host: str, port: int) -> list[str]:
 def serve(host: str, port: int) -> int:
     from laion_pipeline.common.blocklist import blocklist_from_environment
     from laion_pipeline.serve.pools import SqlLimits
-    from laion_pipeline.serve.site import thumbnails_setting
+    from laion_pipeline.serve.takedowns import thumbnails_setting
 
     try:  # refused here, with the variable's name, rather than by the server
         count_cap()

@@ -336,7 +336,9 @@ def wrapper(datasette: Any) -> Any:
                 return
             # After enter(): a switch to a release of another profile renames the database.
             entered = await served.enter() if served is not None else None
-            site.takedowns.apply_to(site.served_release_id(), lambda: site.database_paths(datasette))
+            site.takedowns.apply_to(
+                site.served_release_id(), lambda: site.database_paths(datasette)
+            )
             release_id = entered[0].release_id if entered is not None else ""
             extra = [
                 *SECURITY_HEADERS,

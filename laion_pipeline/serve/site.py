@@ -1,6 +1,5 @@
 """The site's state: one object per Datasette server, made at startup (``site_of``)."""
 
-import os
 import sys
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -8,25 +7,18 @@ from pathlib import Path
 from typing import Any
 
 from laion_pipeline.common.layout import DEFAULT_DATABASE, ReleaseFiles
-from laion_pipeline.common.settings import usable_cores, yes_no
+from laion_pipeline.common.settings import usable_cores
 from laion_pipeline.search.shard_search import SearchedShard, count_cap
 from laion_pipeline.serve import compat
 from laion_pipeline.serve.cache import ResponseCache
 from laion_pipeline.serve.pools import SqlAdmission
 from laion_pipeline.serve.switching import ServedRelease
-from laion_pipeline.serve.takedowns import Takedowns
+from laion_pipeline.serve.takedowns import Takedowns, thumbnails_setting
 
 # Threads of the fast search's own: it never waits behind the arbitrary SQL that Datasette's
 # threads (``num_sql_threads``) run for up to ``sql_time_limit_ms``. SQLite releases the GIL
 # while it searches, so one thread a core keeps every core searching.
 SEARCH_THREADS = max(2, usable_cores())
-
-
-THUMBNAILS_VARIABLE = "LAION_THUMBNAILS"
-
-
-def thumbnails_setting() -> bool:
-    return yes_no(THUMBNAILS_VARIABLE, os.environ.get(THUMBNAILS_VARIABLE), True)
 
 
 @dataclass

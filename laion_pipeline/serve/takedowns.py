@@ -29,6 +29,16 @@ from laion_pipeline.common.blocklist import (
     is_web_setting,
     read_blocklist,
 )
+from laion_pipeline.common.settings import yes_no
+
+THUMBNAILS_VARIABLE = "LAION_THUMBNAILS"
+
+
+def thumbnails_setting() -> bool:
+    """Whether pages load the images (thumbnails), or only link them
+    (``LAION_THUMBNAILS=no``: no page makes a visitor's browser ask a website for an image)."""
+    return yes_no(THUMBNAILS_VARIABLE, os.environ.get(THUMBNAILS_VARIABLE), True)
+
 
 BLOCKLIST_REFRESH_SECONDS = 60
 FILE_LOOK_SECONDS = 1.0
@@ -126,8 +136,7 @@ class Takedowns:
             self.listed = read(self.setting)
         except Exception as error:  # a file half-written, a server down: never fewer takedowns
             print(
-                f"{BLOCKLIST_VARIABLE}: kept the {self.listed.entries} takedowns in force: "
-                f"{error}",
+                f"{BLOCKLIST_VARIABLE}: kept the {self.listed.entries} takedowns in force: {error}",
                 file=sys.stderr,
                 flush=True,
             )

@@ -188,7 +188,9 @@ def _host_sql(url: str) -> str:
     return rf"rtrim(regexp_replace(lower({domain_sql(url)}), '^.*@|:[0-9]*$', '', 'g'), '.')"
 
 
-def _takedowns_sql(duck: duckdb.DuckDBPyConnection, blocklist: Blocklist, columns: FileColumns) -> str:
+def _takedowns_sql(
+    duck: duckdb.DuckDBPyConnection, blocklist: Blocklist, columns: FileColumns
+) -> str:
     """SQL: whether a source row is taken down (its URL, its hash, or its website or a parent
     of it listed); the lists become tables of ``duck``, matched by hash joins."""
     url, hash_column = columns.sources.get("url"), columns.sources.get("hash")
@@ -198,7 +200,8 @@ def _takedowns_sql(duck: duckdb.DuckDBPyConnection, blocklist: Blocklist, column
         blocked.append(f"{_quote(url)} IN (SELECT entry FROM blocked_urls)")
     if blocklist.hashes and hash_column:
         duck.register("blocked_hashes", pa.table({"entry": sorted(blocklist.hashes)}))
-        blocked.append(f"CAST({_quote(hash_column)} AS VARCHAR) IN (SELECT entry FROM blocked_hashes)")
+        hashed = f"CAST({_quote(hash_column)} AS VARCHAR)"
+        blocked.append(f"{hashed} IN (SELECT entry FROM blocked_hashes)")
     if blocklist.hosts and url:
         duck.register("blocked_hosts", pa.table({"entry": sorted(blocklist.hosts)}))
         host = _host_sql(_quote(url))

@@ -53,7 +53,8 @@ def test_a_changed_source_or_profile_is_staged_again(staged):
     changed = check_staged(layout, dataclasses.replace(entry, version="v2"), profile)
     assert changed.staged is None and "the source file changed" in changed.reason
     other = choose_profile("aesthetics-v2-6plus", "local", None, {"LAION_MIN_AESTHETIC": "7"})
-    assert "another profile, filter or list of takedowns" in check_staged(layout, entry, other).reason
+    reason = check_staged(layout, entry, other).reason
+    assert "another profile, filter or list of takedowns" in reason
 
 
 def test_a_staged_file_of_the_same_size_with_other_bytes_is_staged_again(staged):

@@ -130,7 +130,9 @@ def test_a_query_stopped_at_the_time_limit_lets_go_of_its_cursor_on_its_own_thre
     layout = DataLayout(tmp_path)
     switch(layout, tiny_release(layout, ["Hokusai"]), None)
     ds = in_process(layout)
-    endless = "with recursive c(x) as (select 1 union all select x + 1 from c) select count(*) from c"
+    endless = (
+        "with recursive c(x) as (select 1 union all select x + 1 from c) select count(*) from c"
+    )
 
     async def scenario() -> BaseException:
         await ds.invoke_startup()

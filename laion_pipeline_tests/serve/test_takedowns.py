@@ -37,10 +37,13 @@ def test_a_taken_down_image_is_on_no_page_and_in_no_export(tmp_path, sample_buil
         "SELECT domain, image_counts FROM domain WHERE domain LIKE 'www.%' "
         "AND image_counts BETWEEN 2 AND 20 ORDER BY id LIMIT 1"
     ).fetchone()
-    of_host = [r[0] for r in conn.execute(
-        "SELECT url FROM images JOIN domain ON domain.id = images.domain_id WHERE domain = ?",
-        (host,),
-    )]
+    of_host = [
+        r[0]
+        for r in conn.execute(
+            "SELECT url FROM images JOIN domain ON domain.id = images.domain_id WHERE domain = ?",
+            (host,),
+        )
+    ]
     conn.close()
     assert len(of_host) == host_images
     website = host.removeprefix("www.")
