@@ -15,7 +15,7 @@ import functools
 import sqlite3
 from collections.abc import Iterable, Iterator, Sequence
 from concurrent.futures import ProcessPoolExecutor
-from contextlib import ExitStack, contextmanager
+from contextlib import ExitStack, contextmanager, nullcontext
 from dataclasses import dataclass
 from multiprocessing import get_context
 from pathlib import Path
@@ -47,7 +47,7 @@ from laion_pipeline.common.db import sqlite_connect, sqlite_transaction
 from laion_pipeline.common.errors import StaleInputError
 from laion_pipeline.common.files import disk_for
 from laion_pipeline.common.layout import DataLayout
-from laion_pipeline.releases.lock import shard_lock
+from laion_pipeline.releases.lock import data_dir_lock, shard_lock
 from laion_pipeline.search.lookup import build_host_search
 from laion_pipeline.sources.inputs import SourceListing
 from laion_pipeline.sources.profiles import Profile
@@ -184,7 +184,11 @@ def make_shard(
     db = plan.file(shard)
     what = f"images [{shard.key}]"
     inputs = shard_inputs(shard)
-    with shard_lock(plan.layout, db, log):
+    # The one shard is the build database, whose temporaries (``<db>.new``, the side index)
+    # only a holder of the data folder's lock may have: any other holder deletes them as an
+    # interrupted run's (``remove_stale_temporaries``). Taken first, as every holder of both does.
+    folder_lock = data_dir_lock(plan.layout, log) if plan.catalog_in_shard else nullcontext()
+    with folder_lock, shard_lock(plan.layout, db, log):
         if plan.sealed and images and index and built_from(db, inputs) is not None:
             return shard_report(db, None, kept=True)  # built from these inputs, and whole
         unseal(db)

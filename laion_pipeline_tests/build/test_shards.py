@@ -4,16 +4,24 @@ release holds (the bundled sample, staged for real, built as 1 shard and as seve
 
 import asyncio
 import itertools
+import shutil
 import sqlite3
+import threading
 
 import pytest
 
 from benchmarks.synthetic import sample_entity_names
-from laion_pipeline.build.plan import plan_shards
-from laion_pipeline.build.shards import build_shard, catalog_domains, count_phrase_in_shards
+from laion_pipeline.build.plan import BuildPlan, plan_shards
+from laion_pipeline.build.shards import (
+    build_shard,
+    catalog_domains,
+    count_phrase_in_shards,
+    make_shards,
+)
 from laion_pipeline.build.tables import count_phrase
-from laion_pipeline.common.layout import SAMPLE_DIR
+from laion_pipeline.common.layout import SAMPLE_DIR, DataLayout
 from laion_pipeline.common.phrases import laion_match
+from laion_pipeline.releases.lock import data_dir_lock
 from laion_pipeline.search.shard_search import SearchedShard, search_page
 from laion_pipeline.sources.ingest import stage_file
 from laion_pipeline.sources.inputs import StagedFile
@@ -209,3 +217,27 @@ def test_a_page_past_every_match_links_back_to_the_last_matches(shard_databases)
     assert beyond.rows == [] and beyond.next_after is None
     back = asyncio.run(search_page(shards, '"Alphonse Mucha"', before=beyond.previous_before))
     assert back.rows[-1] == last.rows[-1]
+
+
+def test_the_one_shard_is_built_under_the_data_folders_lock(tmp_path, sample_build):
+    """The one shard's temporaries are the build database's (``<db>.new``, the side index),
+    which any holder of the data folder's lock deletes as an interrupted run's: its build
+    waits for that lock rather than have them deleted under it."""
+    data = tmp_path / "data"
+    shutil.copytree(sample_build.root, data, symlinks=True)
+    layout = DataLayout(data)
+    plan = BuildPlan.of_staged(layout)
+    assert plan.catalog_in_shard
+    done: list = []
+    with data_dir_lock(layout):
+        builder = threading.Thread(
+            target=lambda: done.append(
+                make_shards(plan, plan.shards, images=True, index=True, workers=1, log=None)
+            )
+        )
+        builder.start()
+        builder.join(2)
+        assert builder.is_alive() and not done  # waiting for the lock
+        assert not list(layout.build_db.parent.glob("*.new*"))
+    builder.join(120)
+    assert done and done[0][0].loaded
