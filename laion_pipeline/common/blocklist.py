@@ -1,9 +1,10 @@
 """Takedowns: the images a person asked to have removed, as a list of their URLs, their
 websites and their LAION hashes (``LAION_BLOCKLIST``, a file or an http(s) URL).
 
-The list is applied twice: by the server at once (a listed image is never shown, linked or
-exported, by any page or query), and by staging on the next build (the rows are left out of
-the staged files, counted in each file's record and metadata). The file has one entry a line:
+The list is applied twice: by the server at once (no row a page, an export or a query shows
+names a listed image by its URL, its hash or its website), and by staging on the next build
+(the rows are left out of the staged files, counted in each file's record and metadata). The
+file has one entry a line:
 
 - an image's URL, as the dataset has it: ``https://example.com/a.jpg``;
 - ``host example.com``: every image of that website and of its subdomains;
@@ -15,6 +16,7 @@ blank lines and lines starting with ``#`` are skipped.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import hashlib
 import os
 import time
@@ -22,15 +24,22 @@ import urllib.parse
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TypeVar
 
 from laion_pipeline.common.errors import ConfigurationError
 
 BLOCKLIST_VARIABLE = "LAION_BLOCKLIST"
+R = TypeVar("R")
 
 FORMAT = (
     "one entry a line: an image URL (http:// or https://), `host <website>` or "
     "`hash <LAION hash>`; `#` starts a comment"
 )
+
+
+def is_web_setting(text: str) -> bool:
+    """Whether ``text`` is an http(s) address (a list's URL, an entry's image URL)."""
+    return text[:8].lower().startswith(("http://", "https://"))
 
 
 def host_of_url(url: str) -> str:
@@ -57,7 +66,7 @@ class Blocklist:
     def entries(self) -> int:
         return len(self.urls) + len(self.hosts) + len(self.hashes)
 
-    @property
+    @functools.cached_property
     def digest(self) -> str:
         """What the list blocks, as 12 hex digits ("" for an empty list): a staged file
         records the digest of the list it left out, and is staged again when it changes."""
@@ -82,25 +91,29 @@ class Blocklist:
         """Whether the image at ``url`` is taken down (listed, or of a listed website)."""
         if not url:
             return False
-        return url in self.urls or (bool(self.hosts) and self.blocks_host(host_of_url(url)))
+        if url in self.urls:
+            return True
+        return bool(self.hosts) and is_web_setting(url) and self.blocks_host(host_of_url(url))
 
     def blocks_value(self, value: object) -> bool:
         """Whether one value of a row shown to a visitor names a taken-down image: its URL,
-        its hash, or a listed website itself (the domain table's row of that website)."""
+        its hash, or a listed website (or a subdomain of one) itself: the domain table's row."""
         if isinstance(value, str):
-            if value in self.urls or value in self.hashes:
+            if value in self.hashes or self.blocks_url(value):
                 return True
-            if self.hosts:
-                if value[:8].lower().startswith(("http://", "https://")):
-                    return self.blocks_host(host_of_url(value))
-                return value.lower() in self.hosts
-            return False
+            return bool(self.hosts) and " " not in value and self.blocks_host(value)
         if isinstance(value, int) and self.hashes:
             return str(value) in self.hashes
         return False
 
     def blocks_row(self, values: Iterable[object]) -> bool:
         return any(self.blocks_value(v) for v in values)
+
+    def kept(self, rows: list[R]) -> list[R]:
+        """``rows`` (sequences of values, or dicts) without those naming a taken-down image."""
+        if not self:
+            return rows
+        return [r for r in rows if not self.blocks_row(r.values() if isinstance(r, dict) else r)]
 
     def with_urls(self, urls: Iterable[str]) -> Blocklist:
         """The list with the URLs of ``urls`` added (the images its hashes name)."""
@@ -120,7 +133,7 @@ def parse_blocklist(text: str, origin: str) -> Blocklist:
             continue
         kind, _, value = line.partition(" ")
         value = value.strip()
-        if line.lower().startswith(("http://", "https://")):
+        if is_web_setting(line):
             urls.add(line)
         elif kind.lower() == "host" and value and " " not in value:
             host = host_of_url(value) if "//" in value else value.lower().rstrip(".")
@@ -141,20 +154,16 @@ def _bad_line(origin: str, number: int, line: str) -> ConfigurationError:
     )
 
 
-def is_web_setting(setting: str) -> bool:
-    return setting.lower().startswith(("http://", "https://"))
-
-
-# A list at a URL is fetched at most once a minute by one process (a build reads its profile
-# many times).
+# A list at a URL is fetched at most once a minute by a build's process (it reads its
+# profile many times); the server asks for a fresh copy each time it looks.
 FETCHED_SECONDS = 60.0
 _fetched: dict[str, tuple[float, Blocklist]] = {}
 
 
-def read_blocklist(setting: str | None) -> Blocklist:
+def read_blocklist(setting: str | None, *, max_age: float = FETCHED_SECONDS) -> Blocklist:
     """The list ``setting`` names (``LAION_BLOCKLIST``): a file, or an http(s) URL (fetched
-    again when the last fetch is over a minute old); none when unset. A file that is missing
-    fails naming it."""
+    again when this process's last fetch is over ``max_age`` seconds old); none when unset. A
+    file that is missing fails naming it."""
     setting = (setting or "").strip()
     if not setting:
         return NO_BLOCKLIST
@@ -162,7 +171,7 @@ def read_blocklist(setting: str | None) -> Blocklist:
         from laion_pipeline.common.web import fetch_url, public_url
 
         fetched = _fetched.get(setting)
-        if fetched is not None and time.monotonic() - fetched[0] < FETCHED_SECONDS:
+        if fetched is not None and time.monotonic() - fetched[0] < max_age:
             return fetched[1]
         body = fetch_url(setting, BLOCKLIST_VARIABLE)
         loaded = parse_blocklist(body.decode("utf-8", errors="replace"), public_url(setting))

@@ -327,7 +327,6 @@ def wrapper(datasette: Any) -> Any:
             # requests), whose context would carry its open SQL.
             OPEN_SQL.set(False)
             site = site_of(datasette)
-            site.takedowns.refresh()
             served = site.release
             if len(scope.get("query_string", b"")) > MAX_QUERY_STRING_BYTES:
                 await _refuse(
@@ -336,9 +335,7 @@ def wrapper(datasette: Any) -> Any:
                 return
             # After enter(): a switch to a release of another profile renames the database.
             entered = await served.enter() if served is not None else None
-            site.takedowns.apply_to(
-                site.served_release_id(), lambda: site.database_paths(datasette)
-            )
+            site.takedowns.refresh(site.served_release_id(), lambda: site.database_paths(datasette))
             release_id = entered[0].release_id if entered is not None else ""
             extra = [
                 *SECURITY_HEADERS,

@@ -80,7 +80,6 @@ class Site:
         if not ours:
             return
         self.database = ours[0].name
-        self.takedowns.start()
         compat.templates_fixed(datasette)
         pointer = Path(ours[0].path).parent if ours[0].path else None
         if pointer is not None and pointer.is_symlink():
@@ -90,6 +89,7 @@ class Site:
             served.replaces = [ours[0].name]
             await served.load(served.pointed())
             self.release = served
+        self.takedowns.start(self.served_release_id(), self.database_paths(datasette))
 
     def served_release_id(self) -> str:
         """The latest release this server serves ("" for a plain folder)."""

@@ -16,7 +16,7 @@ from typing import Any
 
 from datasette.database import Database, Results
 
-from laion_pipeline.common.blocklist import NO_BLOCKLIST, Blocklist
+from laion_pipeline.common.blocklist import Blocklist
 from laion_pipeline.common.layout import ReleaseFiles
 from laion_pipeline.serve import compat
 
@@ -35,32 +35,23 @@ def _letting_go_of_cursors(fn: Callable[[Any], Any]) -> Callable[[Any], Any]:
         try:
             return fn(conn)
         except BaseException as error:
-            _let_go_of_frames(error)
+            # The frames of the error and of those it arose from (a frame still running
+            # keeps its own locals).
+            seen: set[int] = set()
+            failed: BaseException | None = error
+            while failed is not None and id(failed) not in seen:
+                seen.add(id(failed))
+                traceback.clear_frames(failed.__traceback__)
+                failed = failed.__context__
             raise
 
     return run
 
 
-def _let_go_of_frames(error: BaseException) -> None:
-    """Free on the query's own thread, what the frames of a failed query hold (its cursor
-    above all), rather than wherever the exception is dropped.
-
-    A query stopped at the time limit raises with its cursor still referenced by the
-    traceback; the exception reaches the event loop, and the cursor would be freed there when
-    the request is done with it. Freeing a cursor finalizes its statement, which waits for
-    the connection, and by then the connection's thread is running the next queued query: the
-    event loop, and every request, would wait for that query, up to the time limit."""
-    seen: set[int] = set()
-    while error is not None and id(error) not in seen:
-        seen.add(id(error))
-        traceback.clear_frames(error.__traceback__)
-        error = error.__context__  # type: ignore[assignment]
-
-
 def _without_takedowns(result: Any, blocklist: Blocklist) -> Any:
     """A query's rows for Datasette's pages without those naming a taken-down image."""
-    if blocklist and isinstance(result, Results):
-        kept = [row for row in result.rows if not blocklist.blocks_row(row)]
+    if isinstance(result, Results):
+        kept = blocklist.kept(result.rows)
         if len(kept) < len(result.rows):
             return Results(kept, result.truncated, result.description)
     return result
@@ -77,7 +68,7 @@ class ReleaseDatabase(Database):
         datasette: Any,
         path: Path,
         search_threads: Callable[[], Executor],
-        blocklist: Callable[[], Blocklist] = lambda: NO_BLOCKLIST,
+        blocklist: Callable[[], Blocklist],
     ) -> None:
         super().__init__(datasette, path=str(path), is_mutable=False)
         self._connections = threading.local()
@@ -233,7 +224,7 @@ class ServedRelease:
         datasette: Any,
         pointer: Path,
         search_threads: Callable[[], Executor],
-        blocklist: Callable[[], Blocklist] = lambda: NO_BLOCKLIST,
+        blocklist: Callable[[], Blocklist],
     ) -> None:
         self.datasette = datasette
         self.pointer = pointer

@@ -1,7 +1,9 @@
-"""The takedowns a server applies at once (``LAION_BLOCKLIST``): read at startup, read again
-when the file changes (looked at no more than once a second) or, for a list at a URL, fetched
+"""The takedowns a server applies (``LAION_BLOCKLIST``): read and applied before the first
+request; a list file that changes is read again within a second, a list at a URL fetched
 again every ``BLOCKLIST_REFRESH_SECONDS`` in the background. A list that cannot be read
-again keeps the one in force (never fewer takedowns) and says so on the server's log.
+again keeps the one in force (never fewer takedowns) and says so on the server's log. The
+images a list's hashes name are found in the served release before the first request, and
+in the background after a switch or a new list (the URLs found before stay blocked).
 
 Where it is applied: every row a query gives Datasette's pages (tables, rows, facets, CSV and
 JSON exports, open SQL) and the rows of the site's search and lookup
@@ -18,10 +20,12 @@ import os
 import sqlite3
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
+from laion_pipeline.build.seal import FileIdentity
 from laion_pipeline.common.blocklist import (
     BLOCKLIST_VARIABLE,
     NO_BLOCKLIST,
@@ -44,10 +48,12 @@ BLOCKLIST_REFRESH_SECONDS = 60
 FILE_LOOK_SECONDS = 1.0
 
 
-def urls_of_hashes(databases: list[Path], hashes: frozenset[str]) -> set[str]:
+def _urls_of_hashes(databases: list[Path], hashes: frozenset[str]) -> frozenset[str]:
     """The URLs of the images of ``hashes`` in the release's ``databases`` (a scan of each
-    one's images: the hash has no index)."""
+    one's images: the hash has no index; seconds at 12M rows)."""
     urls: set[str] = set()
+    if not hashes:
+        return frozenset()
     listed = json.dumps(sorted(hashes))
     for path in databases:
         conn = sqlite3.connect(f"{path.as_uri()}?mode=ro&immutable=1", uri=True)
@@ -64,7 +70,7 @@ def urls_of_hashes(databases: list[Path], hashes: frozenset[str]) -> set[str]:
             pass
         finally:
             conn.close()
-    return urls
+    return frozenset(urls)
 
 
 @dataclass
@@ -76,64 +82,84 @@ class Takedowns:
     setting: str = field(default_factory=lambda: os.environ.get(BLOCKLIST_VARIABLE, "").strip())
     listed: Blocklist = NO_BLOCKLIST
     blocklist: Blocklist = NO_BLOCKLIST
+    # The URLs the list's hashes name in the release it was applied to, and which that was.
+    _found: frozenset[str] = frozenset()
     _applied_to: tuple[str, str] = ("", "")
-    _identity: tuple[int, int, int] | None = None
+    _identity: FileIdentity | None = None
     _looked: float = 0.0
-    _fetching: bool = False
+    _working: bool = False  # a fetch of the list, or a search for its hashes, is under way
 
-    def start(self) -> None:
-        """Read the list (a list that cannot be read stops the server's start)."""
-        self.listed = self.blocklist = read_blocklist(self.setting)
+    def start(self, release: str, databases: list[Path]) -> None:
+        """Read the list and apply it to ``release`` before the server answers anything (a
+        list that cannot be read stops the server's start)."""
+        self.listed = read_blocklist(self.setting, max_age=0)
         self._identity = self._file_identity()
         self._looked = time.monotonic()
+        self._apply(release, self.listed, _urls_of_hashes(databases, self.listed.hashes))
 
-    def apply_to(self, release: str, databases: Callable[[], list[Path]]) -> None:
-        """The list as applied to ``release`` (its ``databases``), found again when the list or
-        the release changed."""
-        if (release, self.listed.digest) == self._applied_to:
+    def refresh(self, release: str, databases: Callable[[], list[Path]]) -> None:
+        """Before a request: read a changed list file at once (looked at once a second), and
+        in the background fetch a list at a URL (once a minute) and find the images of its
+        hashes in a new release or for a new list; meanwhile the takedowns in force stay."""
+        if not self.setting or self._working:
             return
-        listed = self.listed
-        found = urls_of_hashes(databases(), listed.hashes) if listed.hashes else set()
+        now = time.monotonic()
+        web = is_web_setting(self.setting)
+        if now - self._looked >= (BLOCKLIST_REFRESH_SECONDS if web else FILE_LOOK_SECONDS):
+            self._looked = now
+            if web:
+                self._in_background(self._fetched_and_applied(release, databases()))
+                return
+            identity = self._file_identity()
+            if identity != self._identity:
+                self._identity = identity
+                self._read()
+        if (release, self.listed.digest) != self._applied_to:
+            listed = self.listed
+            # At once: the list's URLs, websites and hashes, and the URLs of the hashes found
+            # before; the search for the new hashes does not hold the request.
+            self.blocklist = listed.with_urls(self._found)
+            if not listed.hashes:
+                self._apply(release, listed, frozenset())
+            else:
+                paths = databases()
+                self._in_background(self._found_and_applied(release, listed, paths))
+
+    def _apply(self, release: str, listed: Blocklist, found: frozenset[str]) -> None:
+        self._found = found
         self.blocklist = listed.with_urls(found)
         self._applied_to = (release, listed.digest)
 
-    def _file_identity(self) -> tuple[int, int, int] | None:
+    def _in_background(self, work: Coroutine[Any, Any, None]) -> None:
+        self._working = True
+        asyncio.get_running_loop().create_task(work)
+
+    async def _found_and_applied(self, release: str, listed: Blocklist, paths: list[Path]) -> None:
+        try:
+            found = await asyncio.to_thread(_urls_of_hashes, paths, listed.hashes)
+            if listed is self.listed:  # not replaced by a newer list meanwhile
+                self._apply(release, listed, found)
+        finally:
+            self._working = False
+
+    async def _fetched_and_applied(self, release: str, databases: Callable[[], list[Path]]) -> None:
+        try:
+            await asyncio.to_thread(self._read)
+        finally:
+            self._working = False
+        self.refresh(release, databases)  # apply it (its hashes in the background)
+
+    def _file_identity(self) -> FileIdentity | None:
         if not self.setting or is_web_setting(self.setting):
             return None
         try:
-            stat = os.stat(os.path.expanduser(self.setting))
+            return FileIdentity.of(Path(self.setting).expanduser())
         except OSError:
             return None
-        return (stat.st_ino, stat.st_size, stat.st_mtime_ns)
 
-    def refresh(self) -> None:
-        """Before a request: read the list again if it may have changed (a list at a URL in
-        the background: the requests meanwhile keep the one in force)."""
-        if not self.setting:
-            return
-        now = time.monotonic()
-        if is_web_setting(self.setting):
-            if not self._fetching and now - self._looked >= BLOCKLIST_REFRESH_SECONDS:
-                self._looked, self._fetching = now, True
-                asyncio.get_running_loop().create_task(self._fetch_again())
-            return
-        if now - self._looked < FILE_LOOK_SECONDS:
-            return
-        self._looked = now
-        identity = self._file_identity()
-        if identity != self._identity:
-            self._identity = identity
-            self._use(read_blocklist)
-
-    async def _fetch_again(self) -> None:
+    def _read(self) -> None:
         try:
-            await asyncio.to_thread(self._use, read_blocklist)
-        finally:
-            self._fetching = False
-
-    def _use(self, read: Callable[[str], Blocklist]) -> None:
-        try:
-            self.listed = read(self.setting)
+            self.listed = read_blocklist(self.setting, max_age=0)
         except Exception as error:  # a file half-written, a server down: never fewer takedowns
             print(
                 f"{BLOCKLIST_VARIABLE}: kept the {self.listed.entries} takedowns in force: {error}",

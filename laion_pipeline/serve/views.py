@@ -17,7 +17,6 @@ from datasette import Response
 from datasette.utils import to_css_class
 from markupsafe import Markup
 
-from laion_pipeline.common.blocklist import Blocklist
 from laion_pipeline.common.layout import RELEASE_ID, REPORT_FILES, REPORT_URL
 from laion_pipeline.common.phrases import MAX_QUERY_CHARS, QueryTooLong
 from laion_pipeline.releases.datasette_files import LOOKUP_URL, SHARD_SEARCH_URL
@@ -118,13 +117,6 @@ def _prefix(datasette: Any) -> str:
     return datasette.urls.path("/")[:-1]
 
 
-def not_taken_down(rows: list[dict[str, Any]], blocklist: Blocklist) -> list[dict[str, Any]]:
-    """The rows of the site's search or lookup naming no taken-down image."""
-    if not blocklist:
-        return rows
-    return [row for row in rows if not blocklist.blocks_row(row.values())]
-
-
 async def lookup(datasette: Any, request: Any) -> Response:
     """ "Is my work in it?": ``q`` an image URL (its images, found by the URL exactly, in every
     shard, and its host), or a host or part of one (the hosts containing it, biggest first,
@@ -155,7 +147,7 @@ async def lookup(datasette: Any, request: Any) -> Response:
             if not hosts:
                 hosts, host_count, more_hosts = await run(lambda conn: hosts_containing(conn, part))
         blocklist = site.takedowns.blocklist
-        images = not_taken_down(images, blocklist)
+        images = blocklist.kept(images)
         hosts = [(domain, n) for domain, n in hosts if not blocklist.blocks_host(domain)]
     except sqlite3.OperationalError as error:
         if "no such table" not in str(error) and "no such column" not in str(error):
@@ -333,7 +325,7 @@ async def search(datasette: Any, request: Any) -> Response:
     shards = site.searched_shards(datasette)
     page = await search_page(shards, q, after, host=host, before=before, cap=site.count_cap)
     # Left out after paging (pages run by rowid): a page may show fewer rows than asked.
-    page = dataclasses.replace(page, rows=not_taken_down(page.rows, site.takedowns.blocklist))
+    page = dataclasses.replace(page, rows=site.takedowns.blocklist.kept(page.rows))
     pinned = {"release": served} if served else {}
 
     def page_url(**key: int) -> str:

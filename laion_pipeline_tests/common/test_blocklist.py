@@ -36,7 +36,7 @@ def test_each_entry_blocks_what_it_names_and_nothing_else():
     # In a row: its URL, its hash (text or number), the website itself (its domain row).
     assert listed.blocks_row([1, "a caption", "https://example.com/a.jpg"])
     assert listed.blocks_row(["4087782417533767768"]) and listed.blocks_row([4087782417533767768])
-    assert listed.blocks_row(["artist.example", 12])
+    assert listed.blocks_row(["artist.example", 12]) and listed.blocks_row(["cdn.artist.example"])
     assert not listed.blocks_row(["a caption about artist.example art", 3, None, 0.5])
 
 

@@ -32,6 +32,9 @@ def test_a_taken_down_image_is_on_no_page_and_in_no_export(tmp_path, sample_buil
         "SELECT rowid, url, hash, text FROM images WHERE text LIKE '% %' ORDER BY rowid "
         "LIMIT 3 OFFSET 100"
     ).fetchall()
+    hashed_later = conn.execute(
+        "SELECT rowid, url, hash FROM images ORDER BY rowid LIMIT 1 OFFSET 200"
+    ).fetchone()
     # A website of a few images, listed by its parent domain (its subdomains go with it).
     host, host_images = conn.execute(
         "SELECT domain, image_counts FROM domain WHERE domain LIKE 'www.%' "
@@ -102,6 +105,17 @@ def test_a_taken_down_image_is_on_no_page_and_in_no_export(tmp_path, sample_buil
         assert status == 404, body[:300]
         status, _, body = site.ask(sql(f"select url from images where rowid = {later[0]}"))
         assert later[1] not in body.decode()
+
+        # A hash added while it runs: its image is found in the release in the background
+        # (a scan: seconds at 12M rows), then left out of pages that do not show the hash.
+        by_url_only = sql(f"select url from images where rowid = {hashed_later[0]}")
+        assert hashed_later[1] in site.ask(by_url_only)[2].decode()
+        time.sleep(1.1)
+        listed.write_text(listed.read_text() + f"hash {hashed_later[2]}\n")
+        deadline = time.monotonic() + 30
+        while hashed_later[1] in site.ask(by_url_only)[2].decode():
+            assert time.monotonic() < deadline, "the hash's image was never found"
+            time.sleep(0.2)
 
 
 def test_a_list_of_takedowns_that_cannot_be_read_stops_the_server_before_it_starts(
