@@ -125,12 +125,13 @@ class BuildPlan:
     def side_index(self, shard: Shard) -> Path | None:
         """The scratch file of the caption index a second process builds while the images
         load: for a shard built alone on the machine (the others have a core each)."""
-        return self.file(shard).with_name("images_fts.side.db") if len(self.shards) == 1 else None
+        return self.file(shard).with_name("images_fts.side.db") if self.catalog_in_shard else None
 
-    def threads(self, shard: Shard) -> int | None:
-        """DuckDB's threads for the shard's scan: every core for a shard built alone, else
-        one (shards build side by side, a core each)."""
-        return None if len(self.shards) == 1 else 1
+    @property
+    def threads(self) -> int | None:
+        """DuckDB's threads for a shard's scan: every core for the one shard, built alone,
+        else one (shards build side by side, a core each)."""
+        return None if self.catalog_in_shard else 1
 
     def chosen(self, keys: Iterable[str]) -> list[Shard]:
         """The shards named ``keys`` (partitions of a run), in release order; an error naming

@@ -243,7 +243,7 @@ def _publish(
     if log and seals:
         log.info(
             f"{len(seals)} of {len(files)} databases sealed by their shard's build "
-            "(integrity_check and sha256 there): not read again"
+            "(their integrity_check there): only hashed again"
         )
     shard_entries = [
         {

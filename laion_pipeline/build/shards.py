@@ -207,7 +207,7 @@ def make_shard(
                 log,
                 index=index,
                 side_index=plan.side_index(shard),
-                threads=plan.threads(shard),
+                threads=plan.threads,
             )
         prepared = prepare(new, what) if plan.sealed else None
         remove_side_files(db)

@@ -15,7 +15,7 @@ import pyarrow.compute as pc
 
 from laion_pipeline.common.db import quote_identifier, quote_string, sqlite_transaction
 from laion_pipeline.common.errors import StaleInputError
-from laion_pipeline.common.phrases import fts_phrase
+from laion_pipeline.common.phrases import TOKEN, fts_phrase
 from laion_pipeline.common.progress import Progress
 from laion_pipeline.common.schema import IMAGE_COLUMNS, STAGING_VIEW_COLUMNS
 from laion_pipeline.search.lookup import URL_KEY_SQL
@@ -183,13 +183,12 @@ def build_entity_table(
     table: str,
     columns: list[str],
     rows: list[dict[str, str]],
-    log: Any = None,
-    count: Callable[[str], int] | None = None,
+    log: Any,
+    count: Callable[[str], int],
 ) -> list[tuple[str, int]]:
     """Replace ``table`` with the CSV rows plus ``image_counts``, the number of captions that
-    contain the row's name as a phrase: in ``conn``'s caption index, or as ``count`` counts
-    them (over the shards of a release). Returns (name, image_counts) per row."""
-    count = count or (lambda name: count_phrase(conn, name))
+    contain the row's name as a phrase, as ``count`` counts them (over the shards of the
+    release). Returns (name, image_counts) per row."""
     counts: dict[str, int] = {}
     progress = Progress(log, f"{table}: names counted", len(rows), unit="names")
     for done, row in enumerate(rows, 1):
@@ -223,7 +222,6 @@ STOPWORDS = frozenset(
     )
 )  # fmt: skip
 EXAMPLE_SAMPLE_ROWS = 20_000
-TOKEN = re.compile(r"[^\W_]+")  # what FTS5's unicode61 tokenizer takes as a word, near enough
 WORD = re.compile(r"[^\W\d_]{4,}")
 
 

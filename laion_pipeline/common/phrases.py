@@ -28,6 +28,10 @@ class QueryTooLong(ValueError):
         )
 
 
+# A word as FTS5's unicode61 tokenizer takes it, near enough: letters and digits.
+TOKEN = re.compile(r"[^\W_]+")
+
+
 def laion_match(text: str | None) -> str:
     """An FTS5 query for what a person typed: ``"a phrase"`` in double quotes is matched as a
     phrase, anything else word by word (every word must occur). FTS5 operators and
@@ -38,5 +42,5 @@ def laion_match(text: str | None) -> str:
     text = (text or "").strip()
     if len(text) >= 2 and text[0] == text[-1] == '"':
         return fts_phrase(text[1:-1])
-    words = re.findall(r"[^\W_]+", text)
+    words = TOKEN.findall(text)
     return " ".join(fts_phrase(word) for word in words) or fts_phrase(text)

@@ -100,12 +100,12 @@ def _typed(target: str, source: str | None) -> str:
     return f"CASE WHEN {_within_rule(target, number)} THEN {kept} END"
 
 
-def _nulled(target: str, source: str) -> str:
+def _nulled(target: str, source: str, kept: str) -> str:
     """SQL: the count of a column's values that ``_typed`` makes NULL for breaking its rule
-    (a value that was there, and not NaN)."""
+    (a value that was there, and not NaN), in the rows where ``kept`` holds."""
     number = _number(source)
     return (
-        f"count(*) FILTER (WHERE {_quote(source)} IS NOT NULL AND NOT isnan({number}) "
+        f"count(*) FILTER (WHERE {kept} AND {_quote(source)} IS NOT NULL AND NOT isnan({number}) "
         f"AND NOT {_within_rule(target, number)})"
     )
 
@@ -196,14 +196,14 @@ def _takedowns_sql(
     url, hash_column = columns.sources.get("url"), columns.sources.get("hash")
     blocked = []
     if blocklist.urls and url:
-        duck.register("blocked_urls", pa.table({"entry": sorted(blocklist.urls)}))
+        duck.register("blocked_urls", pa.table({"entry": list(blocklist.urls)}))
         blocked.append(f"{_quote(url)} IN (SELECT entry FROM blocked_urls)")
     if blocklist.hashes and hash_column:
-        duck.register("blocked_hashes", pa.table({"entry": sorted(blocklist.hashes)}))
+        duck.register("blocked_hashes", pa.table({"entry": list(blocklist.hashes)}))
         hashed = f"CAST({_quote(hash_column)} AS VARCHAR)"
         blocked.append(f"{hashed} IN (SELECT entry FROM blocked_hashes)")
     if blocklist.hosts and url:
-        duck.register("blocked_hosts", pa.table({"entry": sorted(blocklist.hosts)}))
+        duck.register("blocked_hosts", pa.table({"entry": list(blocklist.hosts)}))
         host = _host_sql(_quote(url))
         # A listed website blocks its subdomains: the row's host's last n labels, for each n
         # a listed website has.
@@ -261,18 +261,15 @@ def stage_file(
             os.replace(partial, target)
         finally:
             partial.unlink(missing_ok=True)
+        # A second scan, of the columns counted alone: the rows the takedowns left out, and
+        # per number column the kept rows' values that broke its rule.
         ruled = [(t, columns.sources[t]) for t in VALUE_RULES if columns.sources.get(t)]
-        nulled: dict[str, int] = {}
-        if ruled:  # a second scan, of the number columns alone
-            counts = duck.execute(
-                f"SELECT {', '.join(_nulled(t, s) for t, s in ruled)} FROM {scan} {where}"
-            ).fetchone()
-            nulled = {t: n for (t, _), n in zip(ruled, counts, strict=True) if n}
-        blocked = 0
-        if profile.takedowns:
-            (blocked,) = duck.execute(
-                f"SELECT count(*) FROM {scan} WHERE {kept_by_filter} AND {taken_down}"
-            ).fetchone()
+        measures = [f"count(*) FILTER (WHERE {taken_down})"]
+        measures += [_nulled(t, s, f"NOT {taken_down}") for t, s in ruled]
+        blocked, *broke = duck.execute(
+            f"SELECT {', '.join(measures)} FROM {scan} WHERE {kept_by_filter}"
+        ).fetchone()
+        nulled = {t: n for (t, _), n in zip(ruled, broke, strict=True) if n}
     except duckdb.Error as error:
         raise InvalidInputError(f"{label} cannot be read: {error}") from error
     finally:

@@ -31,6 +31,7 @@ from laion_pipeline.orchestration.assets.raw import nulled_text
 from laion_pipeline.orchestration.metadata import markdown_list, markdown_table
 from laion_pipeline.orchestration.resources import LaionData
 from laion_pipeline.releases.switch import current_release
+from laion_pipeline.sources.ingest import VALUE_RULES
 from laion_pipeline.sources.inputs import StagingManifest
 
 # Above this share of images without a host (URLs with no "//"), the domain counts say little.
@@ -140,7 +141,11 @@ def values_within_rules(laion_data: LaionData) -> AssetCheckResult:
     totals: collections.Counter[str] = collections.Counter()
     for f in files:
         totals.update(f.values_nulled)
-    rows = [(f.key, c, n) for f in files for c, n in sorted(f.values_nulled.items())]
+    rows = [
+        (f.key, c, VALUE_RULES.get(c, ""), n)
+        for f in files
+        for c, n in sorted(f.values_nulled.items())
+    ]
     described = nulled_text(totals)
     return AssetCheckResult(
         passed=not totals,
@@ -151,7 +156,9 @@ def values_within_rules(laion_data: LaionData) -> AssetCheckResult:
         metadata={
             "values_nulled": sum(totals.values()),
             "by_file": MetadataValue.md(
-                markdown_table(["source file", "column", "values"], rows[:100]) if rows else "none"
+                markdown_table(["source file", "column", "its rule", "values"], rows[:100])
+                if rows
+                else "none"
             ),
         },
     )
