@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import collections
 import itertools
 import json
 import os
@@ -30,7 +29,14 @@ import urllib.parse
 from pathlib import Path
 
 from benchmarks.bench import machine, print_and_record
-from benchmarks.bench_load import SLOW_SQL, Tally, _get, _open, keep_asking, press_requests
+from benchmarks.bench_load import (
+    SLOW_SQL,
+    Tally,
+    _open,
+    keep_asking,
+    press_requests,
+    slow_sql,
+)
 from benchmarks.bench_search import serving
 from laion_pipeline.common.layout import ENTITY_KINDS, DataLayout
 from laion_pipeline.releases.lock import data_dir_lock
@@ -108,45 +114,19 @@ async def press(port: int, clients: int, seconds: float, requests, rng) -> dict[
     return tallies
 
 
-async def slow_sql(port: int, path: str, seconds: float) -> collections.Counter:
-    """``SLOW_CLIENTS`` clients, each from its own address, sending ``path`` until
-    ``seconds`` are over; the statuses they got."""
-    statuses: collections.Counter = collections.Counter()
-    deadline = time.perf_counter() + seconds
-
-    async def client(n: int) -> None:
-        while time.perf_counter() < deadline:
-            try:
-                reader, writer = await asyncio.open_connection(
-                    "127.0.0.1", port, local_addr=(f"127.0.0.{n + 2}", 0)
-                )
-                try:
-                    status = await asyncio.wait_for(_get(reader, writer, path), 120)
-                finally:
-                    writer.close()
-            except (OSError, asyncio.IncompleteReadError, TimeoutError, ValueError):
-                status = "failed"
-            statuses[status] += 1
-            if status in (429, 503, "failed"):
-                await asyncio.sleep(0.5)  # as a client told to wait would
-
-    await asyncio.gather(*(client(n) for n in range(SLOW_CLIENTS)))
-    return statuses
-
-
 def measure(data: Path, clients: int, seconds: float) -> dict:
     layout = DataLayout(data.resolve())
     rng = random.Random(20221201)
     started_from = pointed_release(layout, "current")
-    copy = second_release(layout)
+    second_release(layout)
     requests = page_requests(layout, rng)
     rows = json.loads(layout.manifest_json.read_text())["row_counts"]["images"]
     sql = f"/{layout.current.database_name}.json?" + urllib.parse.urlencode({"sql": SLOW_SQL})
     with serving(layout) as (port, _):
         loop = asyncio.new_event_loop()
 
-        async def run() -> tuple[dict[str, Tally], collections.Counter, float]:
-            slow = asyncio.ensure_future(slow_sql(port, sql, seconds))
+        async def run() -> tuple[dict[str, Tally], Tally, float]:
+            slow = asyncio.ensure_future(slow_sql(port, sql, seconds, SLOW_CLIENTS))
             await asyncio.sleep(2)  # the slow queries take every SQL thread first
             pages = asyncio.ensure_future(press(port, clients, seconds, requests, rng))
             await asyncio.sleep(seconds / 2)
@@ -155,17 +135,15 @@ def measure(data: Path, clients: int, seconds: float) -> dict:
             assert rolled == started_from, (rolled, started_from)
             return await pages, await slow, seconds / 2
 
-        tallies, statuses, at = loop.run_until_complete(run())
+        tallies, slow, at = loop.run_until_complete(run())
         loop.close()
     return {
         "rows": rows,
         "clients": clients,
         "seconds": seconds,
         "rollback_at": at,
-        "rolled_back_from": copy,
         "pages": {kind: tallies[kind].summary(seconds) for kind in KINDS},
-        "statuses": {kind: dict(tallies[kind].statuses) for kind in KINDS},
-        "slow": dict(statuses),
+        "slow": slow.statuses,
     }
 
 

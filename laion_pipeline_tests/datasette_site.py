@@ -18,9 +18,14 @@ from datasette.app import Datasette
 
 from laion_pipeline.common.layout import DataLayout
 from laion_pipeline.releases.datasette_files import SEARCH_PAGE_ROWS
+from laion_pipeline.serve.compat import DATASETTE_1
 from laion_pipeline_tests.dagster_dev import REPO_ROOT, free_port
 
 DB = "laion-aesthetic-6pls"
+# Where a client sends SQL (the 0.65 line's address redirects there on the 1.0 line).
+SQL_PATH = f"/{DB}/-/query.json" if DATASETTE_1 else f"/{DB}.json"
+# A query that runs until the time limit stops it (the benchmarks' slow SQL).
+SLOW_SQL = "with recursive c(x) as (select 1 union all select x + 1 from c) select count(*) from c"
 
 
 class Site:

@@ -19,7 +19,7 @@ from laion_pipeline.common.layout import REPORT_URL, DataLayout
 from laion_pipeline.common.phrases import MAX_QUERY_CHARS
 from laion_pipeline.releases.datasette_files import SERVE_SETTINGS
 from laion_pipeline.serve.compat import DATASETTE_1
-from laion_pipeline_tests.datasette_site import DB, served
+from laion_pipeline_tests.datasette_site import DB, SLOW_SQL, served
 
 
 @pytest.fixture(scope="module")
@@ -164,9 +164,6 @@ def test_the_report_follows_no_link_planted_in_its_folder(sample_build, tmp_path
             assert code == 404 and "root:" not in body, path
         code, _ = status(site, f"{REPORT_URL}{release.name}/index.html")
         assert code == 200
-
-
-SLOW_SQL = "with recursive c(x) as (select 1 union all select x + 1 from c) select count(*) from c"
 
 
 def test_the_search_never_waits_behind_arbitrary_sql(site):

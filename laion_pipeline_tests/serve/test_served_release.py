@@ -16,7 +16,7 @@ from laion_pipeline.releases.datasette_files import inspect_data, table_counts
 from laion_pipeline.releases.switch import new_release, switch
 from laion_pipeline.serve.asgi import RELEASE_HEADER
 from laion_pipeline_tests.conftest import site_title, table_rows_count
-from laion_pipeline_tests.datasette_site import in_process
+from laion_pipeline_tests.datasette_site import SLOW_SQL, in_process
 
 pytestmark = pytest.mark.fast
 
@@ -130,14 +130,11 @@ def test_a_query_stopped_at_the_time_limit_lets_go_of_its_cursor_on_its_own_thre
     layout = DataLayout(tmp_path)
     switch(layout, tiny_release(layout, ["Hokusai"]), None)
     ds = in_process(layout)
-    endless = (
-        "with recursive c(x) as (select 1 union all select x + 1 from c) select count(*) from c"
-    )
 
     async def scenario() -> BaseException:
         await ds.invoke_startup()
         with pytest.raises(QueryInterrupted) as raised:
-            await ds.get_database(DEFAULT_DATABASE).execute(endless, custom_time_limit=50)
+            await ds.get_database(DEFAULT_DATABASE).execute(SLOW_SQL, custom_time_limit=50)
         return raised.value
 
     error: BaseException | None = asyncio.run(scenario())

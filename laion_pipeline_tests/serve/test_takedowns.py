@@ -12,10 +12,7 @@ import time
 import urllib.parse
 
 from laion_pipeline.common.layout import DataLayout
-from laion_pipeline.serve.compat import DATASETTE_1
-from laion_pipeline_tests.datasette_site import DB, served
-
-SQL_PATH = f"/{DB}/-/query.json" if DATASETTE_1 else f"/{DB}.json"
+from laion_pipeline_tests.datasette_site import DB, SQL_PATH, served
 
 
 def sql(query: str) -> str:

@@ -10,6 +10,8 @@ from pathlib import Path
 import pytest
 
 from benchmarks.bench import SEARCH_MARKER
+from laion_pipeline.common.layout import DataLayout
+from laion_pipeline.releases.switch import pointed_release
 
 PROJECT = Path(__file__).resolve().parents[2]
 SEED_TOOLS = PROJECT / ".venv-seed" / "bin"
@@ -141,3 +143,6 @@ def test_abuse_bench_reports_every_page_kind_through_slow_sql_and_a_rollback(
     for kind in ("index", "table", "row", "names", "search", "lookup"):
         (line,) = [row for row in text.splitlines() if row.startswith(f"| {kind} |")]
         assert int(line.split("|")[2].replace(",", "")) > 0 and line.split("|")[5].strip() == "0"
+    # The rollback went back to the release the benchmark started from.
+    started = pointed_release(sample_build, "current")
+    assert pointed_release(DataLayout(data.resolve()), "current") == started

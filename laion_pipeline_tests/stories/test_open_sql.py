@@ -11,17 +11,11 @@ from concurrent.futures import ThreadPoolExecutor
 from laion_pipeline.common.layout import DataLayout
 from laion_pipeline.releases.lock import data_dir_lock
 from laion_pipeline.releases.switch import pointed_release, rollback
-from laion_pipeline.serve.compat import DATASETTE_1
 from laion_pipeline.serve.pools import SQL_PER_CLIENT, SQL_PER_CLIENT_VARIABLE
 from laion_pipeline_tests.conftest import build
-from laion_pipeline_tests.datasette_site import DB, served
+from laion_pipeline_tests.datasette_site import DB, SLOW_SQL, SQL_PATH, served
 
-SLOW_SQL = "with recursive c(x) as (select 1 union all select x + 1 from c) select count(*) from c"
 SLOW_CLIENTS = 12
-
-
-# Where a client sends SQL (the 0.65 line's address redirects there on the 1.0 line).
-SQL_PATH = f"/{DB}/-/query.json" if DATASETTE_1 else f"/{DB}.json"
 
 
 def slow_sql_path() -> str:
