@@ -13,10 +13,10 @@ from laion_pipeline.serve.cache import (
     CACHE_HEADER,
     CachedResponse,
     ResponseCache,
-    any_current,
     cache_headers,
     cacheable,
-    not_modified,
+    etag,
+    if_none_match,
 )
 from laion_pipeline.serve.pools import OPEN_SQL, Refused
 from laion_pipeline.serve.render import HIDDEN_COLUMNS
@@ -42,70 +42,74 @@ def _params(scope: dict) -> list[tuple[str, str]]:
 
 async def _noise_columns(datasette: Any, site: Site, database: str) -> list[str]:
     """The noise columns (``HIDDEN_COLUMNS``) that ``database``'s images table has: a database
-    built before ``url_key`` lacks it. Read once per release's database (it never changes)."""
-    key = (site.release.release_id if site.release else "", database)
+    built before ``url_key`` lacks it. Read once per release's database (it never changes);
+    those of the releases before are forgotten."""
+    release = site.release.release_id if site.release else ""
+    key = (release, database)
     noise = site.noise_columns.get(key)
     if noise is None:
         db = datasette.databases[database]
         columns = await db.table_columns("images") if await db.table_exists("images") else []
+        for old in [k for k in site.noise_columns if k[0] != release]:
+            del site.noise_columns[old]
         noise = site.noise_columns[key] = [c for c in HIDDEN_COLUMNS if c in columns]
     return noise
 
 
-async def _hide_noise_columns(datasette: Any, site: Site, scope: dict) -> dict:
+Params = list[tuple[str, str]]
+
+
+async def _hide_noise_columns(
+    datasette: Any, site: Site, table: tuple[str, str] | None, params: Params
+) -> Params:
     """The images tables' pages and JSON without the noise columns, unless the request chose
     its columns; a column the page is sorted by stays."""
-    table = _table_of(scope, site.served_databases())
     if table is None or table[1] != "images":
-        return scope
-    params = _params(scope)
+        return params
     if any(key in ("_col", "_nocol") for key, _ in params):
-        return scope
+        return params
     sorted_by = {value for key, value in params if key in ("_sort", "_sort_desc")}
     noise = await _noise_columns(datasette, site, table[0])
-    params += [("_nocol", column) for column in noise if column not in sorted_by]
-    return {**scope, "query_string": urllib.parse.urlencode(params).encode("latin-1")}
+    return params + [("_nocol", column) for column in noise if column not in sorted_by]
 
 
-async def _checked_sort(datasette: Any, scope: dict, databases: list[str]) -> tuple[dict, str]:
+async def _checked_sort(
+    datasette: Any, table: tuple[str, str] | None, params: Params
+) -> tuple[Params, str]:
     """A table page's ``_sort`` or ``_sort_desc`` made one Datasette can do (``rowid`` of a
     table with a primary key is that key), or the reason it cannot (Datasette answers those
-    with a 500): the request's scope, and the problem or ``""``."""
-    table = _table_of(scope, databases)
-    params = _params(scope)
+    with a 500): the request's parameters, and the problem or ``""``."""
     sorts = [(k, v) for k, v in params if k in ("_sort", "_sort_desc")]
     if table is None or not sorts:
-        return scope, ""
+        return params, ""
     if len(sorts) > 1:
-        return scope, "sort by one column: give _sort or _sort_desc once"
+        return params, "sort by one column: give _sort or _sort_desc once"
     database, name = table
     db = datasette.databases.get(database)
     if db is None or not await db.table_exists(name):
-        return scope, ""  # Datasette's own 404
+        return params, ""  # Datasette's own 404
     columns = await db.table_columns(name)
     keys = await db.primary_keys(name)
     key, column = sorts[0]
     if column == "rowid" and len(keys) == 1:
-        params = [(k, keys[0] if k == key else v) for k, v in params]
-        query = urllib.parse.urlencode(params).encode("latin-1")
-        return {**scope, "query_string": query}, ""
+        return [(k, keys[0] if k == key else v) for k, v in params], ""
     sortable = {*columns, *(() if keys else ("rowid",))}
     if column not in sortable:
-        return scope, (
+        return params, (
             f"{key}={column}: {name} has no such column (it has {', '.join(sorted(sortable))})"
         )
-    return scope, ""
+    return params, ""
 
 
 # Parameters that make a page run SQL a visitor wrote.
 OPEN_SQL_PARAMS = ("sql", "_where")
 
 
-def runs_open_sql(scope: dict, site: Site) -> bool:
-    """Whether a request runs SQL a visitor chose: ``sql=`` or ``_where=`` on any page,
-    1.0's ``/<database>/-/query``, or a canned query of the served release (a page of one of
-    its databases that is not one of its tables)."""
-    if any(key in OPEN_SQL_PARAMS for key, _ in _params(scope)):
+def runs_open_sql(scope: dict, site: Site, params: Params) -> bool:
+    """Whether a request (its ``params``) runs SQL a visitor chose: ``sql=`` or ``_where=``
+    on any page, 1.0's ``/<database>/-/query``, or a canned query of the served release (a
+    page of one of its databases that is not one of its tables)."""
+    if any(key in OPEN_SQL_PARAMS for key, _ in params):
         return True
     parts = urllib.parse.unquote(scope.get("path", "")).strip("/").split("/")
     if len(parts) >= 3 and parts[1:3] == ["-", "query"]:
@@ -212,9 +216,10 @@ async def _cached(
     for the next time."""
     cache = site.cache
     cache.follow(release)  # the latest release: the cache is its own
-    if any_current(scope):
+    tags = if_none_match(scope)
+    if b"*" in tags:
         send = _not_modified_if_found(send)
-    if not_modified(scope, release):
+    if etag(release) in tags:
         headers = [*cache_headers(release), *extra]
         await send({"type": "http.response.start", "status": 304, "headers": headers})
         await send({"type": "http.response.body", "body": b""})
@@ -222,9 +227,10 @@ async def _cached(
     # Many readers asking for the same new page at once (a story's name) wait for the one
     # that computes it, then are answered from the cache.
     in_flight: dict[tuple, asyncio.Future] = site.in_flight
-    key = (release, *ResponseCache.key(scope))
+    page = ResponseCache.key(scope)
+    key = (release, *page)
     while True:
-        hit = cache.get(release, scope)
+        hit = cache.get(release, page)
         if hit is not None:
             headers = [*hit.headers, (CACHE_HEADER, b"hit")]
             await send({"type": "http.response.start", "status": hit.status, "headers": headers})
@@ -237,11 +243,11 @@ async def _cached(
             await asyncio.wait_for(asyncio.shield(computing), SINGLE_FLIGHT_WAIT_SECONDS)
         except TimeoutError:
             break
-        if cache.get(release, scope) is None:
+        if cache.get(release, page) is None:
             break  # not kept (an error, or too big): compute it here too
     done = in_flight[key] = asyncio.get_running_loop().create_future()
     try:
-        await _computed(app, scope, receive, send, cache, release, extra)
+        await _computed(app, scope, receive, send, cache, release, page, extra)
     finally:
         if in_flight.get(key) is done:
             del in_flight[key]
@@ -280,6 +286,7 @@ async def _computed(
     send: Any,
     cache: ResponseCache,
     release: str,
+    page: tuple[bytes, ...],
     extra: list[tuple[bytes, bytes]],
 ) -> None:
     """The app's answer, sent on with the release's cache headers, and kept when it may be."""
@@ -306,9 +313,7 @@ async def _computed(
     await app(scope, receive, keep)
     if started.get("complete") and kept <= cache.max_entry:
         body = b"".join(chunks)
-        cache.put(
-            release, scope, CachedResponse(started["status"], tuple(started["headers"]), body)
-        )
+        cache.put(release, page, CachedResponse(started["status"], tuple(started["headers"]), body))
 
 
 def wrapper(datasette: Any) -> Any:
@@ -351,13 +356,18 @@ def wrapper(datasette: Any) -> Any:
                 if scope.get("path") in DATABASES_PAGES:
                     await _databases_without_paths(datasette, send_with_headers)
                     return
-                databases = site.served_databases()
-                scope, problem = await _checked_sort(datasette, scope, databases)
+                # The request's table and parameters, read once for the checks below.
+                table = _table_of(scope, site.served_databases())
+                asked = _params(scope)
+                params, problem = await _checked_sort(datasette, table, asked)
                 if problem:
                     await _refuse(send_with_headers, 400, problem)
                     return
-                scope = await _hide_noise_columns(datasette, site, scope)
-                pooled = _through_pools(app, site, runs_open_sql(scope, site))
+                params = await _hide_noise_columns(datasette, site, table, params)
+                if params is not asked:
+                    query = urllib.parse.urlencode(params).encode("latin-1")
+                    scope = {**scope, "query_string": query}
+                pooled = _through_pools(app, site, runs_open_sql(scope, site, params))
                 # A request that entered a release a switch has since replaced is answered
                 # from that release, and kept out of the cache, which is the new one's.
                 if served is None or not cacheable(scope) or release_id != served.latest_id:

@@ -72,24 +72,16 @@ def cacheable(scope: dict) -> bool:
     return True
 
 
-def _if_none_match(scope: dict) -> list[bytes]:
+def if_none_match(scope: dict) -> list[bytes]:
+    """The entity tags of the request's ``If-None-Match``: a page the client holds (our
+    ``etag``), or ``*``, "not modified" if the page exists at all (RFC 9110, 13.1.2), which
+    only its answer tells (a 404 stays a 404)."""
     return [
         tag.strip()
         for name, value in scope.get("headers", ())
         if name == b"if-none-match"
         for tag in value.split(b",")
     ]
-
-
-def not_modified(scope: dict, release: str) -> bool:
-    """Whether the request says it holds this release's page already (``If-None-Match``)."""
-    return etag(release) in _if_none_match(scope)
-
-
-def any_current(scope: dict) -> bool:
-    """Whether the request asks ``If-None-Match: *``: "not modified" if the page exists at
-    all (RFC 9110, 13.1.2), which only its answer tells (a 404 stays a 404)."""
-    return b"*" in _if_none_match(scope)
 
 
 class ResponseCache:
@@ -127,17 +119,18 @@ class ResponseCache:
             scope.get("query_string", b""),
         )
 
-    def get(self, release: str, scope: dict) -> CachedResponse | None:
-        """The response kept for ``scope``, if ``release`` is the one the cache follows."""
+    def get(self, release: str, key: tuple[bytes, ...]) -> CachedResponse | None:
+        """The response kept under ``key`` (``key(scope)``), if ``release`` is the one the
+        cache follows."""
         with self._lock:
             if release != self.release:
                 return None
-            found = self._entries.get(self.key(scope))
+            found = self._entries.get(key)
             if found is not None:
-                self._entries.move_to_end(self.key(scope))
+                self._entries.move_to_end(key)
             return found
 
-    def put(self, release: str, scope: dict, response: CachedResponse) -> None:
+    def put(self, release: str, key: tuple[bytes, ...], response: CachedResponse) -> None:
         if response.status != 200 or len(response.body) > self.max_entry:
             return
         if any(name == b"set-cookie" for name, _ in response.headers):
@@ -145,7 +138,6 @@ class ResponseCache:
         with self._lock:
             if release != self.release:  # answered by a release a switch has replaced
                 return
-            key = self.key(scope)
             old = self._entries.pop(key, None)
             if old is not None:
                 self.bytes -= len(old.body)

@@ -75,27 +75,31 @@ def scope(path: str) -> dict:
     return {"path": path, "query_string": b"", "method": "GET"}
 
 
+def key(path: str) -> tuple[bytes, ...]:
+    return ResponseCache.key(scope(path))
+
+
 def test_the_cache_stays_within_its_bytes_dropping_the_least_recently_used():
     cache = ResponseCache(max_bytes=1000, max_entry=400)
     cache.follow("r1")
     for n in range(5):
-        cache.put("r1", scope(f"/{n}"), response(300))
+        cache.put("r1", key(f"/{n}"), response(300))
     assert cache.bytes <= 1000 and len(cache) == 3
-    assert cache.get("r1", scope("/0")) is None and cache.get("r1", scope("/4")) is not None
-    cache.get("r1", scope("/2"))  # used: kept over /3 when the next one comes
-    cache.put("r1", scope("/5"), response(300))
-    assert cache.get("r1", scope("/2")) is not None and cache.get("r1", scope("/3")) is None
-    cache.put("r1", scope("/big"), response(401))  # over one entry's bound: not kept
-    assert cache.get("r1", scope("/big")) is None
-    cache.put("r1", scope("/error"), CachedResponse(500, (), b"no"))
-    assert cache.get("r1", scope("/error")) is None
+    assert cache.get("r1", key("/0")) is None and cache.get("r1", key("/4")) is not None
+    cache.get("r1", key("/2"))  # used: kept over /3 when the next one comes
+    cache.put("r1", key("/5"), response(300))
+    assert cache.get("r1", key("/2")) is not None and cache.get("r1", key("/3")) is None
+    cache.put("r1", key("/big"), response(401))  # over one entry's bound: not kept
+    assert cache.get("r1", key("/big")) is None
+    cache.put("r1", key("/error"), CachedResponse(500, (), b"no"))
+    assert cache.get("r1", key("/error")) is None
     # A request of a release a switch replaced is neither answered nor kept.
-    assert cache.get("r0", scope("/5")) is None and len(cache) == 3
-    cache.put("r0", scope("/old"), response(10))
-    assert cache.get("r1", scope("/old")) is None
+    assert cache.get("r0", key("/5")) is None and len(cache) == 3
+    cache.put("r0", key("/old"), response(10))
+    assert cache.get("r1", key("/old")) is None
     # The next release serves nothing of the last one.
     cache.follow("r2")
-    assert cache.get("r2", scope("/5")) is None and len(cache) == 0 and cache.bytes == 0
+    assert cache.get("r2", key("/5")) is None and len(cache) == 0 and cache.bytes == 0
 
 
 def test_many_readers_of_one_new_page_wait_for_one_computation(site):
