@@ -37,9 +37,10 @@ FORMAT = (
 )
 
 
-def is_web_setting(text: str) -> bool:
-    """Whether ``text`` is an http(s) address (a list's URL, an entry's image URL)."""
-    return text[:8].lower().startswith(("http://", "https://"))
+def is_web_address(text: str | None) -> bool:
+    """Whether ``text`` is an http(s) address: a list's URL, an entry's image URL, an image a
+    page may link and show (never javascript: or data:)."""
+    return bool(text) and text[:8].lower().startswith(("http://", "https://"))
 
 
 def host_of_url(url: str) -> str:
@@ -93,7 +94,7 @@ class Blocklist:
             return False
         if url in self.urls:
             return True
-        return bool(self.hosts) and is_web_setting(url) and self.blocks_host(host_of_url(url))
+        return bool(self.hosts) and is_web_address(url) and self.blocks_host(host_of_url(url))
 
     def blocks_value(self, value: object) -> bool:
         """Whether one value of a row shown to a visitor names a taken-down image: its URL,
@@ -133,7 +134,7 @@ def parse_blocklist(text: str, origin: str) -> Blocklist:
             continue
         kind, _, value = line.partition(" ")
         value = value.strip()
-        if is_web_setting(line):
+        if is_web_address(line):
             urls.add(line)
         elif kind.lower() == "host" and value and " " not in value:
             host = host_of_url(value) if "//" in value else value.lower().rstrip(".")
@@ -167,7 +168,7 @@ def read_blocklist(setting: str | None, *, max_age: float = FETCHED_SECONDS) -> 
     setting = (setting or "").strip()
     if not setting:
         return NO_BLOCKLIST
-    if is_web_setting(setting):
+    if is_web_address(setting):
         from laion_pipeline.common.web import fetch_url, public_url
 
         fetched = _fetched.get(setting)

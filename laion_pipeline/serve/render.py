@@ -8,6 +8,7 @@ from typing import Any
 
 from markupsafe import Markup, escape
 
+from laion_pipeline.common.blocklist import is_web_address
 from laion_pipeline.releases.datasette_files import SHARD_SEARCH_URL
 from laion_pipeline.search.shard_search import FOUND_END, FOUND_START
 
@@ -100,11 +101,6 @@ def reorders(text: str | None) -> bool:
 def text_cell(value: str) -> Markup:
     """A text of a table page with its control characters shown, not obeyed."""
     return escape(visible(value))
-
-
-def is_web_address(value: str | None) -> bool:
-    """Whether ``value`` may be linked and shown as an image (never javascript: or data:)."""
-    return bool(value) and value.lower().startswith(("http://", "https://"))
 
 
 def url_cell(value: str, thumbnails: bool = True) -> Markup | None:

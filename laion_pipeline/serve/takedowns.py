@@ -30,7 +30,7 @@ from laion_pipeline.common.blocklist import (
     BLOCKLIST_VARIABLE,
     NO_BLOCKLIST,
     Blocklist,
-    is_web_setting,
+    is_web_address,
     read_blocklist,
 )
 from laion_pipeline.common.settings import yes_no
@@ -104,7 +104,7 @@ class Takedowns:
         if not self.setting or self._working:
             return
         now = time.monotonic()
-        web = is_web_setting(self.setting)
+        web = is_web_address(self.setting)
         if now - self._looked >= (BLOCKLIST_REFRESH_SECONDS if web else FILE_LOOK_SECONDS):
             self._looked = now
             if web:
@@ -150,7 +150,7 @@ class Takedowns:
         self.refresh(release, databases)  # apply it (its hashes in the background)
 
     def _file_identity(self) -> FileIdentity | None:
-        if not self.setting or is_web_setting(self.setting):
+        if not self.setting or is_web_address(self.setting):
             return None
         try:
             return FileIdentity.of(Path(self.setting).expanduser())

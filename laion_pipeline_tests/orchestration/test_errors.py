@@ -229,6 +229,10 @@ def test_a_rollback_in_a_mistyped_data_folder_creates_nothing(tmp_path, monkeypa
         (["run"], {"LAION_PROFILE": "nope"}, "LAION_PROFILE='nope' is not a profile"),
         (["serve"], {"LAION_SQL_PER_CLIENT": "many"}, "LAION_SQL_PER_CLIENT='many'"),
         (["serve"], {"LAION_SEARCH_COUNT_CAP": "\uff15\uff10"}, "LAION_SEARCH_COUNT_CAP="),
+        (["serve"], {"LAION_THUMBNAILS": "maybe"}, "LAION_THUMBNAILS='maybe'"),
+        # A list of takedowns that cannot be read stops the server before it starts.
+        (["serve"], {"LAION_BLOCKLIST": "/nowhere/t.txt"}, "LAION_BLOCKLIST=/nowhere/t.txt"),
+        (["run"], {"LAION_BLOCKLIST": "/nowhere/t.txt"}, "LAION_BLOCKLIST=/nowhere/t.txt"),
     ],
 )
 def test_a_setting_to_change_is_one_line_and_exit_status_2(
